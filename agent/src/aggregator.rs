@@ -1,0 +1,1 @@
+//! aggregator (in progress).

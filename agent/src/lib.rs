@@ -1,0 +1,21 @@
+//! The weir agent and command-line tool.
+//!
+//! One binary, `weir`, with subcommands: `agent` (the per-node daemon:
+//! datapath loader, aggregator, HTTP API), `observe` (a flow log client),
+//! and `lab` (a Kubernetes node in a box, made of network namespaces).
+//! Each subcommand lives in its own module; `main.rs` only parses and
+//! dispatches.
+#![forbid(unsafe_code)]
+
+pub mod aggregator;
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod flow;
+pub mod lab;
+pub mod metrics;
+pub mod observe;
+pub mod resolve;
+pub mod telemetry;
+pub mod tracker;
+pub mod web;

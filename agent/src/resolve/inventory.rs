@@ -1,0 +1,1 @@
+//! Pods from an inventory YAML file (in progress).

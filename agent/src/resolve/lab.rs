@@ -1,0 +1,1 @@
+//! Pods from the lab's state file (in progress).

@@ -1,0 +1,1 @@
+//! Helpers for weir privileged integration tests.
