@@ -1,1 +1,408 @@
-//! tracker (in progress).
+//! Turns what the kernel reports (ring-buffer announcements and flow-table
+//! sweeps) into [`Observation`]s with counter deltas.
+//!
+//! The ring buffer is a low-latency hint: an announced flow is reported at
+//! once. The sweep is the source of truth: it reports counter deltas, finds
+//! flows whose announcement was lost (ring buffer full) and expires idle
+//! entries after reporting their last counters, so the kernel table never
+//! fills up on a long-running node. This module is pure: the daemon does the
+//! map reads and deletes.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use weir_ebpf::abi::{self, FlowEvent, FlowKey, FlowStats};
+use weir_generator::model::Protocol;
+
+use crate::flow::{Initiator, Observation};
+
+/// Converts kernel `CLOCK_MONOTONIC` timestamps to Unix time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Unix nanoseconds at monotonic zero.
+    unix_at_boot_ns: i128,
+}
+
+impl Clock {
+    /// A clock from a simultaneous reading of both clocks.
+    #[must_use]
+    pub fn from_readings(monotonic_ns: u64, unix_ns: u64) -> Self {
+        Self {
+            unix_at_boot_ns: i128::from(unix_ns) - i128::from(monotonic_ns),
+        }
+    }
+
+    /// Read both clocks now. Re-read periodically: wall-clock steps (NTP)
+    /// move the offset.
+    #[must_use]
+    pub fn now() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_or(0, |t| timespec_ns(&t));
+        let unix = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+            .map_or(0, |t| timespec_ns(&t));
+        Self::from_readings(mono, unix)
+    }
+
+    /// Unix nanoseconds of a kernel timestamp.
+    #[must_use]
+    pub fn to_unix(self, monotonic_ns: u64) -> u64 {
+        u64::try_from(self.unix_at_boot_ns + i128::from(monotonic_ns)).unwrap_or(0)
+    }
+}
+
+fn timespec_ns(t: &nix::sys::time::TimeSpec) -> u64 {
+    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+}
+
+/// The current `CLOCK_MONOTONIC` reading, the kernel's timestamp base.
+#[must_use]
+pub fn monotonic_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| timespec_ns(&t))
+}
+
+/// When flow table entries expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// Any flow idle for this long.
+    pub idle: Duration,
+    /// A TCP flow that saw FIN or RST and has been idle for this long.
+    pub closing: Duration,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(60),
+            closing: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters already reported for one flow.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reported {
+    packets_from_pod: u64,
+    bytes_from_pod: u64,
+    packets_to_pod: u64,
+    bytes_to_pod: u64,
+}
+
+/// What one sweep found.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Reports to fold, in table order.
+    pub observations: Vec<Observation>,
+    /// Entries to delete from the kernel table (already reported as closed).
+    pub expired: Vec<FlowKey>,
+    /// Flows found in the table whose announcement never arrived.
+    pub recovered: u64,
+    /// Entries in the table.
+    pub entries: u64,
+}
+
+/// Per-flow reporting state.
+#[derive(Debug)]
+pub struct FlowTracker {
+    reported: HashMap<FlowKey, Reported>,
+    expiry: Expiry,
+}
+
+impl FlowTracker {
+    /// A tracker that knows no flows.
+    #[must_use]
+    pub fn new(expiry: Expiry) -> Self {
+        Self {
+            reported: HashMap::new(),
+            expiry,
+        }
+    }
+
+    /// Flows currently known.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.reported.len()
+    }
+
+    /// Whether no flow is known.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.reported.is_empty()
+    }
+
+    /// A ring-buffer announcement: a new flow, reported at once with no
+    /// counters (the sweep brings them). `None` for an event that does not
+    /// describe a trackable flow, or a flow already reported.
+    pub fn on_event(&mut self, event: &FlowEvent, clock: Clock) -> Option<Observation> {
+        if event.kind != abi::EVENT_NEW_FLOW || self.reported.contains_key(&event.key) {
+            return None;
+        }
+        let mut obs = base_observation(&event.key, event.initiator, event.flags)?;
+        self.reported.insert(event.key, Reported::default());
+        let time = clock.to_unix(event.timestamp_ns);
+        obs.new_flow = true;
+        obs.first_seen = time;
+        obs.last_seen = time;
+        obs.kernel_time = time;
+        obs.icmp = icmp_of(event.key.proto, event.icmp_type, event.icmp_code);
+        if event.key.proto == IPPROTO_TCP {
+            if obs.initiator == Initiator::Remote {
+                obs.tcp_flags_to_pod = event.tcp_flags;
+            } else {
+                obs.tcp_flags_from_pod = event.tcp_flags;
+            }
+        }
+        Some(obs)
+    }
+
+    /// A full read of the kernel flow table at monotonic time `now_ns`.
+    pub fn sweep(
+        &mut self,
+        entries: impl IntoIterator<Item = (FlowKey, FlowStats)>,
+        now_ns: u64,
+        clock: Clock,
+    ) -> Sweep {
+        let mut sweep = Sweep::default();
+        let mut seen = HashMap::with_capacity(self.reported.len());
+        for (key, stats) in entries {
+            sweep.entries += 1;
+            let new_flow = !self.reported.contains_key(&key);
+            let before = self.reported.get(&key).copied().unwrap_or_default();
+            let idle = Duration::from_nanos(now_ns.saturating_sub(stats.last_seen_ns));
+            let timeout = if stats.flags & abi::FLOW_F_CLOSING != 0 {
+                self.expiry.closing
+            } else {
+                self.expiry.idle
+            };
+            let closed = idle >= timeout;
+            let delta = Reported {
+                packets_from_pod: stats.packets_from_pod.saturating_sub(before.packets_from_pod),
+                bytes_from_pod: stats.bytes_from_pod.saturating_sub(before.bytes_from_pod),
+                packets_to_pod: stats.packets_to_pod.saturating_sub(before.packets_to_pod),
+                bytes_to_pod: stats.bytes_to_pod.saturating_sub(before.bytes_to_pod),
+            };
+            let changed = delta.packets_from_pod + delta.packets_to_pod > 0;
+            if new_flow {
+                sweep.recovered += 1;
+            }
+            if closed {
+                sweep.expired.push(key);
+            } else {
+                seen.insert(
+                    key,
+                    Reported {
+                        packets_from_pod: stats.packets_from_pod,
+                        bytes_from_pod: stats.bytes_from_pod,
+                        packets_to_pod: stats.packets_to_pod,
+                        bytes_to_pod: stats.bytes_to_pod,
+                    },
+                );
+            }
+            if !(new_flow || changed || closed) {
+                continue;
+            }
+            let Some(mut obs) = base_observation(&key, stats.initiator, stats.flags) else {
+                continue;
+            };
+            obs.new_flow = new_flow;
+            obs.closed = closed;
+            obs.packets_from_pod = delta.packets_from_pod;
+            obs.bytes_from_pod = delta.bytes_from_pod;
+            obs.packets_to_pod = delta.packets_to_pod;
+            obs.bytes_to_pod = delta.bytes_to_pod;
+            obs.tcp_flags_from_pod = stats.tcp_flags_from_pod;
+            obs.tcp_flags_to_pod = stats.tcp_flags_to_pod;
+            obs.icmp = icmp_of(key.proto, stats.icmp_type, stats.icmp_code);
+            obs.first_seen = clock.to_unix(stats.first_seen_ns);
+            obs.last_seen = clock.to_unix(stats.last_seen_ns);
+            sweep.observations.push(obs);
+        }
+        // Entries gone from the table (deleted elsewhere) are forgotten too.
+        self.reported = seen;
+        sweep
+    }
+}
+
+const IPPROTO_TCP: u8 = 6;
+
+fn icmp_of(proto: u8, icmp_type: u8, code: u8) -> Option<(u8, u8)> {
+    matches!(
+        Protocol::from_number(proto),
+        Some(Protocol::Icmp | Protocol::IcmpV6)
+    )
+    .then_some((icmp_type, code))
+}
+
+/// The identity part of an observation, or `None` for a key that does not
+/// decode (unknown family or protocol).
+fn base_observation(key: &FlowKey, initiator: u8, flags: u8) -> Option<Observation> {
+    let protocol = Protocol::from_number(key.proto)?;
+    let (local, remote) = addresses(key)?;
+    let initiator = match initiator {
+        abi::INITIATOR_LOCAL => Initiator::Local,
+        abi::INITIATOR_REMOTE => Initiator::Remote,
+        _ => Initiator::Unknown,
+    };
+    Some(Observation {
+        ifindex: key.ifindex,
+        protocol,
+        local: SocketAddr::new(local, key.local_port),
+        remote: SocketAddr::new(remote, key.remote_port),
+        initiator,
+        initiator_guessed: flags & abi::FLOW_F_INITIATOR_GUESSED != 0,
+        new_flow: false,
+        closed: false,
+        packets_from_pod: 0,
+        bytes_from_pod: 0,
+        packets_to_pod: 0,
+        bytes_to_pod: 0,
+        tcp_flags_from_pod: 0,
+        tcp_flags_to_pod: 0,
+        icmp: None,
+        first_seen: 0,
+        last_seen: 0,
+        kernel_time: 0,
+    })
+}
+
+fn addresses(key: &FlowKey) -> Option<(IpAddr, IpAddr)> {
+    let decode = |bytes: &[u8; 16]| -> Option<IpAddr> {
+        match key.family {
+            abi::FAMILY_IPV4 => Some(IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])),
+            abi::FAMILY_IPV6 => Some(IpAddr::from(*bytes)),
+            _ => None,
+        }
+    };
+    Some((decode(&key.local_addr)?, decode(&key.remote_addr)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            ifindex: 7,
+            family: abi::FAMILY_IPV4,
+            proto: IPPROTO_TCP,
+            local_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            local_port: port,
+            remote_port: 80,
+            ..FlowKey::default()
+        }
+    }
+
+    fn stats(packets: u64, last_seen_ns: u64, flags: u8) -> FlowStats {
+        FlowStats {
+            first_seen_ns: SEC,
+            last_seen_ns,
+            packets_from_pod: packets,
+            bytes_from_pod: packets * 100,
+            packets_to_pod: packets,
+            bytes_to_pod: packets * 60,
+            initiator: abi::INITIATOR_LOCAL,
+            flags,
+            ..FlowStats::default()
+        }
+    }
+
+    fn event(k: FlowKey) -> FlowEvent {
+        FlowEvent {
+            version: abi::ABI_VERSION,
+            kind: abi::EVENT_NEW_FLOW,
+            initiator: abi::INITIATOR_LOCAL,
+            timestamp_ns: SEC,
+            key: k,
+            ..FlowEvent::default()
+        }
+    }
+
+    #[test]
+    fn event_then_sweep_reports_one_new_flow_and_deltas() {
+        let clock = Clock::from_readings(0, 1_000 * SEC);
+        let mut t = FlowTracker::new(Expiry::default());
+        let obs = t.on_event(&event(key(40000)), clock).expect("new flow");
+        assert!(obs.new_flow);
+        assert_eq!(obs.initiator, Initiator::Local);
+        assert_eq!(obs.remote.port(), 80);
+        assert_eq!(obs.first_seen, 1_001 * SEC);
+        assert!(t.on_event(&event(key(40000)), clock).is_none(), "duplicate");
+
+        let s = t.sweep([(key(40000), stats(3, 2 * SEC, 0))], 3 * SEC, clock);
+        assert_eq!(s.recovered, 0);
+        assert_eq!(s.observations.len(), 1);
+        assert!(!s.observations[0].new_flow);
+        assert_eq!(s.observations[0].packets_from_pod, 3);
+
+        let s = t.sweep([(key(40000), stats(5, 3 * SEC, 0))], 4 * SEC, clock);
+        assert_eq!(s.observations[0].packets_from_pod, 2, "delta, not total");
+        assert_eq!(s.observations[0].bytes_to_pod, 120);
+
+        let s = t.sweep([(key(40000), stats(5, 3 * SEC, 0))], 5 * SEC, clock);
+        assert!(s.observations.is_empty(), "nothing changed");
+    }
+
+    #[test]
+    fn sweep_recovers_flows_whose_event_was_lost() {
+        let clock = Clock::from_readings(0, 0);
+        let mut t = FlowTracker::new(Expiry::default());
+        let entries: Vec<_> = (0..100).map(|p| (key(p), stats(1, SEC, 0))).collect();
+        let s = t.sweep(entries, 2 * SEC, clock);
+        assert_eq!(s.recovered, 100);
+        assert_eq!(s.observations.iter().filter(|o| o.new_flow).count(), 100);
+        assert_eq!(t.len(), 100);
+    }
+
+    #[test]
+    fn idle_and_closing_flows_expire_with_a_final_report() {
+        let clock = Clock::from_readings(0, 0);
+        let expiry = Expiry {
+            idle: Duration::from_secs(60),
+            closing: Duration::from_secs(10),
+        };
+        let mut t = FlowTracker::new(expiry);
+        t.sweep(
+            [
+                (key(1), stats(1, SEC, 0)),
+                (key(2), stats(1, SEC, abi::FLOW_F_CLOSING)),
+            ],
+            2 * SEC,
+            clock,
+        );
+        // 20 s later: the closing flow expires, the open one does not.
+        let s = t.sweep(
+            [
+                (key(1), stats(1, SEC, 0)),
+                (key(2), stats(2, SEC, abi::FLOW_F_CLOSING)),
+            ],
+            21 * SEC,
+            clock,
+        );
+        assert_eq!(s.expired, vec![key(2)]);
+        assert_eq!(s.observations.len(), 1);
+        assert!(s.observations[0].closed);
+        assert_eq!(s.observations[0].packets_from_pod, 1);
+        assert_eq!(t.len(), 1);
+        // After 61 s of idleness the open one expires too, even unchanged.
+        let s = t.sweep([(key(1), stats(1, SEC, 0))], 62 * SEC, clock);
+        assert_eq!(s.expired, vec![key(1)]);
+        assert!(s.observations[0].closed && !s.observations[0].new_flow);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn undecodable_keys_are_skipped() {
+        let clock = Clock::from_readings(0, 0);
+        let mut t = FlowTracker::new(Expiry::default());
+        let mut bad = key(1);
+        bad.family = 9;
+        assert!(t.on_event(&event(bad), clock).is_none());
+        let s = t.sweep([(bad, stats(1, SEC, 0))], 2 * SEC, clock);
+        assert!(s.observations.is_empty());
+    }
+}

@@ -14,6 +14,8 @@
 #ifndef WEIR_ABI_H
 #define WEIR_ABI_H
 
+#include <linux/types.h>
+
 #define WEIR_ABI_VERSION 1
 
 /* Address families as stored in flow_key.family. */

@@ -1,1 +1,5 @@
 //! Helpers for weir privileged integration tests.
+
+pub mod netns;
+pub mod packets;
+pub mod harness;

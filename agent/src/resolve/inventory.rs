@@ -1,1 +1,258 @@
-//! Pods from an inventory YAML file (in progress).
+//! Pods from an inventory YAML file: for a machine without an API server,
+//! or to replay a cluster's state (`kubectl get pods,namespaces -A -o yaml`
+//! writes exactly such a file).
+//!
+//! The file holds Pods and Namespaces, as separate YAML documents and/or in
+//! `List`, `PodList` or `NamespaceList` objects. A Namespace not declared
+//! but used by a pod is added, as the API server would have it.
+//!
+//! A pod running on this node tells which host-side veth is its own with the
+//! annotation [`HOST_VETH_ANNOTATION`] (`weir.dev/host-veth: veth1a2b3c`):
+//! without an API server there is no CNI state to ask. With
+//! [`InventorySource::with_node`], only pods whose `spec.nodeName` is this
+//! node may claim a veth (one file can then describe a whole cluster).
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use serde::Deserialize;
+use weir_generator::identity::pod_meta;
+
+use super::{Inventory, LocalPod, Source, SourceError};
+
+/// Annotation naming a pod's host-side veth.
+pub const HOST_VETH_ANNOTATION: &str = "weir.dev/host-veth";
+
+/// The label the API server puts on every namespace (Kubernetes 1.22+);
+/// policies select peer namespaces by it.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A [`Source`] reading an inventory file on every snapshot.
+#[derive(Clone, Debug)]
+pub struct InventorySource {
+    path: PathBuf,
+    node_name: Option<String>,
+}
+
+impl InventorySource {
+    /// Read `path`; every pod with the veth annotation may be local.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            node_name: None,
+        }
+    }
+
+    /// Only pods scheduled on `node_name` may claim a host veth.
+    #[must_use]
+    pub fn with_node(mut self, node_name: impl Into<String>) -> Self {
+        self.node_name = Some(node_name.into());
+        self
+    }
+}
+
+impl Source for InventorySource {
+    fn snapshot(&mut self) -> Result<Inventory, SourceError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|source| SourceError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        parse(&self.path, &text, self.node_name.as_deref())
+    }
+
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+}
+
+/// Just enough of an object to dispatch on its kind.
+#[derive(Deserialize)]
+struct Head {
+    kind: Option<String>,
+}
+
+/// Parse an inventory file's text. `path` is only for error messages.
+///
+/// # Errors
+/// [`SourceError::Parse`] naming the 1-based document on malformed YAML,
+/// a missing or unknown `kind`, or an object that does not fit its kind.
+pub fn parse(path: &Path, text: &str, node_name: Option<&str>) -> Result<Inventory, SourceError> {
+    let mut inventory = Inventory::default();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let fail = |reason: String| SourceError::Parse {
+            path: path.to_owned(),
+            document: index + 1,
+            reason,
+        };
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| fail(e.to_string()))?;
+        if value.is_null() {
+            // An empty document (a trailing `---`) declares nothing.
+            continue;
+        }
+        add_object(&mut inventory, value, None, node_name).map_err(fail)?;
+    }
+    for pod in &inventory.pods {
+        inventory
+            .namespaces
+            .entry(pod.meta.namespace.clone())
+            .or_default();
+    }
+    for (name, labels) in &mut inventory.namespaces {
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_owned())
+            .or_insert_with(|| name.clone());
+    }
+    Ok(inventory)
+}
+
+/// Add one object; `item_kind` is the kind list items default to.
+fn add_object(
+    inventory: &mut Inventory,
+    value: serde_yaml::Value,
+    item_kind: Option<&str>,
+    node_name: Option<&str>,
+) -> Result<(), String> {
+    let head = Head::deserialize(&value).map_err(|e| e.to_string())?;
+    let kind = head.kind.as_deref().or(item_kind).ok_or("missing `kind`")?;
+    match kind {
+        "Pod" => {
+            let pod = Pod::deserialize(value).map_err(|e| format!("Pod: {e}"))?;
+            let meta = pod_meta(&pod).ok_or("Pod: missing `metadata.name`")?;
+            let on_this_node = match node_name {
+                Some(node) => pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node),
+                None => true,
+            };
+            let host_veth = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HOST_VETH_ANNOTATION))
+                .filter(|_| on_this_node)
+                .cloned();
+            inventory.pods.push(LocalPod { meta, host_veth });
+        }
+        "Namespace" => {
+            let ns = Namespace::deserialize(value).map_err(|e| format!("Namespace: {e}"))?;
+            let name = ns
+                .metadata
+                .name
+                .ok_or("Namespace: missing `metadata.name`")?;
+            inventory
+                .namespaces
+                .insert(name, ns.metadata.labels.unwrap_or_default());
+        }
+        "List" | "PodList" | "NamespaceList" => {
+            let default_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+            let items = match value.get("items") {
+                None | Some(serde_yaml::Value::Null) => return Ok(()),
+                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+                Some(_) => return Err(format!("{kind}: `items` is not a list")),
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                add_object(inventory, item, default_kind, node_name)
+                    .map_err(|e| format!("{kind} item {i}: {e}"))?;
+            }
+        }
+        other => {
+            return Err(format!(
+                "unsupported kind {other:?} (expected Pod, Namespace, List, PodList or NamespaceList)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use weir_generator::model::WorkloadKind;
+
+    use super::*;
+
+    const POD_A: &str = r"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7d9f8b6c5-abcde
+  namespace: shop
+  labels: {app: web, pod-template-hash: 7d9f8b6c5}
+  annotations: {weir.dev/host-veth: veth1}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f8b6c5, uid: u1, controller: true}
+spec:
+  nodeName: node-1
+  containers: [{name: web, image: nginx}]
+status:
+  podIP: 10.0.0.5
+";
+
+    fn parse_str(text: &str, node: Option<&str>) -> Result<Inventory, SourceError> {
+        parse(Path::new("inv.yaml"), text, node)
+    }
+
+    #[test]
+    fn reads_documents_and_lists() {
+        let text = format!(
+            "{POD_A}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{team: a}}}}\n---\n\
+             apiVersion: v1\nkind: PodList\nitems:\n- metadata: {{name: db-0, namespace: data}}\n  status: {{podIP: 10.0.1.9}}\n---\n\
+             apiVersion: v1\nkind: List\nitems:\n- {{apiVersion: v1, kind: Namespace, metadata: {{name: data}}}}\n---\n"
+        );
+        let inv = parse_str(&text, None).unwrap();
+        assert_eq!(inv.pods.len(), 2);
+        let web = &inv.pods[0];
+        assert_eq!(web.meta.workload.kind, WorkloadKind::Deployment);
+        assert_eq!(web.meta.workload.name, "web");
+        assert_eq!(web.host_veth.as_deref(), Some("veth1"));
+        assert_eq!(web.meta.ips, ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(inv.pods[1].meta.workload.kind, WorkloadKind::Pod);
+        assert_eq!(inv.namespaces["shop"]["team"], "a");
+        assert_eq!(inv.namespaces["shop"][NAMESPACE_NAME_LABEL], "shop");
+        assert_eq!(inv.namespaces["data"][NAMESPACE_NAME_LABEL], "data");
+    }
+
+    #[test]
+    fn only_pods_on_this_node_claim_a_veth() {
+        let here = parse_str(POD_A, Some("node-1")).unwrap();
+        assert_eq!(here.pods[0].host_veth.as_deref(), Some("veth1"));
+        let elsewhere = parse_str(POD_A, Some("node-2")).unwrap();
+        assert_eq!(elsewhere.pods[0].host_veth, None);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_document() {
+        let cases = [
+            ("kind: Pod\nmetadata: {name: a}\n---\nkind: Service\n", 2, "unsupported kind"),
+            ("kind: Pod\nmetadata: {name: a}\n---\n- [unclosed\n", 2, ""),
+            ("metadata: {name: a}\n", 1, "missing `kind`"),
+            ("kind: Pod\nmetadata: {labels: {a: b}}\n", 1, "metadata.name"),
+            ("kind: PodList\nitems: 3\n", 1, "not a list"),
+            ("kind: Pod\nmetadata: {name: 3}\nspec: 7\n", 1, "Pod:"),
+        ];
+        for (text, document, needle) in cases {
+            let err = parse_str(text, None).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, SourceError::Parse { document: d, .. } if d == document),
+                "{text:?}: {message}"
+            );
+            assert!(message.starts_with("inv.yaml: document "), "{message}");
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn source_reads_the_file_and_reports_missing_ones() {
+        let dir = std::env::temp_dir().join(format!("weir-inventory-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inventory.yaml");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(POD_A.as_bytes()))
+            .unwrap();
+        let mut source = InventorySource::new(&path).with_node("node-1");
+        assert_eq!(source.snapshot().unwrap().pods.len(), 1);
+        assert_eq!(source.name(), "inventory");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(source.snapshot(), Err(SourceError::Read { .. })));
+    }
+}

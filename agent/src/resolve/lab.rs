@@ -1,1 +1,152 @@
-//! Pods from the lab's state file (in progress).
+//! Pods from a `weir lab` state file. The file is re-read at every
+//! snapshot, so pods appear and disappear as the lab is brought up, replaced
+//! or taken down. External hosts are not pods: they are left out, and their
+//! addresses resolve as external peers, as they would in a cluster.
+
+use std::path::PathBuf;
+
+use super::{Inventory, LocalPod, Source, SourceError};
+use crate::lab::{
+    LabError, LabName,
+    state::{LabState, state_path},
+};
+
+/// Reads the state of one lab.
+#[derive(Clone, Debug)]
+pub struct LabSource {
+    lab: String,
+    path: PathBuf,
+}
+
+impl LabSource {
+    /// The source for lab `lab` (its state file under `/run/weir`).
+    #[must_use]
+    pub fn new(lab: &LabName) -> Self {
+        Self {
+            lab: lab.to_string(),
+            path: state_path(lab),
+        }
+    }
+
+    /// A source reading a state file at another path (tests).
+    #[must_use]
+    pub fn from_path(path: PathBuf) -> Self {
+        Self {
+            lab: path.display().to_string(),
+            path,
+        }
+    }
+}
+
+/// The inventory a lab state describes: every pod with its host veth,
+/// namespaces with their labels; no external hosts.
+#[must_use]
+pub fn inventory(state: &LabState) -> Inventory {
+    Inventory {
+        pods: state
+            .pods
+            .iter()
+            .map(|p| LocalPod {
+                meta: p.meta(),
+                host_veth: Some(p.host_veth.clone()),
+            })
+            .collect(),
+        namespaces: state
+            .namespaces
+            .iter()
+            .map(|(name, labels)| {
+                let mut labels = labels.clone();
+                labels
+                    .entry("kubernetes.io/metadata.name".into())
+                    .or_insert_with(|| name.clone());
+                (name.clone(), labels)
+            })
+            .collect(),
+    }
+}
+
+impl Source for LabSource {
+    fn snapshot(&mut self) -> Result<Inventory, SourceError> {
+        match LabState::load_from(&self.path, &self.lab) {
+            Ok(state) => Ok(inventory(&state)),
+            // No lab (yet, or any more): no pods.
+            Err(LabError::NotUp { .. }) => Ok(Inventory::default()),
+            Err(LabError::StateFormat { source, .. }) => Err(SourceError::Parse {
+                path: self.path.clone(),
+                document: 1,
+                reason: source.to_string(),
+            }),
+            Err(LabError::Io { source, .. }) => Err(SourceError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(other) => Err(SourceError::Read {
+                path: self.path.clone(),
+                source: std::io::Error::other(other.to_string()),
+            }),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "lab"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lab::{plan::plan, spec::parse_str};
+
+    const YAML: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: lab.weir.dev/v1alpha1
+kind: ExternalHost
+metadata: {name: pay}
+spec: {ips: [203.0.113.10]}
+";
+
+    #[test]
+    fn snapshot_follows_the_state_file() {
+        let dir = std::env::temp_dir().join(format!("weir-labsource-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lab-x.json");
+        let mut source = LabSource::from_path(path.clone());
+        assert_eq!(source.snapshot().unwrap(), Inventory::default());
+
+        let spec = parse_str(Path::new("t.yaml"), YAML).unwrap();
+        let state = plan(&"x".parse().unwrap(), &spec).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let inv = source.snapshot().unwrap();
+        assert_eq!(inv.pods.len(), 2, "external hosts are not pods");
+        assert!(inv.pods.iter().all(|p| p.host_veth.is_some()));
+        assert!(
+            inv.pods
+                .iter()
+                .all(|p| p.meta.workload.to_string() == "shop/web")
+        );
+        assert_eq!(
+            inv.namespaces["shop"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+        assert_eq!(inv.namespaces["shop"]["team"], "a");
+
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(source.snapshot(), Err(SourceError::Parse { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

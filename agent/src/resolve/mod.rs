@@ -9,7 +9,7 @@ pub mod inventory;
 pub mod lab;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -23,6 +23,11 @@ pub trait Resolve: Send + Sync {
     fn pod_by_ip(&self, ip: IpAddr) -> Option<Arc<PodMeta>>;
     /// The local pod behind the host-side interface `ifindex`, if any.
     fn pod_by_ifindex(&self, ifindex: u32) -> Option<Arc<PodMeta>>;
+    /// Whether `ip` belongs to a pod attached on this node (one whose host
+    /// veth is known). The aggregator needs it to count a connection between
+    /// two local pods once: both veths report it, and only the initiator's
+    /// report makes the edge.
+    fn is_attached(&self, ip: IpAddr) -> bool;
 }
 
 /// A pod with what the node knows of its network attachment.
@@ -79,11 +84,16 @@ pub enum SourceError {
     },
 }
 
+/// Lookups happen for every observation: a fast non-cryptographic hash.
+/// Keys are pod IPs and interface indexes, not attacker-chosen in bulk.
+type FastHash = foldhash::fast::RandomState;
+
 /// An indexed, immutable inventory.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    by_ip: HashMap<IpAddr, Arc<PodMeta>>,
-    by_ifindex: HashMap<u32, Arc<PodMeta>>,
+    by_ip: HashMap<IpAddr, Arc<PodMeta>, FastHash>,
+    by_ifindex: HashMap<u32, Arc<PodMeta>, FastHash>,
+    attached: HashSet<IpAddr, FastHash>,
 }
 
 impl Resolver {
@@ -91,8 +101,9 @@ impl Resolver {
     /// indexes (the kernel reports flows by index); veths it does not know
     /// are left out.
     pub fn new(inventory: &Inventory, ifindex_of: impl Fn(&str) -> Option<u32>) -> Self {
-        let mut by_ip = HashMap::new();
-        let mut by_ifindex = HashMap::new();
+        let mut by_ip = HashMap::default();
+        let mut by_ifindex = HashMap::default();
+        let mut attached = HashSet::default();
         for pod in &inventory.pods {
             let meta = Arc::new(pod.meta.clone());
             for ip in &pod.meta.ips {
@@ -100,9 +111,26 @@ impl Resolver {
             }
             if let Some(index) = pod.host_veth.as_deref().and_then(&ifindex_of) {
                 by_ifindex.insert(index, Arc::clone(&meta));
+                attached.extend(pod.meta.ips.iter().copied());
             }
         }
-        Self { by_ip, by_ifindex }
+        Self {
+            by_ip,
+            by_ifindex,
+            attached,
+        }
+    }
+
+    /// How many pods are attached on this node (have a known host veth).
+    #[must_use]
+    pub fn attached_pods(&self) -> usize {
+        self.by_ifindex.len()
+    }
+
+    /// How many pod IPs the resolver knows.
+    #[must_use]
+    pub fn known_ips(&self) -> usize {
+        self.by_ip.len()
     }
 }
 
@@ -113,5 +141,9 @@ impl Resolve for Resolver {
 
     fn pod_by_ifindex(&self, ifindex: u32) -> Option<Arc<PodMeta>> {
         self.by_ifindex.get(&ifindex).cloned()
+    }
+
+    fn is_attached(&self, ip: IpAddr) -> bool {
+        self.attached.contains(&ip)
     }
 }

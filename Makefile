@@ -1,0 +1,63 @@
+# weir: the front door. Two set-up commands work on a fresh Debian 12 machine:
+#   make demo   bring up the example shop lab, run the agent, drive traffic, print the flow graph
+#   make test   unit tests, then the privileged end-to-end tests (needs root)
+# Each installs what it needs first (apt packages; cargo fetches crates).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+WEIR_DEBUG := target/debug/weir
+WEIR_RELEASE := target/release/weir
+APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iperf3 bpftool python3 python3-venv procps
+LAB ?= demo
+LISTEN ?= 127.0.0.1:9090
+
+.PHONY: help deps build release test test-unit test-privileged lint fmt bench demo demo-down clean
+
+help:
+	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
+	@echo "make demo-down stop the demo agent and remove the demo lab"
+	@echo "make test      all tests (root: privileged end-to-end tests in network namespaces)"
+	@echo "make bench     benchmarks, numbers for docs/benchmarks.md"
+	@echo "make lint      rustfmt and clippy"
+
+# Installs only what is missing, so a warm machine does not touch apt.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; \
+	fi
+
+build: deps
+	$(CARGO) build -p weir
+
+release: deps
+	$(CARGO) build --release -p weir
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-unit: deps
+	$(CARGO) test --workspace --exclude weir-integration-tests
+
+# The privileged tests: real kernel, real eBPF, network namespaces. They fail
+# (never skip) when not run as root.
+test-privileged: build
+	$(CARGO) test -p weir-integration-tests -- --test-threads=2
+
+test: test-unit test-privileged
+
+bench: deps
+	$(CARGO) build --release -p weir -p weir-integration-tests --all-targets
+	scripts/bench.sh
+
+demo: release
+	LAB=$(LAB) LISTEN=$(LISTEN) WEIR=$(WEIR_RELEASE) scripts/demo.sh
+
+demo-down:
+	LAB=$(LAB) WEIR=$(WEIR_RELEASE) scripts/demo.sh down
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,279 @@
+//! Aggregator fold rate and memory, on one thread.
+//!
+//! `cargo bench -p weir --bench aggregator` prints markdown table rows for
+//! docs/benchmarks.md. No criterion: the numbers wanted are a rate over a
+//! realistic mix and allocated bytes, which a plain loop and a counting
+//! allocator measure directly.
+//!
+//! The mix: 10 namespaces, 300 workloads of 3 pods (900 pods, 90 of them
+//! attached on this node), 200 external addresses, 5,000 flows between
+//! them; observations pick flows at random. The resolver is the agent's real
+//! `Resolver`.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    collections::BTreeMap,
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicIsize, Ordering},
+    },
+    time::Instant,
+};
+
+use weir_agent::{
+    aggregator::{Aggregator, Options},
+    flow::{Initiator, Observation},
+    metrics::Metrics,
+    resolve::{Inventory, LocalPod, Resolver},
+};
+use weir_generator::model::{PodMeta, Protocol, WorkloadKind, WorkloadRef};
+
+/// Counts live heap bytes, to measure memory per edge and per record.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments,
+// upholding `GlobalAlloc`'s contract; the counter has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract (non-zero-size layout from the caller).
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size().cast_signed(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (above).
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size().cast_signed(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new_size.cast_signed() - layout.size().cast_signed(),
+                Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap_or(0)
+    }
+}
+
+const NAMESPACES: usize = 10;
+const WORKLOADS: usize = 300;
+const PODS_PER_WORKLOAD: usize = 3;
+const ATTACHED: usize = 90;
+const EXTERNALS: usize = 200;
+const FLOWS: usize = 5_000;
+const OBSERVATIONS: usize = 2_000_000;
+
+fn pod_ip(i: usize) -> IpAddr {
+    let [_, _, hi, lo] = u32::try_from(i).unwrap_or(0).to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(10, 0, hi, lo))
+}
+
+fn inventory() -> Inventory {
+    let mut pods = Vec::new();
+    for w in 0..WORKLOADS {
+        let namespace = format!("ns-{}", w % NAMESPACES);
+        let name = format!("workload-{w}");
+        for p in 0..PODS_PER_WORKLOAD {
+            let i = w * PODS_PER_WORKLOAD + p;
+            pods.push(LocalPod {
+                meta: PodMeta {
+                    namespace: namespace.clone(),
+                    name: format!("{name}-7d9f8b6c5-{p:05}"),
+                    labels: BTreeMap::from([
+                        ("app".to_owned(), name.clone()),
+                        ("pod-template-hash".to_owned(), "7d9f8b6c5".to_owned()),
+                    ]),
+                    workload: WorkloadRef::new(&namespace, WorkloadKind::Deployment, &name),
+                    ips: vec![pod_ip(i)],
+                },
+                // Spread attached pods over workloads: every 10th pod.
+                host_veth: (i % 10 == 0 && i / 10 < ATTACHED).then(|| format!("veth{i}")),
+            });
+        }
+    }
+    Inventory {
+        pods,
+        namespaces: BTreeMap::new(),
+    }
+}
+
+fn flows(rng: &mut Rng) -> Vec<Observation> {
+    let attached: Vec<usize> = (0..ATTACHED).map(|k| k * 10).collect();
+    let pods = WORKLOADS * PODS_PER_WORKLOAD;
+    (0..FLOWS)
+        .map(|f| {
+            let local_pod = attached[rng.below(attached.len())];
+            let remote_ip = if rng.below(10) < 8 {
+                pod_ip(rng.below(pods))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, u8::try_from(rng.below(EXTERNALS)).unwrap_or(0)))
+            };
+            let (initiator, local_port, remote_port) = match rng.below(20) {
+                0 => (Initiator::Unknown, 5353, 5353),
+                1..=5 => (Initiator::Remote, 8080, 30_000 + (f % 30_000) as u16),
+                _ => (Initiator::Local, 30_000 + (f % 30_000) as u16, [80, 443, 5432, 6379, 7070][rng.below(5)]),
+            };
+            Observation {
+                ifindex: u32::try_from(local_pod).unwrap_or(0),
+                protocol: if rng.below(10) == 0 { Protocol::Udp } else { Protocol::Tcp },
+                local: SocketAddr::new(pod_ip(local_pod), local_port),
+                remote: SocketAddr::new(remote_ip, remote_port),
+                initiator,
+                initiator_guessed: false,
+                new_flow: false,
+                closed: false,
+                packets_from_pod: 10,
+                bytes_from_pod: 1_500,
+                packets_to_pod: 12,
+                bytes_to_pod: 9_000,
+                tcp_flags_from_pod: 0x18,
+                tcp_flags_to_pod: 0x18,
+                icmp: None,
+                first_seen: 1_700_000_000_000_000_000,
+                last_seen: 1_700_000_000_000_000_000 + f as u64,
+                kernel_time: 1_700_000_000_000_000_000 + f as u64,
+            }
+        })
+        .collect()
+}
+
+fn resolver() -> Resolver {
+    Resolver::new(&inventory(), |veth| veth.strip_prefix("veth")?.parse().ok())
+}
+
+/// Observations drawn from `flows`; `new_every`: one in this many is a new
+/// flow (and as many close).
+fn stream(flows: &[Observation], rng: &mut Rng, new_every: usize) -> Vec<Observation> {
+    (0..OBSERVATIONS)
+        .map(|i| {
+            let mut o = flows[rng.below(flows.len())].clone();
+            match i % new_every {
+                0 => {
+                    o.new_flow = true;
+                    o.local.set_port(o.local.port().wrapping_add(1));
+                }
+                1 if new_every > 2 => o.closed = true,
+                _ => {}
+            }
+            o
+        })
+        .collect()
+}
+
+fn fold_rate(name: &str, observations: &[Observation], flows: &[Observation], resolver: &Resolver) {
+    let agg = Aggregator::new(Options::default(), Arc::new(Metrics::new()));
+    for o in flows {
+        agg.fold(o, resolver);
+    }
+    let start = Instant::now();
+    for o in observations {
+        black_box(agg.fold(black_box(o), resolver));
+    }
+    let elapsed = start.elapsed();
+    let per_sec = observations.len() as f64 / elapsed.as_secs_f64();
+    let ns = elapsed.as_nanos() as f64 / observations.len() as f64;
+    println!(
+        "| fold, {name} | {:.2} M obs/s | {ns:.0} ns/obs | {} edges |",
+        per_sec / 1e6,
+        agg.edge_count()
+    );
+}
+
+fn memory(resolver: &Resolver) {
+    let template = flows(&mut Rng(7))
+        .into_iter()
+        .find(|o| o.initiator == Initiator::Local)
+        .unwrap_or_else(|| unreachable!("the mix has local initiators"));
+    let agg = Aggregator::new(
+        Options {
+            ring_capacity: 0,
+            ..Options::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    // Warm up: intern the workloads first, so the edge cost is alone.
+    agg.fold(&template, resolver);
+    let edges = 100_000_u32;
+    let before = live();
+    for port in 1..=edges {
+        let mut o = template.clone();
+        // Distinct (target, port) pairs: one new edge each.
+        o.remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xC000_0000 + port)), 443);
+        agg.fold(&o, resolver);
+    }
+    let per_edge = (live() - before) as f64 / f64::from(edges);
+    println!("| memory per graph edge (100k edges, incl. map slack) | {per_edge:.0} B | | |");
+
+    let ring = 10_000;
+    let agg = Aggregator::new(
+        Options {
+            ring_capacity: ring,
+            follow_capacity: 1,
+            ..Options::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    agg.fold(&template, resolver);
+    let before = live();
+    let mut o = template.clone();
+    o.new_flow = true;
+    for _ in 0..ring {
+        agg.fold(&o, resolver);
+    }
+    let per_record = (live() - before) as f64 / ring as f64;
+    println!("| memory per flow record in the ring (10k ring) | {per_record:.0} B | | |");
+    println!(
+        "| flow record size | {} B (+ one Arc slot of 8 B in the ring, pods shared with the resolver) | | |",
+        std::mem::size_of::<weir_agent::aggregator::FlowRecord>() + 16
+    );
+}
+
+fn main() {
+    let resolver = resolver();
+    let mut rng = Rng(0x5eed);
+    let flows = flows(&mut rng);
+    println!(
+        "| case | rate | per observation | graph |\n|---|---|---|---|"
+    );
+    let steady = stream(&flows, &mut rng, 100);
+    fold_rate("steady mix (98% counter updates, 1% new, 1% closed)", &steady, &flows, &resolver);
+    drop(steady);
+    let heavy = stream(&flows, &mut rng, 1);
+    fold_rate("new-flow heavy (100% new flows, each a flow record)", &heavy, &flows, &resolver);
+    drop(heavy);
+    memory(&resolver);
+}

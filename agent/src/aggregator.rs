@@ -1,1 +1,0 @@
-//! aggregator (in progress).

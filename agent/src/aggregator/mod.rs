@@ -1,0 +1,372 @@
+//! The aggregator: a synchronous fold of [`Observation`]s into the
+//! workload-level [`FlowGraph`], plus a ring of recent flow records.
+//!
+//! It does no I/O. The daemon feeds it from a bounded channel; the API reads
+//! snapshots. Rules:
+//!
+//! - The observation's endpoint is the pod behind its veth
+//!   ([`Resolve::pod_by_ifindex`], else [`Resolve::pod_by_ip`] of the local
+//!   address). An unknown endpoint is counted (`weir_unresolved_total
+//!   {side="endpoint"}`) and makes no edge.
+//! - The peer is the pod holding the remote address, else the address
+//!   itself as an external node.
+//! - Edges go initiator -> responder, keyed by (source, target, protocol,
+//!   destination port); the source port never is, so replies never make
+//!   edges. Packets and bytes of both directions count on the edge.
+//! - An unknown initiator makes no edge: it is counted
+//!   (`weir_initiator_unknown_total`), not guessed (Hubble keeps "unknown"
+//!   as its own state too). Its flow records still reach `/api/flows`.
+//! - Two pods attached on this node: both veths report the connection. Only
+//!   the initiator's report counts; the responder's report (initiator
+//!   remote, and the remote address is an attached pod) is skipped.
+//!   Flow records keep both reports, as Hubble shows both observation
+//!   points.
+//!
+//! The hot path (a counter update on an existing edge) allocates nothing:
+//! workloads are interned to `u32` ids on first sight, edge keys are small
+//! `Copy` values hashed with foldhash, and flow records are only built for
+//! a flow's first and last report.
+
+mod record;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+};
+
+use dashmap::DashMap;
+use tokio::sync::broadcast;
+use weir_generator::model::{
+    EdgeKey, EdgeStats, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef,
+};
+
+pub use self::record::{FlowRecord, SharedRecord};
+use self::record::Ring;
+use crate::{
+    flow::{Initiator, Observation},
+    metrics::{Metrics, Side},
+    resolve::Resolve,
+};
+
+type Hasher = foldhash::fast::RandomState;
+
+/// Sizes of the aggregator's buffers.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Name of this node, stamped on flow records.
+    pub node_name: String,
+    /// How many recent flow records `/api/flows` can return.
+    pub ring_capacity: usize,
+    /// How many records a follower may fall behind before it is told it
+    /// lost some.
+    pub follow_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            ring_capacity: 10_000,
+            follow_capacity: 4_096,
+        }
+    }
+}
+
+/// What [`Aggregator::fold`] did with an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Folded {
+    /// Counted on an edge.
+    Edge,
+    /// Counted on an edge that did not exist before.
+    NewEdge,
+    /// Skipped: the responder's report of a connection between two
+    /// attached pods (the initiator's report counts).
+    Duplicate,
+    /// Skipped: nobody knows who opened the flow.
+    UnknownInitiator,
+    /// Skipped: the pod behind the veth is unknown.
+    UnresolvedEndpoint,
+}
+
+/// The aggregator; share it as `Arc<Aggregator>`.
+#[derive(Debug)]
+pub struct Aggregator {
+    node_name: Arc<str>,
+    metrics: Arc<Metrics>,
+    /// Folds hold it shared, snapshots exclusively: a snapshot never shows
+    /// half an observation (an edge without its workloads' pods).
+    gate: RwLock<()>,
+    workloads: DashMap<WorkloadRef, WorkloadSlot, Hasher>,
+    next_workload: AtomicU32,
+    /// Pods already recorded, by the address of the resolver's `Arc`: the
+    /// hot path then hashes one word instead of a `WorkloadRef`'s strings.
+    /// Entries hold their `Arc`, so an address cannot be reused for another
+    /// pod while it is cached; see [`Aggregator::intern`] for the bound.
+    seen_pods: DashMap<usize, SeenPod, Hasher>,
+    pods_recorded: AtomicUsize,
+    edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    ring: Ring,
+}
+
+/// An interned workload and the pods seen of it.
+#[derive(Debug)]
+struct WorkloadSlot {
+    id: u32,
+    /// By pod name: a workload may have many pods (a DaemonSet).
+    pods: BTreeMap<String, Arc<PodMeta>>,
+}
+
+#[derive(Debug)]
+struct SeenPod {
+    /// Keeps the address this entry is keyed by alive.
+    _pod: Arc<PodMeta>,
+    workload: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum NodeSlot {
+    Workload(u32),
+    External(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct EdgeSlot {
+    source: NodeSlot,
+    target: NodeSlot,
+    protocol: Protocol,
+    port: u16,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    #[must_use]
+    pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
+        Self {
+            node_name: Arc::from(options.node_name),
+            metrics,
+            gate: RwLock::new(()),
+            workloads: DashMap::with_hasher(Hasher::default()),
+            next_workload: AtomicU32::new(0),
+            seen_pods: DashMap::with_hasher(Hasher::default()),
+            pods_recorded: AtomicUsize::new(0),
+            edges: DashMap::with_hasher(Hasher::default()),
+            ring: Ring::new(options.ring_capacity, options.follow_capacity),
+        }
+    }
+
+    /// Fold one observation into the graph (see the module docs for the
+    /// rules). Counts unresolved endpoints and peers and unknown initiators;
+    /// the caller counts observations and their delay
+    /// ([`Metrics::folded`]), as it owns the clock the kernel timestamps
+    /// are converted with.
+    pub fn fold(&self, obs: &Observation, resolver: &dyn Resolve) -> Folded {
+        let endpoint = resolver
+            .pod_by_ifindex(obs.ifindex)
+            .or_else(|| resolver.pod_by_ip(obs.local.ip()));
+        let peer = resolver.pod_by_ip(obs.remote.ip());
+        if obs.new_flow || obs.closed {
+            self.ring.push(FlowRecord::new(
+                obs,
+                &self.node_name,
+                endpoint.as_ref(),
+                peer.as_ref(),
+            ));
+        }
+        let Some(endpoint) = endpoint else {
+            self.metrics.unresolved(Side::Endpoint);
+            return Folded::UnresolvedEndpoint;
+        };
+
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let local = NodeSlot::Workload(self.intern(&endpoint));
+        let remote = match &peer {
+            Some(pod) => NodeSlot::Workload(self.intern(pod)),
+            None => {
+                self.metrics.unresolved(Side::Peer);
+                NodeSlot::External(obs.remote.ip())
+            }
+        };
+        let (source, target) = match obs.initiator {
+            Initiator::Local => (local, remote),
+            Initiator::Remote if resolver.is_attached(obs.remote.ip()) => {
+                return Folded::Duplicate;
+            }
+            Initiator::Remote => (remote, local),
+            Initiator::Unknown => {
+                self.metrics.unknown_initiator();
+                return Folded::UnknownInitiator;
+            }
+        };
+        let key = EdgeSlot {
+            source,
+            target,
+            protocol: obs.protocol,
+            port: if obs.protocol.has_ports() {
+                obs.destination_port()
+            } else {
+                0
+            },
+        };
+        let delta = EdgeStats {
+            packets: obs.packets_from_pod + obs.packets_to_pod,
+            bytes: obs.bytes_from_pod + obs.bytes_to_pod,
+            connections: u64::from(obs.new_flow),
+            first_seen: obs.first_seen,
+            last_seen: obs.last_seen,
+        };
+        let mut created = false;
+        self.edges
+            .entry(key)
+            .or_insert_with(|| {
+                created = true;
+                EdgeStats::default()
+            })
+            .merge(&delta);
+        if created {
+            self.metrics.set_graph_edges(self.edges.len());
+            Folded::NewEdge
+        } else {
+            Folded::Edge
+        }
+    }
+
+    /// The workload's id, recording the pod on the way.
+    fn intern(&self, pod: &Arc<PodMeta>) -> u32 {
+        let address = Arc::as_ptr(pod) as usize;
+        if let Some(seen) = self.seen_pods.get(&address) {
+            return seen.workload;
+        }
+        let id = match self.workloads.get_mut(&pod.workload) {
+            Some(mut slot) => {
+                slot.see(pod, &self.pods_recorded);
+                slot.id
+            }
+            None => {
+                let mut slot = self
+                    .workloads
+                    .entry(pod.workload.clone())
+                    .or_insert_with(|| WorkloadSlot {
+                        id: self.next_workload.fetch_add(1, Ordering::Relaxed),
+                        pods: BTreeMap::new(),
+                    });
+                slot.see(pod, &self.pods_recorded);
+                slot.id
+            }
+        };
+        // Every resolver snapshot brings new `Arc`s for the same pods: once
+        // the cache holds about two generations, start over, so it never
+        // keeps more than that alive.
+        if self.seen_pods.len() > 2 * self.pods_recorded.load(Ordering::Relaxed) + 1024 {
+            self.seen_pods.clear();
+        }
+        self.seen_pods.insert(
+            address,
+            SeenPod {
+                _pod: Arc::clone(pod),
+                workload: id,
+            },
+        );
+        id
+    }
+
+    /// A consistent, deterministic snapshot of the graph.
+    #[must_use]
+    pub fn graph(&self) -> FlowGraph {
+        let (mut workloads, edges) = {
+            let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            let workloads: Vec<(u32, WorkloadRef, Vec<Arc<PodMeta>>)> = self
+                .workloads
+                .iter()
+                .map(|e| (e.id, e.key().clone(), e.pods.values().cloned().collect()))
+                .collect();
+            let edges: Vec<(EdgeSlot, EdgeStats)> =
+                self.edges.iter().map(|e| (*e.key(), *e.value())).collect();
+            (workloads, edges)
+        };
+        workloads.sort_unstable_by_key(|(id, ..)| *id);
+        let mut graph = FlowGraph::default();
+        for (_, _, pods) in &workloads {
+            for pod in pods {
+                graph.add_pod(pod);
+            }
+        }
+        let node = |slot: NodeSlot| match slot {
+            NodeSlot::External(ip) => Some(NodeId::External(ip)),
+            NodeSlot::Workload(id) => workloads
+                .binary_search_by_key(&id, |(id, ..)| *id)
+                .ok()
+                .map(|i| NodeId::Workload(workloads[i].1.clone())),
+        };
+        for (slot, stats) in edges {
+            // Every workload id in an edge was interned before the edge was
+            // made, under the same gate; a miss would be a bug, not data.
+            if let (Some(source), Some(target)) = (node(slot.source), node(slot.target)) {
+                let key = EdgeKey {
+                    source,
+                    target,
+                    protocol: slot.protocol,
+                    port: slot.port,
+                };
+                graph.record(key, &stats);
+            }
+        }
+        graph
+    }
+
+    /// How many edges the graph has.
+    #[must_use]
+    pub fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// How many flow records the ring holds.
+    #[must_use]
+    pub fn record_count(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The last `last` flow records matching `filter`, oldest first.
+    pub fn recent(&self, last: usize, filter: impl Fn(&FlowRecord) -> bool) -> Vec<SharedRecord> {
+        self.ring.recent(last, filter)
+    }
+
+    /// The last `last` matching records and a receiver of every later record
+    /// (unfiltered: the follower filters), with no gap or overlap between
+    /// the two. `None` once [`Aggregator::close_followers`] was called.
+    pub fn follow(
+        &self,
+        last: usize,
+        filter: impl Fn(&FlowRecord) -> bool,
+    ) -> (Vec<SharedRecord>, Option<broadcast::Receiver<SharedRecord>>) {
+        self.ring.follow(last, filter)
+    }
+
+    /// End every follower's stream (at shutdown: a graceful HTTP shutdown
+    /// waits for open responses, and a follow stream never ends by itself).
+    pub fn close_followers(&self) {
+        self.ring.close_followers();
+    }
+}
+
+impl WorkloadSlot {
+    fn see(&mut self, pod: &Arc<PodMeta>, pods_recorded: &AtomicUsize) {
+        match self.pods.get_mut(pod.name.as_str()) {
+            // A new resolver snapshot may carry new labels: the latest wins.
+            Some(known) if !Arc::ptr_eq(known, pod) => *known = Arc::clone(pod),
+            Some(_) => {}
+            None => {
+                self.pods.insert(pod.name.clone(), Arc::clone(pod));
+                pods_recorded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Flow records: what `/api/flows` and `weir observe` show, one per flow
+//! start or end (never per counter update, so the fold stays cheap), kept
+//! in a bounded ring and broadcast to followers.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use tokio::sync::broadcast;
+use weir_generator::model::{PodMeta, Protocol};
+
+use crate::flow::{Initiator, Observation};
+
+/// One flow start or end, oriented initiator -> responder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// When it happened, Unix nanoseconds: the first packet for a new flow,
+    /// the last packet for a closed one.
+    pub time: u64,
+    /// The node that saw it.
+    pub node_name: Arc<str>,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// The initiator's address (the pod's for an unknown initiator).
+    pub source: SocketAddr,
+    /// The responder's address.
+    pub destination: SocketAddr,
+    /// The initiator's pod, when known.
+    pub source_pod: Option<Arc<PodMeta>>,
+    /// The responder's pod, when known.
+    pub destination_pod: Option<Arc<PodMeta>>,
+    /// Who opened the flow, seen from the endpoint.
+    pub initiator: Initiator,
+    /// Host-side veth that reported the flow.
+    pub ifindex: u32,
+    /// TCP flags seen so far in both directions.
+    pub tcp_flags: u8,
+    /// ICMP type and code of the first message.
+    pub icmp: Option<(u8, u8)>,
+    /// Packets in this report (both directions).
+    pub packets: u64,
+    /// Bytes in this report (both directions).
+    pub bytes: u64,
+    /// The flow's first report.
+    pub new_flow: bool,
+    /// The flow's last report.
+    pub closed: bool,
+}
+
+impl FlowRecord {
+    /// The record of an observation, given its resolved pods.
+    #[must_use]
+    pub fn new(
+        obs: &Observation,
+        node_name: &Arc<str>,
+        endpoint: Option<&Arc<PodMeta>>,
+        peer: Option<&Arc<PodMeta>>,
+    ) -> Self {
+        let local = (obs.local, endpoint.cloned());
+        let remote = (obs.remote, peer.cloned());
+        let ((source, source_pod), (destination, destination_pod)) = match obs.initiator {
+            Initiator::Remote => (remote, local),
+            Initiator::Local | Initiator::Unknown => (local, remote),
+        };
+        Self {
+            time: if obs.new_flow {
+                obs.first_seen
+            } else {
+                obs.last_seen
+            },
+            node_name: Arc::clone(node_name),
+            protocol: obs.protocol,
+            source,
+            destination,
+            source_pod,
+            destination_pod,
+            initiator: obs.initiator,
+            ifindex: obs.ifindex,
+            tcp_flags: obs.tcp_flags_from_pod | obs.tcp_flags_to_pod,
+            icmp: obs.icmp,
+            packets: obs.packets_from_pod + obs.packets_to_pod,
+            bytes: obs.bytes_from_pod + obs.bytes_to_pod,
+            new_flow: obs.new_flow,
+            closed: obs.closed,
+        }
+    }
+
+    /// The pod behind the veth that reported the flow.
+    #[must_use]
+    pub fn endpoint_pod(&self) -> Option<&Arc<PodMeta>> {
+        match self.initiator {
+            Initiator::Remote => self.destination_pod.as_ref(),
+            Initiator::Local | Initiator::Unknown => self.source_pod.as_ref(),
+        }
+    }
+}
+
+/// A shared flow record.
+pub type SharedRecord = Arc<FlowRecord>;
+
+/// The last records, and the channel to followers. Pushing and subscribing
+/// happen under one lock so that a follower's backlog and its live stream
+/// neither overlap nor leave a gap.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    inner: Mutex<RingInner>,
+}
+
+#[derive(Debug)]
+struct RingInner {
+    records: VecDeque<SharedRecord>,
+    capacity: usize,
+    followers: Option<broadcast::Sender<SharedRecord>>,
+}
+
+impl Ring {
+    pub(crate) fn new(capacity: usize, follow_capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(follow_capacity.max(1));
+        Self {
+            inner: Mutex::new(RingInner {
+                records: VecDeque::with_capacity(capacity),
+                capacity,
+                followers: Some(sender),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingInner> {
+        // The ring holds plain data: a panic elsewhere leaves it consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push(&self, record: FlowRecord) {
+        let record = Arc::new(record);
+        let mut inner = self.lock();
+        if inner.capacity == 0 {
+            return;
+        }
+        if inner.records.len() == inner.capacity {
+            inner.records.pop_front();
+        }
+        if let Some(sender) = &inner.followers {
+            // No receivers is not an error here: nobody follows right now.
+            // A slow receiver is not waited for: it lags and is told so.
+            let _ = sender.send(Arc::clone(&record));
+        }
+        inner.records.push_back(record);
+    }
+
+    /// The last `last` records matching `filter`, oldest first.
+    pub(crate) fn recent(
+        &self,
+        last: usize,
+        filter: impl Fn(&FlowRecord) -> bool,
+    ) -> Vec<SharedRecord> {
+        let inner = self.lock();
+        collect_last(&inner.records, last, filter)
+    }
+
+    /// Like [`Ring::recent`], plus a receiver for every later record, or
+    /// `None` once followers were closed.
+    pub(crate) fn follow(
+        &self,
+        last: usize,
+        filter: impl Fn(&FlowRecord) -> bool,
+    ) -> (Vec<SharedRecord>, Option<broadcast::Receiver<SharedRecord>>) {
+        let inner = self.lock();
+        let backlog = collect_last(&inner.records, last, filter);
+        (backlog, inner.followers.as_ref().map(broadcast::Sender::subscribe))
+    }
+
+    pub(crate) fn close_followers(&self) {
+        self.lock().followers = None;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+}
+
+fn collect_last(
+    records: &VecDeque<SharedRecord>,
+    last: usize,
+    filter: impl Fn(&FlowRecord) -> bool,
+) -> Vec<SharedRecord> {
+    let mut out: Vec<SharedRecord> = records
+        .iter()
+        .rev()
+        .filter(|r| filter(r))
+        .take(last)
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}

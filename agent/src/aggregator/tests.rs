@@ -1,0 +1,208 @@
+use std::net::IpAddr;
+
+use weir_generator::model::{EdgeKey, NodeId, Protocol, WorkloadKind, WorkloadRef};
+
+use super::{testing::*, *};
+
+fn aggregator() -> Aggregator {
+    aggregator_with(Options::default())
+}
+
+fn aggregator_with(options: Options) -> Aggregator {
+    Aggregator::new(options, Arc::new(Metrics::new()))
+}
+
+fn w(ns: &str, name: &str) -> NodeId {
+    NodeId::Workload(WorkloadRef::new(ns, WorkloadKind::Deployment, name))
+}
+
+fn key(source: NodeId, target: NodeId, port: u16) -> EdgeKey {
+    EdgeKey {
+        source,
+        target,
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+#[test]
+fn local_initiator_makes_an_edge_to_the_peer_port() {
+    let agg = aggregator();
+    let r = shop();
+    let o = obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local);
+    assert_eq!(agg.fold(&o, &r), Folded::NewEdge);
+    let mut update = o.clone();
+    update.new_flow = false;
+    assert_eq!(agg.fold(&update, &r), Folded::Edge);
+
+    let g = agg.graph();
+    let stats = g.edges[&key(w("shop", "frontend"), w("data", "db"), 5432)];
+    assert_eq!((stats.packets, stats.bytes, stats.connections), (4, 240, 1));
+    assert_eq!(stats.first_seen, o.first_seen);
+    assert_eq!(g.edges.len(), 1);
+    assert!(g.workloads[&WorkloadRef::new("data", WorkloadKind::Deployment, "db")]
+        .pods
+        .contains("db-0"));
+}
+
+#[test]
+fn remote_initiator_points_the_edge_at_the_endpoint() {
+    let agg = aggregator();
+    let r = shop();
+    let o = obs(2, "10.0.0.2:7070", "203.0.113.7:50000", Initiator::Remote);
+    agg.fold(&o, &r);
+    let external = NodeId::External("203.0.113.7".parse::<IpAddr>().unwrap());
+    let g = agg.graph();
+    assert_eq!(
+        g.edges.keys().collect::<Vec<_>>(),
+        [&key(external, w("shop", "cart"), 7070)]
+    );
+}
+
+#[test]
+fn source_ports_never_split_edges() {
+    let agg = aggregator();
+    let r = shop();
+    for sport in [40000, 40001, 40002] {
+        let o = obs(1, &format!("10.0.0.1:{sport}"), "10.0.1.9:5432", Initiator::Local);
+        agg.fold(&o, &r);
+    }
+    let g = agg.graph();
+    assert_eq!(g.edges.len(), 1);
+    assert_eq!(g.edges.values().next().map(|s| s.connections), Some(3));
+}
+
+#[test]
+fn a_connection_between_attached_pods_counts_once() {
+    let agg = aggregator();
+    let r = shop();
+    let at_frontend = obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local);
+    let at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    assert_eq!(agg.fold(&at_frontend, &r), Folded::NewEdge);
+    assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
+    let g = agg.graph();
+    let stats = g.edges[&key(w("shop", "frontend"), w("shop", "cart"), 7070)];
+    assert_eq!((stats.connections, stats.packets), (1, 2));
+    assert_eq!(g.edges.len(), 1);
+    // Both observation points stay visible in the flow log.
+    assert_eq!(agg.recent(10, |_| true).len(), 2);
+}
+
+#[test]
+fn unknown_initiators_and_endpoints_are_counted_not_guessed() {
+    let metrics = Arc::new(Metrics::new());
+    let agg = Aggregator::new(Options::default(), Arc::clone(&metrics));
+    let r = shop();
+    let unknown = obs(1, "10.0.0.1:5353", "10.0.1.9:5353", Initiator::Unknown);
+    assert_eq!(agg.fold(&unknown, &r), Folded::UnknownInitiator);
+    let stranger = obs(9, "10.9.9.9:1234", "10.0.1.9:5432", Initiator::Local);
+    assert_eq!(agg.fold(&stranger, &r), Folded::UnresolvedEndpoint);
+    assert!(agg.graph().edges.is_empty());
+    let text = metrics.encode();
+    assert!(text.contains("weir_initiator_unknown_total 1"), "{text}");
+    assert!(text.contains("weir_unresolved_total{side=\"endpoint\"} 1"), "{text}");
+}
+
+#[test]
+fn endpoint_falls_back_to_the_local_address() {
+    let agg = aggregator();
+    let r = shop();
+    // ifindex 42 is unknown, but the local address is the frontend's.
+    let o = obs(42, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local);
+    assert_eq!(agg.fold(&o, &r), Folded::NewEdge);
+}
+
+#[test]
+fn icmp_edges_have_no_port() {
+    let agg = aggregator();
+    let r = shop();
+    let mut o = obs(1, "10.0.0.1:77", "10.0.1.9:77", Initiator::Local);
+    o.protocol = Protocol::Icmp;
+    o.icmp = Some((8, 0));
+    agg.fold(&o, &r);
+    let g = agg.graph();
+    let k = g.edges.keys().next().expect("one edge");
+    assert_eq!((k.protocol, k.port), (Protocol::Icmp, 0));
+}
+
+#[test]
+fn only_flow_starts_and_ends_make_records_and_the_ring_is_bounded() {
+    let agg = aggregator_with(Options {
+        ring_capacity: 2,
+        ..Options::default()
+    });
+    let r = shop();
+    let mut o = obs(1, "10.0.0.1:1", "10.0.1.9:5432", Initiator::Local);
+    agg.fold(&o, &r);
+    o.new_flow = false;
+    agg.fold(&o, &r);
+    assert_eq!(agg.record_count(), 1);
+    o.closed = true;
+    agg.fold(&o, &r);
+    let mut other = obs(1, "10.0.0.1:2", "10.0.1.9:5432", Initiator::Local);
+    other.local.set_port(2);
+    agg.fold(&other, &r);
+    let recent = agg.recent(10, |_| true);
+    assert_eq!(recent.len(), 2);
+    assert!(recent[0].closed);
+    assert_eq!(recent[1].source.port(), 2);
+    let only_last = agg.recent(1, |_| true);
+    assert_eq!(only_last[0].source.port(), 2);
+}
+
+#[test]
+fn records_are_oriented_initiator_to_responder() {
+    let agg = aggregator();
+    let r = shop();
+    agg.fold(&obs(2, "10.0.0.2:7070", "10.0.1.9:40000", Initiator::Remote), &r);
+    let rec = &agg.recent(1, |_| true)[0];
+    assert_eq!(rec.source.to_string(), "10.0.1.9:40000");
+    assert_eq!(rec.destination.to_string(), "10.0.0.2:7070");
+    assert_eq!(rec.source_pod.as_ref().map(|p| p.name.as_str()), Some("db-0"));
+    assert_eq!(rec.endpoint_pod().map(|p| p.name.as_str()), Some("cart-a"));
+}
+
+#[tokio::test]
+async fn followers_get_later_records_and_laggers_learn_how_many_they_missed() {
+    let agg = aggregator_with(Options {
+        follow_capacity: 2,
+        ..Options::default()
+    });
+    let r = shop();
+    agg.fold(&obs(1, "10.0.0.1:1", "10.0.1.9:5432", Initiator::Local), &r);
+    let (backlog, rx) = agg.follow(10, |_| true);
+    let mut rx = rx.expect("followers open");
+    assert_eq!(backlog.len(), 1);
+    for port in 2..=5 {
+        agg.fold(&obs(1, &format!("10.0.0.1:{port}"), "10.0.1.9:5432", Initiator::Local), &r);
+    }
+    assert!(matches!(
+        rx.recv().await,
+        Err(broadcast::error::RecvError::Lagged(2))
+    ));
+    assert_eq!(rx.recv().await.map(|rec| rec.source.port()).ok(), Some(4));
+    agg.close_followers();
+    assert_eq!(rx.recv().await.map(|rec| rec.source.port()).ok(), Some(5));
+    assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+}
+
+#[test]
+fn snapshots_are_deterministic_whatever_the_fold_order() {
+    let r = shop();
+    let flows = [
+        obs(1, "10.0.0.1:1", "10.0.1.9:5432", Initiator::Local),
+        obs(1, "10.0.0.1:2", "10.0.0.2:7070", Initiator::Local),
+        obs(2, "10.0.0.2:3", "198.51.100.1:443", Initiator::Local),
+        obs(2, "10.0.0.2:7070", "10.0.1.9:9", Initiator::Remote),
+    ];
+    let a = aggregator();
+    let b = aggregator();
+    for o in &flows {
+        a.fold(o, &r);
+    }
+    for o in flows.iter().rev() {
+        b.fold(o, &r);
+    }
+    assert_eq!(a.graph(), b.graph());
+    assert_eq!(a.graph().edges.len(), 4);
+}

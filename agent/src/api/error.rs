@@ -1,0 +1,50 @@
+//! API errors: each a status code and a JSON body `{"error": "..."}`.
+//! Messages name what the client got wrong and never carry internal
+//! details; nothing is logged here (the caller decides what is worth a log).
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+/// A request the API cannot answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    /// A query parameter has a bad value.
+    #[error("bad query parameter `{name}`: {reason}")]
+    BadParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The query string does not parse (unknown or repeated parameter).
+    #[error("bad query: {reason}")]
+    BadQuery {
+        /// The parser's message, which names the parameter.
+        reason: String,
+    },
+    /// No such path.
+    #[error("no such path: {path}")]
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadParameter { .. } | Self::BadQuery { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,263 @@
+//! `GET /api/flows`: recent flow records, filtered, as a JSON array; with
+//! `follow=true` an NDJSON stream of the last `last` records and then every
+//! new one, until the client goes away or the agent stops.
+//!
+//! A follower that falls behind is not waited for (ingest never blocks on
+//! HTTP clients): it gets a Hubble-style `lost_events` line saying how many
+//! records it missed, and goes on from the oldest one still buffered.
+
+use std::{convert::Infallible, str::FromStr, sync::Arc};
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Query, State, rejection::QueryRejection},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::{self, error::RecvError};
+use weir_generator::model::Protocol;
+
+use super::{AppState, error::ApiError, record::FlowJson};
+use crate::aggregator::{FlowRecord, SharedRecord};
+
+/// Records returned when `last` is not given.
+pub const DEFAULT_LAST: usize = 100;
+
+/// The query string as sent: every value is checked by [`FlowQuery::parse`]
+/// so that errors name the parameter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlowQuery {
+    namespace: Option<String>,
+    pod: Option<String>,
+    port: Option<String>,
+    protocol: Option<String>,
+    last: Option<String>,
+    follow: Option<String>,
+}
+
+/// A checked `/api/flows` query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowQuery {
+    /// Which records.
+    pub filter: FlowFilter,
+    /// How many of the recent ones.
+    pub last: usize,
+    /// Then stream new ones.
+    pub follow: bool,
+}
+
+/// Which records a client wants; every given field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Either end's pod is in this namespace.
+    pub namespace: Option<String>,
+    /// Either end is this pod: (namespace, name).
+    pub pod: Option<(String, String)>,
+    /// Either end's port.
+    pub port: Option<u16>,
+    /// Transport protocol.
+    pub protocol: Option<Protocol>,
+}
+
+impl FlowQuery {
+    /// Check every parameter.
+    ///
+    /// # Errors
+    /// [`ApiError::BadParameter`] naming the first bad one.
+    pub fn parse(raw: RawFlowQuery) -> Result<Self, ApiError> {
+        let bad = |name: &'static str, reason: String| ApiError::BadParameter { name, reason };
+        let namespace = match raw.namespace {
+            Some(ns) if ns.is_empty() => return Err(bad("namespace", "empty".to_owned())),
+            ns => ns,
+        };
+        let pod = raw
+            .pod
+            .map(|p| match p.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok((ns.to_owned(), name.to_owned()))
+                }
+                _ => Err(bad("pod", format!("expected NAMESPACE/POD, got {p:?}"))),
+            })
+            .transpose()?;
+        let port = raw
+            .port
+            .map(|p| {
+                u16::from_str(&p).map_err(|_| bad("port", format!("expected 0-65535, got {p:?}")))
+            })
+            .transpose()?;
+        let protocol = raw
+            .protocol
+            .map(|p| Protocol::from_str(&p).map_err(|e| bad("protocol", e.to_string())))
+            .transpose()?;
+        let last = raw
+            .last
+            .map(|n| {
+                usize::from_str(&n)
+                    .map_err(|_| bad("last", format!("expected a non-negative integer, got {n:?}")))
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_LAST);
+        let follow = match raw.follow.as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1" | "") => true,
+            Some(other) => return Err(bad("follow", format!("expected true or false, got {other:?}"))),
+        };
+        Ok(Self {
+            filter: FlowFilter {
+                namespace,
+                pod,
+                port,
+                protocol,
+            },
+            last,
+            follow,
+        })
+    }
+}
+
+impl FlowFilter {
+    /// Whether a record passes.
+    #[must_use]
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let pods = [r.source_pod.as_deref(), r.destination_pod.as_deref()];
+        if let Some(ns) = &self.namespace
+            && !pods.iter().flatten().any(|p| &p.namespace == ns)
+        {
+            return false;
+        }
+        if let Some((ns, name)) = &self.pod
+            && !pods
+                .iter()
+                .flatten()
+                .any(|p| &p.namespace == ns && &p.name == name)
+        {
+            return false;
+        }
+        if let Some(port) = self.port
+            && !(r.protocol.has_ports()
+                && (r.source.port() == port || r.destination.port() == port))
+        {
+            return false;
+        }
+        self.protocol.is_none_or(|p| p == r.protocol)
+    }
+}
+
+/// The handler.
+pub(crate) async fn flows(
+    State(state): State<AppState>,
+    query: Result<Query<RawFlowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
+        reason: e.body_text(),
+    })?;
+    let query = FlowQuery::parse(raw)?;
+    let filter = query.filter;
+    if !query.follow {
+        let records = state.aggregator.recent(query.last, |r| filter.matches(r));
+        let body: Vec<FlowJson> = records.iter().map(|r| FlowJson::from(r.as_ref())).collect();
+        return Ok(Json(body).into_response());
+    }
+    let (backlog, receiver) = state.aggregator.follow(query.last, |r| filter.matches(r));
+    let follow = Follow {
+        backlog: backlog.into_iter(),
+        receiver,
+        filter: Arc::new(filter),
+    };
+    let body = Body::from_stream(stream::unfold(follow, |mut f| async move {
+        let line = f.next_line().await?;
+        Some((Ok::<_, Infallible>(line), f))
+    }));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// A follower's state: the backlog, then the live records.
+struct Follow {
+    backlog: std::vec::IntoIter<SharedRecord>,
+    receiver: Option<broadcast::Receiver<SharedRecord>>,
+    filter: Arc<FlowFilter>,
+}
+
+impl Follow {
+    /// The next NDJSON line, or `None` when the stream ends.
+    async fn next_line(&mut self) -> Option<String> {
+        if let Some(record) = self.backlog.next() {
+            return Some(ndjson(&FlowJson::from(record.as_ref())));
+        }
+        let receiver = self.receiver.as_mut()?;
+        loop {
+            match receiver.recv().await {
+                Ok(record) if self.filter.matches(&record) => {
+                    return Some(ndjson(&FlowJson::from(record.as_ref())));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    return Some(ndjson(&serde_json::json!({
+                        "lost_events": {
+                            "source": "WEIR_FOLLOW_BUFFER",
+                            "num_events_lost": missed,
+                        }
+                    })));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn ndjson(value: &impl serde::Serialize) -> String {
+    // Serializing these plain structs cannot fail; an empty object keeps
+    // the stream well-formed if it ever did.
+    let mut line = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawFlowQuery {
+        let query: String = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        serde_urlencoded_from(&query)
+    }
+
+    fn serde_urlencoded_from(query: &str) -> RawFlowQuery {
+        let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
+        Query::<RawFlowQuery>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn parameters_are_checked_and_named() {
+        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[("pod", "shop/web-1"), ("port", "80"), ("protocol", "tcp")], None),
+            (&[("follow", "true"), ("last", "0")], None),
+            (&[("pod", "web-1")], Some("pod")),
+            (&[("pod", "shop/")], Some("pod")),
+            (&[("port", "70000")], Some("port")),
+            (&[("protocol", "gre")], Some("protocol")),
+            (&[("last", "-1")], Some("last")),
+            (&[("follow", "yes")], Some("follow")),
+            (&[("namespace", "")], Some("namespace")),
+        ];
+        for (pairs, bad) in cases {
+            match (FlowQuery::parse(raw(pairs)), bad) {
+                (Ok(_), None) => {}
+                (Err(ApiError::BadParameter { name, .. }), Some(bad)) => {
+                    assert_eq!(name, *bad, "{pairs:?}");
+                }
+                (other, _) => panic!("{pairs:?}: {other:?}"),
+            }
+        }
+        let q = FlowQuery::parse(raw(&[])).unwrap();
+        assert_eq!((q.last, q.follow), (DEFAULT_LAST, false));
+    }
+}

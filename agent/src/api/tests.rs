@@ -1,0 +1,220 @@
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::{
+    aggregator::{Options, testing::*},
+    flow::Initiator,
+};
+
+/// An app whose aggregator saw: frontend -> cart:7070 (reported by both
+/// attached veths), frontend -> db:5432 twice, an external client -> cart
+/// on UDP 53.
+fn state() -> AppState {
+    let metrics = Arc::new(Metrics::new());
+    let aggregator = Arc::new(Aggregator::new(
+        Options {
+            node_name: "node-1".into(),
+            ..Options::default()
+        },
+        Arc::clone(&metrics),
+    ));
+    let r = shop();
+    let mut udp = obs(2, "10.0.0.2:53", "203.0.113.5:40000", Initiator::Remote);
+    udp.protocol = weir_generator::model::Protocol::Udp;
+    for o in [
+        obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+        obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote),
+        obs(1, "10.0.0.1:43211", "10.0.1.9:5432", Initiator::Local),
+        obs(1, "10.0.0.1:43212", "10.0.1.9:5432", Initiator::Local),
+        udp,
+    ] {
+        aggregator.fold(&o, &r);
+    }
+    AppState::new(aggregator, metrics, SharedResolver::default(), "node-1")
+}
+
+async fn get(state: AppState, uri: &str) -> (StatusCode, String, String) {
+    get_with(state, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn get_with(state: AppState, req: Request<Body>) -> (StatusCode, String, String) {
+    let resp = app(state).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn get_json(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = get(state, uri).await;
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+#[tokio::test]
+async fn graph_groups_ports_per_pair_with_stable_ids() {
+    let (status, json) = get_json(state(), "/api/graph").await;
+    assert_eq!(status, StatusCode::OK);
+    let t = "2023-11-14T22:13:20.000000000Z";
+    let t_last = "2023-11-14T22:13:20.500000000Z";
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "nodes": [
+                {"id": "data/db", "kind": "workload", "namespace": "data", "workload": "db",
+                 "labels": {"app": "db"}, "pods": ["db-0"]},
+                {"id": "shop/cart", "kind": "workload", "namespace": "shop", "workload": "cart",
+                 "labels": {"app": "cart"}, "pods": ["cart-a"]},
+                {"id": "shop/frontend", "kind": "workload", "namespace": "shop", "workload": "frontend",
+                 "labels": {"app": "frontend"}, "pods": ["frontend-a"]},
+                {"id": "203.0.113.5", "kind": "external", "namespace": null, "workload": null,
+                 "labels": {}, "pods": []},
+            ],
+            "edges": [
+                {"source": "shop/frontend", "target": "data/db",
+                 "ports": [{"port": 5432, "protocol": "TCP"}],
+                 "packets": 4, "bytes": 240, "connections": 2, "first_seen": t, "last_seen": t_last},
+                {"source": "shop/frontend", "target": "shop/cart",
+                 "ports": [{"port": 7070, "protocol": "TCP"}],
+                 "packets": 2, "bytes": 120, "connections": 1, "first_seen": t, "last_seen": t_last},
+                {"source": "203.0.113.5", "target": "shop/cart",
+                 "ports": [{"port": 53, "protocol": "UDP"}],
+                 "packets": 2, "bytes": 120, "connections": 1, "first_seen": t, "last_seen": t_last},
+            ]
+        })
+    );
+}
+
+#[tokio::test]
+async fn flows_filter_by_every_parameter() {
+    let cases: &[(&str, usize)] = &[
+        ("/api/flows", 5),
+        ("/api/flows?last=2", 2),
+        ("/api/flows?namespace=data", 2),
+        ("/api/flows?pod=shop/cart-a", 3),
+        ("/api/flows?port=5432", 2),
+        ("/api/flows?protocol=udp", 1),
+        ("/api/flows?protocol=UDP&namespace=data", 0),
+    ];
+    for (uri, expected) in cases {
+        let (status, json) = get_json(state(), uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let flows = json.as_array().unwrap_or_else(|| panic!("{uri}: {json}"));
+        assert_eq!(flows.len(), *expected, "{uri}: {json:#}");
+    }
+    let (_, json) = get_json(state(), "/api/flows?last=1").await;
+    assert_eq!(json[0]["l4"]["UDP"]["destination_port"], 53);
+    assert_eq!(json[0]["traffic_direction"], "INGRESS");
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_json_naming_the_parameter() {
+    for (uri, name) in [
+        ("/api/flows?port=http", "port"),
+        ("/api/flows?protocol=gre", "protocol"),
+        ("/api/flows?pod=nopod", "pod"),
+        ("/api/flows?last=many", "last"),
+        ("/api/flows?follow=maybe", "follow"),
+        ("/api/flows?colour=red", "colour"),
+    ] {
+        let (status, json) = get_json(state(), uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        let error = json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(name), "{uri}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_or_openmetrics_on_request() {
+    let (status, content_type, body) = get(state(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    for name in [
+        "weir_flow_events_total",
+        "weir_observations_total",
+        "weir_ringbuf_lost_total",
+        "weir_flow_table_entries",
+        "weir_flow_table_capacity",
+        "weir_channel_dropped_total",
+        "weir_unresolved_total",
+        "weir_graph_edges 3",
+        "weir_attached_interfaces",
+        "weir_attach_failures_total",
+        "weir_aggregation_delay_seconds{quantile=\"0.999\"}",
+        "weir_aggregation_delay_seconds_sum",
+        "weir_aggregation_delay_seconds_count",
+    ] {
+        assert!(body.contains(name), "missing {name} in\n{body}");
+    }
+    let req = Request::get("/metrics")
+        .header(header::ACCEPT, "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .body(Body::empty())
+        .unwrap();
+    let (_, content_type, body) = get_with(state(), req).await;
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(body.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn healthz_index_and_unknown_paths() {
+    let (status, json) = get_json(state(), "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["node_name"], "node-1");
+    assert_eq!(json["graph_edges"], 3);
+
+    let (status, content_type, body) = get(state(), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/html"));
+    assert!(body.contains("weir agent"));
+
+    for uri in ["/nope", "/api/nope", "/secret.txt"] {
+        let (status, json) = get_json(state(), uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(json["error"].as_str().unwrap_or_default().contains(uri.trim_start_matches('/')));
+    }
+}
+
+#[tokio::test]
+async fn follow_sends_the_backlog_then_live_records() {
+    let state = state();
+    let aggregator = Arc::clone(&state.aggregator);
+    let resp = app(state)
+        .oneshot(
+            Request::get("/api/flows?follow=true&last=1&namespace=data")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get(header::CONTENT_TYPE).unwrap(),
+        "application/x-ndjson"
+    );
+    // One live record that matches and one that does not, then the end.
+    let r = shop();
+    aggregator.fold(&obs(2, "10.0.0.2:1", "198.51.100.1:443", Initiator::Local), &r);
+    aggregator.fold(&obs(1, "10.0.0.1:9", "10.0.1.9:6432", Initiator::Local), &r);
+    aggregator.close_followers();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let lines: Vec<serde_json::Value> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ports: Vec<_> = lines
+        .iter()
+        .map(|l| l["l4"]["TCP"]["destination_port"].as_u64())
+        .collect();
+    assert_eq!(ports, [Some(5432), Some(6432)]);
+}

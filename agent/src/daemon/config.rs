@@ -1,0 +1,163 @@
+//! `weir agent` arguments and the validated configuration built from them.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::ensure;
+
+use crate::{lab::LabName, tracker::Expiry};
+
+/// `weir agent` arguments.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Where pods come from: `lab` (the lab on this machine, `lab:NAME` for a
+    /// named lab) or `inventory:FILE` (Pods and Namespaces as YAML).
+    #[arg(long, default_value = "lab", env = "WEIR_SOURCE")]
+    pub source: SourceSpec,
+    /// Address of the HTTP API and UI.
+    #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_LISTEN")]
+    pub listen: SocketAddr,
+    /// Name of this node (defaults to the host name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How often the flow table is swept for counters, lost announcements
+    /// and idle flows.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// How often the pod source is re-read (attach to new pods, detach from gone ones).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Idle time after which a flow leaves the kernel table (its counters are kept).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub flow_idle_timeout: Duration,
+    /// Idle time after which a TCP flow that saw FIN or RST leaves the table.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub flow_closing_timeout: Duration,
+    /// Capacity of the kernel flow table.
+    #[arg(long, default_value_t = 65_536)]
+    pub flow_table_entries: u32,
+    /// Size of the new-flow ring buffer in bytes (a power of two, at least one page).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub ringbuf_bytes: u32,
+    /// Capacity of the queue between the datapath and the aggregator.
+    #[arg(long, default_value_t = 16_384)]
+    pub channel_capacity: usize,
+}
+
+/// Where pods come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A lab on this machine, by name.
+    Lab(LabName),
+    /// A YAML file of Pods and Namespaces.
+    Inventory(PathBuf),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = if s == "lab" { "lab:default" } else { s };
+        match s.split_once(':') {
+            Some(("lab", name)) => name.parse().map(Self::Lab).map_err(|e| e.to_string()),
+            Some(("inventory", path)) if !path.is_empty() => Ok(Self::Inventory(path.into())),
+            _ => Err(format!(
+                "unknown source {s:?}: expected lab, lab:NAME or inventory:FILE"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lab(name) => write!(f, "lab:{name}"),
+            Self::Inventory(path) => write!(f, "inventory:{}", path.display()),
+        }
+    }
+}
+
+/// Validated agent configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Pod source.
+    pub source: SourceSpec,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Node name.
+    pub node_name: String,
+    /// Sweep period.
+    pub sweep_interval: Duration,
+    /// Source re-read period.
+    pub resync_interval: Duration,
+    /// Flow expiry.
+    pub expiry: Expiry,
+    /// Kernel flow table capacity.
+    pub flow_table_entries: u32,
+    /// Ring buffer bytes.
+    pub ringbuf_bytes: u32,
+    /// Datapath -> aggregator queue capacity.
+    pub channel_capacity: usize,
+}
+
+impl TryFrom<AgentArgs> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(args: AgentArgs) -> anyhow::Result<Self> {
+        ensure!(
+            args.ringbuf_bytes.is_power_of_two() && args.ringbuf_bytes >= 4096,
+            "--ringbuf-bytes must be a power of two of at least 4096, got {}",
+            args.ringbuf_bytes
+        );
+        ensure!(args.flow_table_entries > 0, "--flow-table-entries must be positive");
+        ensure!(args.channel_capacity > 0, "--channel-capacity must be positive");
+        ensure!(
+            !args.sweep_interval.is_zero() && !args.resync_interval.is_zero(),
+            "--sweep-interval and --resync-interval must be positive"
+        );
+        let node_name = match args.node_name {
+            Some(name) => name,
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".to_owned()),
+        };
+        Ok(Self {
+            source: args.source,
+            listen: args.listen,
+            node_name,
+            sweep_interval: args.sweep_interval,
+            resync_interval: args.resync_interval,
+            expiry: Expiry {
+                idle: args.flow_idle_timeout,
+                closing: args.flow_closing_timeout,
+            },
+            flow_table_entries: args.flow_table_entries,
+            ringbuf_bytes: args.ringbuf_bytes,
+            channel_capacity: args.channel_capacity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs_parse() {
+        assert_eq!(
+            "lab".parse(),
+            Ok(SourceSpec::Lab("default".parse().unwrap()))
+        );
+        assert_eq!(
+            "lab:e2e".parse(),
+            Ok(SourceSpec::Lab("e2e".parse().unwrap()))
+        );
+        assert_eq!(
+            "inventory:/tmp/x.yaml".parse(),
+            Ok(SourceSpec::Inventory("/tmp/x.yaml".into()))
+        );
+        for bad in ["", "kube", "lab:", "inventory:", "file:x"] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The datapath task: the only owner of aya. It attaches the probes to the
+//! pods the source reports, drains the new-flow ring buffer, sweeps the flow
+//! table, and sends observations to the fold task.
+//!
+//! Everything runs in one task with `select!`, so the tracker needs no lock
+//! and attach/detach never race with a sweep.
+
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+    time::MissedTickBehavior,
+};
+use tracing::{debug, info, trace, warn};
+use weir_ebpf::{
+    abi::{self, FlowEvent},
+    loader::{AttachError, Datapath, FlowTable, LoadOptions},
+};
+
+use super::{Config, SharedResolver, SourceSpec};
+use crate::{
+    flow::Observation,
+    metrics::{EventSource, KernelCounters, Metrics},
+    resolve::{Inventory, Resolver, Source, inventory::InventorySource, lab::LabSource},
+    tracker::{Clock, FlowTracker, monotonic_now_ns},
+};
+
+/// The datapath task's state.
+pub(super) struct DatapathTask {
+    datapath: Datapath,
+    ring: AsyncFd<RingBuf<MapData>>,
+    table: FlowTable,
+    tracker: FlowTracker,
+    source: Box<dyn Source>,
+    metrics: Arc<Metrics>,
+    resolver: SharedResolver,
+    tx: mpsc::Sender<Observation>,
+    flow_table_entries: u32,
+    sweep_interval: Duration,
+    resync_interval: Duration,
+    /// Interfaces that failed to attach, so a bad one is not retried (and
+    /// logged) every resync.
+    failed: BTreeSet<String>,
+}
+
+impl DatapathTask {
+    /// Load the programs and open the maps.
+    pub(super) fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        resolver: SharedResolver,
+        tx: mpsc::Sender<Observation>,
+    ) -> anyhow::Result<Self> {
+        let mut datapath = Datapath::load(&LoadOptions {
+            flow_table_entries: config.flow_table_entries,
+            ringbuf_bytes: config.ringbuf_bytes,
+        })
+        .context("cannot load the eBPF programs")?;
+        let ring = datapath.take_ring_buf().context("ring buffer")?;
+        // SAFETY: the AsyncFd owns the RingBuf, which owns the map's fd, so
+        // the fd stays open for as long as it is registered.
+        #[expect(unsafe_code, reason = "tokio's AsyncFd::register is unsafe for I/O safety")]
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| e.into_parts().1)
+            .context("cannot poll the ring buffer")?;
+        let table = datapath.take_flow_table().context("flow table")?;
+        let source: Box<dyn Source> = match &config.source {
+            SourceSpec::Lab(name) => Box::new(LabSource::new(name)),
+            SourceSpec::Inventory(path) => Box::new(InventorySource::new(path.clone())),
+        };
+        Ok(Self {
+            datapath,
+            ring,
+            table,
+            tracker: FlowTracker::new(config.expiry),
+            source,
+            metrics,
+            resolver,
+            tx,
+            flow_table_entries: config.flow_table_entries,
+            sweep_interval: config.sweep_interval,
+            resync_interval: config.resync_interval,
+            failed: BTreeSet::new(),
+        })
+    }
+
+    /// Run until `shutdown` turns true; then sweep once more so the last
+    /// counters reach the aggregator, and detach everything (by dropping the
+    /// datapath).
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.resync();
+        let mut sweep = tokio::time::interval(self.sweep_interval);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut resync = tokio::time::interval(self.resync_interval);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                ready = self.ring.readable_mut() => {
+                    let mut guard = ready.context("ring buffer poll failed")?;
+                    let events = drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                    self.announce(&events);
+                }
+                _ = sweep.tick() => self.sweep().await,
+                _ = resync.tick() => self.resync(),
+            }
+        }
+        let events = drain(self.ring.get_mut());
+        self.announce(&events);
+        self.sweep().await;
+        let attached = self.datapath.attached().count();
+        drop(self.datapath);
+        info!(interfaces = attached, "probes detached");
+        Ok(())
+    }
+
+    /// New-flow hints: reported at once, dropped (and counted) if the fold
+    /// task is behind, since the sweep reports every flow anyway.
+    fn announce(&mut self, events: &[FlowEvent]) {
+        let clock = Clock::now();
+        for event in events {
+            self.metrics.observed(EventSource::Ringbuf);
+            if let Some(obs) = self.tracker.on_event(event, clock)
+                && self.tx.try_send(obs).is_err()
+            {
+                self.metrics.channel_dropped();
+            }
+        }
+    }
+
+    /// Read the whole flow table: counters, lost announcements, expiry.
+    /// Sweep reports wait for room in the queue: they are the source of
+    /// truth and must not be dropped.
+    async fn sweep(&mut self) {
+        let clock = Clock::now();
+        let now = monotonic_now_ns();
+        let mut read_errors = 0_u32;
+        let entries: Vec<_> = self
+            .table
+            .iter()
+            .filter_map(|entry| entry.map_err(|_| read_errors += 1).ok())
+            .collect();
+        if read_errors > 0 {
+            debug!(read_errors, "flow table entries changed while swept");
+        }
+        let result = self.tracker.sweep(entries, now, clock);
+        for key in &result.expired {
+            if let Err(error) = self.table.remove(key) {
+                trace!(%error, "expired flow already gone");
+            }
+        }
+        if result.recovered > 0 {
+            debug!(
+                recovered = result.recovered,
+                "flows found by the sweep, not the ring buffer"
+            );
+        }
+        self.metrics.set_flow_table(
+            result.entries - result.expired.len() as u64,
+            u64::from(self.flow_table_entries),
+        );
+        for obs in result.observations {
+            self.metrics.observed(EventSource::Sweep);
+            if self.tx.send(obs).await.is_err() {
+                break;
+            }
+        }
+        match self.datapath.counters() {
+            Ok(c) => self.metrics.set_kernel_counters(&KernelCounters {
+                packets: c[abi::CNT_PACKETS],
+                new_flows: c[abi::CNT_NEW_FLOWS],
+                ringbuf_full: c[abi::CNT_RINGBUF_FULL],
+                table_full: c[abi::CNT_TABLE_FULL],
+                parse_errors: c[abi::CNT_PARSE_ERROR],
+                non_ip: c[abi::CNT_NON_IP],
+                fragments: c[abi::CNT_FRAGMENT],
+                unsupported_l4: c[abi::CNT_UNSUPPORTED_L4],
+            }),
+            Err(error) => warn!(error = %error, "cannot read kernel counters"),
+        }
+    }
+
+    /// Re-read the source: attach to new pods, detach from gone ones, and
+    /// swap in a fresh resolver. A source that cannot be read keeps the
+    /// previous view.
+    fn resync(&mut self) {
+        let inventory = match self.source.snapshot() {
+            Ok(inventory) => inventory,
+            Err(error) => {
+                warn!(
+                    source = self.source.name(),
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "cannot read pod source, keeping the previous view"
+                );
+                return;
+            }
+        };
+        self.reconcile_attachments(&inventory);
+        let resolver = Resolver::new(&inventory, |ifname| {
+            nix::net::if_::if_nametoindex(ifname).ok()
+        });
+        *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
+    }
+
+    fn reconcile_attachments(&mut self, inventory: &Inventory) {
+        let wanted: BTreeSet<&str> = inventory
+            .pods
+            .iter()
+            .filter_map(|p| p.host_veth.as_deref())
+            .collect();
+        let attached: BTreeSet<String> = self.datapath.attached().map(str::to_owned).collect();
+        for gone in attached.iter().filter(|i| !wanted.contains(i.as_str())) {
+            match self.datapath.detach(gone) {
+                Ok(()) => info!(interface = %gone, "detached"),
+                // The veth went away with its pod: the kernel dropped the links.
+                Err(error) => debug!(interface = %gone, %error, "detach"),
+            }
+        }
+        self.failed.retain(|i| wanted.contains(i.as_str()));
+        for ifname in wanted {
+            if attached.contains(ifname) || self.failed.contains(ifname) {
+                continue;
+            }
+            match self.datapath.attach(ifname) {
+                Ok(a) => info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached"),
+                Err(AttachError::InterfaceGone { ifname }) => {
+                    // The pod went away between listing and attaching.
+                    self.metrics.attach_failed();
+                    warn!(interface = %ifname, "interface vanished before attach, skipped");
+                }
+                Err(error) => {
+                    self.metrics.attach_failed();
+                    self.failed.insert(ifname.to_owned());
+                    warn!(
+                        interface = %ifname,
+                        error = format!("{:#}", anyhow::Error::from(error)),
+                        "cannot attach, skipped"
+                    );
+                }
+            }
+        }
+        self.metrics.set_attached(self.datapath.attached().count());
+    }
+}
+
+/// Everything in the ring buffer now. Records that do not decode (an ABI
+/// mismatch) are skipped: the sweep still reports their flows.
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<FlowEvent> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        match FlowEvent::from_bytes(&item) {
+            Ok(event) => events.push(event),
+            Err(error) => trace!(%error, "undecodable ring buffer record"),
+        }
+    }
+    events
+}

@@ -1,0 +1,148 @@
+//! `weir agent`: the node daemon.
+//!
+//! Tasks, all under one supervisor and one shutdown signal:
+//! - the datapath task owns aya (programs, maps, ring buffer), attaches to
+//!   pods as the source reports them, turns kernel reports into
+//!   observations and sends them over a bounded channel;
+//! - the fold task feeds observations to the aggregator;
+//! - the HTTP server serves the API.
+
+mod config;
+mod datapath;
+
+use std::{
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+pub use config::{AgentArgs, Config, SourceSpec};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{
+    aggregator::{Aggregator, Options as AggregatorOptions},
+    api::{self, AppState, SharedResolver},
+    flow::Observation,
+    metrics::Metrics,
+    tracker::Clock,
+};
+
+/// Run the agent until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Invalid configuration, a datapath that does not load, or a listen
+/// address that cannot be bound.
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::try_from(args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let aggregator = Arc::new(Aggregator::new(
+        AggregatorOptions {
+            node_name: config.node_name.clone(),
+            ..AggregatorOptions::default()
+        },
+        Arc::clone(&metrics),
+    ));
+    let resolver: SharedResolver = Arc::default();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel(config.channel_capacity);
+
+    let datapath = datapath::DatapathTask::start(
+        &config,
+        Arc::clone(&metrics),
+        Arc::clone(&resolver),
+        tx,
+    )
+    .context("cannot start the datapath")?;
+    let datapath = tokio::spawn(datapath.run(shutdown_rx.clone()));
+    let fold = tokio::spawn(fold_loop(
+        rx,
+        Arc::clone(&aggregator),
+        Arc::clone(&resolver),
+        Arc::clone(&metrics),
+    ));
+
+    let state = AppState::new(
+        Arc::clone(&aggregator),
+        Arc::clone(&metrics),
+        Arc::clone(&resolver),
+        config.node_name.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    info!(listen = %config.listen, source = %config.source, "weir agent ready");
+    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    server.await.context("HTTP server failed")?;
+
+    // The datapath task does a last sweep and detaches; the fold task ends
+    // when its channel closes.
+    match datapath.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(error = format!("{error:#}"), "datapath ended with an error"),
+        Err(error) => warn!(%error, "datapath task panicked"),
+    }
+    if let Err(error) = fold.await {
+        warn!(%error, "fold task panicked");
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fold_loop(
+    mut rx: mpsc::Receiver<Observation>,
+    aggregator: Arc<Aggregator>,
+    resolver: SharedResolver,
+    metrics: Arc<Metrics>,
+) {
+    let mut clock = Clock::now();
+    let mut folded: u64 = 0;
+    while let Some(obs) = rx.recv().await {
+        folded += 1;
+        if folded.is_multiple_of(4096) {
+            clock = Clock::now();
+        }
+        let current = Arc::clone(&resolver.read().unwrap_or_else(|e| e.into_inner()));
+        aggregator.fold(&obs, current.as_ref());
+        if obs.kernel_time != 0 {
+            metrics.folded(obs.kernel_time, clock.to_unix(crate::tracker::monotonic_now_ns()));
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

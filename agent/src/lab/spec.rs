@@ -1,0 +1,1284 @@
+//! Reading lab YAML: ordinary Kubernetes objects (Namespace, Pod,
+//! Deployment, StatefulSet, DaemonSet, Service, `kind: List`) plus two
+//! lab-only kinds (`Lab`, `ExternalHost`, group [`LAB_API_VERSION`]) into
+//! a validated [`LabSpec`].
+//!
+//! Controllers are expanded the way the cluster would: a Deployment becomes
+//! `replicas` pods named `<name>-<pod-template-hash>-<suffix>` owned by the
+//! ReplicaSet `<name>-<pod-template-hash>`, so that
+//! [`weir_generator::identity::pod_meta`] derives their workload exactly as
+//! it does for a real cluster. Every error names the file, the 1-based
+//! document and, where it can, the field.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        core::v1::{Container, Namespace, Pod, PodTemplateSpec, Service},
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use serde::Deserialize;
+use weir_generator::{identity, model::PodMeta, model::Protocol};
+
+use super::names::safe_encode;
+
+/// API group and version of the lab-only kinds.
+pub const LAB_API_VERSION: &str = "lab.weir.dev/v1alpha1";
+
+/// Default IPv4 pod CIDR.
+pub const DEFAULT_POD_CIDR: &str = "10.88.0.0/16";
+/// Default IPv6 pod CIDR (dual-stack labs).
+pub const DEFAULT_POD_CIDR_V6: &str = "fd00:88::/64";
+/// Default IPv4 service CIDR.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Default IPv6 service CIDR (dual-stack labs).
+pub const DEFAULT_SERVICE_CIDR_V6: &str = "fd00:96::/112";
+
+/// The documentation ranges (RFC 5737, RFC 3849): the only addresses
+/// external hosts may have, so a lab can never shadow a real destination.
+pub const DOCUMENTATION_RANGES: [&str; 4] = [
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8::/32",
+];
+
+/// The documentation ranges, parsed.
+#[must_use]
+pub fn documentation_ranges() -> Vec<IpNet> {
+    DOCUMENTATION_RANGES
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect()
+}
+
+/// Where an object came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based document index in the file.
+    pub document: usize,
+    /// 0-based index in a `kind: List`'s `items`.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.path.display(), self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ", items[{item}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Lab input that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML itself is malformed.
+    #[error("{origin}: malformed YAML")]
+    Yaml {
+        /// Where.
+        origin: Origin,
+        /// The parser's complaint.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// An object is well-formed YAML but not acceptable.
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        /// Where.
+        origin: Origin,
+        /// The field at fault (`kind`, `spec.ips[0]`, ...).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No pods and no external hosts: nothing to bring up.
+    #[error("no pods or external hosts in {files}")]
+    Empty {
+        /// The files read.
+        files: String,
+    },
+}
+
+fn invalid(origin: &Origin, field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        origin: origin.clone(),
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Network settings of a lab (from the `Lab` kind, else defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// IPv4 pod CIDR; its first address is the node (bridge).
+    pub pod_cidr: Ipv4Net,
+    /// IPv6 pod CIDR, when dual-stack.
+    pub pod_cidr_v6: Option<Ipv6Net>,
+    /// IPv4 ClusterIP range.
+    pub service_cidr: Ipv4Net,
+    /// IPv6 ClusterIP range, when dual-stack.
+    pub service_cidr_v6: Option<Ipv6Net>,
+}
+
+/// A port a pod or external host answers on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// `containerPort`.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The port's name, for Services' named `targetPort`s.
+    pub name: Option<String>,
+}
+
+/// A pod to create.
+#[derive(Clone, Debug)]
+pub struct PodSpec {
+    /// Where it was declared (the controller for generated pods).
+    pub origin: Origin,
+    /// Identity, labels, workload and any addresses from `status`.
+    pub meta: PodMeta,
+    /// Ports to answer on.
+    pub ports: Vec<PortSpec>,
+}
+
+/// A host outside the cluster.
+#[derive(Clone, Debug)]
+pub struct ExternalHostSpec {
+    /// Where it was declared.
+    pub origin: Origin,
+    /// `metadata.name`.
+    pub name: String,
+    /// Its addresses, all in documentation ranges.
+    pub ips: Vec<IpAddr>,
+    /// Ports to answer on.
+    pub ports: Vec<PortSpec>,
+}
+
+/// A Service's `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    /// A port number.
+    Number(u16),
+    /// A container port name.
+    Name(String),
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePortSpec {
+    /// The port's name.
+    pub name: Option<String>,
+    /// The Service port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Where the backends listen.
+    pub target: TargetPort,
+}
+
+/// How a Service's ClusterIP is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterIp {
+    /// Assign from the service CIDR(s).
+    Auto,
+    /// Headless (`clusterIP: None`): no virtual IP, no DNAT.
+    Headless,
+    /// Given in the manifest.
+    Fixed(Vec<IpAddr>),
+}
+
+/// A ClusterIP Service.
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    /// Where it was declared.
+    pub origin: Origin,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.clusterIP(s)`.
+    pub cluster_ip: ClusterIp,
+    /// `spec.selector`; `None` selects nothing (no endpoints).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// Ports.
+    pub ports: Vec<ServicePortSpec>,
+}
+
+/// Everything a set of lab files declares, validated.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    /// The files, in the order given.
+    pub sources: Vec<PathBuf>,
+    /// Network settings.
+    pub settings: Settings,
+    /// Namespaces and their labels (with `kubernetes.io/metadata.name`),
+    /// including those only referenced by objects.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods, controllers expanded, sorted by namespace and name.
+    pub pods: Vec<PodSpec>,
+    /// External hosts, sorted by name.
+    pub external_hosts: Vec<ExternalHostSpec>,
+    /// Services, sorted by namespace and name.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// Read and validate lab files.
+///
+/// # Errors
+/// The first problem found, naming file, document and field.
+pub fn parse_files(paths: &[PathBuf]) -> Result<LabSpec, SpecError> {
+    let mut builder = Builder::default();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        builder.add_text(path, &text)?;
+    }
+    builder.finish(paths)
+}
+
+/// Parse lab YAML held in memory (`path` only names it in errors).
+///
+/// # Errors
+/// The first problem found.
+pub fn parse_str(path: &Path, text: &str) -> Result<LabSpec, SpecError> {
+    let mut builder = Builder::default();
+    builder.add_text(path, text)?;
+    builder.finish(&[path.to_owned()])
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabObject {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: LabKindSpec,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabKindSpec {
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<Ipv4Net>,
+    #[serde(rename = "podCIDRv6")]
+    pod_cidr_v6: Option<Ipv6Net>,
+    #[serde(rename = "dualStack")]
+    dual_stack: Option<bool>,
+    #[serde(rename = "serviceCIDR")]
+    service_cidr: Option<Ipv4Net>,
+    #[serde(rename = "serviceCIDRv6")]
+    service_cidr_v6: Option<Ipv6Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalHostObject {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    metadata: ObjectMeta,
+    spec: ExternalHostKindSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalHostKindSpec {
+    ips: Vec<IpAddr>,
+    #[serde(default)]
+    ports: Vec<LabPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabPort {
+    port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Default)]
+struct Builder {
+    lab: Option<(Origin, LabKindSpec)>,
+    namespaces: BTreeMap<String, (Origin, BTreeMap<String, String>)>,
+    pods: BTreeMap<(String, String), PodSpec>,
+    external_hosts: BTreeMap<String, ExternalHostSpec>,
+    services: BTreeMap<(String, String), ServiceSpec>,
+}
+
+const SUPPORTED: &str = "v1 Namespace, Pod, Service, List; apps/v1 Deployment, StatefulSet, DaemonSet; \
+     lab.weir.dev/v1alpha1 Lab, ExternalHost";
+
+/// Deserialize with the failing field's path in the error.
+fn typed<T: serde::de::DeserializeOwned>(
+    origin: &Origin,
+    value: serde_yaml::Value,
+) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            "(object)".into()
+        } else {
+            field
+        };
+        invalid(origin, field, e.into_inner().to_string())
+    })
+}
+
+impl Builder {
+    fn add_text(&mut self, path: &Path, text: &str) -> Result<(), SpecError> {
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let origin = Origin {
+                path: path.to_owned(),
+                document: index + 1,
+                item: None,
+            };
+            let value =
+                serde_yaml::Value::deserialize(document).map_err(|source| SpecError::Yaml {
+                    origin: origin.clone(),
+                    source,
+                })?;
+            if value.is_null() {
+                continue; // an empty document (`---` at the end)
+            }
+            self.add_object(&origin, value)?;
+        }
+        Ok(())
+    }
+
+    fn add_object(&mut self, origin: &Origin, value: serde_yaml::Value) -> Result<(), SpecError> {
+        let text_field = |name: &str| -> Result<String, SpecError> {
+            match value.get(name) {
+                Some(serde_yaml::Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(invalid(origin, name, "expected a string")),
+                None if value.is_mapping() => Err(invalid(origin, name, "missing")),
+                None => Err(invalid(
+                    origin,
+                    "(document)",
+                    "expected a Kubernetes object (a mapping)",
+                )),
+            }
+        };
+        let api_version = text_field("apiVersion")?;
+        let kind = text_field("kind")?;
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "List") => {
+                let items = match value.get("items") {
+                    Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+                    None | Some(serde_yaml::Value::Null) => Vec::new(),
+                    Some(_) => return Err(invalid(origin, "items", "expected a list")),
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    if origin.item.is_some() {
+                        return Err(invalid(origin, "items", "nested lists are not supported"));
+                    }
+                    let item_origin = Origin {
+                        item: Some(i),
+                        ..origin.clone()
+                    };
+                    self.add_object(&item_origin, item)?;
+                }
+                Ok(())
+            }
+            ("v1", "Namespace") => self.namespace(origin, typed(origin, value)?),
+            ("v1", "Pod") => self.pod(origin, typed(origin, value)?),
+            ("v1", "Service") => self.service(origin, typed(origin, value)?),
+            ("apps/v1", "Deployment") => self.deployment(origin, typed(origin, value)?),
+            ("apps/v1", "StatefulSet") => self.stateful_set(origin, typed(origin, value)?),
+            ("apps/v1", "DaemonSet") => self.daemon_set(origin, typed(origin, value)?),
+            (LAB_API_VERSION, "Lab") => self.lab(origin, typed(origin, value)?),
+            (LAB_API_VERSION, "ExternalHost") => self.external_host(origin, typed(origin, value)?),
+            _ => Err(invalid(
+                origin,
+                "kind",
+                format!(
+                    "unsupported kind {kind:?} of apiVersion {api_version:?} (supported: {SUPPORTED})"
+                ),
+            )),
+        }
+    }
+
+    fn lab(&mut self, origin: &Origin, lab: LabObject) -> Result<(), SpecError> {
+        if let Some((first, _)) = &self.lab {
+            return Err(invalid(
+                origin,
+                "kind",
+                format!("a second Lab object (the first is at {first})"),
+            ));
+        }
+        drop(lab.metadata);
+        self.lab = Some((origin.clone(), lab.spec));
+        Ok(())
+    }
+
+    fn namespace(&mut self, origin: &Origin, ns: Namespace) -> Result<(), SpecError> {
+        let name = required_name(origin, &ns.metadata, dns_label)?;
+        if let Some((first, _)) = self.namespaces.get(&name) {
+            return Err(invalid(
+                origin,
+                "metadata.name",
+                format!("namespace {name} is also defined at {first}"),
+            ));
+        }
+        let labels = ns.metadata.labels.unwrap_or_default();
+        self.namespaces.insert(name, (origin.clone(), labels));
+        Ok(())
+    }
+
+    fn pod(&mut self, origin: &Origin, pod: Pod) -> Result<(), SpecError> {
+        required_name(origin, &pod.metadata, dns_subdomain)?;
+        let ports = match &pod.spec {
+            Some(spec) => container_ports(origin, "spec", &spec.containers)?,
+            None => Vec::new(),
+        };
+        for (i, ip) in pod
+            .status
+            .iter()
+            .flat_map(|s| s.pod_ips.iter().flatten())
+            .enumerate()
+        {
+            if ip.ip.parse::<IpAddr>().is_err() {
+                return Err(invalid(
+                    origin,
+                    format!("status.podIPs[{i}].ip"),
+                    format!("{:?} is not an IP address", ip.ip),
+                ));
+            }
+        }
+        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+            && ip.parse::<IpAddr>().is_err()
+        {
+            return Err(invalid(
+                origin,
+                "status.podIP",
+                format!("{ip:?} is not an IP address"),
+            ));
+        }
+        self.insert_pod(origin, &pod, ports)
+    }
+
+    fn insert_pod(
+        &mut self,
+        origin: &Origin,
+        pod: &Pod,
+        ports: Vec<PortSpec>,
+    ) -> Result<(), SpecError> {
+        let meta =
+            identity::pod_meta(pod).ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
+        if let Some(ns) = pod.metadata.namespace.as_deref()
+            && !dns_label(ns)
+        {
+            return Err(invalid(
+                origin,
+                "metadata.namespace",
+                format!("{ns:?} is not a valid namespace name"),
+            ));
+        }
+        let key = (meta.namespace.clone(), meta.name.clone());
+        if let Some(first) = self.pods.get(&key) {
+            return Err(invalid(
+                origin,
+                "metadata.name",
+                format!(
+                    "pod {}/{} is also defined at {}",
+                    key.0, key.1, first.origin
+                ),
+            ));
+        }
+        self.pods.insert(
+            key,
+            PodSpec {
+                origin: origin.clone(),
+                meta,
+                ports,
+            },
+        );
+        Ok(())
+    }
+
+    /// Pods of a controller: template labels plus `extra_labels`, owned by
+    /// `owner`, named by `names`.
+    fn controller_pods(
+        &mut self,
+        origin: &Origin,
+        namespace: &str,
+        template: &PodTemplateSpec,
+        owner: OwnerReference,
+        names: Vec<String>,
+        extra_labels: &[(&str, String)],
+    ) -> Result<(), SpecError> {
+        let containers = template
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        let ports = container_ports(origin, "spec.template.spec", containers)?;
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        for (k, v) in extra_labels {
+            labels.insert((*k).to_owned(), v.clone());
+        }
+        for name in names {
+            let mut pod_labels = labels.clone();
+            if owner.kind == "StatefulSet" {
+                pod_labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+                if let Some(index) = name.rsplit('-').next() {
+                    pod_labels.insert("apps.kubernetes.io/pod-index".into(), index.to_owned());
+                }
+            }
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(namespace.to_owned()),
+                    labels: Some(pod_labels),
+                    owner_references: Some(vec![owner.clone()]),
+                    ..ObjectMeta::default()
+                },
+                ..Pod::default()
+            };
+            self.insert_pod(origin, &pod, ports.clone())?;
+        }
+        Ok(())
+    }
+
+    fn deployment(&mut self, origin: &Origin, d: Deployment) -> Result<(), SpecError> {
+        let name = required_name(origin, &d.metadata, dns_label)?;
+        let namespace = d
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let spec = d.spec.ok_or_else(|| invalid(origin, "spec", "missing"))?;
+        let replicas = replicas(origin, spec.replicas)?;
+        check_selector(origin, spec.selector.match_labels.as_ref(), &spec.template)?;
+        // Kubernetes hashes the pod template into `pod-template-hash`; any
+        // stable hash of it gives the same property (new template, new
+        // ReplicaSet name).
+        let hash = safe_encode(&template_bytes(&spec.template), 10);
+        let replica_set = format!("{name}-{hash}");
+        let names = suffixed_names(&replica_set, replicas);
+        let owner = owner("ReplicaSet", &replica_set);
+        self.controller_pods(
+            origin,
+            &namespace,
+            &spec.template,
+            owner,
+            names,
+            &[("pod-template-hash", hash)],
+        )
+    }
+
+    fn stateful_set(&mut self, origin: &Origin, s: StatefulSet) -> Result<(), SpecError> {
+        let name = required_name(origin, &s.metadata, dns_label)?;
+        let namespace = s
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let spec = s.spec.ok_or_else(|| invalid(origin, "spec", "missing"))?;
+        let replicas = replicas(origin, spec.replicas)?;
+        check_selector(origin, spec.selector.match_labels.as_ref(), &spec.template)?;
+        let revision = format!(
+            "{name}-{}",
+            safe_encode(&template_bytes(&spec.template), 10)
+        );
+        let names = (0..replicas).map(|i| format!("{name}-{i}")).collect();
+        let owner = owner("StatefulSet", &name);
+        self.controller_pods(
+            origin,
+            &namespace,
+            &spec.template,
+            owner,
+            names,
+            &[("controller-revision-hash", revision)],
+        )
+    }
+
+    fn daemon_set(&mut self, origin: &Origin, d: DaemonSet) -> Result<(), SpecError> {
+        let name = required_name(origin, &d.metadata, dns_label)?;
+        let namespace = d
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let spec = d.spec.ok_or_else(|| invalid(origin, "spec", "missing"))?;
+        check_selector(origin, spec.selector.match_labels.as_ref(), &spec.template)?;
+        let revision = safe_encode(&template_bytes(&spec.template), 10);
+        // The lab is one node: one pod.
+        let names = suffixed_names(&name, 1);
+        let owner = owner("DaemonSet", &name);
+        let extra = [
+            ("controller-revision-hash", revision),
+            ("pod-template-generation", "1".to_owned()),
+        ];
+        self.controller_pods(origin, &namespace, &spec.template, owner, names, &extra)
+    }
+
+    fn service(&mut self, origin: &Origin, s: Service) -> Result<(), SpecError> {
+        let name = required_name(origin, &s.metadata, dns_label)?;
+        let namespace = s
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let spec = s.spec.unwrap_or_default();
+        match spec.type_.as_deref() {
+            None | Some("ClusterIP") => {}
+            Some(other) => {
+                return Err(invalid(
+                    origin,
+                    "spec.type",
+                    format!("{other} is not supported by the lab (only ClusterIP)"),
+                ));
+            }
+        }
+        let cluster_ip = match (spec.cluster_ip.as_deref(), spec.cluster_ips.as_ref()) {
+            (Some("None"), _) => ClusterIp::Headless,
+            (_, Some(ips)) if !ips.is_empty() => {
+                ClusterIp::Fixed(parse_ips(origin, "spec.clusterIPs", ips)?)
+            }
+            (Some(ip), _) if !ip.is_empty() => ClusterIp::Fixed(parse_ips(
+                origin,
+                "spec.clusterIP",
+                std::slice::from_ref(&ip.to_owned()),
+            )?),
+            _ => ClusterIp::Auto,
+        };
+        let mut ports = Vec::new();
+        for (i, p) in spec.ports.iter().flatten().enumerate() {
+            let field = format!("spec.ports[{i}]");
+            let port = port_number(origin, &format!("{field}.port"), p.port)?;
+            let protocol = protocol(origin, &format!("{field}.protocol"), p.protocol.as_deref())?;
+            let target = match &p.target_port {
+                None => TargetPort::Number(port),
+                Some(IntOrString::Int(n)) => {
+                    TargetPort::Number(port_number(origin, &format!("{field}.targetPort"), *n)?)
+                }
+                Some(IntOrString::String(s)) => match s.parse::<i32>() {
+                    Ok(n) => {
+                        TargetPort::Number(port_number(origin, &format!("{field}.targetPort"), n)?)
+                    }
+                    Err(_) => TargetPort::Name(s.clone()),
+                },
+            };
+            ports.push(ServicePortSpec {
+                name: p.name.clone(),
+                port,
+                protocol,
+                target,
+            });
+        }
+        let key = (namespace.clone(), name.clone());
+        if let Some(first) = self.services.get(&key) {
+            return Err(invalid(
+                origin,
+                "metadata.name",
+                format!(
+                    "service {namespace}/{name} is also defined at {}",
+                    first.origin
+                ),
+            ));
+        }
+        self.services.insert(
+            key,
+            ServiceSpec {
+                origin: origin.clone(),
+                namespace,
+                name,
+                cluster_ip,
+                selector: spec.selector,
+                ports,
+            },
+        );
+        Ok(())
+    }
+
+    fn external_host(
+        &mut self,
+        origin: &Origin,
+        host: ExternalHostObject,
+    ) -> Result<(), SpecError> {
+        let name = required_name(origin, &host.metadata, dns_label)?;
+        if host.spec.ips.is_empty() {
+            return Err(invalid(
+                origin,
+                "spec.ips",
+                "at least one address is required",
+            ));
+        }
+        let ranges = documentation_ranges();
+        for (i, ip) in host.spec.ips.iter().enumerate() {
+            if !ranges.iter().any(|r| r.contains(ip)) {
+                return Err(invalid(
+                    origin,
+                    format!("spec.ips[{i}]"),
+                    format!(
+                        "{ip} is outside the documentation ranges ({}); external hosts must use them so the lab never shadows a real address",
+                        DOCUMENTATION_RANGES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut ports = Vec::new();
+        for (i, p) in host.spec.ports.iter().enumerate() {
+            let field = format!("spec.ports[{i}]");
+            let port = port_number(origin, &format!("{field}.port"), i32::from(p.port))?;
+            let protocol = protocol(origin, &format!("{field}.protocol"), p.protocol.as_deref())?;
+            push_unique(
+                &mut ports,
+                PortSpec {
+                    port,
+                    protocol,
+                    name: p.name.clone(),
+                },
+            );
+        }
+        if let Some(first) = self.external_hosts.get(&name) {
+            return Err(invalid(
+                origin,
+                "metadata.name",
+                format!("external host {name} is also defined at {}", first.origin),
+            ));
+        }
+        self.external_hosts.insert(
+            name.clone(),
+            ExternalHostSpec {
+                origin: origin.clone(),
+                name,
+                ips: host.spec.ips,
+                ports,
+            },
+        );
+        Ok(())
+    }
+
+    fn finish(self, sources: &[PathBuf]) -> Result<LabSpec, SpecError> {
+        let settings = settings(self.lab.as_ref())?;
+        let pod_nets: Vec<IpNet> = std::iter::once(IpNet::V4(settings.pod_cidr))
+            .chain(settings.pod_cidr_v6.map(IpNet::V6))
+            .collect();
+        let service_nets: Vec<IpNet> = std::iter::once(IpNet::V4(settings.service_cidr))
+            .chain(settings.service_cidr_v6.map(IpNet::V6))
+            .collect();
+        let mut seen: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut claim =
+            |ip: IpAddr, who: String, origin: &Origin, field: &str| -> Result<(), SpecError> {
+                if let Some(other) = seen.insert(ip, who.clone()) {
+                    return Err(invalid(
+                        origin,
+                        field,
+                        format!("{ip} of {who} is also used by {other}"),
+                    ));
+                }
+                Ok(())
+            };
+        for pod in self.pods.values() {
+            for ip in &pod.meta.ips {
+                let Some(net) = pod_nets.iter().find(|n| n.contains(ip)) else {
+                    return Err(invalid(
+                        &pod.origin,
+                        "status.podIP",
+                        format!(
+                            "{ip} is outside the pod CIDRs ({})",
+                            pod_nets
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                if *ip == net.network() || Some(*ip) == super::ipam::node_address(*net) {
+                    return Err(invalid(
+                        &pod.origin,
+                        "status.podIP",
+                        format!("{ip} is reserved (network or node address of {net})"),
+                    ));
+                }
+                claim(
+                    *ip,
+                    format!("pod {}/{}", pod.meta.namespace, pod.meta.name),
+                    &pod.origin,
+                    "status.podIP",
+                )?;
+            }
+        }
+        for host in self.external_hosts.values() {
+            for ip in &host.ips {
+                claim(
+                    *ip,
+                    format!("external host {}", host.name),
+                    &host.origin,
+                    "spec.ips",
+                )?;
+            }
+        }
+        for svc in self.services.values() {
+            if let ClusterIp::Fixed(ips) = &svc.cluster_ip {
+                for ip in ips {
+                    if !service_nets.iter().any(|n| n.contains(ip)) {
+                        return Err(invalid(
+                            &svc.origin,
+                            "spec.clusterIP",
+                            format!(
+                                "{ip} is outside the service CIDRs ({})",
+                                service_nets
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                    if ip.is_ipv6() && settings.service_cidr_v6.is_none() {
+                        return Err(invalid(
+                            &svc.origin,
+                            "spec.clusterIP",
+                            "an IPv6 ClusterIP needs a dual-stack lab",
+                        ));
+                    }
+                    claim(
+                        *ip,
+                        format!("service {}/{}", svc.namespace, svc.name),
+                        &svc.origin,
+                        "spec.clusterIP",
+                    )?;
+                }
+            }
+        }
+        if self.pods.is_empty() && self.external_hosts.is_empty() {
+            return Err(SpecError::Empty {
+                files: sources
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = self
+            .namespaces
+            .into_iter()
+            .map(|(name, (_, labels))| (name, labels))
+            .collect();
+        let referenced = self
+            .pods
+            .keys()
+            .map(|(ns, _)| ns.clone())
+            .chain(self.services.keys().map(|(ns, _)| ns.clone()));
+        for ns in referenced {
+            namespaces.entry(ns).or_default();
+        }
+        for (name, labels) in &mut namespaces {
+            // As the API server does since 1.21: lets namespaceSelector pick
+            // a namespace by name.
+            labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+        }
+        Ok(LabSpec {
+            sources: sources.to_vec(),
+            settings,
+            namespaces,
+            pods: self.pods.into_values().collect(),
+            external_hosts: self.external_hosts.into_values().collect(),
+            services: self.services.into_values().collect(),
+        })
+    }
+}
+
+fn settings(lab: Option<&(Origin, LabKindSpec)>) -> Result<Settings, SpecError> {
+    let default_v4 = |s: &str| s.parse::<Ipv4Net>().unwrap_or_else(|_| Ipv4Net::default());
+    let default_v6 = |s: &str| s.parse::<Ipv6Net>().unwrap_or_else(|_| Ipv6Net::default());
+    let Some((origin, spec)) = lab else {
+        return Ok(Settings {
+            pod_cidr: default_v4(DEFAULT_POD_CIDR),
+            pod_cidr_v6: None,
+            service_cidr: default_v4(DEFAULT_SERVICE_CIDR),
+            service_cidr_v6: None,
+        });
+    };
+    let dual = spec
+        .dual_stack
+        .unwrap_or(spec.pod_cidr_v6.is_some() || spec.service_cidr_v6.is_some());
+    if !dual && (spec.pod_cidr_v6.is_some() || spec.service_cidr_v6.is_some()) {
+        return Err(invalid(
+            origin,
+            "spec.dualStack",
+            "false, but IPv6 CIDRs are given",
+        ));
+    }
+    let s = Settings {
+        pod_cidr: spec
+            .pod_cidr
+            .map_or_else(|| default_v4(DEFAULT_POD_CIDR), |n| n.trunc()),
+        pod_cidr_v6: dual.then(|| {
+            spec.pod_cidr_v6
+                .map_or_else(|| default_v6(DEFAULT_POD_CIDR_V6), |n| n.trunc())
+        }),
+        service_cidr: spec
+            .service_cidr
+            .map_or_else(|| default_v4(DEFAULT_SERVICE_CIDR), |n| n.trunc()),
+        service_cidr_v6: dual.then(|| {
+            spec.service_cidr_v6
+                .map_or_else(|| default_v6(DEFAULT_SERVICE_CIDR_V6), |n| n.trunc())
+        }),
+    };
+    if s.pod_cidr.prefix_len() > 28 {
+        return Err(invalid(
+            origin,
+            "spec.podCIDR",
+            "prefix too long (at most /28)",
+        ));
+    }
+    if s.pod_cidr_v6.is_some_and(|n| n.prefix_len() > 120) {
+        return Err(invalid(
+            origin,
+            "spec.podCIDRv6",
+            "prefix too long (at most /120)",
+        ));
+    }
+    if s.service_cidr.prefix_len() > 28 || s.service_cidr_v6.is_some_and(|n| n.prefix_len() > 120) {
+        return Err(invalid(origin, "spec.serviceCIDR", "prefix too long"));
+    }
+    let nets = [
+        ("spec.podCIDR", Some(IpNet::V4(s.pod_cidr))),
+        ("spec.podCIDRv6", s.pod_cidr_v6.map(IpNet::V6)),
+        ("spec.serviceCIDR", Some(IpNet::V4(s.service_cidr))),
+        ("spec.serviceCIDRv6", s.service_cidr_v6.map(IpNet::V6)),
+    ];
+    let docs = documentation_ranges();
+    for (i, (field, net)) in nets.iter().enumerate() {
+        let Some(net) = net else { continue };
+        if let Some(doc) = docs.iter().find(|d| overlaps(d, net)) {
+            return Err(invalid(
+                origin,
+                *field,
+                format!(
+                    "{net} overlaps the documentation range {doc}, which is for external hosts"
+                ),
+            ));
+        }
+        for (other_field, other) in &nets[i + 1..] {
+            if let Some(other) = other.filter(|o| overlaps(o, net)) {
+                return Err(invalid(
+                    origin,
+                    *field,
+                    format!("{net} overlaps {other_field} {other}"),
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Whether two networks share an address.
+#[must_use]
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn template_bytes(template: &PodTemplateSpec) -> Vec<u8> {
+    // k8s-openapi serializes maps in key order: the bytes are stable.
+    serde_json::to_vec(template).unwrap_or_default()
+}
+
+/// `n` names `<base>-<5 safe chars>`, deterministic and distinct.
+fn suffixed_names(base: &str, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    let mut seen = BTreeSet::new();
+    let mut attempt = 0usize;
+    while names.len() < n {
+        let suffix = safe_encode(format!("{base}/{attempt}").as_bytes(), 5);
+        attempt += 1;
+        if seen.insert(suffix.clone()) {
+            names.push(format!("{base}-{suffix}"));
+        }
+    }
+    names
+}
+
+fn owner(kind: &str, name: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: format!(
+            "lab-{:016x}",
+            super::names::fnv1a(format!("{kind}/{name}").as_bytes())
+        ),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn replicas(origin: &Origin, replicas: Option<i32>) -> Result<usize, SpecError> {
+    let n = replicas.unwrap_or(1);
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n <= 256)
+        .ok_or_else(|| {
+            invalid(
+                origin,
+                "spec.replicas",
+                format!("{n} is not between 0 and 256"),
+            )
+        })
+}
+
+fn check_selector(
+    origin: &Origin,
+    match_labels: Option<&BTreeMap<String, String>>,
+    template: &PodTemplateSpec,
+) -> Result<(), SpecError> {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    for (k, v) in match_labels.into_iter().flatten() {
+        if labels.and_then(|l| l.get(k)) != Some(v) {
+            return Err(invalid(
+                origin,
+                "spec.selector.matchLabels",
+                format!("{k}={v} does not match spec.template.metadata.labels"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn required_name(
+    origin: &Origin,
+    meta: &ObjectMeta,
+    valid: fn(&str) -> bool,
+) -> Result<String, SpecError> {
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
+    if !valid(&name) {
+        return Err(invalid(
+            origin,
+            "metadata.name",
+            format!("{name:?} is not a valid Kubernetes name"),
+        ));
+    }
+    Ok(name)
+}
+
+/// RFC 1123 label: what namespace (and most object) names must be.
+#[must_use]
+pub fn dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: what pod names must be.
+#[must_use]
+pub fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
+}
+
+fn port_number(origin: &Origin, field: &str, n: i32) -> Result<u16, SpecError> {
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| invalid(origin, field, format!("{n} is not a port number (1-65535)")))
+}
+
+fn protocol(origin: &Origin, field: &str, name: Option<&str>) -> Result<Protocol, SpecError> {
+    match name.map(str::parse::<Protocol>) {
+        None | Some(Ok(Protocol::Tcp)) => Ok(Protocol::Tcp),
+        Some(Ok(Protocol::Udp)) => Ok(Protocol::Udp),
+        Some(Ok(other)) => Err(invalid(
+            origin,
+            field,
+            format!("{other} is not supported by the lab (TCP or UDP)"),
+        )),
+        Some(Err(e)) => Err(invalid(origin, field, e.to_string())),
+    }
+}
+
+fn parse_ips(origin: &Origin, field: &str, ips: &[String]) -> Result<Vec<IpAddr>, SpecError> {
+    ips.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| invalid(origin, field, format!("{s:?} is not an IP address")))
+        })
+        .collect()
+}
+
+fn push_unique(ports: &mut Vec<PortSpec>, port: PortSpec) {
+    if !ports
+        .iter()
+        .any(|p| p.port == port.port && p.protocol == port.protocol)
+    {
+        ports.push(port);
+    }
+}
+
+fn container_ports(
+    origin: &Origin,
+    prefix: &str,
+    containers: &[Container],
+) -> Result<Vec<PortSpec>, SpecError> {
+    let mut ports = Vec::new();
+    for (c, container) in containers.iter().enumerate() {
+        for (i, p) in container.ports.iter().flatten().enumerate() {
+            let field = format!("{prefix}.containers[{c}].ports[{i}]");
+            let port = port_number(origin, &format!("{field}.containerPort"), p.container_port)?;
+            let protocol = protocol(origin, &format!("{field}.protocol"), p.protocol.as_deref())?;
+            push_unique(
+                &mut ports,
+                PortSpec {
+                    port,
+                    protocol,
+                    name: p.name.clone(),
+                },
+            );
+        }
+    }
+    ports.sort();
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_generator::model::WorkloadKind;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<LabSpec, SpecError> {
+        parse_str(Path::new("lab.yaml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+
+    #[test]
+    fn errors_name_file_document_and_field() {
+        let cases: &[(String, &str)] = &[
+            (format!("{NS}---\napiVersion: v1\nkind: ConfigMap\n"), "lab.yaml: document 2: kind: unsupported kind \"ConfigMap\""),
+            (format!("{NS}---\nkind: Pod\n"), "lab.yaml: document 2: apiVersion: missing"),
+            (format!("{NS}---\n[a, b\n"), "lab.yaml: document 2: malformed YAML"),
+            ("- just a list\n".into(), "lab.yaml: document 1: (document): expected a Kubernetes object"),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 0}]}]}\n".into(),
+                "document 1: spec.containers[0].ports[0].containerPort: 0 is not a port number",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 1, protocol: SCTP}]}]}\n".into(),
+                "spec.containers[0].ports[0].protocol: SCTP is not supported",
+            ),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: P_1}\n".into(), "metadata.name: \"P_1\" is not a valid"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 10.1.0.5}\n".into(), "status.podIP: 10.1.0.5 is outside the pod CIDRs"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n".into(), "document 2: metadata.name: pod default/p is also defined at lab.yaml: document 1"),
+            (
+                "apiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {name: x}\nspec: {ips: [192.0.2.1, 10.0.0.1]}\n".into(),
+                "spec.ips[1]: 10.0.0.1 is outside the documentation ranges",
+            ),
+            ("apiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {name: x}\nspec: {ipz: []}\n".into(), "spec.ipz: unknown field `ipz`"),
+            ("apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: nonsense}\n".into(), "spec.podCIDR: invalid IP address"),
+            ("apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: 192.0.2.0/24}\n".into(), "overlaps the documentation range"),
+            (
+                "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n- {apiVersion: v1, kind: Secret}\n".into(),
+                "lab.yaml: document 1, items[1]: kind: unsupported kind \"Secret\"",
+            ),
+            (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: two, selector: {}, template: {}}\n".into(),
+                "spec.replicas: invalid type",
+            ),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort}\n".into(), "spec.type: NodePort is not supported"),
+            (NS.into(), "no pods or external hosts"),
+        ];
+        for (text, want) in cases {
+            let got = error(text);
+            assert!(got.contains(want), "want {want:?}\n got {got:?}");
+        }
+    }
+
+    #[test]
+    fn deployments_expand_like_a_replica_set() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}]}\n";
+        let spec = parse(text).unwrap();
+        assert_eq!(spec.pods.len(), 3);
+        let names: BTreeSet<&str> = spec.pods.iter().map(|p| p.meta.name.as_str()).collect();
+        assert_eq!(names.len(), 3);
+        for pod in &spec.pods {
+            let hash = &pod.meta.labels["pod-template-hash"];
+            assert_eq!(hash.len(), 10);
+            let suffix = pod.meta.name.strip_prefix(&format!("web-{hash}-")).unwrap();
+            assert_eq!(suffix.len(), 5);
+            assert_eq!(pod.meta.workload.kind, WorkloadKind::Deployment);
+            assert_eq!(pod.meta.workload.to_string(), "shop/web");
+            assert_eq!(pod.ports.len(), 2);
+        }
+        // Deterministic: the same text gives the same names.
+        let again = parse(text).unwrap();
+        let again: Vec<&str> = again.pods.iter().map(|p| p.meta.name.as_str()).collect();
+        assert_eq!(
+            again,
+            spec.pods
+                .iter()
+                .map(|p| p.meta.name.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spec.namespaces["shop"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+    }
+
+    #[test]
+    fn lab_kind_sets_dual_stack() {
+        let text = "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: 10.5.0.0/16, dualStack: true}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
+        let spec = parse(text).unwrap();
+        assert_eq!(spec.settings.pod_cidr.to_string(), "10.5.0.0/16");
+        assert_eq!(
+            spec.settings.pod_cidr_v6.unwrap().to_string(),
+            DEFAULT_POD_CIDR_V6
+        );
+        let single = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n").unwrap();
+        assert!(single.settings.pod_cidr_v6.is_none());
+    }
+}

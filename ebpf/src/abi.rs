@@ -1,0 +1,450 @@
+//! Rust mirrors of the kernel/user ABI in `bpf/abi.h`.
+//!
+//! Keep in sync with bpf/abi.h: that header is the single source of truth.
+//! Every struct here carries compile-time size and offset asserts, and a test
+//! (`tests/btf.rs`) compares them with the BTF of the compiled object, so a
+//! change on one side only fails the build or the tests.
+//!
+//! No dependencies beyond `aya::Pod` and `std`: the agent, the tests and any
+//! tool that decodes recorded events can use these types as plain data.
+
+use std::{
+    fmt,
+    mem::{offset_of, size_of},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+/// `WEIR_ABI_VERSION`: bumped on any incompatible change of an event layout.
+pub const ABI_VERSION: u16 = 1;
+
+/// `WEIR_FAMILY_IPV4`: [`FlowKey::family`] of an IPv4 flow.
+pub const FAMILY_IPV4: u8 = 4;
+/// `WEIR_FAMILY_IPV6`: [`FlowKey::family`] of an IPv6 flow.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// `WEIR_INITIATOR_UNKNOWN`: nobody is known to have opened the flow.
+pub const INITIATOR_UNKNOWN: u8 = 0;
+/// `WEIR_INITIATOR_LOCAL`: the pod behind the endpoint opened the flow.
+pub const INITIATOR_LOCAL: u8 = 1;
+/// `WEIR_INITIATOR_REMOTE`: the peer opened the flow.
+pub const INITIATOR_REMOTE: u8 = 2;
+
+/// `WEIR_FLOW_F_INITIATOR_GUESSED`: no SYN was seen, the first packet decided.
+pub const FLOW_F_INITIATOR_GUESSED: u8 = 0x01;
+/// `WEIR_FLOW_F_ANNOUNCED`: a ring-buffer event was emitted for the entry.
+pub const FLOW_F_ANNOUNCED: u8 = 0x02;
+/// `WEIR_FLOW_F_CLOSING`: a TCP FIN or RST was seen.
+pub const FLOW_F_CLOSING: u8 = 0x04;
+
+/// `WEIR_EVENT_NEW_FLOW`: [`FlowEvent::kind`] announcing a new flow entry.
+pub const EVENT_NEW_FLOW: u8 = 1;
+
+/// `WEIR_CNT_PACKETS`: packets seen by the programs.
+pub const CNT_PACKETS: usize = 0;
+/// `WEIR_CNT_NEW_FLOWS`: flow table entries created.
+pub const CNT_NEW_FLOWS: usize = 1;
+/// `WEIR_CNT_RINGBUF_FULL`: new-flow events lost because the ring buffer was full.
+pub const CNT_RINGBUF_FULL: usize = 2;
+/// `WEIR_CNT_TABLE_FULL`: flows not tracked because the flow table was full.
+pub const CNT_TABLE_FULL: usize = 3;
+/// `WEIR_CNT_PARSE_ERROR`: truncated or malformed headers.
+pub const CNT_PARSE_ERROR: usize = 4;
+/// `WEIR_CNT_NON_IP`: frames that are not IPv4/IPv6 (ARP, LLDP, ...).
+pub const CNT_NON_IP: usize = 5;
+/// `WEIR_CNT_FRAGMENT`: non-first IP fragments (no L4 header, not tracked).
+pub const CNT_FRAGMENT: usize = 6;
+/// `WEIR_CNT_UNSUPPORTED_L4`: IP protocols other than TCP/UDP/SCTP/ICMP.
+pub const CNT_UNSUPPORTED_L4: usize = 7;
+/// `WEIR_CNT_MAX`: number of counters.
+pub const CNT_MAX: usize = 8;
+
+/// Counter names, indexed by `CNT_*`, for metrics and logs (a fixed set).
+pub const COUNTER_NAMES: [&str; CNT_MAX] = [
+    "packets",
+    "new_flows",
+    "ringbuf_full",
+    "table_full",
+    "parse_error",
+    "non_ip",
+    "fragment",
+    "unsupported_l4",
+];
+
+/// `struct flow_key`: one flow table entry per (endpoint, 5-tuple), the same
+/// for both directions. "local" is the pod behind the endpoint.
+///
+/// Addresses are in network byte order (IPv4 in the first 4 bytes, rest
+/// zero); ports in host byte order. ICMP echo uses the identifier as
+/// `local_port` and 0 as `remote_port`; other ICMP messages use 0 and
+/// `type << 8 | code`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Host-side veth of the endpoint.
+    pub ifindex: u32,
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// IP protocol number (`IPPROTO_*`).
+    pub proto: u8,
+    /// Padding; always zero.
+    pub _pad0: u16,
+    /// Address of the pod, network byte order.
+    pub local_addr: [u8; 16],
+    /// Address of the peer, network byte order.
+    pub remote_addr: [u8; 16],
+    /// Port of the pod, host byte order.
+    pub local_port: u16,
+    /// Port of the peer, host byte order.
+    pub remote_port: u16,
+    /// Padding; always zero.
+    pub _pad1: u32,
+}
+
+/// `struct flow_stats`: the flow table value. Timestamps are
+/// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// First packet of the flow.
+    pub first_seen_ns: u64,
+    /// Latest packet of the flow.
+    pub last_seen_ns: u64,
+    /// Packets sent by the pod.
+    pub packets_from_pod: u64,
+    /// Bytes sent by the pod (whole frames, L2 included).
+    pub bytes_from_pod: u64,
+    /// Packets received by the pod.
+    pub packets_to_pod: u64,
+    /// Bytes received by the pod (whole frames, L2 included).
+    pub bytes_to_pod: u64,
+    /// OR of the TCP flags sent by the pod.
+    pub tcp_flags_from_pod: u8,
+    /// OR of the TCP flags received by the pod.
+    pub tcp_flags_to_pod: u8,
+    /// `INITIATOR_*`.
+    pub initiator: u8,
+    /// `FLOW_F_*`.
+    pub flags: u8,
+    /// First ICMP type seen, 0 otherwise.
+    pub icmp_type: u8,
+    /// First ICMP code seen.
+    pub icmp_code: u8,
+    /// Padding; always zero.
+    pub _pad0: u16,
+}
+
+/// `struct flow_event`: the ring-buffer record announcing a new flow entry.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// [`ABI_VERSION`] of the programs that wrote the record.
+    pub version: u16,
+    /// `EVENT_*`.
+    pub kind: u8,
+    /// `INITIATOR_*`.
+    pub initiator: u8,
+    /// `FLOW_F_*` of the new entry.
+    pub flags: u8,
+    /// TCP flags of the first packet.
+    pub tcp_flags: u8,
+    /// ICMP type of the first packet, 0 otherwise.
+    pub icmp_type: u8,
+    /// ICMP code of the first packet.
+    pub icmp_code: u8,
+    /// `bpf_ktime_get_ns()` of the first packet.
+    pub timestamp_ns: u64,
+    /// The new entry's key in the flow table.
+    pub key: FlowKey,
+}
+
+// Layout asserts: the numbers are the ones in abi.h (and its _Static_asserts).
+const _: () = {
+    assert!(size_of::<FlowKey>() == 48);
+    assert!(offset_of!(FlowKey, ifindex) == 0);
+    assert!(offset_of!(FlowKey, family) == 4);
+    assert!(offset_of!(FlowKey, proto) == 5);
+    assert!(offset_of!(FlowKey, _pad0) == 6);
+    assert!(offset_of!(FlowKey, local_addr) == 8);
+    assert!(offset_of!(FlowKey, remote_addr) == 24);
+    assert!(offset_of!(FlowKey, local_port) == 40);
+    assert!(offset_of!(FlowKey, remote_port) == 42);
+    assert!(offset_of!(FlowKey, _pad1) == 44);
+
+    assert!(size_of::<FlowStats>() == 56);
+    assert!(offset_of!(FlowStats, first_seen_ns) == 0);
+    assert!(offset_of!(FlowStats, last_seen_ns) == 8);
+    assert!(offset_of!(FlowStats, packets_from_pod) == 16);
+    assert!(offset_of!(FlowStats, bytes_from_pod) == 24);
+    assert!(offset_of!(FlowStats, packets_to_pod) == 32);
+    assert!(offset_of!(FlowStats, bytes_to_pod) == 40);
+    assert!(offset_of!(FlowStats, tcp_flags_from_pod) == 48);
+    assert!(offset_of!(FlowStats, tcp_flags_to_pod) == 49);
+    assert!(offset_of!(FlowStats, initiator) == 50);
+    assert!(offset_of!(FlowStats, flags) == 51);
+    assert!(offset_of!(FlowStats, icmp_type) == 52);
+    assert!(offset_of!(FlowStats, icmp_code) == 53);
+    assert!(offset_of!(FlowStats, _pad0) == 54);
+
+    assert!(size_of::<FlowEvent>() == 64);
+    assert!(offset_of!(FlowEvent, version) == 0);
+    assert!(offset_of!(FlowEvent, kind) == 2);
+    assert!(offset_of!(FlowEvent, initiator) == 3);
+    assert!(offset_of!(FlowEvent, flags) == 4);
+    assert!(offset_of!(FlowEvent, tcp_flags) == 5);
+    assert!(offset_of!(FlowEvent, icmp_type) == 6);
+    assert!(offset_of!(FlowEvent, icmp_code) == 7);
+    assert!(offset_of!(FlowEvent, timestamp_ns) == 8);
+    assert!(offset_of!(FlowEvent, key) == 16);
+};
+
+// SAFETY: FlowKey is #[repr(C)], made only of integers and integer arrays
+// with explicit padding fields (no implicit padding, asserted above), so every
+// bit pattern is valid and all of its bytes are initialised.
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as for FlowKey: #[repr(C)], integers only, explicit padding.
+unsafe impl aya::Pod for FlowStats {}
+// SAFETY: as for FlowKey: #[repr(C)], integers and a Pod FlowKey, explicit
+// padding.
+unsafe impl aya::Pod for FlowEvent {}
+
+/// Why a ring-buffer record could not be decoded.
+///
+/// `Display` and `Error` are written by hand to keep this module free of
+/// dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is shorter than a [`FlowEvent`].
+    TooShort {
+        /// Length of the record.
+        len: usize,
+        /// `size_of::<FlowEvent>()`.
+        expected: usize,
+    },
+    /// The record was written by programs with another ABI version.
+    Version {
+        /// Version in the record.
+        found: u16,
+        /// [`ABI_VERSION`].
+        expected: u16,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { len, expected } => {
+                write!(f, "flow event is {len} bytes, expected at least {expected}")
+            }
+            Self::Version { found, expected } => {
+                write!(f, "flow event has ABI version {found}, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Cursor over a native-endian byte slice; lengths are checked by the caller.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.bytes.split_at(N);
+        self.bytes = rest;
+        let mut out = [0; N];
+        out.copy_from_slice(head);
+        out
+    }
+
+    fn u8(&mut self) -> u8 {
+        u8::from_ne_bytes(self.take())
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_ne_bytes(self.take())
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.take())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_ne_bytes(self.take())
+    }
+}
+
+impl FlowKey {
+    /// Decodes a key; the caller checked that 48 bytes are left.
+    fn read(r: &mut Reader<'_>) -> Self {
+        Self {
+            ifindex: r.u32(),
+            family: r.u8(),
+            proto: r.u8(),
+            _pad0: r.u16(),
+            local_addr: r.take(),
+            remote_addr: r.take(),
+            local_port: r.u16(),
+            remote_port: r.u16(),
+            _pad1: r.u32(),
+        }
+    }
+
+    /// Address of the pod.
+    ///
+    /// The programs only write [`FAMILY_IPV4`] and [`FAMILY_IPV6`]; any
+    /// family other than IPv4 reads the 16 bytes as IPv6.
+    #[must_use]
+    pub fn local_ip(&self) -> IpAddr {
+        ip(self.family, self.local_addr)
+    }
+
+    /// Address of the peer (see [`FlowKey::local_ip`]).
+    #[must_use]
+    pub fn remote_ip(&self) -> IpAddr {
+        ip(self.family, self.remote_addr)
+    }
+}
+
+fn ip(family: u8, addr: [u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+    } else {
+        Ipv6Addr::from(addr).into()
+    }
+}
+
+impl FlowEvent {
+    /// Decodes a ring-buffer record.
+    ///
+    /// Copies field by field from native-endian bytes, so `bytes` needs no
+    /// alignment. Longer records are accepted (a later ABI may append
+    /// fields without bumping the version); shorter ones and other versions
+    /// are not.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooShort`] or [`DecodeError::Version`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let expected = size_of::<Self>();
+        if bytes.len() < expected {
+            return Err(DecodeError::TooShort {
+                len: bytes.len(),
+                expected,
+            });
+        }
+        let mut r = Reader { bytes };
+        let version = r.u16();
+        if version != ABI_VERSION {
+            return Err(DecodeError::Version {
+                found: version,
+                expected: ABI_VERSION,
+            });
+        }
+        Ok(Self {
+            version,
+            kind: r.u8(),
+            initiator: r.u8(),
+            flags: r.u8(),
+            tcp_flags: r.u8(),
+            icmp_type: r.u8(),
+            icmp_code: r.u8(),
+            timestamp_ns: r.u64(),
+            key: FlowKey::read(&mut r),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_bytes(version: u16) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&version.to_ne_bytes());
+        b.extend_from_slice(&[
+            EVENT_NEW_FLOW,
+            INITIATOR_REMOTE,
+            FLOW_F_ANNOUNCED,
+            0x02,
+            0,
+            0,
+        ]);
+        b.extend_from_slice(&1234u64.to_ne_bytes());
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&[FAMILY_IPV4, 6, 0, 0]);
+        b.extend_from_slice(&[10, 0, 0, 1]);
+        b.extend_from_slice(&[0; 12]);
+        b.extend_from_slice(&[10, 0, 0, 2]);
+        b.extend_from_slice(&[0; 12]);
+        b.extend_from_slice(&8080u16.to_ne_bytes());
+        b.extend_from_slice(&40000u16.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b
+    }
+
+    #[test]
+    fn decodes_a_hand_built_event() {
+        let event = FlowEvent::from_bytes(&event_bytes(ABI_VERSION)).unwrap();
+        assert_eq!(event.kind, EVENT_NEW_FLOW);
+        assert_eq!(event.initiator, INITIATOR_REMOTE);
+        assert_eq!(event.flags, FLOW_F_ANNOUNCED);
+        assert_eq!(event.tcp_flags, 0x02);
+        assert_eq!(event.timestamp_ns, 1234);
+        assert_eq!(event.key.ifindex, 7);
+        assert_eq!(event.key.proto, 6);
+        assert_eq!(event.key.local_port, 8080);
+        assert_eq!(event.key.remote_port, 40000);
+        assert_eq!(event.key.local_ip(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(event.key.remote_ip(), Ipv4Addr::new(10, 0, 0, 2));
+    }
+
+    #[test]
+    fn decodes_from_an_unaligned_slice() {
+        let mut shifted = vec![0xff];
+        shifted.extend(event_bytes(ABI_VERSION));
+        let event = FlowEvent::from_bytes(&shifted[1..]).unwrap();
+        assert_eq!(event.key.local_port, 8080);
+    }
+
+    #[test]
+    fn accepts_trailing_bytes() {
+        let mut bytes = event_bytes(ABI_VERSION);
+        bytes.extend_from_slice(&[0; 8]);
+        assert!(FlowEvent::from_bytes(&bytes).is_ok());
+    }
+
+    #[test]
+    fn rejects_short_records() {
+        for len in [0, 1, 16, 63] {
+            let bytes = &event_bytes(ABI_VERSION)[..len];
+            assert_eq!(
+                FlowEvent::from_bytes(bytes),
+                Err(DecodeError::TooShort { len, expected: 64 })
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_other_versions() {
+        assert_eq!(
+            FlowEvent::from_bytes(&event_bytes(2)),
+            Err(DecodeError::Version {
+                found: 2,
+                expected: ABI_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn ips_by_family() {
+        let mut key = FlowKey {
+            family: FAMILY_IPV6,
+            ..FlowKey::default()
+        };
+        key.local_addr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(key.local_ip(), Ipv6Addr::LOCALHOST);
+        assert_eq!(key.remote_ip(), Ipv6Addr::UNSPECIFIED);
+    }
+}

@@ -1,0 +1,351 @@
+//! Observe mode end to end on the real kernel: a dual-stack lab of three
+//! namespaces, the agent attached to every pod's veth, real TCP and UDP
+//! connections; the graph and the flow log must hold exactly the edges that
+//! were exercised.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::Value;
+use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
+
+const LAB: &str = r"
+apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: e2e}
+spec: {podCIDR: 10.131.0.0/16, podCIDRv6: 'fd00:131::/64', dualStack: true}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: front}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: back}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, tier: front}}
+    spec:
+      containers:
+      - name: web
+        image: lab
+        ports: [{containerPort: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: front, labels: {app: client}}
+spec:
+  containers: [{name: c, image: lab}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: back}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - name: api
+        image: lab
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: back, labels: {app: db}}
+spec:
+  containers:
+  - name: db
+    image: lab
+    ports: [{containerPort: 5432}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dns, namespace: infra, labels: {k8s-app: kube-dns}}
+spec:
+  containers:
+  - name: dns
+    image: lab
+    ports: [{containerPort: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: idle, namespace: infra, labels: {app: idle}}
+spec:
+  containers:
+  - name: idle
+    image: lab
+    ports: [{containerPort: 9000}]
+---
+apiVersion: lab.weir.dev/v1alpha1
+kind: ExternalHost
+metadata: {name: payments}
+spec:
+  ips: [198.51.100.10]
+  ports: [{port: 443, protocol: TCP}]
+";
+
+/// (source, target, port, protocol) of a graph edge.
+type Edge = (String, String, u64, String);
+
+fn edge(source: &str, target: &str, port: u64, protocol: &str) -> Edge {
+    (source.into(), target.into(), port, protocol.into())
+}
+
+fn graph_edges(graph: &Value) -> BTreeSet<Edge> {
+    let mut edges = BTreeSet::new();
+    for e in graph["edges"].as_array().expect("edges") {
+        for p in e["ports"].as_array().expect("ports") {
+            edges.insert(edge(
+                e["source"].as_str().expect("source"),
+                e["target"].as_str().expect("target"),
+                p["port"].as_u64().expect("port"),
+                p["protocol"].as_str().expect("protocol"),
+            ));
+        }
+    }
+    edges
+}
+
+fn pod_ip(lab: &Lab, pod: &str, v6: bool) -> String {
+    let (ns, name) = pod.split_once('/').expect("ns/pod");
+    let status = lab.status();
+    let p = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["namespace"] == ns && p["name"] == name)
+        .unwrap_or_else(|| panic!("{pod} not in status"));
+    p["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|ip| ip.contains(':') == v6)
+        .unwrap_or_else(|| panic!("{pod} has no {} address", if v6 { "v6" } else { "v4" }))
+        .to_owned()
+}
+
+#[test]
+fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
+    let lab = Lab::up("obs", LAB);
+    let agent = Agent::start(&lab, &[]);
+
+    let client = lab.pod("front", "client");
+    let web = lab.pod("front", "web-");
+    let api = lab.pod("back", "api-");
+    let db = lab.pod("back", "db-0");
+    let dns = lab.pod("infra", "dns");
+    let web_v6 = pod_ip(&lab, &web, true);
+    let db_v6 = pod_ip(&lab, &db, true);
+    let dns_v6 = pod_ip(&lab, &dns, true);
+
+    // Each edge twice, so connections count above one.
+    for _ in 0..2 {
+        assert!(lab.probe(&client, &web, "80/TCP"), "client -> web");
+        assert!(lab.probe(&web, &api, "8080/TCP"), "web -> api");
+        assert!(lab.probe(&api, &db_v6, "5432/TCP"), "api -> db over IPv6");
+        assert!(lab.probe(&client, &dns, "53/UDP"), "client -> dns");
+        assert!(lab.probe(&api, &dns_v6, "53/UDP"), "api -> dns over IPv6");
+        assert!(lab.probe(&api, "198.51.100.10", "443/TCP"), "api -> payments");
+        assert!(lab.probe(&client, &web_v6, "80/TCP"), "client -> web over IPv6");
+    }
+
+    let expected: BTreeSet<Edge> = [
+        edge("front/client", "front/web", 80, "TCP"),
+        edge("front/web", "back/api", 8080, "TCP"),
+        edge("back/api", "back/db-0", 5432, "TCP"),
+        edge("front/client", "infra/dns", 53, "UDP"),
+        edge("back/api", "infra/dns", 53, "UDP"),
+        edge("back/api", "198.51.100.10", 443, "TCP"),
+    ]
+    .into();
+
+    // The sweep brings the counters: wait until every edge has its 2 or 4
+    // connections and packets both ways.
+    let graph = eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph");
+        (graph_edges(&graph) == expected
+            && graph["edges"].as_array()?.iter().all(|e| {
+                e["connections"].as_u64() >= Some(2) && e["packets"].as_u64() >= Some(4)
+            }))
+        .then_some(graph)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "graph never matched; last: {:#}\nlog:\n{}",
+            agent.get_json("/api/graph"),
+            agent.log_text()
+        )
+    });
+
+    // Connection counts are exact: both ends of a pod-to-pod connection are
+    // on this node, and it must be counted once.
+    for e in graph["edges"].as_array().expect("edges") {
+        let want = if e["source"] == "front/client" && e["target"] == "front/web" {
+            4
+        } else {
+            2
+        };
+        assert_eq!(e["connections"], want, "connections of {e}");
+        assert!(e["bytes"].as_u64() > Some(0), "{e}");
+        assert!(e["first_seen"].is_string() && e["last_seen"].is_string(), "{e}");
+    }
+
+    // Nodes: the workloads with their namespace, pods and labels; a
+    // Deployment's replicas are one node; the external host by IP.
+    let nodes = graph["nodes"].as_array().expect("nodes");
+    let node = |id: &str| -> &Value {
+        nodes
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap_or_else(|| panic!("node {id} missing from {nodes:?}"))
+    };
+    let web_node = node("front/web");
+    assert_eq!(web_node["kind"], "workload");
+    assert_eq!(web_node["namespace"], "front");
+    assert_eq!(web_node["workload"], "web");
+    assert_eq!(web_node["labels"]["app"], "web");
+    assert_eq!(web_node["pods"].as_array().map(Vec::len), Some(1), "one replica talked");
+    assert_eq!(node("198.51.100.10")["kind"], "external");
+    assert_eq!(node("infra/dns")["labels"]["k8s-app"], "kube-dns");
+    assert!(
+        nodes.iter().all(|n| n["id"] != "infra/idle"),
+        "a pod that never talked is not in the graph"
+    );
+
+    // The flow log: Hubble field names, initiator -> responder, no replies.
+    let out = weir_ok(&[
+        "observe",
+        "--server",
+        &agent.url(),
+        "--last",
+        "1000",
+        "-o",
+        "json",
+    ]);
+    let flows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("observe -o json is JSON lines"))
+        .collect();
+    assert!(!flows.is_empty());
+    let mut seen = BTreeSet::new();
+    for f in &flows {
+        assert_eq!(f["verdict"], "FORWARDED", "{f}");
+        assert_eq!(f["is_reply"], false, "{f}");
+        let (proto, l4) = f["l4"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .expect("l4");
+        let port = l4["destination_port"].as_u64().expect("destination_port");
+        let workload = |side: &Value| -> String {
+            match side["workloads"].as_array().and_then(|w| w.first()) {
+                Some(w) => format!(
+                    "{}/{}",
+                    side["namespace"].as_str().unwrap_or_default(),
+                    w["name"].as_str().unwrap_or_default()
+                ),
+                None => f["IP"]["destination"].as_str().unwrap_or_default().to_owned(),
+            }
+        };
+        let source = workload(&f["source"]);
+        let destination = workload(&f["destination"]);
+        assert!(
+            f["source"]["pod_name"].is_string(),
+            "every exercised flow starts at a pod: {f}"
+        );
+        if let Some(label) = f["source"]["labels"].as_array().and_then(|l| l.first()) {
+            assert!(label.as_str().is_some_and(|l| l.starts_with("k8s:")), "{f}");
+        }
+        seen.insert(edge(&source, &destination, port, proto));
+    }
+    assert_eq!(seen, expected, "flows in `weir observe -o json`");
+
+    // Filters: a namespace and a port.
+    let out = weir_ok(&[
+        "observe",
+        "--server",
+        &agent.url(),
+        "--last",
+        "1000",
+        "--namespace",
+        "infra",
+        "--port",
+        "53",
+        "-o",
+        "json",
+    ]);
+    let filtered: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert!(!filtered.is_empty());
+    assert!(
+        filtered
+            .iter()
+            .all(|f| f["destination"]["namespace"] == "infra" || f["source"]["namespace"] == "infra"),
+        "namespace filter"
+    );
+    assert!(
+        filtered
+            .iter()
+            .all(|f| f["l4"]["UDP"]["destination_port"] == 53),
+        "port filter"
+    );
+}
+
+#[test]
+fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connection() {
+    let lab = Lab::up("ovf", LAB);
+    // One page of ring buffer: room for about 50 announcements.
+    let agent = Agent::start(&lab, &["--ringbuf-bytes", "4096"]);
+    let client = lab.pod("front", "client");
+    let dns = lab.pod("infra", "dns");
+
+    // Stall the agent: the kernel keeps tracking while nobody drains.
+    agent.pause(true);
+    let connections: u64 = 150;
+    let out = lab.cmd(&[
+        "exec",
+        &client,
+        "--",
+        "python3",
+        "-c",
+        &format!(
+            "import socket\nfor i in range({connections}):\n  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.sendto(b'x', ('{}', 53))\n  s.close()",
+            pod_ip(&lab, &dns, false)
+        ),
+    ]);
+    assert!(out.status.success(), "traffic: {out:?}");
+    agent.pause(false);
+
+    let graph = eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph");
+        let e = graph["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == "front/client" && e["target"] == "infra/dns")?
+            .clone();
+        (e["connections"].as_u64() == Some(connections)).then_some(e)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every connection reached the graph: {:#}\n{}",
+            agent.get_json("/api/graph"),
+            agent.log_text()
+        )
+    });
+    assert_eq!(graph["connections"], connections);
+    let lost = agent.metric("weir_ringbuf_lost_total").expect("loss metric");
+    assert!(lost > 0.0, "the ring buffer overflowed, so losses are counted");
+}
