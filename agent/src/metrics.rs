@@ -72,6 +72,8 @@ pub struct KernelCounters {
     pub fragments: u64,
     /// Packets of transport protocols weir does not track.
     pub unsupported_l4: u64,
+    /// ICMP messages other than echo (errors, neighbour discovery): not flows.
+    pub icmp_control: u64,
 }
 
 /// The agent's metrics; share it as `Arc<Metrics>`.
@@ -330,25 +332,35 @@ struct KernelCollector {
     values: [AtomicU64; KERNEL_COUNTERS.len()],
 }
 
-/// Names and help of the mirrored kernel counters, in
-/// [`KernelCollector::values`] order.
-const KERNEL_COUNTERS: [(&str, &str); 8] = [
-    ("weir_datapath_packets", "Packets seen by the datapath"),
-    ("weir_datapath_new_flows", "Flows inserted into the kernel flow table"),
+/// Names (without the registry's `weir_` prefix) and help of the mirrored
+/// kernel counters, in [`KernelCollector::values`] order.
+const KERNEL_COUNTERS: [(&str, &str); 9] = [
+    ("datapath_packets", "Packets seen by the datapath"),
     (
-        "weir_ringbuf_lost",
+        "datapath_new_flows",
+        "Flows inserted into the kernel flow table",
+    ),
+    (
+        "ringbuf_lost",
         "Flow events the ring buffer had no room for (recovered by sweeps)",
     ),
     (
-        "weir_flow_table_full",
+        "flow_table_full",
         "Flows not tracked because the kernel flow table was full",
     ),
-    ("weir_datapath_parse_errors", "Packets the datapath could not parse"),
-    ("weir_datapath_non_ip", "Packets that were neither IPv4 nor IPv6"),
-    ("weir_datapath_fragments", "IP fragments (not tracked)"),
     (
-        "weir_datapath_unsupported_l4",
+        "datapath_parse_errors",
+        "Packets the datapath could not parse",
+    ),
+    ("datapath_non_ip", "Packets that were neither IPv4 nor IPv6"),
+    ("datapath_fragments", "IP fragments (not tracked)"),
+    (
+        "datapath_unsupported_l4",
         "Packets of transport protocols weir does not track",
+    ),
+    (
+        "datapath_icmp_control",
+        "ICMP errors and neighbour discovery: control traffic, not flows",
     ),
 ];
 
@@ -363,6 +375,7 @@ impl KernelCollector {
             c.non_ip,
             c.fragments,
             c.unsupported_l4,
+            c.icmp_control,
         ];
         for (slot, v) in self.values.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
@@ -458,10 +471,7 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_max(MAX_DELAY_NS, 3).expect("constant histogram bounds are valid")
 }
 
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "delays are far below 2^53 ns"
-)]
+#[expect(clippy::cast_precision_loss, reason = "delays are far below 2^53 ns")]
 fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -505,8 +515,16 @@ mod tests {
             "weir_aggregation_delay_seconds{quantile=\"0.99\"} 0.00025",
             "weir_aggregation_delay_seconds_count 1",
         ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+            // Whole lines: a doubled prefix must not pass as a substring.
+            assert!(
+                text.lines().any(|l| l.starts_with(needle)),
+                "missing {needle:?} in\n{text}"
+            );
         }
+        assert!(
+            !text.contains("weir_weir_"),
+            "prefix applied twice:\n{text}"
+        );
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     }

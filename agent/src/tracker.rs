@@ -178,7 +178,9 @@ impl FlowTracker {
             };
             let closed = idle >= timeout;
             let delta = Reported {
-                packets_from_pod: stats.packets_from_pod.saturating_sub(before.packets_from_pod),
+                packets_from_pod: stats
+                    .packets_from_pod
+                    .saturating_sub(before.packets_from_pod),
                 bytes_from_pod: stats.bytes_from_pod.saturating_sub(before.bytes_from_pod),
                 packets_to_pod: stats.packets_to_pod.saturating_sub(before.packets_to_pod),
                 bytes_to_pod: stats.bytes_to_pod.saturating_sub(before.bytes_to_pod),

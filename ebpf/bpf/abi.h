@@ -50,15 +50,15 @@
 #define WEIR_CNT_NON_IP 5          /* not IPv4/IPv6 (ARP, LLDP, ...) */
 #define WEIR_CNT_FRAGMENT 6        /* non-first IP fragments (no L4 header) */
 #define WEIR_CNT_UNSUPPORTED_L4 7  /* IP protocols other than TCP/UDP/SCTP/ICMP */
-#define WEIR_CNT_MAX 8
+#define WEIR_CNT_ICMP_CONTROL 8    /* ICMP other than echo: errors, ND, MLD */
+#define WEIR_CNT_MAX 9
 
 /*
  * Flow table key: one entry per (endpoint, 5-tuple), the same entry for both
  * directions. "local" is the pod behind the endpoint, "remote" its peer.
  * Addresses are in network byte order; IPv4 uses the first 4 bytes and zeroes
  * the rest. Ports are in host byte order. ICMP echo uses the identifier as
- * local_port and 0 as remote_port; other ICMP messages use 0 and
- * (type << 8 | code).
+ * local_port and 0 as remote_port; other ICMP messages make no flows.
  */
 struct flow_key {
 	__u32 ifindex; /* host-side veth of the endpoint */

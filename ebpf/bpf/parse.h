@@ -92,8 +92,11 @@ static __always_inline void set_addrs(struct flow_key *key, const void *saddr, c
 
 /*
  * ICMP and ICMPv6: an echo exchange is keyed by its identifier (as the local
- * port, both directions alike); any other message by type << 8 | code as the
- * remote port, so each kind of message is one flow.
+ * port, both directions alike) and is a flow like any other. Every other
+ * message is control traffic, not a connection: errors (unreachable, time
+ * exceeded, packet too big) belong to the flow they report on, and IPv6
+ * neighbour discovery and MLD are link-local plumbing. They are counted
+ * (WEIR_CNT_ICMP_CONTROL) and never make flows, so they never make edges.
  */
 static __always_inline int parse_icmp(void *l4, void *data_end, const bool v6,
 				      struct flow_key *key, struct parsed *p)
@@ -102,22 +105,15 @@ static __always_inline int parse_icmp(void *l4, void *data_end, const bool v6,
 	__u8 request = v6 ? ICMPV6_ECHO_REQUEST_TYPE : ICMP_ECHO_REQUEST;
 	__u8 reply = v6 ? ICMPV6_ECHO_REPLY_TYPE : ICMP_ECHO_REPLY;
 
-	/* type and code: the 4-byte part every ICMP message has */
-	if (l4 + 4 > data_end)
+	if ((void *)(icmp + 1) > data_end)
 		return WEIR_CNT_PARSE_ERROR;
+	if (icmp->type != request && icmp->type != reply)
+		return WEIR_CNT_ICMP_CONTROL;
 	p->icmp_type = icmp->type;
 	p->icmp_code = icmp->code;
-	if (icmp->type == request || icmp->type == reply) {
-		if ((void *)(icmp + 1) > data_end)
-			return WEIR_CNT_PARSE_ERROR;
-		key->local_port = bpf_ntohs(icmp->id);
-		key->remote_port = 0;
-		p->opener = icmp->type == request ? OPENER_SENDER : OPENER_RECEIVER;
-		return PARSE_OK;
-	}
-	key->local_port = 0;
-	key->remote_port = (__u16)icmp->type << 8 | icmp->code;
-	p->opener = OPENER_SENDER;
+	key->local_port = bpf_ntohs(icmp->id);
+	key->remote_port = 0;
+	p->opener = icmp->type == request ? OPENER_SENDER : OPENER_RECEIVER;
 	return PARSE_OK;
 }
 

@@ -55,8 +55,10 @@ pub const CNT_NON_IP: usize = 5;
 pub const CNT_FRAGMENT: usize = 6;
 /// `WEIR_CNT_UNSUPPORTED_L4`: IP protocols other than TCP/UDP/SCTP/ICMP.
 pub const CNT_UNSUPPORTED_L4: usize = 7;
+/// `WEIR_CNT_ICMP_CONTROL`: ICMP other than echo (errors, ND, MLD): not flows.
+pub const CNT_ICMP_CONTROL: usize = 8;
 /// `WEIR_CNT_MAX`: number of counters.
-pub const CNT_MAX: usize = 8;
+pub const CNT_MAX: usize = 9;
 
 /// Counter names, indexed by `CNT_*`, for metrics and logs (a fixed set).
 pub const COUNTER_NAMES: [&str; CNT_MAX] = [
@@ -68,6 +70,7 @@ pub const COUNTER_NAMES: [&str; CNT_MAX] = [
     "non_ip",
     "fragment",
     "unsupported_l4",
+    "icmp_control",
 ];
 
 /// `struct flow_key`: one flow table entry per (endpoint, 5-tuple), the same
@@ -75,8 +78,7 @@ pub const COUNTER_NAMES: [&str; CNT_MAX] = [
 ///
 /// Addresses are in network byte order (IPv4 in the first 4 bytes, rest
 /// zero); ports in host byte order. ICMP echo uses the identifier as
-/// `local_port` and 0 as `remote_port`; other ICMP messages use 0 and
-/// `type << 8 | code`.
+/// `local_port` and 0 as `remote_port`; other ICMP messages make no flows.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {

@@ -114,13 +114,48 @@ mod tests {
     #[test]
     fn owners_map_to_top_workloads() {
         let hashed = labels(&[("app", "web"), ("pod-template-hash", "7d9f8b6c5")]);
-        let cases: &[(Option<(&str, &str)>, &BTreeMap<String, String>, WorkloadKind, &str)] = &[
-            (Some(("ReplicaSet", "web-7d9f8b6c5")), &hashed, WorkloadKind::Deployment, "web"),
-            (Some(("ReplicaSet", "web-other")), &hashed, WorkloadKind::ReplicaSet, "web-other"),
-            (Some(("StatefulSet", "db")), &hashed, WorkloadKind::StatefulSet, "db"),
-            (Some(("DaemonSet", "agent")), &hashed, WorkloadKind::DaemonSet, "agent"),
-            (Some(("Job", "backup-29012345")), &hashed, WorkloadKind::CronJob, "backup"),
-            (Some(("Job", "migrate-v2")), &hashed, WorkloadKind::Job, "migrate-v2"),
+        let cases: &[(
+            Option<(&str, &str)>,
+            &BTreeMap<String, String>,
+            WorkloadKind,
+            &str,
+        )] = &[
+            (
+                Some(("ReplicaSet", "web-7d9f8b6c5")),
+                &hashed,
+                WorkloadKind::Deployment,
+                "web",
+            ),
+            (
+                Some(("ReplicaSet", "web-other")),
+                &hashed,
+                WorkloadKind::ReplicaSet,
+                "web-other",
+            ),
+            (
+                Some(("StatefulSet", "db")),
+                &hashed,
+                WorkloadKind::StatefulSet,
+                "db",
+            ),
+            (
+                Some(("DaemonSet", "agent")),
+                &hashed,
+                WorkloadKind::DaemonSet,
+                "agent",
+            ),
+            (
+                Some(("Job", "backup-29012345")),
+                &hashed,
+                WorkloadKind::CronJob,
+                "backup",
+            ),
+            (
+                Some(("Job", "migrate-v2")),
+                &hashed,
+                WorkloadKind::Job,
+                "migrate-v2",
+            ),
             (None, &hashed, WorkloadKind::Pod, "pod-x"),
         ];
         for (owner, l, kind, name) in cases {

@@ -1,5 +1,5 @@
 //! Helpers for weir privileged integration tests.
 
+pub mod harness;
 pub mod netns;
 pub mod packets;
-pub mod harness;

@@ -19,10 +19,10 @@ use etherparse::{
 };
 use weir_ebpf::{
     abi::{
-        ABI_VERSION, CNT_FRAGMENT, CNT_MAX, CNT_NEW_FLOWS, CNT_NON_IP, CNT_PACKETS,
-        CNT_PARSE_ERROR, CNT_RINGBUF_FULL, CNT_TABLE_FULL, CNT_UNSUPPORTED_L4, EVENT_NEW_FLOW,
-        FAMILY_IPV4, FAMILY_IPV6, FLOW_F_ANNOUNCED, FLOW_F_CLOSING, FLOW_F_INITIATOR_GUESSED,
-        FlowEvent, FlowKey, FlowStats, INITIATOR_LOCAL, INITIATOR_REMOTE,
+        ABI_VERSION, CNT_FRAGMENT, CNT_ICMP_CONTROL, CNT_MAX, CNT_NEW_FLOWS, CNT_NON_IP,
+        CNT_PACKETS, CNT_PARSE_ERROR, CNT_RINGBUF_FULL, CNT_TABLE_FULL, CNT_UNSUPPORTED_L4,
+        EVENT_NEW_FLOW, FAMILY_IPV4, FAMILY_IPV6, FLOW_F_ANNOUNCED, FLOW_F_CLOSING,
+        FLOW_F_INITIATOR_GUESSED, FlowEvent, FlowKey, FlowStats, INITIATOR_LOCAL, INITIATOR_REMOTE,
     },
     loader::{
         AttachError, AttachMode, Datapath, DetachError, Floor, FlowTable, LoadOptions, Program,
@@ -372,9 +372,9 @@ fn icmp_echo_reply_first_makes_the_receiver_the_initiator() {
 }
 
 #[test]
-fn icmp_errors_are_keyed_by_type_and_code() {
+fn icmp_errors_are_counted_not_flows() {
     let h = Harness::new();
-    // port unreachable, sent to the pod
+    // port unreachable, sent to the pod; time exceeded, sent by it
     h.pod_receives(&frame(
         ipv4(PEER, POD),
         L4::Icmpv4 {
@@ -383,11 +383,17 @@ fn icmp_errors_are_keyed_by_type_and_code() {
             rest: [0; 4],
         },
     ));
+    h.pod_sends(&frame(
+        ipv4(POD, PEER),
+        L4::Icmpv4 {
+            kind: 11,
+            code: 0,
+            rest: [0; 4],
+        },
+    ));
 
-    let (k, s) = h.only_flow();
-    assert_eq!(k, key(IPPROTO_ICMP, POD, 0, PEER, 3 << 8 | 3));
-    assert_eq!(s.initiator, INITIATOR_REMOTE);
-    assert_eq!((s.icmp_type, s.icmp_code), (3, 3));
+    assert!(h.flows().is_empty(), "an ICMP error is not a connection");
+    assert_eq!(h.counter(CNT_ICMP_CONTROL), 2);
 }
 
 #[test]
@@ -409,7 +415,7 @@ fn icmpv6_echo_request_and_reply_are_one_flow() {
             rest: echo(4242, 1),
         },
     ));
-    // neighbour solicitation: not an echo, keyed by type
+    // neighbour solicitation: link-local plumbing, not a flow
     h.pod_sends(&frame(
         ipv6(POD6, PEER6),
         L4::Icmpv6 {
@@ -426,9 +432,8 @@ fn icmpv6_echo_request_and_reply_are_one_flow() {
         (1, 1)
     );
     assert_eq!(echo_flow.icmp_type, 128);
-    let ns = h.stats(&key(IPPROTO_ICMPV6, POD6, 0, PEER6, 135 << 8));
-    assert_eq!(ns.initiator, INITIATOR_LOCAL);
-    assert_eq!(h.flows().len(), 2);
+    assert_eq!(h.flows().len(), 1, "neighbour solicitation makes no flow");
+    assert_eq!(h.counter(CNT_ICMP_CONTROL), 1);
 }
 
 // ---- VLAN ----

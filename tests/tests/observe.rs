@@ -157,8 +157,14 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
         assert!(lab.probe(&api, &db_v6, "5432/TCP"), "api -> db over IPv6");
         assert!(lab.probe(&client, &dns, "53/UDP"), "client -> dns");
         assert!(lab.probe(&api, &dns_v6, "53/UDP"), "api -> dns over IPv6");
-        assert!(lab.probe(&api, "198.51.100.10", "443/TCP"), "api -> payments");
-        assert!(lab.probe(&client, &web_v6, "80/TCP"), "client -> web over IPv6");
+        assert!(
+            lab.probe(&api, "198.51.100.10", "443/TCP"),
+            "api -> payments"
+        );
+        assert!(
+            lab.probe(&client, &web_v6, "80/TCP"),
+            "client -> web over IPv6"
+        );
     }
 
     let expected: BTreeSet<Edge> = [
@@ -176,9 +182,10 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     let graph = eventually(Duration::from_secs(10), || {
         let graph = agent.get_json("/api/graph");
         (graph_edges(&graph) == expected
-            && graph["edges"].as_array()?.iter().all(|e| {
-                e["connections"].as_u64() >= Some(2) && e["packets"].as_u64() >= Some(4)
-            }))
+            && graph["edges"]
+                .as_array()?
+                .iter()
+                .all(|e| e["connections"].as_u64() >= Some(2) && e["packets"].as_u64() >= Some(4)))
         .then_some(graph)
     })
     .unwrap_or_else(|| {
@@ -199,7 +206,10 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
         };
         assert_eq!(e["connections"], want, "connections of {e}");
         assert!(e["bytes"].as_u64() > Some(0), "{e}");
-        assert!(e["first_seen"].is_string() && e["last_seen"].is_string(), "{e}");
+        assert!(
+            e["first_seen"].is_string() && e["last_seen"].is_string(),
+            "{e}"
+        );
     }
 
     // Nodes: the workloads with their namespace, pods and labels; a
@@ -216,7 +226,11 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     assert_eq!(web_node["namespace"], "front");
     assert_eq!(web_node["workload"], "web");
     assert_eq!(web_node["labels"]["app"], "web");
-    assert_eq!(web_node["pods"].as_array().map(Vec::len), Some(1), "one replica talked");
+    assert_eq!(
+        web_node["pods"].as_array().map(Vec::len),
+        Some(1),
+        "one replica talked"
+    );
     assert_eq!(node("198.51.100.10")["kind"], "external");
     assert_eq!(node("infra/dns")["labels"]["k8s-app"], "kube-dns");
     assert!(
@@ -255,7 +269,10 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
                     side["namespace"].as_str().unwrap_or_default(),
                     w["name"].as_str().unwrap_or_default()
                 ),
-                None => f["IP"]["destination"].as_str().unwrap_or_default().to_owned(),
+                None => f["IP"]["destination"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             }
         };
         let source = workload(&f["source"]);
@@ -291,9 +308,9 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
         .collect();
     assert!(!filtered.is_empty());
     assert!(
-        filtered
-            .iter()
-            .all(|f| f["destination"]["namespace"] == "infra" || f["source"]["namespace"] == "infra"),
+        filtered.iter().all(
+            |f| f["destination"]["namespace"] == "infra" || f["source"]["namespace"] == "infra"
+        ),
         "namespace filter"
     );
     assert!(
@@ -322,7 +339,9 @@ fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connect
         "python3",
         "-c",
         &format!(
-            "import socket\nfor i in range({connections}):\n  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.sendto(b'x', ('{}', 53))\n  s.close()",
+            // Distinct source ports: a reused ephemeral port would make two
+            // sends one flow.
+            "import socket\nfor i in range({connections}):\n  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', 20000 + i))\n  s.sendto(b'x', ('{}', 53))\n  s.close()",
             pod_ip(&lab, &dns, false)
         ),
     ]);
@@ -346,6 +365,11 @@ fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connect
         )
     });
     assert_eq!(graph["connections"], connections);
-    let lost = agent.metric("weir_ringbuf_lost_total").expect("loss metric");
-    assert!(lost > 0.0, "the ring buffer overflowed, so losses are counted");
+    let lost = agent
+        .metric("weir_ringbuf_lost_total")
+        .expect("loss metric");
+    assert!(
+        lost > 0.0,
+        "the ring buffer overflowed, so losses are counted"
+    );
 }

@@ -44,8 +44,8 @@ use weir_generator::model::{
     EdgeKey, EdgeStats, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef,
 };
 
-pub use self::record::{FlowRecord, SharedRecord};
 use self::record::Ring;
+pub use self::record::{FlowRecord, SharedRecord};
 use crate::{
     flow::{Initiator, Observation},
     metrics::{Metrics, Side},
@@ -59,7 +59,8 @@ type Hasher = foldhash::fast::RandomState;
 pub struct Options {
     /// Name of this node, stamped on flow records.
     pub node_name: String,
-    /// How many recent flow records `/api/flows` can return.
+    /// How many recent flow records `/api/flows` can return (0 turns flow
+    /// records off, for followers too).
     pub ring_capacity: usize,
     /// How many records a follower may fall behind before it is told it
     /// lost some.

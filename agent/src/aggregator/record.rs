@@ -168,7 +168,10 @@ impl Ring {
     ) -> (Vec<SharedRecord>, Option<broadcast::Receiver<SharedRecord>>) {
         let inner = self.lock();
         let backlog = collect_last(&inner.records, last, filter);
-        (backlog, inner.followers.as_ref().map(broadcast::Sender::subscribe))
+        (
+            backlog,
+            inner.followers.as_ref().map(broadcast::Sender::subscribe),
+        )
     }
 
     pub(crate) fn close_followers(&self) {

@@ -40,9 +40,11 @@ fn local_initiator_makes_an_edge_to_the_peer_port() {
     assert_eq!((stats.packets, stats.bytes, stats.connections), (4, 240, 1));
     assert_eq!(stats.first_seen, o.first_seen);
     assert_eq!(g.edges.len(), 1);
-    assert!(g.workloads[&WorkloadRef::new("data", WorkloadKind::Deployment, "db")]
-        .pods
-        .contains("db-0"));
+    assert!(
+        g.workloads[&WorkloadRef::new("data", WorkloadKind::Deployment, "db")]
+            .pods
+            .contains("db-0")
+    );
 }
 
 #[test]
@@ -64,7 +66,12 @@ fn source_ports_never_split_edges() {
     let agg = aggregator();
     let r = shop();
     for sport in [40000, 40001, 40002] {
-        let o = obs(1, &format!("10.0.0.1:{sport}"), "10.0.1.9:5432", Initiator::Local);
+        let o = obs(
+            1,
+            &format!("10.0.0.1:{sport}"),
+            "10.0.1.9:5432",
+            Initiator::Local,
+        );
         agg.fold(&o, &r);
     }
     let g = agg.graph();
@@ -100,7 +107,10 @@ fn unknown_initiators_and_endpoints_are_counted_not_guessed() {
     assert!(agg.graph().edges.is_empty());
     let text = metrics.encode();
     assert!(text.contains("weir_initiator_unknown_total 1"), "{text}");
-    assert!(text.contains("weir_unresolved_total{side=\"endpoint\"} 1"), "{text}");
+    assert!(
+        text.contains("weir_unresolved_total{side=\"endpoint\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -154,11 +164,17 @@ fn only_flow_starts_and_ends_make_records_and_the_ring_is_bounded() {
 fn records_are_oriented_initiator_to_responder() {
     let agg = aggregator();
     let r = shop();
-    agg.fold(&obs(2, "10.0.0.2:7070", "10.0.1.9:40000", Initiator::Remote), &r);
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.1.9:40000", Initiator::Remote),
+        &r,
+    );
     let rec = &agg.recent(1, |_| true)[0];
     assert_eq!(rec.source.to_string(), "10.0.1.9:40000");
     assert_eq!(rec.destination.to_string(), "10.0.0.2:7070");
-    assert_eq!(rec.source_pod.as_ref().map(|p| p.name.as_str()), Some("db-0"));
+    assert_eq!(
+        rec.source_pod.as_ref().map(|p| p.name.as_str()),
+        Some("db-0")
+    );
     assert_eq!(rec.endpoint_pod().map(|p| p.name.as_str()), Some("cart-a"));
 }
 
@@ -174,7 +190,15 @@ async fn followers_get_later_records_and_laggers_learn_how_many_they_missed() {
     let mut rx = rx.expect("followers open");
     assert_eq!(backlog.len(), 1);
     for port in 2..=5 {
-        agg.fold(&obs(1, &format!("10.0.0.1:{port}"), "10.0.1.9:5432", Initiator::Local), &r);
+        agg.fold(
+            &obs(
+                1,
+                &format!("10.0.0.1:{port}"),
+                "10.0.1.9:5432",
+                Initiator::Local,
+            ),
+            &r,
+        );
     }
     assert!(matches!(
         rx.recv().await,
@@ -183,7 +207,10 @@ async fn followers_get_later_records_and_laggers_learn_how_many_they_missed() {
     assert_eq!(rx.recv().await.map(|rec| rec.source.port()).ok(), Some(4));
     agg.close_followers();
     assert_eq!(rx.recv().await.map(|rec| rec.source.port()).ok(), Some(5));
-    assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+    assert!(matches!(
+        rx.recv().await,
+        Err(broadcast::error::RecvError::Closed)
+    ));
 }
 
 #[test]

@@ -96,15 +96,24 @@ impl FlowQuery {
         let last = raw
             .last
             .map(|n| {
-                usize::from_str(&n)
-                    .map_err(|_| bad("last", format!("expected a non-negative integer, got {n:?}")))
+                usize::from_str(&n).map_err(|_| {
+                    bad(
+                        "last",
+                        format!("expected a non-negative integer, got {n:?}"),
+                    )
+                })
             })
             .transpose()?
             .unwrap_or(DEFAULT_LAST);
         let follow = match raw.follow.as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1" | "") => true,
-            Some(other) => return Err(bad("follow", format!("expected true or false, got {other:?}"))),
+            Some(other) => {
+                return Err(bad(
+                    "follow",
+                    format!("expected true or false, got {other:?}"),
+                ));
+            }
         };
         Ok(Self {
             filter: FlowFilter {
@@ -221,24 +230,23 @@ fn ndjson(value: &impl serde::Serialize) -> String {
 mod tests {
     use super::*;
 
-    fn raw(pairs: &[(&str, &str)]) -> RawFlowQuery {
-        let query: String = pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        serde_urlencoded_from(&query)
-    }
+    /// Query pairs, and the parameter they should be rejected for.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
 
-    fn serde_urlencoded_from(query: &str) -> RawFlowQuery {
-        let uri: axum::http::Uri = format!("/?{query}").parse().unwrap();
+    /// The query as axum gives it to the handler.
+    fn raw(pairs: &[(&str, &str)]) -> RawFlowQuery {
+        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let uri: axum::http::Uri = format!("/?{}", query.join("&")).parse().unwrap();
         Query::<RawFlowQuery>::try_from_uri(&uri).unwrap().0
     }
 
     #[test]
     fn parameters_are_checked_and_named() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
-            (&[("pod", "shop/web-1"), ("port", "80"), ("protocol", "tcp")], None),
+        let cases: &[Case<'_>] = &[
+            (
+                &[("pod", "shop/web-1"), ("port", "80"), ("protocol", "tcp")],
+                None,
+            ),
             (&[("follow", "true"), ("last", "0")], None),
             (&[("pod", "web-1")], Some("pod")),
             (&[("pod", "shop/")], Some("pod")),

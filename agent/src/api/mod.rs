@@ -111,7 +111,10 @@ async fn asset(
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let (attached_pods, known_ips) = {
-        let resolver = state.resolver.read().unwrap_or_else(PoisonError::into_inner);
+        let resolver = state
+            .resolver
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         (resolver.attached_pods(), resolver.known_ips())
     };
     Json(serde_json::json!({
@@ -135,9 +138,17 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     if wants_openmetrics {
-        ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], state.metrics.encode_openmetrics()).into_response()
+        (
+            [(header::CONTENT_TYPE, OPENMETRICS_TEXT)],
+            state.metrics.encode_openmetrics(),
+        )
+            .into_response()
     } else {
-        ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], state.metrics.encode()).into_response()
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            state.metrics.encode(),
+        )
+            .into_response()
     }
 }
 

@@ -52,12 +52,19 @@ async fn get_with(state: AppState, req: Request<Body>) -> (StatusCode, String, S
         .unwrap_or_default()
         .to_owned();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
 }
 
 async fn get_json(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
     let (status, _, body) = get(state, uri).await;
-    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
 }
 
 #[tokio::test]
@@ -156,7 +163,10 @@ async fn metrics_are_prometheus_text_or_openmetrics_on_request() {
         assert!(body.contains(name), "missing {name} in\n{body}");
     }
     let req = Request::get("/metrics")
-        .header(header::ACCEPT, "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .header(
+            header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
         .body(Body::empty())
         .unwrap();
     let (_, content_type, body) = get_with(state(), req).await;
@@ -180,7 +190,12 @@ async fn healthz_index_and_unknown_paths() {
     for uri in ["/nope", "/api/nope", "/secret.txt"] {
         let (status, json) = get_json(state(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
-        assert!(json["error"].as_str().unwrap_or_default().contains(uri.trim_start_matches('/')));
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(uri.trim_start_matches('/'))
+        );
     }
 }
 
@@ -203,7 +218,10 @@ async fn follow_sends_the_backlog_then_live_records() {
     );
     // One live record that matches and one that does not, then the end.
     let r = shop();
-    aggregator.fold(&obs(2, "10.0.0.2:1", "198.51.100.1:443", Initiator::Local), &r);
+    aggregator.fold(
+        &obs(2, "10.0.0.2:1", "198.51.100.1:443", Initiator::Local),
+        &r,
+    );
     aggregator.fold(&obs(1, "10.0.0.1:9", "10.0.1.9:6432", Initiator::Local), &r);
     aggregator.close_followers();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -108,8 +108,14 @@ impl TryFrom<AgentArgs> for Config {
             "--ringbuf-bytes must be a power of two of at least 4096, got {}",
             args.ringbuf_bytes
         );
-        ensure!(args.flow_table_entries > 0, "--flow-table-entries must be positive");
-        ensure!(args.channel_capacity > 0, "--channel-capacity must be positive");
+        ensure!(
+            args.flow_table_entries > 0,
+            "--flow-table-entries must be positive"
+        );
+        ensure!(
+            args.channel_capacity > 0,
+            "--channel-capacity must be positive"
+        );
         ensure!(
             !args.sweep_interval.is_zero() && !args.resync_interval.is_zero(),
             "--sweep-interval and --resync-interval must be positive"

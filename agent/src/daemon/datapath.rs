@@ -5,11 +5,7 @@
 //! Everything runs in one task with `select!`, so the tracker needs no lock
 //! and attach/detach never race with a sweep.
 
-use std::{
-    collections::BTreeSet,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -66,7 +62,10 @@ impl DatapathTask {
         let ring = datapath.take_ring_buf().context("ring buffer")?;
         // SAFETY: the AsyncFd owns the RingBuf, which owns the map's fd, so
         // the fd stays open for as long as it is registered.
-        #[expect(unsafe_code, reason = "tokio's AsyncFd::register is unsafe for I/O safety")]
+        #[expect(
+            unsafe_code,
+            reason = "tokio's AsyncFd::register is unsafe for I/O safety"
+        )]
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| e.into_parts().1)
             .context("cannot poll the ring buffer")?;
@@ -187,6 +186,7 @@ impl DatapathTask {
                 non_ip: c[abi::CNT_NON_IP],
                 fragments: c[abi::CNT_FRAGMENT],
                 unsupported_l4: c[abi::CNT_UNSUPPORTED_L4],
+                icmp_control: c[abi::CNT_ICMP_CONTROL],
             }),
             Err(error) => warn!(error = %error, "cannot read kernel counters"),
         }
@@ -234,7 +234,9 @@ impl DatapathTask {
                 continue;
             }
             match self.datapath.attach(ifname) {
-                Ok(a) => info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached"),
+                Ok(a) => {
+                    info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached")
+                }
                 Err(AttachError::InterfaceGone { ifname }) => {
                     // The pod went away between listing and attaching.
                     self.metrics.attach_failed();

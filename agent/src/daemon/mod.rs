@@ -10,10 +10,7 @@
 mod config;
 mod datapath;
 
-use std::{
-    process::ExitCode,
-    sync::Arc,
-};
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 pub use config::{AgentArgs, Config, SourceSpec};
@@ -42,7 +39,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .block_on(serve(config))
 }
 
-
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let aggregator = Arc::new(Aggregator::new(
@@ -56,13 +52,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
 
-    let datapath = datapath::DatapathTask::start(
-        &config,
-        Arc::clone(&metrics),
-        Arc::clone(&resolver),
-        tx,
-    )
-    .context("cannot start the datapath")?;
+    let datapath =
+        datapath::DatapathTask::start(&config, Arc::clone(&metrics), Arc::clone(&resolver), tx)
+            .context("cannot start the datapath")?;
     let datapath = tokio::spawn(datapath.run(shutdown_rx.clone()));
     let fold = tokio::spawn(fold_loop(
         rx,
@@ -81,10 +73,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(listen = %config.listen, source = %config.source, "weir agent ready");
+    let followers = Arc::clone(&aggregator);
     let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
         info!("shutting down");
         let _ = shutdown_tx.send(true);
+        // Open `weir observe -f` streams would hold the shutdown forever.
+        followers.close_followers();
     });
     server.await.context("HTTP server failed")?;
 
@@ -118,7 +113,10 @@ async fn fold_loop(
         let current = Arc::clone(&resolver.read().unwrap_or_else(|e| e.into_inner()));
         aggregator.fold(&obs, current.as_ref());
         if obs.kernel_time != 0 {
-            metrics.folded(obs.kernel_time, clock.to_unix(crate::tracker::monotonic_now_ns()));
+            metrics.folded(
+                obs.kernel_time,
+                clock.to_unix(crate::tracker::monotonic_now_ns()),
+            );
         }
     }
 }

@@ -204,7 +204,10 @@ status:
         assert_eq!(web.meta.workload.kind, WorkloadKind::Deployment);
         assert_eq!(web.meta.workload.name, "web");
         assert_eq!(web.host_veth.as_deref(), Some("veth1"));
-        assert_eq!(web.meta.ips, ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            web.meta.ips,
+            ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(inv.pods[1].meta.workload.kind, WorkloadKind::Pod);
         assert_eq!(inv.namespaces["shop"]["team"], "a");
         assert_eq!(inv.namespaces["shop"][NAMESPACE_NAME_LABEL], "shop");
@@ -222,10 +225,18 @@ status:
     #[test]
     fn errors_name_the_file_and_the_document() {
         let cases = [
-            ("kind: Pod\nmetadata: {name: a}\n---\nkind: Service\n", 2, "unsupported kind"),
+            (
+                "kind: Pod\nmetadata: {name: a}\n---\nkind: Service\n",
+                2,
+                "unsupported kind",
+            ),
             ("kind: Pod\nmetadata: {name: a}\n---\n- [unclosed\n", 2, ""),
             ("metadata: {name: a}\n", 1, "missing `kind`"),
-            ("kind: Pod\nmetadata: {labels: {a: b}}\n", 1, "metadata.name"),
+            (
+                "kind: Pod\nmetadata: {labels: {a: b}}\n",
+                1,
+                "metadata.name",
+            ),
             ("kind: PodList\nitems: 3\n", 1, "not a list"),
             ("kind: Pod\nmetadata: {name: 3}\nspec: 7\n", 1, "Pod:"),
         ];

@@ -1,0 +1,349 @@
+//! `weir observe` and `weir graph`: clients of a running agent's API.
+//!
+//! `weir observe` prints flows like `hubble observe`: one line per flow in
+//! Hubble's compact form, or the JSON records as NDJSON (`-o json`), which
+//! Hubble's tooling reads. `weir graph` prints the workload graph.
+//!
+//! Blocking HTTP is enough for a CLI that does one request (or follows one
+//! stream) and prints.
+
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use reqwest::{Url, blocking::Client};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use weir_generator::model::Protocol;
+
+use crate::api::{
+    graph::GraphJson,
+    record::{EndpointJson, FlowJson, L4Json},
+};
+
+/// Where the agent is.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Base URL of the agent's API.
+    #[arg(long, env = "WEIR_SERVER", default_value = "http://127.0.0.1:9090")]
+    pub server: Url,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Table,
+    /// For programs: `observe` prints one JSON flow per line, `graph` the
+    /// graph as one JSON document.
+    Json,
+}
+
+/// `weir observe` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ObserveArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Keep printing new flows as they come.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many recent flows to print first.
+    #[arg(long, default_value_t = 20)]
+    pub last: usize,
+    /// Only flows from or to pods of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only flows from or to this pod.
+    #[arg(long, value_name = "NAMESPACE/POD")]
+    pub pod: Option<String>,
+    /// Only flows from or to this port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only flows of this protocol (TCP, UDP, SCTP, ICMP, ICMPv6).
+    #[arg(long)]
+    pub protocol: Option<Protocol>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `weir graph` arguments.
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Run `weir observe`.
+///
+/// # Errors
+/// The agent cannot be reached or answers with an error.
+pub fn run(args: &ObserveArgs) -> anyhow::Result<ExitCode> {
+    finish(observe(args, &mut io::stdout().lock()))
+}
+
+/// Run `weir graph`.
+///
+/// # Errors
+/// The agent cannot be reached or answers with an error.
+pub fn run_graph(args: &GraphArgs) -> anyhow::Result<ExitCode> {
+    finish(graph(args, &mut io::stdout().lock()))
+}
+
+/// A closed stdout (`weir observe -f | head`) is a normal way to stop.
+fn finish(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+    match result {
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `weir observe`, writing to `out`.
+///
+/// # Errors
+/// See [`run`].
+pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut url = endpoint(&args.server.server, "api/flows");
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("last", &args.last.to_string());
+        if let Some(ns) = &args.namespace {
+            q.append_pair("namespace", ns);
+        }
+        if let Some(pod) = &args.pod {
+            q.append_pair("pod", pod);
+        }
+        if let Some(port) = args.port {
+            q.append_pair("port", &port.to_string());
+        }
+        if let Some(protocol) = args.protocol {
+            q.append_pair("protocol", protocol.as_str());
+        }
+        if args.follow {
+            q.append_pair("follow", "true");
+        }
+    }
+    let response = get(&url, !args.follow)?;
+    if args.follow {
+        let reader = BufReader::new(response);
+        for line in reader.lines() {
+            let line = line.with_context(|| format!("reading the flow stream from {url}"))?;
+            print_line(&line, args.output, out)?;
+            out.flush()?;
+        }
+        return Ok(());
+    }
+    let flows: Vec<serde_json::Value> = response
+        .json()
+        .with_context(|| format!("{url} did not answer with a list of flows"))?;
+    for flow in flows {
+        print_line(&flow.to_string(), args.output, out)?;
+    }
+    Ok(())
+}
+
+/// Print one NDJSON line from the agent: a flow, or a note on lost flows.
+fn print_line(line: &str, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("the agent sent a bad line: {line}"))?;
+    if let Some(lost) = value.get("lost_events") {
+        let n = lost
+            .get("num_events_lost")
+            .and_then(serde_json::Value::as_u64);
+        tracing::warn!(lost = n, "fell behind the agent: flows were skipped");
+        if output == Output::Json {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    match output {
+        Output::Json => writeln!(out, "{line}")?,
+        Output::Table => {
+            let flow: FlowJson = serde_json::from_value(value)
+                .with_context(|| format!("the agent sent a flow weir cannot read: {line}"))?;
+            writeln!(out, "{}", compact(&flow))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hubble's compact line:
+/// `Nov 14 22:13:20.000: shop/web-1:43210 -> shop/db-0:5432 from-endpoint FORWARDED (TCP Flags: SYN)`.
+#[must_use]
+pub fn compact(flow: &FlowJson) -> String {
+    let (sport, dport) = match &flow.l4 {
+        L4Json::Tcp(t) => (Some(t.source_port), Some(t.destination_port)),
+        L4Json::Udp(p) | L4Json::Sctp(p) => (Some(p.source_port), Some(p.destination_port)),
+        L4Json::Icmp(_) | L4Json::IcmpV6(_) => (None, None),
+    };
+    let point = match flow.traffic_direction.as_str() {
+        "EGRESS" => "from-endpoint",
+        "INGRESS" => "to-endpoint",
+        _ => "unknown-point",
+    };
+    format!(
+        "{}: {} -> {} {point} {} ({})",
+        short_time(&flow.time),
+        peer(&flow.source, flow.ip.source, sport),
+        peer(&flow.destination, flow.ip.destination, dport),
+        flow.verdict,
+        flow.summary
+    )
+}
+
+fn peer(endpoint: &EndpointJson, ip: std::net::IpAddr, port: Option<u16>) -> String {
+    let name = match (&endpoint.namespace, &endpoint.pod_name) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ if ip.is_ipv6() && port.is_some() => format!("[{ip}]"),
+        _ => ip.to_string(),
+    };
+    match port {
+        Some(port) => format!("{name}:{port}"),
+        None => name,
+    }
+}
+
+/// `Nov 14 22:13:20.123` from RFC 3339; the input as is if it does not parse.
+fn short_time(rfc3339: &str) -> String {
+    match OffsetDateTime::parse(rfc3339, &Rfc3339) {
+        Ok(t) => {
+            let month = t.month().to_string();
+            format!(
+                "{} {:02} {:02}:{:02}:{:02}.{:03}",
+                month.get(..3).unwrap_or(&month),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
+        }
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+/// `weir graph`, writing to `out`.
+///
+/// # Errors
+/// See [`run_graph`].
+pub fn graph(args: &GraphArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let url = endpoint(&args.server.server, "api/graph");
+    let response = get(&url, true)?;
+    let graph: GraphJson = response
+        .json()
+        .with_context(|| format!("{url} did not answer with a graph"))?;
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut *out, &graph)?;
+            writeln!(out)?;
+        }
+        Output::Table => out.write_all(graph_table(&graph).as_bytes())?,
+    }
+    Ok(())
+}
+
+/// The graph as aligned columns, one row per (source, target) pair.
+#[must_use]
+pub fn graph_table(graph: &GraphJson) -> String {
+    let header = [
+        "SOURCE",
+        "",
+        "TARGET",
+        "PORTS",
+        "CONNECTIONS",
+        "PACKETS",
+        "BYTES",
+        "LAST SEEN",
+    ];
+    let rows: Vec<[String; 8]> = graph
+        .edges
+        .iter()
+        .map(|e| {
+            let ports: Vec<String> = e
+                .ports
+                .iter()
+                .map(|p| {
+                    if p.protocol.has_ports() {
+                        format!("{}/{}", p.port, p.protocol)
+                    } else {
+                        p.protocol.to_string()
+                    }
+                })
+                .collect();
+            [
+                e.source.clone(),
+                "->".to_owned(),
+                e.target.clone(),
+                ports.join(","),
+                e.connections.to_string(),
+                e.packets.to_string(),
+                e.bytes.to_string(),
+                short_time(&e.last_seen),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut table = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+/// `path` under the server's base URL, whether or not it ends with `/`.
+fn endpoint(server: &Url, path: &str) -> Url {
+    let mut base = server.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.join(path).unwrap_or(base)
+}
+
+fn get(url: &Url, with_timeout: bool) -> anyhow::Result<reqwest::blocking::Response> {
+    let client = Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // A followed stream has no end; a plain request should be quick.
+        .timeout(with_timeout.then_some(Duration::from_secs(30)))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let response = client.get(url.clone()).send().with_context(|| {
+        format!("cannot reach the weir agent at {url} (is `weir agent` running? see --server)")
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let message = response
+            .json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        bail!("{url}: {message}");
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! iperf3 between two lab pods with weir's probes detached and attached.
+//!
+//! `cargo bench -p weir-integration-tests --bench throughput` (root, iperf3
+//! installed, the `weir` binary built) prints a markdown table for
+//! docs/benchmarks.md.
+//!
+//! Method: the two-pod lab in `tests/benches/lab.yaml` comes up under a unique
+//! name; `iperf3 -s` runs in the server pod's network namespace, the client
+//! in the other. Each round measures TCP throughput (`-t 3`) and the 64-byte
+//! UDP packet rate (`-u -l 64 -b 0`, packets the receiver got per second)
+//! once with the probes detached and once attached; the order of the two
+//! alternates from round to round so a drift of the machine does not favour
+//! either. "Attached" loads `weir_ebpf::loader::Datapath` in this process and
+//! attaches it to both pods' host veths (tcx on 6.6+); dropping it detaches.
+//! The client is pinned to CPU 0 and the server to the last CPU (`iperf3 -A`).
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use weir_ebpf::{
+    abi::CNT_PACKETS,
+    loader::{Datapath, LoadOptions},
+};
+use weir_integration_tests::harness::Lab;
+
+use common::{median, range, require_root};
+
+const ROUNDS: usize = 5;
+const SECONDS: u32 = 3;
+const PORT: &str = "5201";
+
+/// A pod of the bench lab, from `weir lab status -o json`.
+struct Pod {
+    netns: String,
+    host_veth: String,
+    ip: String,
+}
+
+fn pod(status: &Value, name: &str) -> Pod {
+    let pods = status["pods"].as_array().expect("status.pods");
+    let pod = pods
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no pod {name} in the lab: {status}"));
+    let field = |key: &str| {
+        pod[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("pod {name} has no {key}: {pod}"))
+            .to_owned()
+    };
+    Pod {
+        netns: field("netns"),
+        host_veth: field("hostVeth"),
+        ip: pod["ips"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("pod {name} has no IP: {pod}"))
+            .to_owned(),
+    }
+}
+
+/// `iperf3 -s` inside a pod, killed on drop.
+struct Server(Child);
+
+impl Server {
+    fn start(netns: &str, cpu: usize) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "iperf3", "-s", "-p", PORT, "-A"])
+            .arg(cpu.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting iperf3 -s (is iperf3 installed?)");
+        Self(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the iperf3 client in `client`'s namespace and returns its JSON report.
+fn iperf(client: &Pod, server: &Pod, seconds: u32, extra: &[&str]) -> Result<Value, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client.netns, "iperf3", "-c", &server.ip])
+        .args(["-p", PORT, "-A", "0", "-J", "-t", &seconds.to_string()])
+        .args(extra)
+        .output()
+        .map_err(|e| format!("running iperf3: {e}"))?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("iperf3 printed no JSON ({e}): {out:?}"))?;
+    if let Some(error) = report["error"].as_str() {
+        return Err(format!("iperf3: {error}"));
+    }
+    Ok(report)
+}
+
+fn number(report: &Value, path: &[&str]) -> f64 {
+    let mut v = report;
+    for key in path {
+        v = &v[key];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("iperf3 JSON has no {}: {report}", path.join(".")))
+}
+
+/// TCP throughput in Gbit/s, as received.
+fn tcp(client: &Pod, server: &Pod) -> f64 {
+    let report = iperf(client, server, SECONDS, &[]).unwrap_or_else(|e| panic!("{e}"));
+    number(&report, &["end", "sum_received", "bits_per_second"]) / 1e9
+}
+
+/// 64-byte UDP datagrams the receiver got, per second.
+fn udp(client: &Pod, server: &Pod) -> f64 {
+    let report = iperf(client, server, SECONDS, &["-u", "-l", "64", "-b", "0"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let received = &["end", "sum_received"];
+    let at = |key| number(&report, &[received[0], received[1], key]);
+    (at("packets") - at("lost_packets")) / at("seconds")
+}
+
+/// Waits until the server answers (iperf3 -s needs a moment to listen).
+fn wait_for_server(client: &Pod, server: &Pod) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match iperf(client, server, 1, &[]) {
+            Ok(_) => return,
+            Err(e) if Instant::now() > deadline => panic!("iperf3 server not ready: {e}"),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn attach(pods: &[&Pod]) -> Datapath {
+    let mut datapath = Datapath::load(&LoadOptions::default())
+        .unwrap_or_else(|e| panic!("loading the datapath: {e:#}"));
+    for pod in pods {
+        datapath
+            .attach(&pod.host_veth)
+            .unwrap_or_else(|e| panic!("attaching to {}: {e:#}", pod.host_veth));
+    }
+    datapath
+}
+
+#[derive(Default)]
+struct Side {
+    tcp_gbps: Vec<f64>,
+    udp_pps: Vec<f64>,
+}
+
+fn row(name: &str, unit: &str, detached: &[f64], attached: &[f64], decimals: usize) -> String {
+    let ratios: Vec<f64> = attached.iter().zip(detached).map(|(a, d)| a / d).collect();
+    let (d, a) = (median(detached), median(attached));
+    format!(
+        "| {name} | {unit} | {d:.decimals$} ({}) | {a:.decimals$} ({}) | {:.3} | {} |",
+        range(detached, decimals),
+        range(attached, decimals),
+        a / d,
+        range(&ratios, 3),
+    )
+}
+
+fn main() {
+    require_root("throughput bench");
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/weir");
+    if std::env::var_os("WEIR_BIN").is_none() && release.exists() {
+        // SAFETY: still single-threaded, nothing else reads the environment yet.
+        unsafe { std::env::set_var("WEIR_BIN", &release) };
+    }
+    let cpus = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+
+    let lab = Lab::up("wbench", include_str!("lab.yaml"));
+    let status = lab.status();
+    let (client, server) = (pod(&status, "client"), pod(&status, "server"));
+    let server_process = Server::start(&server.netns, cpus - 1);
+    wait_for_server(&client, &server);
+
+    let mut detached = Side::default();
+    let mut attached = Side::default();
+    let mut packets_seen = 0;
+    for round in 0..ROUNDS {
+        // D,A then A,D: each state goes first equally often
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_probes in order {
+            let datapath = with_probes.then(|| attach(&[&client, &server]));
+            let side = if with_probes {
+                &mut attached
+            } else {
+                &mut detached
+            };
+            side.tcp_gbps.push(tcp(&client, &server));
+            side.udp_pps.push(udp(&client, &server));
+            if let Some(datapath) = datapath {
+                let counters = datapath
+                    .counters()
+                    .unwrap_or_else(|e| panic!("reading counters: {e:#}"));
+                packets_seen += counters[CNT_PACKETS];
+            } // dropped: detached
+        }
+    }
+    assert!(packets_seen > 0, "the attached probes saw no packets");
+
+    println!(
+        "iperf3 {} between two lab pods (veth pairs on one bridge), {ROUNDS} rounds, \
+         detached and attached alternating, {SECONDS} s per run; medians (range); \
+         the probes counted {packets_seen} packets while attached.",
+        iperf3_version()
+    );
+    println!();
+    println!(
+        "| traffic | unit | probes detached | probes attached | attached / detached (medians) | per-round ratio range |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "{}",
+        row(
+            "TCP, 1 stream",
+            "Gbit/s",
+            &detached.tcp_gbps,
+            &attached.tcp_gbps,
+            2
+        )
+    );
+    println!(
+        "{}",
+        row(
+            "UDP, 64-byte payload",
+            "packets/s received",
+            &detached.udp_pps,
+            &attached.udp_pps,
+            0
+        )
+    );
+    drop(server_process);
+    drop(lab);
+}
+
+fn iperf3_version() -> String {
+    Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
