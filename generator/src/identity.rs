@@ -111,15 +111,18 @@ mod tests {
             .collect()
     }
 
+    /// (owner, labels, expected kind, expected name).
+    type Case<'a> = (
+        Option<(&'a str, &'a str)>,
+        &'a BTreeMap<String, String>,
+        WorkloadKind,
+        &'a str,
+    );
+
     #[test]
     fn owners_map_to_top_workloads() {
         let hashed = labels(&[("app", "web"), ("pod-template-hash", "7d9f8b6c5")]);
-        let cases: &[(
-            Option<(&str, &str)>,
-            &BTreeMap<String, String>,
-            WorkloadKind,
-            &str,
-        )] = &[
+        let cases: &[Case<'_>] = &[
             (
                 Some(("ReplicaSet", "web-7d9f8b6c5")),
                 &hashed,
