@@ -99,6 +99,14 @@ impl Lab {
         lab
     }
 
+    /// `weir lab up --replace` with a new spec: the same lab, rebuilt.
+    pub fn replace(&self, yaml: &str) {
+        std::fs::write(self.spec.path(), yaml).expect("write lab spec");
+        let path = self.spec.path().to_string_lossy().into_owned();
+        let out = self.cmd(&["up", "--replace", &path]);
+        assert!(out.status.success(), "lab up --replace failed: {out:?}");
+    }
+
     /// `weir lab --lab <name> ARGS...`.
     #[must_use]
     pub fn cmd(&self, args: &[&str]) -> Output {

@@ -8,12 +8,15 @@ use std::{collections::BTreeSet, time::Duration};
 use serde_json::Value;
 use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
 
-const LAB: &str = r"
-apiVersion: lab.weir.dev/v1alpha1
-kind: Lab
-metadata: {name: e2e}
-spec: {podCIDR: 10.131.0.0/16, podCIDRv6: 'fd00:131::/64', dualStack: true}
----
+/// The lab, in its own address range: tests run in parallel, each with a lab.
+fn lab_yaml(subnet: u8) -> String {
+    format!(
+        "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {{name: e2e}}\n\
+         spec: {{podCIDR: 10.{subnet}.0.0/16, podCIDRv6: 'fd00:{subnet}::/64', dualStack: true}}\n{PODS}"
+    )
+}
+
+const PODS: &str = r"---
 apiVersion: v1
 kind: Namespace
 metadata: {name: front}
@@ -138,7 +141,7 @@ fn pod_ip(lab: &Lab, pod: &str, v6: bool) -> String {
 
 #[test]
 fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
-    let lab = Lab::up("obs", LAB);
+    let lab = Lab::up("obs", &lab_yaml(131));
     let agent = Agent::start(&lab, &[]);
 
     let client = lab.pod("front", "client");
@@ -323,7 +326,7 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
 
 #[test]
 fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connection() {
-    let lab = Lab::up("ovf", LAB);
+    let lab = Lab::up("ovf", &lab_yaml(132));
     // One page of ring buffer: room for about 50 announcements.
     let agent = Agent::start(&lab, &["--ringbuf-bytes", "4096"]);
     let client = lab.pod("front", "client");
@@ -372,4 +375,90 @@ fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connect
         lost > 0.0,
         "the ring buffer overflowed, so losses are counted"
     );
+}
+
+#[test]
+fn pods_that_come_and_go_are_attached_and_detached_and_shutdown_detaches_all() {
+    let lab = Lab::up("dyn", &lab_yaml(133));
+    let mut agent = Agent::start(&lab, &[]);
+    let veths = |lab: &Lab| -> BTreeSet<String> {
+        lab.status()["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .filter_map(|p| p["hostVeth"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = veths(&lab);
+
+    // The lab is rebuilt with one more pod: every veth is new.
+    let grown = format!(
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: infra, labels: {{app: late}}}}\nspec:\n  containers: [{{name: l, image: lab}}]\n",
+        lab_yaml(133)
+    );
+    lab.replace(&grown);
+    let after = veths(&lab);
+    assert_eq!(after.len(), before.len() + 1);
+    let attached = eventually(Duration::from_secs(10), || {
+        let n = agent.metric("weir_attached_interfaces")?;
+        (n == after.len() as f64).then_some(n)
+    });
+    assert!(
+        attached.is_some(),
+        "new pods attached:\n{}",
+        agent.log_text()
+    );
+
+    // Traffic from the new pod is attributed to it.
+    let late = lab.pod("infra", "late");
+    let dns = lab.pod("infra", "dns");
+    assert!(lab.probe(&late, &dns, "53/UDP"));
+    let seen = eventually(Duration::from_secs(10), || {
+        graph_edges(&agent.get_json("/api/graph"))
+            .contains(&edge("infra/late", "infra/dns", 53, "UDP"))
+            .then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "flow of a pod that came later:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        attached_programs(&after).len(),
+        2 * after.len(),
+        "both directions of every pod veth carry a probe"
+    );
+
+    // SIGTERM: a clean exit that leaves no program on any pod veth.
+    assert!(
+        agent.stop(),
+        "agent exits 0 on SIGTERM:\n{}",
+        agent.log_text()
+    );
+    // While the agent ran, the probes were there (the check can fail)...
+    // and after SIGTERM, none remain.
+    assert!(
+        attached_programs(&after).is_empty(),
+        "weir programs left after shutdown: {:?}",
+        attached_programs(&after)
+    );
+}
+
+/// weir programs attached (tcx) to any of `veths`, as (veth, program).
+fn attached_programs(veths: &BTreeSet<String>) -> Vec<(String, String)> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let mut found = Vec::new();
+    for veth in veths {
+        for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, programs) = SchedClassifier::query_tcx(veth, direction)
+                .unwrap_or_else(|e| panic!("query tcx on {veth}: {e}"));
+            for p in programs {
+                let name = p.name_as_str().unwrap_or_default().to_owned();
+                if name.starts_with("weir_") {
+                    found.push((veth.clone(), name));
+                }
+            }
+        }
+    }
+    found
 }

@@ -5,7 +5,7 @@
 //! Everything runs in one task with `select!`, so the tracker needs no lock
 //! and attach/detach never race with a sweep.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -41,9 +41,11 @@ pub(super) struct DatapathTask {
     flow_table_entries: u32,
     sweep_interval: Duration,
     resync_interval: Duration,
-    /// Interfaces that failed to attach, so a bad one is not retried (and
-    /// logged) every resync.
-    failed: BTreeSet<String>,
+    /// Attached interfaces and their ifindex.
+    ifindexes: BTreeMap<String, u32>,
+    /// Interfaces that failed to attach, by ifindex, so a bad one is not
+    /// retried (and logged) every resync; a new interface of the same name is.
+    failed: BTreeMap<String, Option<u32>>,
 }
 
 impl DatapathTask {
@@ -72,7 +74,9 @@ impl DatapathTask {
         let table = datapath.take_flow_table().context("flow table")?;
         let source: Box<dyn Source> = match &config.source {
             SourceSpec::Lab(name) => Box::new(LabSource::new(name)),
-            SourceSpec::Inventory(path) => Box::new(InventorySource::new(path.clone())),
+            SourceSpec::Inventory(path) => {
+                Box::new(InventorySource::new(path.clone()).with_node(config.node_name.clone()))
+            }
         };
         Ok(Self {
             datapath,
@@ -86,7 +90,8 @@ impl DatapathTask {
             flow_table_entries: config.flow_table_entries,
             sweep_interval: config.sweep_interval,
             resync_interval: config.resync_interval,
-            failed: BTreeSet::new(),
+            ifindexes: BTreeMap::new(),
+            failed: BTreeMap::new(),
         })
     }
 
@@ -214,28 +219,46 @@ impl DatapathTask {
         *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
     }
 
+    /// Attach to every pod veth, detach from gone ones. Attachments are
+    /// keyed by name and ifindex: CNIs name veths after the pod, so a pod
+    /// recreated under the same name brings a new interface with the old
+    /// name, whose predecessor's programs went away with it.
     fn reconcile_attachments(&mut self, inventory: &Inventory) {
-        let wanted: BTreeSet<&str> = inventory
+        let wanted: BTreeMap<&str, Option<u32>> = inventory
             .pods
             .iter()
             .filter_map(|p| p.host_veth.as_deref())
+            .map(|name| (name, nix::net::if_::if_nametoindex(name).ok()))
             .collect();
-        let attached: BTreeSet<String> = self.datapath.attached().map(str::to_owned).collect();
-        for gone in attached.iter().filter(|i| !wanted.contains(i.as_str())) {
-            match self.datapath.detach(gone) {
+        let stale: Vec<String> = self
+            .ifindexes
+            .iter()
+            .filter(|(name, index)| wanted.get(name.as_str()) != Some(&Some(**index)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for gone in stale {
+            self.ifindexes.remove(&gone);
+            match self.datapath.detach(&gone) {
                 Ok(()) => info!(interface = %gone, "detached"),
                 // The veth went away with its pod: the kernel dropped the links.
                 Err(error) => debug!(interface = %gone, %error, "detach"),
             }
         }
-        self.failed.retain(|i| wanted.contains(i.as_str()));
-        for ifname in wanted {
-            if attached.contains(ifname) || self.failed.contains(ifname) {
+        self.failed
+            .retain(|name, index| wanted.get(name.as_str()) == Some(index));
+        for (&ifname, &index) in &wanted {
+            let Some(index) = index else {
+                // Listed but not (yet, or any more) in the kernel.
+                continue;
+            };
+            if self.ifindexes.contains_key(ifname) || self.failed.get(ifname) == Some(&Some(index))
+            {
                 continue;
             }
             match self.datapath.attach(ifname) {
                 Ok(a) => {
-                    info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached")
+                    info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached");
+                    self.ifindexes.insert(a.ifname, a.ifindex);
                 }
                 Err(AttachError::InterfaceGone { ifname }) => {
                     // The pod went away between listing and attaching.
@@ -244,7 +267,7 @@ impl DatapathTask {
                 }
                 Err(error) => {
                     self.metrics.attach_failed();
-                    self.failed.insert(ifname.to_owned());
+                    self.failed.insert(ifname.to_owned(), Some(index));
                     warn!(
                         interface = %ifname,
                         error = format!("{:#}", anyhow::Error::from(error)),
@@ -253,7 +276,7 @@ impl DatapathTask {
                 }
             }
         }
-        self.metrics.set_attached(self.datapath.attached().count());
+        self.metrics.set_attached(self.ifindexes.len());
     }
 }
 
