@@ -73,8 +73,11 @@ struct flow_key {
 } __attribute__((aligned(8)));
 
 /*
- * Flow table value. Timestamps are bpf_ktime_get_ns() (CLOCK_MONOTONIC).
- * Counters are updated with atomic adds; the agent reads deltas.
+ * Flow table value. Timestamps are CLOCK_MONOTONIC nanoseconds:
+ * first_seen_ns is bpf_ktime_get_ns() of the first packet; last_seen_ns comes
+ * from a per-CPU clock read once per tick (it may lag by two ticks, and only
+ * drives idle expiry). Counters are updated with atomic adds; the agent reads
+ * deltas.
  */
 struct flow_stats {
 	__u64 first_seen_ns;

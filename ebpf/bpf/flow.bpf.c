@@ -15,6 +15,8 @@
  *             hint only; the agent sweeps FLOWS for entries without
  *             WEIR_FLOW_F_ANNOUNCED, so a full ring loses no flow.
  *   COUNTERS  per-CPU __u64[WEIR_CNT_MAX]: losses are counted, never silent.
+ *   CLOCK_CACHE  per-CPU clock reading of the current jiffy (internal, not
+ *             read by the agent): see last_seen_clock().
  *
  * Both programs return TC_ACT_UNSPEC: observing never changes the verdict.
  * With tcx (kernel >= 6.6) TC_ACT_UNSPEC is TCX_NEXT, so programs attached
@@ -22,6 +24,14 @@
  * direct-action mode it means "continue with the next filter".
  *
  * Needs kernel >= 5.8 (ring buffer).
+ *
+ * Timestamps: a new flow's first_seen_ns (and its event's timestamp_ns) is
+ * bpf_ktime_get_ns(), precise. On the per-packet path of an existing flow,
+ * last_seen_ns is the coarse clock (bpf_ktime_get_coarse_ns(), 5.11+: the
+ * same CLOCK_MONOTONIC base at tick resolution, 4 ms with HZ=250), read once
+ * per jiffy and CPU: reading the clock was a third of the per-packet cost,
+ * and last_seen_ns only decides idle expiry (10 s and more). It lags the
+ * precise clock by at most two ticks and never moves backwards (account()).
  */
 // clang-format off
 #include <stdbool.h>
@@ -35,6 +45,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <asm-generic/errno-base.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -43,6 +54,12 @@
 // clang-format on
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Private to these programs (not ABI): see last_seen_clock(). */
+struct clock_cache {
+	__u64 jiffies;
+	__u64 ns;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -63,6 +80,13 @@ struct {
 	__type(value, __u64);
 } COUNTERS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct clock_cache);
+} CLOCK_CACHE SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
 	__u64 *value = bpf_map_lookup_elem(&COUNTERS, &index);
@@ -80,6 +104,43 @@ static __always_inline __u8 initiator_of(__u8 opener, const bool from_pod)
 	return sender_opened == from_pod ? WEIR_INITIATOR_LOCAL : WEIR_INITIATOR_REMOTE;
 }
 
+/*
+ * The clock for last_seen_ns of existing flows (see the top of this file).
+ * Kernels before 5.11 have no coarse helper: the CO-RE check, resolved
+ * against the running kernel's BTF at load time, picks the precise clock
+ * there and the verifier drops the branch not taken.
+ */
+static __always_inline __u64 tick_clock(void)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
+}
+
+/*
+ * tick_clock(), read at most once per jiffy and CPU: the coarse clock only
+ * moves at a tick, and bpf_jiffies64() is inlined by the verifier (a load),
+ * while the helper call costs more than the rest of the per-packet path.
+ * The value can lag the coarse clock by one more tick when this CPU read it
+ * between the jiffies update and the timekeeping update of the same tick.
+ */
+static __always_inline __u64 last_seen_clock(void)
+{
+	__u32 zero = 0;
+	struct clock_cache *cache = bpf_map_lookup_elem(&CLOCK_CACHE, &zero);
+	__u64 jiffies = bpf_jiffies64();
+	__u64 now;
+
+	if (!cache) /* never: a one-entry array */
+		return tick_clock();
+	if (cache->jiffies == jiffies)
+		return cache->ns;
+	now = tick_clock();
+	cache->jiffies = jiffies;
+	cache->ns = now;
+	return now;
+}
+
 static __always_inline __u8 closing_flag(__u8 tcp_flags)
 {
 	return tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) ? WEIR_FLOW_F_CLOSING : 0;
@@ -91,6 +152,9 @@ static __always_inline __u8 closing_flag(__u8 tcp_flags)
  * stores, and only when a new bit shows up: BPF has no 8-bit atomics, and the
  * 32-bit atomic OR needs kernel >= 5.12; the worst a race can do is lose one
  * flag bit, which a later packet of the same flow sets again.
+ *
+ * last_seen_ns only moves forward: `now` may be the coarse clock, which lags
+ * the precise first_seen_ns of a flow created less than a tick ago.
  */
 static __always_inline void account(struct flow_stats *stats, const struct parsed *p, __u64 len,
 				    __u64 now, const bool from_pod)
@@ -110,7 +174,8 @@ static __always_inline void account(struct flow_stats *stats, const struct parse
 	}
 	if (closing && !(stats->flags & closing))
 		stats->flags |= closing;
-	stats->last_seen_ns = now;
+	if (now > stats->last_seen_ns)
+		stats->last_seen_ns = now;
 }
 
 /*
@@ -201,7 +266,6 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 	struct flow_stats *stats;
 	struct flow_key key;
 	struct parsed p = {};
-	__u64 now;
 	int err;
 
 	count(WEIR_CNT_PACKETS);
@@ -213,12 +277,12 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 	}
 	key.ifindex = skb->ifindex;
 
-	now = bpf_ktime_get_ns();
+	/* one lookup; the clock is read after it, as each path needs */
 	stats = bpf_map_lookup_elem(&FLOWS, &key);
 	if (stats)
-		account(stats, &p, skb->len, now, from_pod);
+		account(stats, &p, skb->len, last_seen_clock(), from_pod);
 	else
-		new_flow(&key, &p, skb->len, now, from_pod);
+		new_flow(&key, &p, skb->len, bpf_ktime_get_ns(), from_pod);
 	return TC_ACT_UNSPEC;
 }
 

@@ -33,7 +33,7 @@ use weir_integration_tests::packets::{
     tcp::{ACK, PSH, SYN},
 };
 
-use common::{median, pin_to_last_cpu, range, require_root};
+use common::{median, range, require_root};
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_OK: i32 = 0;
@@ -116,6 +116,17 @@ impl Bench {
         assert_eq!(out.action, TC_ACT_OK);
         ns(out)
     }
+}
+
+/// Pins the calling thread to the last CPU, so consecutive measurements see
+/// the same core (and the same caches). Best effort.
+fn pin_to_last_cpu() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    let cpu = cpus - 1;
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).ok()?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).ok()?;
+    Some(cpu)
 }
 
 fn main() {

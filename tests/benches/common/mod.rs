@@ -20,7 +20,7 @@ pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         f64::midpoint(sorted[mid - 1], sorted[mid])
     } else {
         sorted[mid]
@@ -33,15 +33,4 @@ pub fn range(values: &[f64], decimals: usize) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{min:.decimals$}–{max:.decimals$}")
-}
-
-/// Pins the calling thread to the last CPU, so consecutive measurements see
-/// the same core (and the same caches). Best effort.
-pub fn pin_to_last_cpu() -> Option<usize> {
-    let cpus = std::thread::available_parallelism().ok()?.get();
-    let cpu = cpus - 1;
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).ok()?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).ok()?;
-    Some(cpu)
 }
