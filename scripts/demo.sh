@@ -39,7 +39,6 @@ if [[ -f $RUN_DIR/agent.pid ]]; then down >/dev/null 2>&1 || true; fi
 
 echo "==> lab: $SPEC"
 lab up --replace "$SPEC"
-lab status
 
 echo "==> agent on $SERVER (log: $RUN_DIR/agent.log)"
 setsid "$WEIR" agent --source "lab:$LAB" --listen "$LISTEN" --sweep-interval 1s \
@@ -69,6 +68,16 @@ p = next(p for p in json.load(sys.stdin)["pods"] if p["namespace"] == ns and p["
 print(next(ip for ip in p["ips"] if (":" in ip) == v6))' "$1" "$2"
 }
 
+# cluster_ip NS/SERVICE: a Service's IPv4 ClusterIP (the lab DNATs it to a
+# backend inside the client pod, as socket-level load balancing does).
+cluster_ip() {
+  lab status -o json | python3 -c '
+import json, sys
+ns, name = sys.argv[1].split("/")
+s = next(s for s in json.load(sys.stdin)["services"] if s["namespace"] == ns and s["name"] == name)
+print(next(ip for ip in s["clusterIPs"] if ":" not in ip))' "$1"
+}
+
 loadgen=$(pod shop loadgen)
 frontend1=$(pod shop frontend- 1)
 frontend2=$(pod shop frontend- 2)
@@ -77,6 +86,8 @@ catalog=$(pod shop catalog-)
 store=$(pod data store-)
 dns=$(pod kube-system coredns-)
 store_v6=$(ip_of "$store" 6)
+kube_dns=$(cluster_ip kube-system/kube-dns)
+cart_svc=$(cluster_ip shop/cartservice)
 catalog_v6=$(ip_of "$catalog" 6)
 
 probe() { lab probe "$@" --timeout 2s >/dev/null || echo "   (probe $* blocked)"; }
@@ -85,10 +96,10 @@ echo "==> traffic: shoppers browse, add to cart, check out"
 for round in 1 2 3; do
   for fe in "$frontend1" "$frontend2"; do
     probe "$loadgen" "$fe" 8080/TCP
-    probe "$fe" "$dns" 53/UDP
+    probe "$fe" "$kube_dns" 53/UDP
     probe "$fe" "$catalog" 3550/TCP
     probe "$fe" "$catalog_v6" 3550/TCP
-    probe "$fe" "$cart" 7070/TCP
+    probe "$fe" "$cart_svc" 7070/TCP
   done
   probe "$cart" "$dns" 53/UDP
   probe "$cart" "$store" 6379/TCP

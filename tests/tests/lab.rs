@@ -294,7 +294,7 @@ fn lab_up_probe_replace_down() {
     assert_eq!(fixed["ips"][0], "10.241.1.50");
     assert_eq!(status["externalHosts"][0]["name"], "payments");
     assert!(
-        status["services"][0]["clusterIps"][0]
+        status["services"][0]["clusterIPs"][0]
             .as_str()
             .unwrap()
             .starts_with("10.242.")
@@ -320,8 +320,8 @@ fn lab_up_probe_replace_down() {
     assert!(probe_cli(lab, "shop/client", "2001:db8::10", "443"));
     assert!(probe_cli(lab, "payments", &web0, "8080"));
     // ClusterIP Service, DNATed inside the client's netns.
-    let cluster_ip = status["services"][0]["clusterIps"][0].as_str().unwrap();
-    let cluster_ip6 = status["services"][0]["clusterIps"][1].as_str().unwrap();
+    let cluster_ip = status["services"][0]["clusterIPs"][0].as_str().unwrap();
+    let cluster_ip6 = status["services"][0]["clusterIPs"][1].as_str().unwrap();
     assert!(probe_cli(lab, "shop/client", cluster_ip, "80"));
     assert!(probe_cli(lab, "shop/client", cluster_ip6, "80"));
 

@@ -144,7 +144,8 @@ pub struct ServiceState {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// ClusterIPs (empty for headless Services).
+    /// ClusterIPs (empty for headless Services), named as in the Service spec.
+    #[serde(rename = "clusterIPs")]
     pub cluster_ips: Vec<IpAddr>,
     /// Selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
