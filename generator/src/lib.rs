@@ -1,12 +1,13 @@
-//! weir's pure core: the flow graph model and workload identity.
+//! weir's pure core: the flow graph model, workload identity, NetworkPolicy
+//! semantics and the learner that proposes minimal policies.
 //!
 //! This crate is to the weir agent what `kube-core` is to `kube`: types and
 //! algorithms with no I/O, no async runtime and no kernel access. The agent
 //! feeds it observed flows and Kubernetes objects; it answers with a
-//! deterministic flow graph (and, later, NetworkPolicies).
+//! deterministic flow graph, verdicts with explanations, and
+//! NetworkPolicies.
 //!
 //! ```
-//! use std::collections::BTreeMap;
 //! use weir_generator::model::{NodeId, Protocol, WorkloadKind, WorkloadRef};
 //!
 //! let web = WorkloadRef::new("shop", WorkloadKind::Deployment, "frontend");
@@ -16,5 +17,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cluster;
+pub mod eval;
 pub mod identity;
 pub mod model;
+pub mod synth;

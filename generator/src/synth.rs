@@ -1,0 +1,1 @@
+//! The learner: minimal NetworkPolicies from a flow graph (in progress).
