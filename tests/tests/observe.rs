@@ -139,6 +139,17 @@ fn pod_ip(lab: &Lab, pod: &str, v6: bool) -> String {
         .to_owned()
 }
 
+/// `weir observe --last 1000 -o json FILTERS...`, parsed line by line.
+fn observe_json(agent: &Agent, filters: &[&str]) -> Vec<Value> {
+    let url = agent.url();
+    let mut args = vec!["observe", "--server", &url, "--last", "1000", "-o", "json"];
+    args.extend_from_slice(filters);
+    weir_ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("observe -o json is JSON lines"))
+        .collect()
+}
+
 #[test]
 fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     let lab = Lab::up("obs", &lab_yaml(131));
@@ -242,19 +253,7 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     );
 
     // The flow log: Hubble field names, initiator -> responder, no replies.
-    let out = weir_ok(&[
-        "observe",
-        "--server",
-        &agent.url(),
-        "--last",
-        "1000",
-        "-o",
-        "json",
-    ]);
-    let flows: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("observe -o json is JSON lines"))
-        .collect();
+    let flows = observe_json(&agent, &[]);
     assert!(!flows.is_empty());
     let mut seen = BTreeSet::new();
     for f in &flows {
@@ -292,23 +291,7 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     assert_eq!(seen, expected, "flows in `weir observe -o json`");
 
     // Filters: a namespace and a port.
-    let out = weir_ok(&[
-        "observe",
-        "--server",
-        &agent.url(),
-        "--last",
-        "1000",
-        "--namespace",
-        "infra",
-        "--port",
-        "53",
-        "-o",
-        "json",
-    ]);
-    let filtered: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let filtered = observe_json(&agent, &["--namespace", "infra", "--port", "53"]);
     assert!(!filtered.is_empty());
     assert!(
         filtered.iter().all(
