@@ -18,6 +18,7 @@ pub mod lab;
 pub mod metrics;
 pub mod observe;
 pub mod resolve;
+pub mod sockets;
 pub mod telemetry;
 pub mod tracker;
 pub mod web;

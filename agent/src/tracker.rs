@@ -132,6 +132,17 @@ impl FlowTracker {
         self.reported.is_empty()
     }
 
+    /// Record a flow reported by other means (an open socket found at
+    /// attach time), so its table entry is not reported as new again.
+    /// Returns false when the flow was already known.
+    pub fn adopt(&mut self, key: FlowKey) -> bool {
+        if self.reported.contains_key(&key) {
+            return false;
+        }
+        self.reported.insert(key, Reported::default());
+        true
+    }
+
     /// A ring-buffer announcement: a new flow, reported at once with no
     /// counters (the sweep brings them). `None` for an event that does not
     /// describe a trackable flow, or a flow already reported.

@@ -445,3 +445,47 @@ fn attached_programs(veths: &BTreeSet<String>) -> Vec<(String, String)> {
     }
     found
 }
+
+#[test]
+fn connections_open_before_the_agent_started_are_learned_with_their_direction() {
+    let lab = Lab::up("pre", &lab_yaml(134));
+    let client = lab.pod("front", "client");
+    let web = lab.pod("front", "web-");
+    let web_ip = pod_ip(&lab, &web, false);
+    // An idle keep-alive connection, opened before any probe exists: the
+    // probes will never see its handshake, nor any packet of it.
+    let mut holder = std::process::Command::new(weir_integration_tests::harness::weir_bin())
+        .args(["lab", "--lab", &lab.name, "exec", &client, "--"])
+        .args([
+            "python3",
+            "-c",
+            &format!(
+                "import socket, time\ns = socket.create_connection(('{web_ip}', 80))\nprint('open', flush=True)\ntime.sleep(30)"
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the connection holder");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("holder output");
+    assert_eq!(line.trim(), "open");
+
+    let agent = Agent::start(&lab, &[]);
+    let graph = eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph");
+        (!graph_edges(&graph).is_empty()).then_some(graph)
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let graph = graph.unwrap_or_else(|| panic!("no edge learned:\n{}", agent.log_text()));
+    assert_eq!(
+        graph_edges(&graph),
+        BTreeSet::from([edge("front/client", "front/web", 80, "TCP")]),
+        "client -> web, never the reverse"
+    );
+    assert_eq!(graph["edges"][0]["connections"], 1, "counted once");
+}

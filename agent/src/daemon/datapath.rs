@@ -5,7 +5,12 @@
 //! Everything runs in one task with `select!`, so the tracker needs no lock
 //! and attach/detach never race with a sweep.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -20,7 +25,10 @@ use weir_ebpf::{
     loader::{AttachError, Datapath, FlowTable, LoadOptions},
 };
 
-use super::{Config, SharedResolver, SourceSpec};
+use super::{
+    Config, SharedResolver, SourceSpec,
+    preexisting::{self, SocketHints},
+};
 use crate::{
     flow::Observation,
     metrics::{EventSource, KernelCounters, Metrics},
@@ -43,6 +51,10 @@ pub(super) struct DatapathTask {
     resync_interval: Duration,
     /// Attached interfaces and their ifindex.
     ifindexes: BTreeMap<String, u32>,
+    /// The pod IPs behind each attached ifindex.
+    endpoint_ips: HashMap<u32, Vec<IpAddr>>,
+    /// Pods' sockets, for connections open before the probes attached.
+    hints: SocketHints,
     /// Interfaces that failed to attach, by ifindex, so a bad one is not
     /// retried (and logged) every resync; a new interface of the same name is.
     failed: BTreeMap<String, Option<u32>>,
@@ -91,6 +103,8 @@ impl DatapathTask {
             sweep_interval: config.sweep_interval,
             resync_interval: config.resync_interval,
             ifindexes: BTreeMap::new(),
+            endpoint_ips: HashMap::new(),
+            hints: SocketHints::default(),
             failed: BTreeMap::new(),
         })
     }
@@ -99,7 +113,7 @@ impl DatapathTask {
     /// counters reach the aggregator, and detach everything (by dropping the
     /// datapath).
     pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        self.resync();
+        self.resync().await;
         let mut sweep = tokio::time::interval(self.sweep_interval);
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut resync = tokio::time::interval(self.resync_interval);
@@ -118,7 +132,7 @@ impl DatapathTask {
                     self.announce(&events);
                 }
                 _ = sweep.tick() => self.sweep().await,
-                _ = resync.tick() => self.resync(),
+                _ = resync.tick() => self.resync().await,
             }
         }
         let events = drain(self.ring.get_mut());
@@ -136,10 +150,11 @@ impl DatapathTask {
         let clock = Clock::now();
         for event in events {
             self.metrics.observed(EventSource::Ringbuf);
-            if let Some(obs) = self.tracker.on_event(event, clock)
-                && self.tx.try_send(obs).is_err()
-            {
-                self.metrics.channel_dropped();
+            if let Some(mut obs) = self.tracker.on_event(event, clock) {
+                self.settle(&mut obs);
+                if self.tx.try_send(obs).is_err() {
+                    self.metrics.channel_dropped();
+                }
             }
         }
     }
@@ -175,8 +190,9 @@ impl DatapathTask {
             result.entries - result.expired.len() as u64,
             u64::from(self.flow_table_entries),
         );
-        for obs in result.observations {
+        for mut obs in result.observations {
             self.metrics.observed(EventSource::Sweep);
+            self.settle(&mut obs);
             if self.tx.send(obs).await.is_err() {
                 break;
             }
@@ -197,10 +213,44 @@ impl DatapathTask {
         }
     }
 
+    /// Settle a guessed initiator from the pod's sockets.
+    fn settle(&mut self, obs: &mut Observation) {
+        if obs.initiator_guessed {
+            let ips = self.endpoint_ips.get(&obs.ifindex).map(Vec::as_slice);
+            self.hints.settle(obs, ips);
+        }
+    }
+
+    /// Report the connections a newly attached pod already has open: the
+    /// probes will never see their handshake, and an idle one no packet.
+    async fn report_open_connections(&mut self, ifindex: u32) {
+        let Some(ips) = self.endpoint_ips.get(&ifindex).cloned() else {
+            return;
+        };
+        let Some(sockets) = self.hints.read(ifindex, &ips) else {
+            debug!(ifindex, "no network namespace holds the pod's IPs");
+            return;
+        };
+        let now = Clock::now().to_unix(monotonic_now_ns());
+        let open = preexisting::open_connections(ifindex, sockets, now);
+        if !open.is_empty() {
+            info!(
+                ifindex,
+                connections = open.len(),
+                "learned connections open before attach"
+            );
+        }
+        for (key, obs) in open {
+            if self.tracker.adopt(key) && self.tx.send(obs).await.is_err() {
+                break;
+            }
+        }
+    }
+
     /// Re-read the source: attach to new pods, detach from gone ones, and
     /// swap in a fresh resolver. A source that cannot be read keeps the
     /// previous view.
-    fn resync(&mut self) {
+    async fn resync(&mut self) {
         let inventory = match self.source.snapshot() {
             Ok(inventory) => inventory,
             Err(error) => {
@@ -212,7 +262,10 @@ impl DatapathTask {
                 return;
             }
         };
-        self.reconcile_attachments(&inventory);
+        let attached = self.reconcile_attachments(&inventory);
+        for ifindex in attached {
+            self.report_open_connections(ifindex).await;
+        }
         let resolver = Resolver::new(&inventory, |ifname| {
             nix::net::if_::if_nametoindex(ifname).ok()
         });
@@ -223,13 +276,22 @@ impl DatapathTask {
     /// keyed by name and ifindex: CNIs name veths after the pod, so a pod
     /// recreated under the same name brings a new interface with the old
     /// name, whose predecessor's programs went away with it.
-    fn reconcile_attachments(&mut self, inventory: &Inventory) {
+    fn reconcile_attachments(&mut self, inventory: &Inventory) -> Vec<u32> {
         let wanted: BTreeMap<&str, Option<u32>> = inventory
             .pods
             .iter()
             .filter_map(|p| p.host_veth.as_deref())
             .map(|name| (name, nix::net::if_::if_nametoindex(name).ok()))
             .collect();
+        self.endpoint_ips = inventory
+            .pods
+            .iter()
+            .filter_map(|p| {
+                let index = wanted.get(p.host_veth.as_deref()?).copied().flatten()?;
+                Some((index, p.meta.ips.clone()))
+            })
+            .collect();
+        let mut newly_attached = Vec::new();
         let stale: Vec<String> = self
             .ifindexes
             .iter()
@@ -258,6 +320,7 @@ impl DatapathTask {
             match self.datapath.attach(ifname) {
                 Ok(a) => {
                     info!(interface = %a.ifname, ifindex = a.ifindex, mode = ?a.mode, "attached");
+                    newly_attached.push(a.ifindex);
                     self.ifindexes.insert(a.ifname, a.ifindex);
                 }
                 Err(AttachError::InterfaceGone { ifname }) => {
@@ -277,6 +340,9 @@ impl DatapathTask {
             }
         }
         self.metrics.set_attached(self.ifindexes.len());
+        let live: std::collections::HashSet<u32> = self.ifindexes.values().copied().collect();
+        self.hints.retain(|ifindex| live.contains(&ifindex));
+        newly_attached
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod config;
 mod datapath;
+mod preexisting;
 
 use std::{process::ExitCode, sync::Arc};
 
