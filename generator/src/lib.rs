@@ -21,4 +21,5 @@ pub mod cluster;
 pub mod eval;
 pub mod identity;
 pub mod model;
+pub mod selector;
 pub mod synth;

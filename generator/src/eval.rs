@@ -1,1 +1,0 @@
-//! NetworkPolicy semantics (in progress).

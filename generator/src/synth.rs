@@ -1,1 +1,0 @@
-//! The learner: minimal NetworkPolicies from a flow graph (in progress).

@@ -1,0 +1,777 @@
+//! The learner: the smallest set of standard NetworkPolicies that allows
+//! exactly the observed traffic.
+//!
+//! From a [`FlowGraph`] and the [`Cluster`] it proposes, per namespace:
+//!
+//! - `weir-default-deny`: `podSelector: {}` isolating every pod for ingress
+//!   and egress;
+//! - `weir-<workload>` for every workload that sends or receives traffic,
+//!   selecting it by the smallest label subset that matches exactly its pods
+//!   (never per-rollout labels), with egress rules for what it opened and
+//!   ingress rules for what was opened to it.
+//!
+//! Choices, and why:
+//!
+//! - Every in-cluster edge yields egress at the source AND ingress at the
+//!   destination: either side may be enforced alone (another namespace, a
+//!   deleted policy), and both are needed for the flow to pass.
+//! - Workload policies name both policy types even when one side has no
+//!   rules: such a policy stays tight if the default-deny is removed.
+//! - Peers with identical port sets share one rule; then every rule is an
+//!   exact product of its peers and ports (ports with identical peer sets
+//!   share rules as a consequence), so nothing unobserved slips in.
+//! - ICMP cannot be expressed: a NetworkPolicy port always has a port
+//!   number or none, and a rule without ports allows every port of every
+//!   protocol. An ICMP-only edge therefore yields no rule and a
+//!   [`WarningKind::IcmpNotExpressible`] warning, rather than a loose rule.
+//! - DNS (to kube-dns, UDP and TCP 53) is an edge like any other: it is
+//!   emitted when observed and never added otherwise.
+//! - Evidence is one line per observed edge (not per rule index), so a new
+//!   edge adds one line and does not renumber the others.
+//!
+//! ```
+//! use weir_generator::{cluster::Cluster, model::FlowGraph, synth};
+//!
+//! let suggestion = synth::synthesize(&FlowGraph::default(), &Cluster::default(), &Default::default());
+//! assert!(suggestion.namespaces.is_empty());
+//! ```
+
+mod render;
+mod select;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    fmt::Write as _,
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use k8s_openapi::{
+    api::networking::v1::{
+        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+
+use self::select::Selection;
+use crate::{
+    cluster::{Cluster, ClusterPod, ClusterService, TargetPort},
+    model::{EdgeStats, FlowGraph, NodeId, Protocol, WorkloadRef},
+};
+
+/// Name of the per-namespace default-deny policy.
+pub const DEFAULT_DENY: &str = "weir-default-deny";
+/// Label on every object weir generates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "weir");
+/// Annotation saying which observed traffic justifies a policy.
+pub const EVIDENCE_ANNOTATION: &str = "weir.dev/evidence";
+/// Annotation naming the workload a policy is for.
+pub const WORKLOAD_ANNOTATION: &str = "weir.dev/workload";
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// What to generate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Only these namespaces (None: every namespace with observed pods).
+    /// Workloads of other namespaces still appear as peers.
+    pub namespaces: Option<BTreeSet<String>>,
+    /// Merge external addresses into prefixes of these lengths (None: one
+    /// `/32` or `/128` per address).
+    pub aggregate_external: Option<AggregateExternal>,
+    /// Which ports of traffic to a Service to allow.
+    pub service_ports: ServicePorts,
+}
+
+/// Prefix lengths for external addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggregateExternal {
+    /// IPv4 prefix length (0..=32).
+    pub v4_prefix: u8,
+    /// IPv6 prefix length (0..=128).
+    pub v6_prefix: u8,
+}
+
+/// Which ports to allow for traffic that went through a ClusterIP Service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServicePorts {
+    /// The backend's target port only: NetworkPolicy is evaluated after
+    /// DNAT, which is what the graph records.
+    #[default]
+    TargetOnly,
+    /// The target port and the Service port, for CNIs that check before
+    /// DNAT. Wider than needed on CNIs that do not.
+    Both,
+}
+
+/// What kind of problem a [`Warning`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// No label subset selects exactly the workload's pods: the most
+    /// specific selector was used, and rules naming it cover more pods.
+    InexactSelector,
+    /// ICMP traffic was observed; NetworkPolicy cannot allow it without
+    /// allowing every port, so no rule was emitted.
+    IcmpNotExpressible,
+    /// An edge endpoint is a workload the cluster does not know; its edges
+    /// were skipped.
+    UnknownWorkload,
+    /// A requested namespace has no observed pods; nothing was generated.
+    NoObservedPods,
+}
+
+/// Something a reviewer should know about a suggestion.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Warning {
+    /// Namespace concerned.
+    pub namespace: String,
+    /// Workload concerned (its name), if any.
+    pub workload: Option<String>,
+    /// What happened and what was done.
+    pub message: String,
+    /// Machine-readable kind.
+    pub kind: WarningKind,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.workload {
+            Some(w) => write!(f, "{}/{}: {}", self.namespace, w, self.message),
+            None => write!(f, "{}: {}", self.namespace, self.message),
+        }
+    }
+}
+
+/// The proposed policies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suggestion {
+    /// Namespace -> its policies: the default-deny first, then workload
+    /// policies by name.
+    pub namespaces: BTreeMap<String, Vec<NetworkPolicy>>,
+    /// What could not be done exactly, sorted.
+    pub warnings: Vec<Warning>,
+}
+
+impl Suggestion {
+    /// The policies of `namespace` as multi-document YAML that `kubectl
+    /// apply -f` accepts, headed by the namespace's warnings as comments.
+    #[must_use]
+    pub fn yaml(&self, namespace: &str) -> Option<String> {
+        let policies = self.namespaces.get(namespace)?;
+        let mut out = format!(
+            "# NetworkPolicies suggested by weir for namespace {namespace} from observed traffic.\n"
+        );
+        for w in self.warnings.iter().filter(|w| w.namespace == namespace) {
+            let _ = writeln!(out, "# warning: {w}");
+        }
+        for p in policies {
+            out.push_str("---\n");
+            out.push_str(&render::policy_yaml(p));
+        }
+        Some(out)
+    }
+
+    /// Every namespace's YAML, in namespace order.
+    #[must_use]
+    pub fn all_yaml(&self) -> String {
+        self.namespaces
+            .keys()
+            .filter_map(|ns| self.yaml(ns))
+            .collect()
+    }
+
+    /// A `kustomization.yaml` listing one `<namespace>.yaml` per namespace.
+    #[must_use]
+    pub fn kustomization(&self) -> String {
+        let mut out = String::from(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+        );
+        for ns in self.namespaces.keys() {
+            let _ = writeln!(out, "- {ns}.yaml");
+        }
+        out
+    }
+
+    /// Every policy, namespace by namespace.
+    pub fn policies(&self) -> impl Iterator<Item = &NetworkPolicy> {
+        self.namespaces.values().flatten()
+    }
+}
+
+/// A rule peer, ordered: same-namespace pods, other namespaces' pods, CIDRs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    Pods {
+        /// `None`: the policy's own namespace.
+        namespace: Option<String>,
+        selector: BTreeMap<String, String>,
+    },
+    Cidr(IpNet),
+}
+
+impl Peer {
+    fn to_k8s(&self) -> NetworkPolicyPeer {
+        match self {
+            Self::Pods {
+                namespace,
+                selector,
+            } => NetworkPolicyPeer {
+                namespace_selector: namespace.as_ref().map(|ns| {
+                    label_selector(&BTreeMap::from([(
+                        NAMESPACE_NAME_LABEL.to_owned(),
+                        ns.clone(),
+                    )]))
+                }),
+                pod_selector: Some(label_selector(selector)),
+                ip_block: None,
+            },
+            Self::Cidr(net) => NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: net.to_string(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            },
+        }
+    }
+}
+
+fn label_selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: (!labels.is_empty()).then(|| labels.clone()),
+        match_expressions: None,
+    }
+}
+
+/// A port as rules list it: by number, then protocol.
+type Port = (u16, Protocol);
+
+/// One direction of one workload's policy.
+#[derive(Default)]
+struct Side {
+    peers: BTreeMap<Peer, BTreeSet<Port>>,
+}
+
+impl Side {
+    /// Rules: peers grouped by identical port sets, ordered by first peer.
+    fn rules(&self) -> Vec<(Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>)> {
+        let mut by_ports: BTreeMap<&BTreeSet<Port>, Vec<&Peer>> = BTreeMap::new();
+        for (peer, ports) in &self.peers {
+            by_ports.entry(ports).or_default().push(peer);
+        }
+        let mut rules: Vec<(&Peer, Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>)> = by_ports
+            .into_iter()
+            .map(|(ports, peers)| {
+                (
+                    peers[0],
+                    peers.iter().map(|p| p.to_k8s()).collect(),
+                    ports
+                        .iter()
+                        .map(|(port, proto)| NetworkPolicyPort {
+                            port: Some(IntOrString::Int(i32::from(*port))),
+                            protocol: Some(proto.as_str().to_owned()),
+                            end_port: None,
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        rules.sort_by(|a, b| a.0.cmp(b.0));
+        rules.into_iter().map(|(_, p, q)| (p, q)).collect()
+    }
+}
+
+/// Everything gathered for one workload's policy.
+#[derive(Default)]
+struct Draft {
+    ingress: Side,
+    egress: Side,
+    /// Evidence lines, keyed so that they sort by direction, peer, port.
+    evidence: BTreeMap<(u8, String, Port, bool), String>,
+    first_seen: u64,
+    last_seen: u64,
+}
+
+impl Draft {
+    fn saw(&mut self, stats: &EdgeStats) {
+        if stats.first_seen != 0 && (self.first_seen == 0 || stats.first_seen < self.first_seen) {
+            self.first_seen = stats.first_seen;
+        }
+        self.last_seen = self.last_seen.max(stats.last_seen);
+    }
+}
+
+/// The cluster, indexed by workload and namespace.
+struct Index<'c> {
+    workloads: BTreeMap<&'c WorkloadRef, Vec<&'c ClusterPod>>,
+    namespaces: BTreeMap<&'c str, Vec<&'c ClusterPod>>,
+    /// Per namespace: label `k=v` -> indices into `namespaces[ns]`.
+    postings: BTreeMap<&'c str, BTreeMap<(&'c str, &'c str), Vec<usize>>>,
+    services: BTreeMap<&'c str, Vec<&'c ClusterService>>,
+}
+
+impl<'c> Index<'c> {
+    fn new(cluster: &'c Cluster) -> Self {
+        let mut workloads: BTreeMap<&WorkloadRef, Vec<&ClusterPod>> = BTreeMap::new();
+        let mut namespaces: BTreeMap<&str, Vec<&ClusterPod>> = BTreeMap::new();
+        for pod in &cluster.pods {
+            workloads.entry(&pod.meta.workload).or_default().push(pod);
+            namespaces
+                .entry(pod.meta.namespace.as_str())
+                .or_default()
+                .push(pod);
+        }
+        let mut postings: BTreeMap<&str, BTreeMap<(&str, &str), Vec<usize>>> = BTreeMap::new();
+        for (ns, pods) in &namespaces {
+            let index = postings.entry(ns).or_default();
+            for (j, pod) in pods.iter().enumerate() {
+                for (k, v) in &pod.meta.labels {
+                    index.entry((k.as_str(), v.as_str())).or_default().push(j);
+                }
+            }
+        }
+        let mut services: BTreeMap<&str, Vec<&ClusterService>> = BTreeMap::new();
+        for s in &cluster.services {
+            services.entry(s.namespace.as_str()).or_default().push(s);
+        }
+        Self {
+            workloads,
+            namespaces,
+            postings,
+            services,
+        }
+    }
+
+    fn knows(&self, node: &NodeId) -> bool {
+        match node {
+            NodeId::Workload(w) => self.workloads.contains_key(w),
+            NodeId::External(_) => true,
+        }
+    }
+
+    /// The selector of a workload (the cluster must know it).
+    fn select(&self, workload: &WorkloadRef) -> Selection {
+        let pods = self.workloads.get(workload).map_or(&[][..], Vec::as_slice);
+        let ns = workload.namespace.as_str();
+        let universe = self.namespaces.get(ns).map_or(&[][..], Vec::as_slice);
+        let postings = self.postings.get(ns);
+        select::select_in(
+            pods,
+            universe,
+            |j| universe[j].meta.workload == *workload,
+            |k, v| {
+                postings
+                    .and_then(|p| p.get(&(k, v)))
+                    .cloned()
+                    .unwrap_or_default()
+            },
+        )
+    }
+
+    /// Service ports that lead to `port` on the pods of `workload`, with a
+    /// note for the evidence: `(service port, note)`.
+    fn service_ports(&self, workload: &WorkloadRef, port: Port) -> Vec<(Port, String)> {
+        let pods = self.workloads.get(workload).map_or(&[][..], Vec::as_slice);
+        let mut out = Vec::new();
+        for svc in self
+            .services
+            .get(workload.namespace.as_str())
+            .into_iter()
+            .flatten()
+        {
+            let Some(selector) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let selects = pods.iter().any(|p| {
+                selector
+                    .iter()
+                    .all(|(k, v)| p.meta.labels.get(k) == Some(v))
+            });
+            if !selects {
+                continue;
+            }
+            for sp in svc.ports.iter().filter(|sp| sp.protocol == port.1) {
+                let leads_there = match &sp.target {
+                    TargetPort::Number(n) => *n == port.0,
+                    TargetPort::Name(name) => pods.iter().any(|p| {
+                        p.ports.iter().any(|np| {
+                            np.name.as_deref() == Some(name)
+                                && np.port == port.0
+                                && np.protocol == port.1
+                        })
+                    }),
+                };
+                if leads_there && sp.port != port.0 {
+                    out.push((
+                        (sp.port, sp.protocol),
+                        format!(
+                            "{}/{} is Service {}/{} port {} (targetPort {}), allowed for CNIs that check before DNAT",
+                            sp.port, sp.protocol, svc.namespace, svc.name, sp.port, port.0
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Propose policies for the observed traffic. See the [module docs](self).
+#[must_use]
+pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Suggestion {
+    let index = Index::new(cluster);
+    let mut warnings: BTreeSet<Warning> = BTreeSet::new();
+
+    for node in graph.nodes() {
+        if let NodeId::Workload(w) = &node
+            && !index.knows(&node)
+        {
+            warnings.insert(Warning {
+                namespace: w.namespace.clone(),
+                workload: Some(w.name.clone()),
+                message: format!(
+                    "{} {w} was observed but is not in the cluster; its edges were skipped",
+                    w.kind
+                ),
+                kind: WarningKind::UnknownWorkload,
+            });
+        }
+    }
+
+    let observed: BTreeSet<&str> = graph
+        .nodes()
+        .iter()
+        .filter(|n| index.knows(n))
+        .filter_map(|n| match n {
+            NodeId::Workload(w) => index
+                .workloads
+                .get_key_value(w)
+                .map(|(k, _)| k.namespace.as_str()),
+            NodeId::External(_) => None,
+        })
+        .collect();
+    let scope: BTreeSet<&str> = match &options.namespaces {
+        None => observed,
+        Some(wanted) => {
+            for ns in wanted.iter().filter(|ns| !observed.contains(ns.as_str())) {
+                warnings.insert(Warning {
+                    namespace: ns.clone(),
+                    workload: None,
+                    message: "no observed pods in this namespace; no policies generated".into(),
+                    kind: WarningKind::NoObservedPods,
+                });
+            }
+            observed
+                .into_iter()
+                .filter(|ns| wanted.contains(*ns))
+                .collect()
+        }
+    };
+
+    let mut selections: BTreeMap<WorkloadRef, Selection> = BTreeMap::new();
+    let mut selector_of = |w: &WorkloadRef| -> BTreeMap<String, String> {
+        selections
+            .entry(w.clone())
+            .or_insert_with(|| index.select(w))
+            .labels
+            .clone()
+    };
+    let mut drafts: BTreeMap<WorkloadRef, Draft> = BTreeMap::new();
+    let mut windows: BTreeMap<&str, Draft> = BTreeMap::new();
+
+    for (key, stats) in &graph.edges {
+        if !index.knows(&key.source) || !index.knows(&key.target) {
+            continue;
+        }
+        let in_scope =
+            |n: &NodeId| matches!(n, NodeId::Workload(w) if scope.contains(w.namespace.as_str()));
+        if !in_scope(&key.source) && !in_scope(&key.target) {
+            continue;
+        }
+        if !key.protocol.has_ports() {
+            let owner = if in_scope(&key.source) {
+                &key.source
+            } else {
+                &key.target
+            };
+            if let NodeId::Workload(w) = owner {
+                warnings.insert(Warning {
+                    namespace: w.namespace.clone(),
+                    workload: Some(w.name.clone()),
+                    message: format!(
+                        "{} {} -> {} observed ({} connections) cannot be allowed by a NetworkPolicy \
+                         without allowing every port; no rule emitted",
+                        key.protocol,
+                        key.source,
+                        key.target,
+                        stats.connections
+                    ),
+                    kind: WarningKind::IcmpNotExpressible,
+                });
+            }
+            continue;
+        }
+        let port: Port = (key.port, key.protocol);
+        let mut ports = vec![(port, None)];
+        if options.service_ports == ServicePorts::Both
+            && let NodeId::Workload(dst) = &key.target
+        {
+            ports.extend(
+                index
+                    .service_ports(dst, port)
+                    .into_iter()
+                    .map(|(p, note)| (p, Some(note))),
+            );
+        }
+        let evidence = |peer: &NodeId| {
+            format!(
+                "{} {}/{}: {} connection{}, last seen {}",
+                peer,
+                port.0,
+                port.1,
+                stats.connections,
+                if stats.connections == 1 { "" } else { "s" },
+                render::timestamp(stats.last_seen)
+            )
+        };
+
+        if let NodeId::Workload(src) = &key.source
+            && in_scope(&key.source)
+        {
+            let peer = peer_of(&key.target, &src.namespace, options, &mut selector_of);
+            let draft = drafts.entry(src.clone()).or_default();
+            draft.saw(stats);
+            let set = draft.egress.peers.entry(peer).or_default();
+            let target = key.target.to_string();
+            for (p, note) in &ports {
+                set.insert(*p);
+                if let Some(note) = note {
+                    draft.evidence.insert(
+                        (1, target.clone(), *p, true),
+                        format!("egress to {target} {note}"),
+                    );
+                }
+            }
+            draft.evidence.insert(
+                (1, target.clone(), port, false),
+                format!("egress to {}", evidence(&key.target)),
+            );
+            windows
+                .entry(src.namespace.as_str())
+                .or_default()
+                .saw(stats);
+        }
+        if let NodeId::Workload(dst) = &key.target
+            && in_scope(&key.target)
+        {
+            let peer = peer_of(&key.source, &dst.namespace, options, &mut selector_of);
+            let draft = drafts.entry(dst.clone()).or_default();
+            draft.saw(stats);
+            let set = draft.ingress.peers.entry(peer).or_default();
+            let source = key.source.to_string();
+            for (p, note) in &ports {
+                set.insert(*p);
+                if let Some(note) = note {
+                    draft.evidence.insert(
+                        (0, source.clone(), *p, true),
+                        format!("ingress from {source} {note}"),
+                    );
+                }
+            }
+            draft.evidence.insert(
+                (0, source.clone(), port, false),
+                format!("ingress from {}", evidence(&key.source)),
+            );
+            windows
+                .entry(dst.namespace.as_str())
+                .or_default()
+                .saw(stats);
+        }
+    }
+
+    // Selections of every workload that got a policy (peers are already in).
+    for w in drafts.keys() {
+        selector_of(w);
+    }
+    for (w, s) in &selections {
+        if !s.exact {
+            let mut also = s
+                .also_selects
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if s.also_selects.len() > 5 {
+                let _ = write!(also, " and {} more", s.also_selects.len() - 5);
+            }
+            warnings.insert(Warning {
+                namespace: w.namespace.clone(),
+                workload: Some(w.name.clone()),
+                message: format!(
+                    "no label subset selects exactly the pods of {} {w}; used its most specific \
+                     selector {}, which also selects pod(s) {also}: rules for it cover those too",
+                    w.kind,
+                    format_labels(&s.labels),
+                ),
+                kind: WarningKind::InexactSelector,
+            });
+        }
+    }
+
+    let mut namespaces: BTreeMap<String, Vec<NetworkPolicy>> = BTreeMap::new();
+    for ns in &scope {
+        let window = windows.get(ns);
+        let deny_evidence = format!(
+            "every pod of namespace {ns} is isolated for ingress and egress; the other weir-* \
+             policies allow the observed traffic\nwindow: {} .. {}\n",
+            render::timestamp(window.map_or(0, |d| d.first_seen)),
+            render::timestamp(window.map_or(0, |d| d.last_seen)),
+        );
+        let mut policies = vec![policy(
+            ns,
+            DEFAULT_DENY.to_owned(),
+            &BTreeMap::new(),
+            BTreeMap::from([(EVIDENCE_ANNOTATION.to_owned(), deny_evidence)]),
+            Vec::new(),
+            Vec::new(),
+        )];
+
+        let in_ns: Vec<(&WorkloadRef, &Draft)> =
+            drafts.iter().filter(|(w, _)| w.namespace == *ns).collect();
+        let mut base_count: BTreeMap<String, usize> = BTreeMap::new();
+        for (w, _) in &in_ns {
+            *base_count.entry(format!("weir-{}", w.name)).or_default() += 1;
+        }
+        let mut workload_policies: Vec<NetworkPolicy> = Vec::new();
+        for (w, draft) in in_ns {
+            let base = format!("weir-{}", w.name);
+            let name = if base_count[&base] > 1 || base == DEFAULT_DENY {
+                format!("{base}-{}", w.kind.as_str().to_ascii_lowercase())
+            } else {
+                base
+            };
+            let name = render::dns1123(&name, render::MAX_NAME);
+            let selection = &selections[w];
+            let mut evidence = format!(
+                "window: {} .. {}\n",
+                render::timestamp(draft.first_seen),
+                render::timestamp(draft.last_seen)
+            );
+            if !selection.exact {
+                let _ = writeln!(
+                    evidence,
+                    "warning: selector also selects pod(s) {}",
+                    selection.also_selects.join(", ")
+                );
+            }
+            for line in draft.evidence.values() {
+                evidence.push_str(line);
+                evidence.push('\n');
+            }
+            let annotations = BTreeMap::from([
+                (EVIDENCE_ANNOTATION.to_owned(), evidence),
+                (WORKLOAD_ANNOTATION.to_owned(), format!("{} {w}", w.kind)),
+            ]);
+            let ingress = draft
+                .ingress
+                .rules()
+                .into_iter()
+                .map(|(from, ports)| NetworkPolicyIngressRule {
+                    from: Some(from),
+                    ports: Some(ports),
+                })
+                .collect();
+            let egress = draft
+                .egress
+                .rules()
+                .into_iter()
+                .map(|(to, ports)| NetworkPolicyEgressRule {
+                    to: Some(to),
+                    ports: Some(ports),
+                })
+                .collect();
+            workload_policies.push(policy(
+                ns,
+                name,
+                &selection.labels,
+                annotations,
+                ingress,
+                egress,
+            ));
+        }
+        workload_policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        policies.extend(workload_policies);
+        namespaces.insert((*ns).to_owned(), policies);
+    }
+
+    Suggestion {
+        namespaces,
+        warnings: warnings.into_iter().collect(),
+    }
+}
+
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// The peer standing for `node` in a policy of namespace `ns`.
+fn peer_of(
+    node: &NodeId,
+    ns: &str,
+    options: &Options,
+    selector_of: &mut impl FnMut(&WorkloadRef) -> BTreeMap<String, String>,
+) -> Peer {
+    match node {
+        NodeId::Workload(w) => Peer::Pods {
+            namespace: (w.namespace != ns).then(|| w.namespace.clone()),
+            selector: selector_of(w),
+        },
+        NodeId::External(ip) => Peer::Cidr(external_net(*ip, options.aggregate_external)),
+    }
+}
+
+fn external_net(ip: IpAddr, aggregate: Option<AggregateExternal>) -> IpNet {
+    let (max, len) = match ip {
+        IpAddr::V4(_) => (32, aggregate.map_or(32, |a| a.v4_prefix)),
+        IpAddr::V6(_) => (128, aggregate.map_or(128, |a| a.v6_prefix)),
+    };
+    IpNet::new(ip, len.min(max))
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+fn policy(
+    namespace: &str,
+    name: String,
+    selector: &BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    ingress: Vec<NetworkPolicyIngressRule>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_owned(),
+                MANAGED_BY.1.to_owned(),
+            )])),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(label_selector(selector)),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ingress: (!ingress.is_empty()).then_some(ingress),
+            egress: (!egress.is_empty()).then_some(egress),
+        }),
+    }
+}

@@ -1,0 +1,324 @@
+//! Differential test: the compiled [`Evaluator`] agrees with the naive
+//! reference evaluator (`support/reference.rs`) on every flow of random
+//! small clusters under random policies (selectors from a small label
+//! alphabet, every peer kind, ports by number, range and name, ipBlocks
+//! with except, every policyTypes shape).
+
+mod support;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::{
+    api::networking::v1::{
+        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use proptest::{collection::vec, option, prelude::*, sample::select};
+use support::{pod, reference};
+use weir_generator::{
+    cluster::{Cluster, ClusterPod},
+    eval::{DirectionVerdict, Endpoint, Evaluator, Flow, PolicySet},
+    model::Protocol,
+};
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const KEYS: [&str; 2] = ["app", "tier"];
+const VALUES: [&str; 3] = ["a", "b", "c"];
+const PORT_NAMES: [&str; 3] = ["http", "dns", "metrics"];
+const PORT_NUMBERS: [u16; 4] = [53, 80, 81, 8080];
+const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+const EXTERNALS: [&str; 5] = [
+    "192.0.2.10",
+    "192.0.2.200",
+    "198.51.100.7",
+    "10.9.9.9",
+    "2001:db8::1",
+];
+/// (cidr, excepts strictly inside it).
+const BLOCKS: [(&str, &[&str]); 6] = [
+    ("192.0.2.0/24", &["192.0.2.0/25", "192.0.2.192/26"]),
+    ("0.0.0.0/0", &["192.0.2.0/24", "10.0.0.0/8"]),
+    ("10.0.0.0/8", &["10.9.0.0/16"]),
+    ("198.51.100.0/24", &[]),
+    ("192.0.2.0/28", &["192.0.2.10/32"]),
+    ("2001:db8::/32", &["2001:db8::/64"]),
+];
+
+fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    proptest::collection::btree_map(
+        select(&KEYS[..]).prop_map(str::to_owned),
+        select(&VALUES[..]).prop_map(str::to_owned),
+        0..=2,
+    )
+}
+
+fn requirement() -> impl Strategy<Value = LabelSelectorRequirement> {
+    let values = vec(select(&VALUES[..]).prop_map(str::to_owned), 1..=2);
+    (
+        select(&KEYS[..]),
+        select(&["In", "NotIn", "Exists", "DoesNotExist"][..]),
+        values,
+    )
+        .prop_map(|(key, operator, values)| LabelSelectorRequirement {
+            key: key.to_owned(),
+            operator: operator.to_owned(),
+            values: matches!(operator, "In" | "NotIn").then_some(values),
+        })
+}
+
+fn selector() -> impl Strategy<Value = LabelSelector> {
+    (option::of(labels()), option::of(vec(requirement(), 0..=2))).prop_map(
+        |(match_labels, match_expressions)| LabelSelector {
+            match_labels,
+            match_expressions,
+        },
+    )
+}
+
+/// Namespace selectors also pick namespaces by name.
+fn namespace_selector() -> impl Strategy<Value = LabelSelector> {
+    prop_oneof![
+        3 => selector(),
+        1 => select(&NAMESPACES[..]).prop_map(|ns| LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                ns.to_owned()
+            )])),
+            match_expressions: None,
+        }),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = NetworkPolicyPeer> {
+    let block = (
+        select(&BLOCKS[..]),
+        any::<prop::sample::Index>(),
+        0..=2usize,
+    )
+        .prop_map(|((cidr, excepts), i, n)| {
+            let except: Vec<String> = if excepts.is_empty() {
+                vec![]
+            } else {
+                (0..n.min(excepts.len()))
+                    .map(|k| excepts[(i.index(excepts.len()) + k) % excepts.len()].to_owned())
+                    .collect()
+            };
+            IPBlock {
+                cidr: cidr.to_owned(),
+                except: (n > 0).then_some(except),
+            }
+        });
+    prop_oneof![
+        selector().prop_map(|s| NetworkPolicyPeer {
+            pod_selector: Some(s),
+            ..Default::default()
+        }),
+        namespace_selector().prop_map(|s| NetworkPolicyPeer {
+            namespace_selector: Some(s),
+            ..Default::default()
+        }),
+        (selector(), namespace_selector()).prop_map(|(p, n)| NetworkPolicyPeer {
+            pod_selector: Some(p),
+            namespace_selector: Some(n),
+            ..Default::default()
+        }),
+        block.prop_map(|b| NetworkPolicyPeer {
+            ip_block: Some(b),
+            ..Default::default()
+        }),
+    ]
+}
+
+fn port() -> impl Strategy<Value = NetworkPolicyPort> {
+    let protocol = option::of(select(&["TCP", "UDP", "SCTP"][..]).prop_map(str::to_owned));
+    let number = select(&PORT_NUMBERS[..]).prop_map(i32::from);
+    let spec = prop_oneof![
+        Just((None, None)),
+        number
+            .clone()
+            .prop_map(|n| (Some(IntOrString::Int(n)), None)),
+        (number, 0..30i32).prop_map(|(n, d)| (Some(IntOrString::Int(n)), Some(n + d))),
+        select(&PORT_NAMES[..]).prop_map(|n| (Some(IntOrString::String(n.to_owned())), None)),
+    ];
+    (protocol, spec).prop_map(|(protocol, (port, end_port))| NetworkPolicyPort {
+        end_port,
+        port,
+        protocol,
+    })
+}
+
+type RuleParts = (
+    Option<Vec<NetworkPolicyPeer>>,
+    Option<Vec<NetworkPolicyPort>>,
+);
+
+fn rule() -> impl Strategy<Value = RuleParts> {
+    (
+        option::of(vec(peer(), 0..=2)),
+        option::of(vec(port(), 0..=2)),
+    )
+}
+
+/// Every shape of `policyTypes`, the empty list included.
+const POLICY_TYPES: [Option<&[&str]>; 5] = [
+    None,
+    Some(&[]),
+    Some(&["Ingress"]),
+    Some(&["Egress"]),
+    Some(&["Ingress", "Egress"]),
+];
+
+fn policy_types() -> impl Strategy<Value = Option<Vec<String>>> {
+    select(&POLICY_TYPES[..]).prop_map(|t| t.map(|t| t.iter().map(|s| (*s).to_owned()).collect()))
+}
+
+fn policy() -> impl Strategy<Value = NetworkPolicy> {
+    (
+        select(&NAMESPACES[..]),
+        option::of(selector()),
+        policy_types(),
+        option::of(vec(rule(), 0..=2)),
+        option::of(vec(rule(), 0..=2)),
+    )
+        .prop_map(
+            |(ns, pod_selector, policy_types, ingress, egress)| NetworkPolicy {
+                metadata: ObjectMeta {
+                    namespace: Some(ns.to_owned()),
+                    ..Default::default()
+                },
+                spec: Some(NetworkPolicySpec {
+                    pod_selector,
+                    policy_types,
+                    ingress: ingress.map(|rules| {
+                        rules
+                            .into_iter()
+                            .map(|(from, ports)| NetworkPolicyIngressRule { from, ports })
+                            .collect()
+                    }),
+                    egress: egress.map(|rules| {
+                        rules
+                            .into_iter()
+                            .map(|(to, ports)| NetworkPolicyEgressRule { ports, to })
+                            .collect()
+                    }),
+                }),
+            },
+        )
+}
+
+fn named_port() -> impl Strategy<Value = (Option<&'static str>, u16, Protocol)> {
+    (
+        option::of(select(&PORT_NAMES[..])),
+        select(&PORT_NUMBERS[..]),
+        select(&PROTOCOLS[..]),
+    )
+}
+
+fn cluster() -> impl Strategy<Value = Cluster> {
+    let namespaces = vec(labels(), 3);
+    let pods = vec(
+        (select(&NAMESPACES[..]), labels(), vec(named_port(), 0..=3)),
+        1..=6,
+    );
+    (namespaces, pods).prop_map(|(ns_labels, pods)| {
+        let mut cluster = Cluster::default();
+        for (ns, mut l) in NAMESPACES.into_iter().zip(ns_labels) {
+            l.insert("kubernetes.io/metadata.name".to_owned(), ns.to_owned());
+            cluster.namespaces.insert(ns.to_owned(), l);
+        }
+        for (i, (ns, l, ports)) in (1u8..).zip(pods) {
+            cluster.pods.push(pod(
+                ns,
+                &format!("p{i}"),
+                l,
+                IpAddr::from([10, 0, 0, i]),
+                &ports,
+            ));
+        }
+        cluster
+    })
+}
+
+fn check(cluster: &Cluster, mut policies: Vec<NetworkPolicy>) -> Result<(), TestCaseError> {
+    for (i, p) in policies.iter_mut().enumerate() {
+        p.metadata.name = Some(format!("p{i}"));
+    }
+    let set = PolicySet::new(policies.clone())
+        .map_err(|e| TestCaseError::fail(format!("generated policy rejected: {e}")))?;
+    let eval = Evaluator::new(&set, cluster);
+    let mut endpoints: Vec<Endpoint<'_>> = cluster.pods.iter().map(Endpoint::Pod).collect();
+    endpoints.extend(
+        EXTERNALS
+            .iter()
+            .map(|ip| Endpoint::External(ip.parse().unwrap())),
+    );
+    for source in &endpoints {
+        for destination in &endpoints {
+            for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp] {
+                for port in [53, 80, 81, 85, 8080] {
+                    let flow = Flow {
+                        source: *source,
+                        destination: *destination,
+                        protocol,
+                        port,
+                    };
+                    let verdict = eval.evaluate(&flow);
+                    let want = reference::evaluate(
+                        &policies,
+                        cluster,
+                        *source,
+                        *destination,
+                        protocol,
+                        port,
+                    );
+                    let got = (verdict.egress.allowed(), verdict.ingress.allowed());
+                    prop_assert_eq!(
+                        got,
+                        want,
+                        "{} -> {} {}/{}: {:?}",
+                        name(source),
+                        name(destination),
+                        protocol,
+                        port,
+                        verdict
+                    );
+                    prop_assert_eq!(eval.allows(&flow), verdict.allowed());
+                    for (side, v) in [(source, &verdict.egress), (destination, &verdict.ingress)] {
+                        prop_assert_eq!(
+                            matches!(side, Endpoint::External(_)),
+                            *v == DirectionVerdict::NotApplicable
+                        );
+                        if let DirectionVerdict::Allowed { rules } = v {
+                            prop_assert!(!rules.is_empty() && rules.is_sorted());
+                        }
+                        if let DirectionVerdict::Denied { isolated_by, .. } = v {
+                            prop_assert!(!isolated_by.is_empty() && isolated_by.is_sorted());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn name(e: &Endpoint<'_>) -> String {
+    match e {
+        Endpoint::Pod(ClusterPod { meta, .. }) => format!("{}/{}", meta.namespace, meta.name),
+        Endpoint::External(ip) => ip.to_string(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn evaluator_agrees_with_reference(cluster in cluster(), policies in vec(policy(), 0..=4)) {
+        check(&cluster, policies)?;
+    }
+}
