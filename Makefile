@@ -50,7 +50,7 @@ test-privileged: build
 test: test-unit test-privileged
 
 bench: deps
-	$(CARGO) build --release -p weir -p weir-integration-tests --all-targets
+	$(CARGO) build --release -p weir -p weir-generator -p weir-integration-tests --all-targets
 	scripts/bench.sh
 
 demo: release
