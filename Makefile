@@ -11,7 +11,7 @@ APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iper
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps build release test test-unit test-privileged lint fmt bench demo demo-down clean
+.PHONY: help deps pydeps build release test test-unit test-privileged lint fmt bench demo demo-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
@@ -29,6 +29,15 @@ deps:
 	  apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; \
 	fi
 
+# Python tools the privileged tests call, in a venv under target/:
+# kubernetes-validate checks `weir export` output against the Kubernetes
+# OpenAPI schemas (tests/tests/learn.rs fails without it, never skips).
+VENV := target/venv
+pydeps: deps
+	@test -x $(VENV)/bin/kubernetes-validate || { \
+	  python3 -m venv $(VENV) && \
+	  $(VENV)/bin/python -m pip install --quiet kubernetes-validate; }
+
 build: deps
 	$(CARGO) build -p weir
 
@@ -44,7 +53,7 @@ test-unit: deps
 
 # The privileged tests: real kernel, real eBPF, network namespaces. They fail
 # (never skip) when not run as root.
-test-privileged: build
+test-privileged: build pydeps
 	$(CARGO) test -p weir-integration-tests -- --test-threads=2
 
 test: test-unit test-privileged

@@ -122,12 +122,14 @@ fn inventory() -> Inventory {
                 },
                 // Spread attached pods over workloads: every 10th pod.
                 host_veth: (i.is_multiple_of(10) && i / 10 < ATTACHED).then(|| format!("veth{i}")),
+                ports: Vec::new(),
             });
         }
     }
     Inventory {
         pods,
         namespaces: BTreeMap::new(),
+        services: Vec::new(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, lab, observe, telemetry::LogFormat};
+use crate::{daemon, lab, learn, observe, telemetry::LogFormat};
 
 /// weir: learn Kubernetes NetworkPolicies from observed traffic.
 #[derive(Debug, Parser)]
@@ -27,6 +27,15 @@ pub enum Command {
     Observe(observe::ObserveArgs),
     /// Print the workload flow graph of a running agent.
     Graph(observe::GraphArgs),
+    /// Write the suggested NetworkPolicies as YAML (from an agent, or
+    /// offline from recorded flows).
+    Export(learn::ExportArgs),
+    /// Replay observed flows through a directory of NetworkPolicies: exit 0
+    /// when nothing observed is denied, 1 on violations, 2 on errors.
+    Verify(learn::VerifyArgs),
+    /// Per namespace: how long since the last new edge, how much traffic
+    /// the suggestion covers, whether it is ready to audit.
+    Status(learn::StatusArgs),
     /// A Kubernetes node in a box: pods as network namespaces on a bridge.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -41,6 +50,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => daemon::run(args),
         Command::Observe(args) => observe::run(&args),
         Command::Graph(args) => observe::run_graph(&args),
+        Command::Export(args) => learn::run_export(&args),
+        Command::Verify(args) => learn::run_verify(&args),
+        Command::Status(args) => learn::run_status(&args),
         Command::Lab(cmd) => lab::run(cmd),
     }
 }

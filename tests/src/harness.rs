@@ -163,6 +163,9 @@ pub struct Agent {
     /// Its API address.
     pub listen: SocketAddr,
     log: PathBuf,
+    /// A private `--state-dir` unless the caller passed one: agents of
+    /// parallel tests must not share (or lock each other out of) a store.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Agent {
@@ -186,6 +189,18 @@ impl Agent {
             "200ms",
         ];
         args.extend_from_slice(extra);
+        let state = (!extra.contains(&"--state-dir")).then(|| {
+            tempfile::Builder::new()
+                .prefix(&format!("{}-state", lab.name))
+                .tempdir()
+                .expect("agent state dir")
+        });
+        let state_arg = state
+            .as_ref()
+            .map(|d| d.path().to_string_lossy().into_owned());
+        if let Some(dir) = &state_arg {
+            args.extend(["--state-dir", dir.as_str()]);
+        }
         let child = Command::new(weir_bin())
             .args(&args)
             .env("RUST_LOG", "info,weir_agent=debug")
@@ -193,7 +208,12 @@ impl Agent {
             .stderr(log_file)
             .spawn()
             .expect("cannot start weir agent");
-        let mut agent = Self { child, listen, log };
+        let mut agent = Self {
+            child,
+            listen,
+            log,
+            _state: state,
+        };
         agent.wait_ready(lab);
         agent
     }

@@ -34,7 +34,7 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, PoisonError, RwLock,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -110,6 +110,9 @@ pub struct Aggregator {
     seen_pods: DashMap<usize, SeenPod, Hasher>,
     pods_recorded: AtomicUsize,
     edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    /// Bumped by every change to the graph: the store saves only when it
+    /// moved.
+    changes: AtomicU64,
     ring: Ring,
 }
 
@@ -155,6 +158,7 @@ impl Aggregator {
             seen_pods: DashMap::with_hasher(Hasher::default()),
             pods_recorded: AtomicUsize::new(0),
             edges: DashMap::with_hasher(Hasher::default()),
+            changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
         }
     }
@@ -227,6 +231,7 @@ impl Aggregator {
                 EdgeStats::default()
             })
             .merge(&delta);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         if created {
             self.metrics.set_graph_edges(self.edges.len());
             Folded::NewEdge
@@ -316,6 +321,78 @@ impl Aggregator {
             }
         }
         graph
+    }
+
+    /// Merge a saved graph (from the store) into this one: its workloads
+    /// with their pods and labels, its edges with their counters. Call it
+    /// at start, before the first fold; restoring into a live aggregator
+    /// adds the counters on top.
+    ///
+    /// Pods come back with their workload's common labels (the graph keeps
+    /// no more), which is what [`Aggregator::graph`] shows of them, so
+    /// `restore(g)` on an empty aggregator gives `graph() == g`.
+    pub fn restore(&self, graph: &FlowGraph) {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ids: BTreeMap<&WorkloadRef, u32> = BTreeMap::new();
+        for (workload, info) in &graph.workloads {
+            let mut slot = self
+                .workloads
+                .entry(workload.clone())
+                .or_insert_with(|| WorkloadSlot {
+                    id: self.next_workload.fetch_add(1, Ordering::Relaxed),
+                    pods: BTreeMap::new(),
+                });
+            for name in &info.pods {
+                if !slot.pods.contains_key(name) {
+                    slot.pods.insert(
+                        name.clone(),
+                        Arc::new(PodMeta {
+                            namespace: workload.namespace.clone(),
+                            name: name.clone(),
+                            labels: info.labels.clone(),
+                            workload: workload.clone(),
+                            ips: Vec::new(),
+                        }),
+                    );
+                    self.pods_recorded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            ids.insert(workload, slot.id);
+        }
+        let slot_of = |node: &NodeId| match node {
+            NodeId::External(ip) => NodeSlot::External(*ip),
+            NodeId::Workload(w) => NodeSlot::Workload(match ids.get(w) {
+                Some(id) => *id,
+                // An edge to a workload without a row: give it one.
+                None => {
+                    self.workloads
+                        .entry(w.clone())
+                        .or_insert_with(|| WorkloadSlot {
+                            id: self.next_workload.fetch_add(1, Ordering::Relaxed),
+                            pods: BTreeMap::new(),
+                        })
+                        .id
+                }
+            }),
+        };
+        for (key, stats) in &graph.edges {
+            let slot = EdgeSlot {
+                source: slot_of(&key.source),
+                target: slot_of(&key.target),
+                protocol: key.protocol,
+                port: key.port,
+            };
+            self.edges.entry(slot).or_default().merge(stats);
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.set_graph_edges(self.edges.len());
+    }
+
+    /// A number that changes whenever the graph does (not a count of
+    /// anything): compare two readings to know whether to save.
+    #[must_use]
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// How many edges the graph has.

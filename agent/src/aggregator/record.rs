@@ -47,6 +47,10 @@ pub struct FlowRecord {
     pub new_flow: bool,
     /// The flow's last report.
     pub closed: bool,
+    /// The flow's first packet, Unix ns.
+    pub first_seen: u64,
+    /// The flow's last packet so far, Unix ns.
+    pub last_seen: u64,
 }
 
 impl FlowRecord {
@@ -84,6 +88,8 @@ impl FlowRecord {
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
             new_flow: obs.new_flow,
             closed: obs.closed,
+            first_seen: obs.first_seen,
+            last_seen: obs.last_seen,
         }
     }
 

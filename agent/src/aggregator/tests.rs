@@ -233,3 +233,38 @@ fn snapshots_are_deterministic_whatever_the_fold_order() {
     assert_eq!(a.graph(), b.graph());
     assert_eq!(a.graph().edges.len(), 4);
 }
+
+#[test]
+fn restore_then_graph_gives_the_saved_graph_and_folds_add_on_top() {
+    let r = shop();
+    let before = aggregator();
+    before.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    before.fold(
+        &obs(1, "10.0.0.1:43211", "203.0.113.9:443", Initiator::Local),
+        &r,
+    );
+    let saved = before.graph();
+
+    let after = aggregator();
+    let changes = after.changes();
+    after.restore(&saved);
+    assert_ne!(after.changes(), changes, "a restore is a change to save");
+    assert_eq!(after.graph(), saved);
+    assert_eq!(after.edge_count(), 2);
+
+    // The same pods seen live again: same workloads, counters add up.
+    let changes = after.changes();
+    after.fold(
+        &obs(1, "10.0.0.1:43212", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    assert_ne!(after.changes(), changes);
+    let graph = after.graph();
+    assert_eq!(graph.workloads, saved.workloads);
+    let edge = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    assert_eq!(graph.edges[&edge].connections, 2);
+    assert_eq!(graph.edges.len(), 2);
+}

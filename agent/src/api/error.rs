@@ -25,6 +25,21 @@ pub enum ApiError {
         /// The parser's message, which names the parameter.
         reason: String,
     },
+    /// A request body that is not a valid set of NetworkPolicies.
+    #[error("bad policies: {reason}")]
+    BadPolicies {
+        /// What is wrong, naming the document, the policy and the field.
+        reason: String,
+    },
+    /// A namespace neither the cluster nor the graph knows.
+    #[error("no such namespace: {namespace}")]
+    UnknownNamespace {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// Something failed inside the agent (details are in its log).
+    #[error("internal error")]
+    Internal,
     /// No such path.
     #[error("no such path: {path}")]
     NotFound {
@@ -37,7 +52,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadParameter { .. } | Self::BadQuery { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::BadPolicies { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound { .. } | Self::UnknownNamespace { .. } => StatusCode::NOT_FOUND,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -10,10 +10,14 @@
 //! | `GET /metrics` | Prometheus text (OpenMetrics when asked for) |
 //! | `GET /api/flows` | recent flow records, Hubble-shaped; `follow=true` streams NDJSON |
 //! | `GET /api/graph` | the workload graph |
+//! | `GET /api/policies` | the suggested NetworkPolicies (YAML, or `format=json`) |
+//! | `POST /api/verify` | replay the graph through a YAML body of policies |
+//! | `GET /api/status` | per-namespace readiness to audit |
 
 pub mod error;
 pub mod flows;
 pub mod graph;
+pub mod learn;
 pub mod record;
 
 use std::{
@@ -27,12 +31,13 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, Uri, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 
 use self::{error::ApiError, graph::GraphJson};
 use crate::{
     aggregator::Aggregator,
+    learn::analysis::ReadinessOptions,
     metrics::{Metrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT},
     resolve::Resolver,
     web,
@@ -57,6 +62,17 @@ pub struct AppState {
     /// Serve the UI from this directory instead of the embedded copy
     /// (UI development).
     pub web_dir: Option<PathBuf>,
+    /// The observation window and how readiness is judged.
+    pub learning: Learning,
+}
+
+/// What `/api/status` needs beyond the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Learning {
+    /// When the observation window started (the store's creation), Unix ns.
+    pub window_start: Option<u64>,
+    /// Quiet period and coverage window.
+    pub readiness: ReadinessOptions,
 }
 
 impl AppState {
@@ -74,7 +90,15 @@ impl AppState {
             node_name: Arc::from(node_name.into()),
             started: Instant::now(),
             web_dir: None,
+            learning: Learning::default(),
         }
+    }
+
+    /// Set the observation window and the readiness options.
+    #[must_use]
+    pub fn with_learning(mut self, learning: Learning) -> Self {
+        self.learning = learning;
+        self
     }
 
     /// Serve the UI from `dir`.
@@ -93,6 +117,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/flows", get(flows::flows))
         .route("/api/graph", get(graph))
+        .route("/api/policies", get(learn::policies))
+        .route("/api/verify", post(learn::verify))
+        .route("/api/status", get(learn::status))
         .route("/{file}", get(asset))
         .fallback(not_found)
         .with_state(state)

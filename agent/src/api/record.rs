@@ -155,6 +155,13 @@ pub struct WeirJson {
     pub new_flow: bool,
     /// The flow's last report.
     pub closed: bool,
+    /// The flow's first packet, RFC 3339 (offline learning replays the
+    /// counters an edge had live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// The flow's last packet as of this report, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
 }
 
 /// The veth that reported a flow, and its pod.
@@ -221,6 +228,8 @@ impl From<&FlowRecord> for FlowJson {
                 },
                 new_flow: r.new_flow,
                 closed: r.closed,
+                first_seen: (r.first_seen != 0).then(|| rfc3339(r.first_seen)),
+                last_seen: (r.last_seen != 0).then(|| rfc3339(r.last_seen)),
             },
         }
     }
@@ -368,7 +377,9 @@ mod tests {
                 "Summary": "TCP Flags: SYN, ACK",
                 "weir": {"packets": 2, "bytes": 120, "initiator": "local",
                     "endpoint": {"ifindex": 1, "pod": "shop/frontend-a"},
-                    "new_flow": true, "closed": false}
+                    "new_flow": true, "closed": false,
+                    "first_seen": "2023-11-14T22:13:20.000000000Z",
+                    "last_seen": "2023-11-14T22:13:20.500000000Z"}
             })
         );
     }

@@ -35,7 +35,44 @@ fn state() -> AppState {
     ] {
         aggregator.fold(&o, &r);
     }
-    AppState::new(aggregator, metrics, SharedResolver::default(), "node-1")
+    AppState::new(aggregator, metrics, shop_resolver(), "node-1")
+}
+
+/// The shop of [`state`] as the agent's source would describe it, ports
+/// included: the learner and the evaluator read it.
+fn shop_resolver() -> SharedResolver {
+    use std::collections::BTreeMap;
+
+    use weir_generator::{
+        cluster::NamedPort,
+        model::{PodMeta, Protocol, WorkloadKind, WorkloadRef},
+    };
+
+    use crate::resolve::{Inventory, LocalPod};
+    let pod = |ns: &str, workload: &str, name: &str, ip: &str, port: u16| LocalPod {
+        meta: PodMeta {
+            namespace: ns.into(),
+            name: name.into(),
+            labels: BTreeMap::from([("app".to_owned(), workload.to_owned())]),
+            workload: WorkloadRef::new(ns, WorkloadKind::Deployment, workload),
+            ips: vec![ip.parse().unwrap()],
+        },
+        host_veth: None,
+        ports: vec![NamedPort {
+            name: None,
+            port,
+            protocol: Protocol::Tcp,
+        }],
+    };
+    let inventory = Inventory {
+        pods: vec![
+            pod("shop", "frontend", "frontend-a", "10.0.0.1", 8080),
+            pod("shop", "cart", "cart-a", "10.0.0.2", 7070),
+            pod("data", "db", "db-0", "10.0.1.9", 5432),
+        ],
+        ..Inventory::default()
+    };
+    Arc::new(RwLock::new(Arc::new(Resolver::new(&inventory, |_| None))))
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, String, String) {
@@ -235,4 +272,129 @@ async fn follow_sends_the_backlog_then_live_records() {
         .map(|l| l["l4"]["TCP"]["destination_port"].as_u64())
         .collect();
     assert_eq!(ports, [Some(5432), Some(6432)]);
+}
+
+async fn post(state: AppState, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/yaml")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let (status, _, body) = get_with(state, req).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+#[tokio::test]
+async fn policies_come_as_yaml_or_json() {
+    let (status, content_type, yaml) = get(state(), "/api/policies").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/yaml");
+    assert!(yaml.contains("kind: NetworkPolicy"), "{yaml}");
+    assert!(yaml.contains("namespace: shop") && yaml.contains("namespace: data"));
+
+    let (status, json) = get_json(state(), "/api/policies?format=json&namespace=data").await;
+    assert_eq!(status, StatusCode::OK);
+    let files: Vec<&String> = json["files"].as_object().unwrap().keys().collect();
+    assert_eq!(files, ["data"]);
+    assert!(
+        json["kustomization"]
+            .as_str()
+            .unwrap()
+            .contains("data.yaml")
+    );
+    assert!(json["policies"]["data"].is_array());
+
+    let (_, _, same) = get(state(), "/api/policies").await;
+    assert_eq!(same, yaml, "deterministic");
+}
+
+#[tokio::test]
+async fn policies_reject_bad_parameters() {
+    for (uri, status, needle) in [
+        (
+            "/api/policies?format=xml",
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+        (
+            "/api/policies?aggregate_external=24",
+            StatusCode::BAD_REQUEST,
+            "aggregate_external",
+        ),
+        (
+            "/api/policies?service_ports=all",
+            StatusCode::BAD_REQUEST,
+            "service_ports",
+        ),
+        ("/api/policies?nope=1", StatusCode::BAD_REQUEST, "nope"),
+        (
+            "/api/policies?namespace=",
+            StatusCode::BAD_REQUEST,
+            "namespace",
+        ),
+        (
+            "/api/policies?namespace=elsewhere",
+            StatusCode::NOT_FOUND,
+            "elsewhere",
+        ),
+    ] {
+        let (got, json) = get_json(state(), uri).await;
+        assert_eq!(got, status, "{uri}: {json}");
+        let message = json["error"].as_str().unwrap();
+        assert!(message.contains(needle), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn verify_replays_the_graph_through_posted_policies() {
+    let (_, _, suggestion) = get(state(), "/api/policies").await;
+    let (status, report) = post(state(), "/api/verify", &suggestion).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["denied"], serde_json::json!([]));
+    assert_eq!(report["observed"], 3);
+
+    let deny = "kind: NetworkPolicy\nmetadata: {name: deny, namespace: data}\n\
+        spec: {podSelector: {}, policyTypes: [Ingress]}\n";
+    let (status, report) = post(state(), "/api/verify", deny).await;
+    assert_eq!(status, StatusCode::OK);
+    let denied = report["denied"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{report}");
+    assert_eq!(denied[0]["target"], "data/db");
+    assert_eq!(denied[0]["ingress"]["verdict"], "denied");
+    assert_eq!(
+        denied[0]["ingress"]["policies"],
+        serde_json::json!(["data/deny"])
+    );
+
+    for (body, needle) in [
+        ("kind: ConfigMap\nmetadata: {name: x}\n", "document 1"),
+        ("", "no NetworkPolicy"),
+        (
+            "kind: NetworkPolicy\nmetadata: {name: x}\nspec: {podSelector: {matchExpressions: [{key: a, operator: Maybe}]}}\n",
+            "x",
+        ),
+    ] {
+        let (status, json) = post(state(), "/api/verify", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {json}");
+        let message = json["error"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn status_shows_readiness_per_namespace() {
+    let (status, json) = get_json(state(), "/api/status").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let namespaces: Vec<&str> = json["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["data", "shop"]);
+    assert_eq!(json["quiet_period_seconds"], 600);
+    // The test edges are from 2023: long quiet, and nothing recent to cover.
+    assert_eq!(json["namespaces"][1]["ready"], true, "{json}");
 }

@@ -4,13 +4,13 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::ensure;
 
-use crate::{lab::LabName, tracker::Expiry};
+use crate::{lab::LabName, learn::analysis::ReadinessOptions, tracker::Expiry};
 
 /// `weir agent` arguments.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// Where pods come from: `lab` (the lab on this machine, `lab:NAME` for a
-    /// named lab) or `inventory:FILE` (Pods and Namespaces as YAML).
+    /// named lab) or `inventory:FILE` (Pods, Namespaces and Services as YAML).
     #[arg(long, default_value = "lab", env = "WEIR_SOURCE")]
     pub source: SourceSpec,
     /// Address of the HTTP API and UI.
@@ -41,6 +41,21 @@ pub struct AgentArgs {
     /// Capacity of the queue between the datapath and the aggregator.
     #[arg(long, default_value_t = 16_384)]
     pub channel_capacity: usize,
+    /// Directory of the agent's state: the learned graph lives there and
+    /// survives restarts and upgrades.
+    #[arg(long, default_value = "/var/lib/weir", env = "WEIR_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// How often the learned graph is saved when it changed (and once more
+    /// at shutdown).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub save_interval: Duration,
+    /// A namespace is ready to audit once no new edge appeared for this long
+    /// and the suggestion covers all its recent traffic.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub quiet_period: Duration,
+    /// How far back "recent traffic" goes for readiness coverage.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub coverage_window: Duration,
 }
 
 /// Where pods come from.
@@ -97,6 +112,12 @@ pub struct Config {
     pub ringbuf_bytes: u32,
     /// Datapath -> aggregator queue capacity.
     pub channel_capacity: usize,
+    /// State directory (the store).
+    pub state_dir: PathBuf,
+    /// Store save period.
+    pub save_interval: Duration,
+    /// How readiness is judged.
+    pub readiness: ReadinessOptions,
 }
 
 impl TryFrom<AgentArgs> for Config {
@@ -120,6 +141,10 @@ impl TryFrom<AgentArgs> for Config {
             !args.sweep_interval.is_zero() && !args.resync_interval.is_zero(),
             "--sweep-interval and --resync-interval must be positive"
         );
+        ensure!(
+            !args.save_interval.is_zero() && !args.coverage_window.is_zero(),
+            "--save-interval and --coverage-window must be positive"
+        );
         let node_name = match args.node_name {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -140,6 +165,12 @@ impl TryFrom<AgentArgs> for Config {
             flow_table_entries: args.flow_table_entries,
             ringbuf_bytes: args.ringbuf_bytes,
             channel_capacity: args.channel_capacity,
+            state_dir: args.state_dir,
+            save_interval: args.save_interval,
+            readiness: ReadinessOptions {
+                quiet_period: args.quiet_period,
+                window: args.coverage_window,
+            },
         })
     }
 }

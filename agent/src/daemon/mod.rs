@@ -5,7 +5,9 @@
 //!   pods as the source reports them, turns kernel reports into
 //!   observations and sends them over a bounded channel;
 //! - the fold task feeds observations to the aggregator;
-//! - the HTTP server serves the API.
+//! - the HTTP server serves the API;
+//! - the save task writes the learned graph to the store in `--state-dir`
+//!   when it changed (restored at start, saved once more at shutdown).
 
 mod config;
 mod datapath;
@@ -20,9 +22,10 @@ use tracing::{info, warn};
 
 use crate::{
     aggregator::{Aggregator, Options as AggregatorOptions},
-    api::{self, AppState, SharedResolver},
+    api::{self, AppState, Learning, SharedResolver},
     flow::Observation,
     metrics::Metrics,
+    store::{Persister, Store},
     tracker::Clock,
 };
 
@@ -49,6 +52,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         },
         Arc::clone(&metrics),
     ));
+    // The learned graph comes back before anything folds; a store that
+    // cannot be read stops the agent rather than start learning afresh.
+    let (store, loaded) = Store::open(&config.state_dir, crate::store::unix_now())
+        .context("cannot open the agent's store")?;
+    aggregator.restore(&loaded.graph);
+    info!(
+        store = %store.path().display(),
+        edges = loaded.graph.edges.len(),
+        "learned graph loaded"
+    );
+    let persister = Arc::new(Persister::new(store, Arc::clone(&aggregator)));
     let resolver: SharedResolver = Arc::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
@@ -64,12 +78,18 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Arc::clone(&metrics),
     ));
 
+    let saver = tokio::spawn(Arc::clone(&persister).run(config.save_interval, shutdown_rx.clone()));
+
     let state = AppState::new(
         Arc::clone(&aggregator),
         Arc::clone(&metrics),
         Arc::clone(&resolver),
         config.node_name.clone(),
-    );
+    )
+    .with_learning(Learning {
+        window_start: Some(loaded.window_start),
+        readiness: config.readiness,
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -94,6 +114,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Err(error) = fold.await {
         warn!(%error, "fold task panicked");
     }
+    if let Err(error) = saver.await {
+        warn!(%error, "save task panicked");
+    }
+    // Everything folded: the last save.
+    tokio::task::spawn_blocking(move || persister.save_if_changed())
+        .await
+        .context("final save panicked")?
+        .context("cannot save the learned graph at shutdown")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -2,8 +2,10 @@
 //! or to replay a cluster's state (`kubectl get pods,namespaces -A -o yaml`
 //! writes exactly such a file).
 //!
-//! The file holds Pods and Namespaces, as separate YAML documents and/or in
-//! `List`, `PodList` or `NamespaceList` objects. A Namespace not declared
+//! The file holds Pods, Namespaces and Services, as separate YAML documents
+//! and/or in `List`, `PodList`, `NamespaceList` or `ServiceList` objects.
+//! Pods' container ports and Services (ClusterIPs, selector, target ports)
+//! are what the learner and the evaluator need beyond IP -> pod. A Namespace not declared
 //! but used by a pod is added, as the API server would have it.
 //!
 //! A pod running on this node tells which host-side veth is its own with the
@@ -14,9 +16,16 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Pod, Service},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
 use serde::Deserialize;
-use weir_generator::identity::pod_meta;
+use weir_generator::{
+    cluster::{ClusterService, NamedPort, ServicePort, TargetPort},
+    identity::pod_meta,
+    model::Protocol,
+};
 
 use super::{Inventory, LocalPod, Source, SourceError};
 
@@ -129,7 +138,18 @@ fn add_object(
                 .and_then(|a| a.get(HOST_VETH_ANNOTATION))
                 .filter(|_| on_this_node)
                 .cloned();
-            inventory.pods.push(LocalPod { meta, host_veth });
+            let ports = container_ports(&pod)?;
+            inventory.pods.push(LocalPod {
+                meta,
+                host_veth,
+                ports,
+            });
+        }
+        "Service" => {
+            let svc = Service::deserialize(value).map_err(|e| format!("Service: {e}"))?;
+            if let Some(service) = cluster_service(svc)? {
+                inventory.services.push(service);
+            }
         }
         "Namespace" => {
             let ns = Namespace::deserialize(value).map_err(|e| format!("Namespace: {e}"))?;
@@ -141,7 +161,7 @@ fn add_object(
                 .namespaces
                 .insert(name, ns.metadata.labels.unwrap_or_default());
         }
-        "List" | "PodList" | "NamespaceList" => {
+        "List" | "PodList" | "NamespaceList" | "ServiceList" => {
             let default_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
             let items = match value.get("items") {
                 None | Some(serde_yaml::Value::Null) => return Ok(()),
@@ -155,11 +175,105 @@ fn add_object(
         }
         other => {
             return Err(format!(
-                "unsupported kind {other:?} (expected Pod, Namespace, List, PodList or NamespaceList)"
+                "unsupported kind {other:?} (expected Pod, Namespace, Service or a List of them)"
             ));
         }
     }
     Ok(())
+}
+
+/// A protocol field: TCP when unset, as the API server defaults it.
+fn protocol(value: Option<&str>, field: &str) -> Result<Protocol, String> {
+    match value {
+        None => Ok(Protocol::Tcp),
+        Some(p) => match p.parse() {
+            Ok(p @ (Protocol::Tcp | Protocol::Udp | Protocol::Sctp)) => Ok(p),
+            _ => Err(format!("{field}: unsupported protocol {p:?}")),
+        },
+    }
+}
+
+fn port_number(value: i32, field: &str) -> Result<u16, String> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{field}: port {value} is out of range"))
+}
+
+/// `spec.containers[].ports[]` (init containers serve nothing).
+fn container_ports(pod: &Pod) -> Result<Vec<NamedPort>, String> {
+    let mut ports = Vec::new();
+    let containers = pod.spec.iter().flat_map(|s| &s.containers);
+    for (c, container) in containers.enumerate() {
+        for (i, port) in container.ports.iter().flatten().enumerate() {
+            let field = format!("Pod: spec.containers[{c}].ports[{i}]");
+            ports.push(NamedPort {
+                name: port.name.clone(),
+                port: port_number(port.container_port, &field)?,
+                protocol: protocol(port.protocol.as_deref(), &field)?,
+            });
+        }
+    }
+    Ok(ports)
+}
+
+/// A Service with a virtual IP, or `None` for kinds NetworkPolicy never
+/// sees traffic through (ExternalName).
+fn cluster_service(svc: Service) -> Result<Option<ClusterService>, String> {
+    let name = svc
+        .metadata
+        .name
+        .ok_or("Service: missing `metadata.name`")?;
+    let namespace = svc
+        .metadata
+        .namespace
+        .unwrap_or_else(|| "default".to_owned());
+    let spec = svc.spec.unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Ok(None);
+    }
+    let mut cluster_ips = Vec::new();
+    let all = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(spec.cluster_ip.as_deref());
+    for ip in all.filter(|ip| !ip.is_empty() && *ip != "None") {
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("Service: spec.clusterIPs: bad address {ip:?}"))?;
+        if !cluster_ips.contains(&ip) {
+            cluster_ips.push(ip);
+        }
+    }
+    let mut ports = Vec::new();
+    for (i, port) in spec.ports.iter().flatten().enumerate() {
+        let field = format!("Service: spec.ports[{i}]");
+        let number = port_number(port.port, &field)?;
+        let target = match &port.target_port {
+            None => TargetPort::Number(number),
+            Some(IntOrString::Int(n)) => {
+                TargetPort::Number(port_number(*n, &format!("{field}.targetPort"))?)
+            }
+            Some(IntOrString::String(s)) => match s.parse::<u16>() {
+                Ok(n) => TargetPort::Number(n),
+                Err(_) => TargetPort::Name(s.clone()),
+            },
+        };
+        ports.push(ServicePort {
+            port: number,
+            protocol: protocol(port.protocol.as_deref(), &field)?,
+            target,
+        });
+    }
+    Ok(Some(ClusterService {
+        namespace,
+        name,
+        cluster_ips,
+        selector: spec.selector,
+        ports,
+    }))
 }
 
 #[cfg(test)]
@@ -215,6 +329,48 @@ status:
     }
 
     #[test]
+    fn reads_container_ports_and_services() {
+        let text = "kind: Pod\nmetadata: {name: dns, namespace: kube-system}\n\
+            spec: {containers: [{name: c, ports: [{name: dns, containerPort: 53, protocol: UDP}, {containerPort: 9153}]}]}\n---\n\
+            kind: ServiceList\nitems:\n\
+            - metadata: {name: kube-dns, namespace: kube-system}\n  \
+              spec: {clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, 'fd00:96::a'], selector: {k8s-app: kube-dns}, \
+              ports: [{port: 53, protocol: UDP, targetPort: dns}, {port: 9153, targetPort: 9153}, {port: 80}]}\n\
+            - metadata: {name: ext}\n  spec: {type: ExternalName, externalName: example.com}\n\
+            - metadata: {name: headless}\n  spec: {clusterIP: None, selector: {a: b}}\n";
+        let inv = parse_str(text, None).unwrap();
+        assert_eq!(
+            inv.pods[0].ports,
+            [
+                NamedPort {
+                    name: Some("dns".into()),
+                    port: 53,
+                    protocol: Protocol::Udp
+                },
+                NamedPort {
+                    name: None,
+                    port: 9153,
+                    protocol: Protocol::Tcp
+                }
+            ]
+        );
+        assert_eq!(inv.services.len(), 2, "ExternalName is left out");
+        let dns = &inv.services[0];
+        assert_eq!(dns.cluster_ips.len(), 2);
+        assert_eq!(dns.ports[0].target, TargetPort::Name("dns".into()));
+        assert_eq!(dns.ports[1].target, TargetPort::Number(9153));
+        assert_eq!(dns.ports[2].target, TargetPort::Number(80));
+        assert!(inv.services[1].cluster_ips.is_empty());
+        let cluster = inv.cluster();
+        assert_eq!(cluster.pods.len(), 1);
+        assert_eq!(cluster.services.len(), 2);
+
+        let bad = "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, ports: [{containerPort: 70000}]}]}\n";
+        let err = parse_str(bad, None).unwrap_err().to_string();
+        assert!(err.contains("spec.containers[0].ports[0]"), "{err}");
+    }
+
+    #[test]
     fn only_pods_on_this_node_claim_a_veth() {
         let here = parse_str(POD_A, Some("node-1")).unwrap();
         assert_eq!(here.pods[0].host_veth.as_deref(), Some("veth1"));
@@ -226,7 +382,7 @@ status:
     fn errors_name_the_file_and_the_document() {
         let cases = [
             (
-                "kind: Pod\nmetadata: {name: a}\n---\nkind: Service\n",
+                "kind: Pod\nmetadata: {name: a}\n---\nkind: Deployment\n",
                 2,
                 "unsupported kind",
             ),

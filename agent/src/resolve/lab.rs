@@ -5,10 +5,12 @@
 
 use std::path::PathBuf;
 
+use weir_generator::cluster::{ClusterService, NamedPort, ServicePort, TargetPort};
+
 use super::{Inventory, LocalPod, Source, SourceError};
 use crate::lab::{
     LabError, LabName,
-    state::{LabState, state_path},
+    state::{LabState, Port, ServiceState, state_path},
 };
 
 /// Reads the state of one lab.
@@ -38,8 +40,8 @@ impl LabSource {
     }
 }
 
-/// The inventory a lab state describes: every pod with its host veth,
-/// namespaces with their labels; no external hosts.
+/// The inventory a lab state describes: every pod with its host veth and
+/// ports, namespaces with their labels, Services; no external hosts.
 #[must_use]
 pub fn inventory(state: &LabState) -> Inventory {
     Inventory {
@@ -49,6 +51,7 @@ pub fn inventory(state: &LabState) -> Inventory {
             .map(|p| LocalPod {
                 meta: p.meta(),
                 host_veth: Some(p.host_veth.clone()),
+                ports: p.ports.iter().map(named_port).collect(),
             })
             .collect(),
         namespaces: state
@@ -60,6 +63,36 @@ pub fn inventory(state: &LabState) -> Inventory {
                     .entry("kubernetes.io/metadata.name".into())
                     .or_insert_with(|| name.clone());
                 (name.clone(), labels)
+            })
+            .collect(),
+        services: state.services.iter().map(service).collect(),
+    }
+}
+
+fn named_port(p: &Port) -> NamedPort {
+    NamedPort {
+        name: p.name.clone(),
+        port: p.port,
+        protocol: p.protocol,
+    }
+}
+
+fn service(s: &ServiceState) -> ClusterService {
+    ClusterService {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        cluster_ips: s.cluster_ips.clone(),
+        selector: s.selector.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                port: p.port,
+                protocol: p.protocol,
+                target: match p.target_port.parse() {
+                    Ok(number) => TargetPort::Number(number),
+                    Err(_) => TargetPort::Name(p.target_port.clone()),
+                },
             })
             .collect(),
     }
@@ -144,6 +177,11 @@ spec: {ips: [203.0.113.10]}
             "shop"
         );
         assert_eq!(inv.namespaces["shop"]["team"], "a");
+        assert!(
+            inv.pods
+                .iter()
+                .all(|p| p.ports.len() == 1 && p.ports[0].port == 80)
+        );
 
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(source.snapshot(), Err(SourceError::Parse { .. })));

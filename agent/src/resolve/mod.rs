@@ -15,7 +15,10 @@ use std::{
     sync::Arc,
 };
 
-use weir_generator::model::PodMeta;
+use weir_generator::{
+    cluster::{Cluster, ClusterPod, ClusterService, NamedPort},
+    model::PodMeta,
+};
 
 /// Lookups the aggregator needs.
 pub trait Resolve: Send + Sync {
@@ -37,6 +40,8 @@ pub struct LocalPod {
     pub meta: PodMeta,
     /// Host-side veth name, when the pod runs on this node.
     pub host_veth: Option<String>,
+    /// Declared container ports (policies may name them).
+    pub ports: Vec<NamedPort>,
 }
 
 /// Everything a source knows at one moment.
@@ -46,6 +51,28 @@ pub struct Inventory {
     pub pods: Vec<LocalPod>,
     /// Namespaces and their labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// ClusterIP Services.
+    pub services: Vec<ClusterService>,
+}
+
+impl Inventory {
+    /// The cluster as the generator sees it: namespaces, pods with their
+    /// ports, Services.
+    #[must_use]
+    pub fn cluster(&self) -> Cluster {
+        Cluster {
+            namespaces: self.namespaces.clone(),
+            pods: self
+                .pods
+                .iter()
+                .map(|p| ClusterPod {
+                    meta: p.meta.clone(),
+                    ports: p.ports.clone(),
+                })
+                .collect(),
+            services: self.services.clone(),
+        }
+    }
 }
 
 /// Where the agent learns about pods.
@@ -94,6 +121,7 @@ pub struct Resolver {
     by_ip: HashMap<IpAddr, Arc<PodMeta>, FastHash>,
     by_ifindex: HashMap<u32, Arc<PodMeta>, FastHash>,
     attached: HashSet<IpAddr, FastHash>,
+    cluster: Arc<Cluster>,
 }
 
 impl Resolver {
@@ -118,7 +146,15 @@ impl Resolver {
             by_ip,
             by_ifindex,
             attached,
+            cluster: Arc::new(inventory.cluster()),
         }
+    }
+
+    /// The cluster this resolver was built from (for the learner and the
+    /// evaluator).
+    #[must_use]
+    pub fn cluster(&self) -> Arc<Cluster> {
+        Arc::clone(&self.cluster)
     }
 
     /// How many pods are attached on this node (have a known host veth).

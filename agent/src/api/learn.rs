@@ -1,0 +1,193 @@
+//! The learner's endpoints:
+//!
+//! - `GET /api/policies?namespace=NS[,NS...]&format=yaml|json&aggregate_external=V4,V6&service_ports=target|both`:
+//!   the suggested NetworkPolicies for the graph learned so far, as one
+//!   YAML stream (default) or as JSON (files, kustomization, objects);
+//! - `POST /api/verify` with a multi-document YAML body of NetworkPolicies:
+//!   the verify report (observed flows they deny, unobserved pairs they
+//!   allow) as JSON;
+//! - `GET /api/status`: per-namespace readiness.
+//!
+//! Synthesis and evaluation are CPU work: they run on the blocking pool.
+
+use std::collections::BTreeSet;
+
+use axum::{
+    Json,
+    extract::{Query, State, rejection::QueryRejection},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use weir_generator::{cluster::Cluster, eval::PolicySet, model::FlowGraph};
+
+use super::{AppState, error::ApiError};
+use crate::learn::{
+    self, SuggestOptions,
+    analysis::{self, StatusReport, VerifyReport},
+    policies,
+};
+
+/// `application/yaml` (RFC 9512).
+pub const YAML: &str = "application/yaml";
+
+/// The query of `/api/policies` as sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoliciesQuery {
+    namespace: Option<String>,
+    format: Option<String>,
+    aggregate_external: Option<String>,
+    service_ports: Option<String>,
+}
+
+/// `yaml` or `json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> ApiError {
+    ApiError::BadParameter {
+        name,
+        reason: reason.into(),
+    }
+}
+
+fn parse_query(raw: RawPoliciesQuery) -> Result<(SuggestOptions, Format), ApiError> {
+    let mut namespaces = BTreeSet::new();
+    if let Some(list) = raw.namespace {
+        for ns in list.split(',') {
+            if ns.is_empty() {
+                return Err(bad("namespace", "empty namespace name"));
+            }
+            namespaces.insert(ns.to_owned());
+        }
+    }
+    let format = match raw.format.as_deref() {
+        None | Some("yaml") => Format::Yaml,
+        Some("json") => Format::Json,
+        Some(other) => return Err(bad("format", format!("{other:?}: expected yaml or json"))),
+    };
+    let aggregate_external = raw
+        .aggregate_external
+        .map(|a| a.parse().map_err(|e: String| bad("aggregate_external", e)))
+        .transpose()?;
+    let service_ports = raw
+        .service_ports
+        .map(|s| s.parse().map_err(|e: String| bad("service_ports", e)))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((
+        SuggestOptions {
+            namespaces,
+            aggregate_external,
+            service_ports,
+        },
+        format,
+    ))
+}
+
+/// The graph and the cluster at this moment.
+fn inputs(state: &AppState) -> (FlowGraph, std::sync::Arc<Cluster>) {
+    let cluster = state
+        .resolver
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .cluster();
+    (state.aggregator.graph(), cluster)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|error| {
+        tracing::error!(%error, "learner task failed");
+        ApiError::Internal
+    })
+}
+
+/// `GET /api/policies`.
+pub async fn policies(
+    State(state): State<AppState>,
+    query: Result<Query<RawPoliciesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
+        reason: e.body_text(),
+    })?;
+    let (options, format) = parse_query(raw)?;
+    let (graph, cluster) = inputs(&state);
+    let known: BTreeSet<&String> = cluster
+        .namespaces
+        .keys()
+        .chain(graph.workloads.keys().map(|w| &w.namespace))
+        .collect();
+    if let Some(unknown) = options.namespaces.iter().find(|ns| !known.contains(ns)) {
+        return Err(ApiError::UnknownNamespace {
+            namespace: unknown.clone(),
+        });
+    }
+    let suggestion = blocking(move || learn::suggest(&graph, &cluster, &options)).await?;
+    Ok(match format {
+        Format::Yaml => ([(header::CONTENT_TYPE, YAML)], suggestion.all).into_response(),
+        Format::Json => Json(suggestion).into_response(),
+    })
+}
+
+/// The query of `/api/verify`: none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerifyQuery {}
+
+/// `POST /api/verify`: a YAML body of NetworkPolicies.
+pub async fn verify(
+    State(state): State<AppState>,
+    query: Result<Query<RawVerifyQuery>, QueryRejection>,
+    body: String,
+) -> Result<Json<VerifyReport>, ApiError> {
+    query.map_err(|e| ApiError::BadQuery {
+        reason: e.body_text(),
+    })?;
+    let loaded = policies::parse("request body", &body).map_err(|e| ApiError::BadPolicies {
+        reason: e.to_string(),
+    })?;
+    if loaded.is_empty() {
+        return Err(ApiError::BadPolicies {
+            reason: "request body: no NetworkPolicy".to_owned(),
+        });
+    }
+    let set: PolicySet = policies::policy_set(loaded).map_err(|e| ApiError::BadPolicies {
+        reason: e.to_string(),
+    })?;
+    let (graph, cluster) = inputs(&state);
+    let report = blocking(move || analysis::verify(&set, &graph, &cluster)).await?;
+    Ok(Json(report))
+}
+
+/// `GET /api/status`.
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>, ApiError> {
+    let (graph, cluster) = inputs(&state);
+    let learning = state.learning;
+    let report = blocking(move || -> Result<StatusReport, ApiError> {
+        let suggestion =
+            weir_generator::synth::synthesize(&graph, &cluster, &SuggestOptions::default().synth());
+        // The learner's own output must always validate; if it does not,
+        // that is weir's bug, not the client's.
+        let policies = suggestion.namespaces.into_values().flatten().collect();
+        let set = PolicySet::new(policies).map_err(|error| {
+            tracing::error!(%error, "the suggestion does not validate");
+            ApiError::Internal
+        })?;
+        Ok(analysis::readiness(
+            &set,
+            &graph,
+            &cluster,
+            crate::store::unix_now(),
+            learning.window_start,
+            learning.readiness,
+        ))
+    })
+    .await??;
+    Ok(Json(report))
+}

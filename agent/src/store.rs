@@ -1,0 +1,642 @@
+//! The learned flow graph on disk: an embedded [redb] database in the
+//! agent's state directory (`--state-dir`, `/var/lib/weir` by default), so
+//! restarting or upgrading the agent loses nothing it learned.
+//!
+//! One file, `weir.redb`, three tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `format_version`, `window_start`, `saved_at` | `u64` (times in Unix ns) |
+//! | `workloads` | a workload as JSON | its labels and pods as JSON |
+//! | `edges` | an edge key as JSON | its counters as JSON |
+//!
+//! JSON rows keep the format readable by the next version without a schema
+//! crate; keys are deterministic (`BTreeMap`-ordered structs). A save
+//! replaces the graph in one write transaction: a crash leaves the previous
+//! save or the new one, never half of one (redb commits are atomic).
+//!
+//! The format is versioned ([`FORMAT_VERSION`]). A store written by a newer
+//! weir is refused with a message naming both versions; a file that is not
+//! a weir store, or whose rows do not parse, is reported with its path and
+//! left untouched: the agent never overwrites what it cannot read.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use weir_generator::model::{
+    EdgeKey, EdgeStats, FlowGraph, NodeId, Protocol, WorkloadInfo, WorkloadRef,
+};
+
+/// Version of the on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The store's file name inside the state directory.
+pub const FILE_NAME: &str = "weir.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const WORKLOADS: TableDefinition<&str, &str> = TableDefinition::new("workloads");
+const EDGES: TableDefinition<&str, &str> = TableDefinition::new("edges");
+
+const KEY_VERSION: &str = "format_version";
+const KEY_WINDOW_START: &str = "window_start";
+const KEY_SAVED_AT: &str = "saved_at";
+
+/// What the store could not do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The state directory cannot be created.
+    #[error("cannot create the state directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process (another agent) holds the store.
+    #[error("{} is in use by another weir agent", path.display())]
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file is not a readable weir store; it was left untouched.
+    #[error("{} is corrupt or not a weir store (left untouched): {detail}", path.display())]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// What did not read.
+        detail: String,
+    },
+    /// The store was written by a newer weir.
+    #[error(
+        "{} has store format version {found}, newer than the version this weir reads ({supported}); \
+         run a weir at least as new as the one that wrote it",
+        path.display()
+    )]
+    NewerFormat {
+        /// The store file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// [`FORMAT_VERSION`].
+        supported: u64,
+    },
+    /// A database operation failed (I/O, full disk).
+    #[error("store {}", path.display())]
+    Database {
+        /// The store file.
+        path: PathBuf,
+        /// The database's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+/// What a store held when it was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The graph as last saved (empty for a new store).
+    pub graph: FlowGraph,
+    /// When learning started (the store's creation), Unix ns.
+    pub window_start: u64,
+    /// When the graph was last saved, Unix ns (`None` for a new store).
+    pub saved_at: Option<u64>,
+}
+
+/// An open store. Its methods block (file I/O): call them from a blocking
+/// context.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+/// A node in a row key: [`NodeId`] has no serde form of its own.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum NodeRow {
+    Workload(WorkloadRef),
+    External(IpAddr),
+}
+
+#[derive(Serialize, Deserialize)]
+struct EdgeRow {
+    source: NodeRow,
+    target: NodeRow,
+    protocol: Protocol,
+    port: u16,
+}
+
+impl From<&NodeId> for NodeRow {
+    fn from(node: &NodeId) -> Self {
+        match node {
+            NodeId::Workload(w) => Self::Workload(w.clone()),
+            NodeId::External(ip) => Self::External(*ip),
+        }
+    }
+}
+
+impl From<NodeRow> for NodeId {
+    fn from(row: NodeRow) -> Self {
+        match row {
+            NodeRow::Workload(w) => Self::Workload(w),
+            NodeRow::External(ip) => Self::External(ip),
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, creating `dir` if needed, and
+    /// read what it holds. A new store starts its observation window at
+    /// `now` (Unix ns).
+    ///
+    /// # Errors
+    /// See [`StoreError`]: a newer format, a corrupt file, a store in use.
+    pub fn open(dir: &Path, now: u64) -> Result<(Self, Loaded), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                }
+            }
+            // What redb says of a file that is not one of its databases.
+            redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                }
+            }
+            other => StoreError::Database {
+                path: path.clone(),
+                source: Box::new(other.into()),
+            },
+        })?;
+        let store = Self { db, path };
+        let loaded = store.load(now)?;
+        Ok((store, loaded))
+    }
+
+    /// The store file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db_error(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// Read the graph, or initialise a new store.
+    fn load(&self, now: u64) -> Result<Loaded, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
+        let meta = match read.open_table(META) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.db_error(e)),
+        };
+        let get = |key: &str| -> Result<Option<u64>, StoreError> {
+            match &meta {
+                None => Ok(None),
+                Some(table) => Ok(table
+                    .get(key)
+                    .map_err(|e| self.db_error(e))?
+                    .map(|v| v.value())),
+            }
+        };
+        let Some(version) = get(KEY_VERSION)? else {
+            if meta.is_some() || self.has_rows(&read)? {
+                return Err(self.corrupt("data without a format version".to_owned()));
+            }
+            drop(read);
+            self.initialise(now)?;
+            return Ok(Loaded {
+                graph: FlowGraph::default(),
+                window_start: now,
+                saved_at: None,
+            });
+        };
+        if version > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: self.path.clone(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(self.corrupt("format version 0".to_owned()));
+        }
+        let window_start = get(KEY_WINDOW_START)?.unwrap_or(now);
+        let saved_at = get(KEY_SAVED_AT)?;
+
+        let mut graph = FlowGraph::default();
+        match read.open_table(WORKLOADS) {
+            Ok(table) => {
+                for row in table.iter().map_err(|e| self.db_error(e))? {
+                    let (key, value) = row.map_err(|e| self.db_error(e))?;
+                    let (key, value) = (key.value(), value.value());
+                    let workload: WorkloadRef = serde_json::from_str(key)
+                        .map_err(|e| self.corrupt(format!("workloads row {key:?}: {e}")))?;
+                    let info: WorkloadInfo = serde_json::from_str(value)
+                        .map_err(|e| self.corrupt(format!("workloads row {key:?}: {e}")))?;
+                    graph.workloads.insert(workload, info);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.db_error(e)),
+        }
+        match read.open_table(EDGES) {
+            Ok(table) => {
+                for row in table.iter().map_err(|e| self.db_error(e))? {
+                    let (key, value) = row.map_err(|e| self.db_error(e))?;
+                    let (key, value) = (key.value(), value.value());
+                    let edge: EdgeRow = serde_json::from_str(key)
+                        .map_err(|e| self.corrupt(format!("edges row {key:?}: {e}")))?;
+                    let stats: EdgeStats = serde_json::from_str(value)
+                        .map_err(|e| self.corrupt(format!("edges row {key:?}: {e}")))?;
+                    graph.edges.insert(
+                        EdgeKey {
+                            source: edge.source.into(),
+                            target: edge.target.into(),
+                            protocol: edge.protocol,
+                            port: edge.port,
+                        },
+                        stats,
+                    );
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.db_error(e)),
+        }
+        Ok(Loaded {
+            graph,
+            window_start,
+            saved_at,
+        })
+    }
+
+    fn has_rows(&self, read: &redb::ReadTransaction) -> Result<bool, StoreError> {
+        for table in [WORKLOADS, EDGES] {
+            match read.open_table(table) {
+                Ok(t) => {
+                    if t.len().map_err(|e| self.db_error(e))? > 0 {
+                        return Ok(true);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.db_error(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    fn initialise(&self, now: u64) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut meta = write.open_table(META).map_err(|e| self.db_error(e))?;
+            meta.insert(KEY_VERSION, FORMAT_VERSION)
+                .map_err(|e| self.db_error(e))?;
+            meta.insert(KEY_WINDOW_START, now)
+                .map_err(|e| self.db_error(e))?;
+        }
+        write.commit().map_err(|e| self.db_error(e))
+    }
+
+    /// Replace the stored graph with `graph`, atomically, stamped `now`
+    /// (Unix ns).
+    ///
+    /// # Errors
+    /// I/O errors ([`StoreError::Database`]).
+    pub fn save(&self, graph: &FlowGraph, now: u64) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut workloads = write.open_table(WORKLOADS).map_err(|e| self.db_error(e))?;
+            workloads
+                .retain(|_, _| false)
+                .map_err(|e| self.db_error(e))?;
+            for (workload, info) in &graph.workloads {
+                let key = to_json(workload);
+                let value = to_json(info);
+                workloads
+                    .insert(key.as_str(), value.as_str())
+                    .map_err(|e| self.db_error(e))?;
+            }
+            let mut edges = write.open_table(EDGES).map_err(|e| self.db_error(e))?;
+            edges.retain(|_, _| false).map_err(|e| self.db_error(e))?;
+            for (key, stats) in &graph.edges {
+                let key = to_json(&EdgeRow {
+                    source: (&key.source).into(),
+                    target: (&key.target).into(),
+                    protocol: key.protocol,
+                    port: key.port,
+                });
+                let value = to_json(stats);
+                edges
+                    .insert(key.as_str(), value.as_str())
+                    .map_err(|e| self.db_error(e))?;
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.db_error(e))?;
+            meta.insert(KEY_VERSION, FORMAT_VERSION)
+                .map_err(|e| self.db_error(e))?;
+            meta.insert(KEY_SAVED_AT, now)
+                .map_err(|e| self.db_error(e))?;
+        }
+        write.commit().map_err(|e| self.db_error(e))
+    }
+}
+
+/// Saves the aggregator's graph when it changed: periodically, and once
+/// more at shutdown.
+#[derive(Debug)]
+pub struct Persister {
+    store: Store,
+    aggregator: Arc<crate::aggregator::Aggregator>,
+    /// [`Aggregator::changes`](crate::aggregator::Aggregator::changes) at
+    /// the last save.
+    saved: AtomicU64,
+}
+
+impl Persister {
+    /// A persister for `aggregator` into `store`. The first
+    /// [`Persister::save_if_changed`] saves.
+    #[must_use]
+    pub fn new(store: Store, aggregator: Arc<crate::aggregator::Aggregator>) -> Self {
+        let saved = aggregator.changes().wrapping_sub(1);
+        Self {
+            store,
+            aggregator,
+            saved: AtomicU64::new(saved),
+        }
+    }
+
+    /// Save the graph if it changed since the last save; whether it saved.
+    /// Blocks (file I/O).
+    ///
+    /// # Errors
+    /// The store cannot be written; the next call tries again.
+    pub fn save_if_changed(&self) -> Result<bool, StoreError> {
+        let changes = self.aggregator.changes();
+        if changes == self.saved.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let graph = self.aggregator.graph();
+        self.store.save(&graph, unix_now())?;
+        self.saved.store(changes, Ordering::Relaxed);
+        debug!(edges = graph.edges.len(), "graph saved");
+        Ok(true)
+    }
+
+    /// Save every `interval` when changed, until `shutdown` turns true. The
+    /// last save is the caller's, once nothing folds any more.
+    pub async fn run(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let this = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || this.save_if_changed()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => warn!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "cannot save the learned graph, will retry"
+                ),
+                Err(error) => warn!(%error, "save task panicked"),
+            }
+        }
+    }
+}
+
+/// Now, Unix ns.
+#[must_use]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// Rows are plain structs of strings, numbers and maps with string keys:
+/// serialising them cannot fail.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use weir_generator::model::WorkloadKind;
+
+    use super::*;
+
+    fn graph() -> FlowGraph {
+        let web = WorkloadRef::new("shop", WorkloadKind::Deployment, "web");
+        let db = WorkloadRef::new("data", WorkloadKind::StatefulSet, "db");
+        let mut g = FlowGraph::default();
+        g.workloads.insert(
+            web.clone(),
+            WorkloadInfo {
+                labels: BTreeMap::from([("app".into(), "web".into())]),
+                pods: BTreeSet::from(["web-a".into(), "web-b".into()]),
+            },
+        );
+        g.workloads.insert(db.clone(), WorkloadInfo::default());
+        let stats = EdgeStats {
+            packets: 10,
+            bytes: 1000,
+            connections: 3,
+            first_seen: 1_700_000_000_000_000_000,
+            last_seen: 1_700_000_100_000_000_000,
+        };
+        g.record(
+            EdgeKey {
+                source: NodeId::Workload(web.clone()),
+                target: NodeId::Workload(db),
+                protocol: Protocol::Tcp,
+                port: 5432,
+            },
+            &stats,
+        );
+        g.record(
+            EdgeKey {
+                source: NodeId::Workload(web),
+                target: NodeId::External("2001:db8::1".parse().unwrap()),
+                protocol: Protocol::Udp,
+                port: 53,
+            },
+            &stats,
+        );
+        g
+    }
+
+    #[test]
+    fn graph_round_trips_and_window_start_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, loaded) = Store::open(dir.path(), 100).unwrap();
+        assert_eq!(loaded.graph, FlowGraph::default());
+        assert_eq!((loaded.window_start, loaded.saved_at), (100, None));
+        store.save(&graph(), 200).unwrap();
+        drop(store);
+
+        let (store, loaded) = Store::open(dir.path(), 300).unwrap();
+        assert_eq!(loaded.graph, graph());
+        assert_eq!((loaded.window_start, loaded.saved_at), (100, Some(200)));
+
+        // A save replaces, it does not merge.
+        store.save(&FlowGraph::default(), 400).unwrap();
+        drop(store);
+        let (_store, loaded) = Store::open(dir.path(), 500).unwrap();
+        assert_eq!(loaded.graph, FlowGraph::default());
+        assert_eq!(loaded.window_start, 100);
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, _) = Store::open(dir.path(), 1).unwrap();
+        let err = Store::open(dir.path(), 1).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 1).unwrap();
+        store.save(&graph(), 2).unwrap();
+        let write = store.db.begin_write().unwrap();
+        write
+            .open_table(META)
+            .unwrap()
+            .insert(KEY_VERSION, FORMAT_VERSION + 1)
+            .unwrap();
+        write.commit().unwrap();
+        drop(store);
+
+        let err = Store::open(dir.path(), 3).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StoreError::NewerFormat {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains("weir.redb"), "{message}");
+        assert!(message.contains("version 2"), "{message}");
+        // Still there, still the newer version.
+        let err = Store::open(dir.path(), 4).unwrap_err();
+        assert!(matches!(err, StoreError::NewerFormat { .. }));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let garbage = b"this is not a database, but it is somebody's file".repeat(100);
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Store::open(dir.path(), 1).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 1).unwrap();
+        let write = store.db.begin_write().unwrap();
+        write
+            .open_table(EDGES)
+            .unwrap()
+            .insert("{not json", "{}")
+            .unwrap();
+        write.commit().unwrap();
+        drop(store);
+        let err = Store::open(dir.path(), 2).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("edges row"), "{err}");
+    }
+
+    #[test]
+    fn the_persister_saves_only_changes() {
+        use crate::{
+            aggregator::{Aggregator, Options, testing::*},
+            flow::Initiator,
+            metrics::Metrics,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 1).unwrap();
+        let aggregator = Arc::new(Aggregator::new(
+            Options::default(),
+            Arc::new(Metrics::new()),
+        ));
+        let persister = Persister::new(store, Arc::clone(&aggregator));
+        assert!(persister.save_if_changed().unwrap(), "the first save saves");
+        assert!(!persister.save_if_changed().unwrap());
+        aggregator.fold(
+            &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+            &shop(),
+        );
+        assert!(persister.save_if_changed().unwrap());
+        assert!(!persister.save_if_changed().unwrap());
+        let saved = aggregator.graph();
+        drop(persister);
+        let (_store, loaded) = Store::open(dir.path(), 2).unwrap();
+        assert_eq!(loaded.graph, saved);
+        assert_eq!(loaded.graph.edges.len(), 1);
+    }
+
+    #[test]
+    fn the_state_directory_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        let (store, _) = Store::open(&nested, 1).unwrap();
+        assert_eq!(store.path(), nested.join(FILE_NAME));
+    }
+}

@@ -1,0 +1,472 @@
+//! Learning end to end on the real kernel: the demo shop, driven with the
+//! demo's traffic, learned by the agent; the suggestion exported, checked
+//! against the Kubernetes schemas (kubernetes-validate) and verified
+//! complete and tight against what was observed; the agent restarted on
+//! the same state directory without losing anything; and the same YAML
+//! learned offline from the recorded flow log and an inventory.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use weir_integration_tests::harness::{Agent, Lab, eventually, weir, weir_ok};
+
+const SHOP: &str = include_str!("../../deploy/examples/shop.yaml");
+
+/// The shop in its own address ranges (tests run in parallel, each with a
+/// lab): the Lab document is replaced, and kube-dns's fixed ClusterIP moves
+/// into the new service range.
+fn shop_yaml() -> String {
+    let (_, rest) = SHOP
+        .split_once("\n---\n")
+        .expect("shop.yaml starts with its Lab document");
+    let lab = "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {name: shop}\n\
+        spec: {podCIDR: 10.151.0.0/16, podCIDRv6: 'fd00:151::/64', serviceCIDR: 10.152.0.0/16, \
+        serviceCIDRv6: 'fd00:152::/112', dualStack: true}\n";
+    assert!(rest.contains("clusterIP: 10.96.0.10"));
+    format!(
+        "{lab}---\n{}",
+        rest.replace("clusterIP: 10.96.0.10", "clusterIP: 10.152.0.10")
+    )
+}
+
+fn kubernetes_validate() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let tool = target.join("venv/bin/kubernetes-validate");
+    assert!(
+        tool.exists(),
+        "{} is missing: run `make pydeps` (make test does)",
+        tool.display()
+    );
+    tool
+}
+
+/// (source, target, port, protocol) of a graph edge.
+type Edge = (String, String, u64, String);
+
+fn graph_edges(graph: &Value) -> BTreeSet<Edge> {
+    let mut edges = BTreeSet::new();
+    for e in graph["edges"].as_array().expect("edges") {
+        for p in e["ports"].as_array().expect("ports") {
+            edges.insert((
+                e["source"].as_str().expect("source").to_owned(),
+                e["target"].as_str().expect("target").to_owned(),
+                p["port"].as_u64().expect("port"),
+                p["protocol"].as_str().expect("protocol").to_owned(),
+            ));
+        }
+    }
+    edges
+}
+
+fn ip_of(status: &Value, pod: &str, v6: bool) -> String {
+    let (ns, name) = pod.split_once('/').expect("ns/pod");
+    status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["namespace"] == ns && p["name"] == name)
+        .and_then(|p| {
+            p["ips"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|ip| ip.contains(':') == v6)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{pod} has no address"))
+}
+
+fn cluster_ip(status: &Value, service: &str) -> String {
+    let (ns, name) = service.split_once('/').expect("ns/name");
+    status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["namespace"] == ns && s["name"] == name)
+        .and_then(|s| {
+            s["clusterIPs"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|ip| !ip.contains(':'))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{service} has no IPv4 ClusterIP"))
+}
+
+/// The traffic of scripts/demo.sh: shoppers browse, add to cart, check out.
+fn drive_traffic(lab: &Lab) {
+    let status = lab.status();
+    let pods = |prefix: &str, ns: &str| -> Vec<String> {
+        let mut names: Vec<String> = status["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .filter(|p| p["namespace"] == ns)
+            .filter_map(|p| p["name"].as_str())
+            .filter(|n| n.starts_with(prefix))
+            .map(|n| format!("{ns}/{n}"))
+            .collect();
+        names.sort();
+        names
+    };
+    let loadgen = lab.pod("shop", "loadgen");
+    let frontends = pods("frontend-", "shop");
+    assert_eq!(frontends.len(), 2);
+    let cart = lab.pod("shop", "cartservice-");
+    let catalog = lab.pod("shop", "catalog-");
+    let store = lab.pod("data", "store-");
+    let dns = lab.pod("kube-system", "coredns-");
+    let store_v6 = ip_of(&status, &store, true);
+    let catalog_v6 = ip_of(&status, &catalog, true);
+    let kube_dns = cluster_ip(&status, "kube-system/kube-dns");
+    let cart_svc = cluster_ip(&status, "shop/cartservice");
+
+    for _ in 0..3 {
+        for fe in &frontends {
+            assert!(lab.probe(&loadgen, fe, "8080/TCP"), "loadgen -> {fe}");
+            assert!(lab.probe(fe, &kube_dns, "53/UDP"), "{fe} -> kube-dns");
+            assert!(lab.probe(fe, &catalog, "3550/TCP"), "{fe} -> catalog");
+            assert!(lab.probe(fe, &catalog_v6, "3550/TCP"), "{fe} -> catalog v6");
+            assert!(lab.probe(fe, &cart_svc, "7070/TCP"), "{fe} -> cart svc");
+        }
+        assert!(lab.probe(&cart, &dns, "53/UDP"), "cart -> dns");
+        assert!(lab.probe(&cart, &store, "6379/TCP"), "cart -> store");
+        assert!(lab.probe(&cart, &store_v6, "6379/TCP"), "cart -> store v6");
+        assert!(
+            lab.probe(&cart, "203.0.113.10", "443/TCP"),
+            "cart -> payments"
+        );
+    }
+}
+
+/// An inventory file (Namespaces, Pods with owners and containerPorts,
+/// Services) describing the lab as `kubectl get -o yaml` would.
+fn inventory_yaml(lab: &Lab) -> String {
+    let status = lab.status();
+    let mut docs: Vec<Value> = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(SHOP) {
+        let value: Value = serde::Deserialize::deserialize(doc).expect("shop.yaml parses");
+        if value["kind"] == "Namespace" {
+            docs.push(value);
+        }
+    }
+    for pod in status["pods"].as_array().expect("pods") {
+        let labels = &pod["labels"];
+        let workload = &pod["workload"];
+        let name = workload["name"].as_str().expect("workload name");
+        let owner = match workload["kind"].as_str().expect("workload kind") {
+            "Deployment" => {
+                let hash = labels["pod-template-hash"]
+                    .as_str()
+                    .expect("pod-template-hash");
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-{hash}"), "uid": "u", "controller": true}])
+            }
+            "Pod" => json!([]),
+            kind => {
+                json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u", "controller": true}])
+            }
+        };
+        let ports: Vec<Value> = pod["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                let mut port = json!({"containerPort": p["port"], "protocol": p["protocol"]});
+                if let Some(name) = p.get("name") {
+                    port["name"] = name.clone();
+                }
+                port
+            })
+            .collect();
+        let ips: Vec<Value> = pod["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|ip| json!({"ip": ip}))
+            .collect();
+        docs.push(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": labels, "ownerReferences": owner},
+            "spec": {"containers": [{"name": "c", "image": "lab", "ports": ports}]},
+            "status": {"podIP": ips[0]["ip"], "podIPs": ips},
+        }));
+    }
+    for svc in status["services"].as_array().expect("services") {
+        let ports: Vec<Value> = svc["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                let target = p["targetPort"].as_str().expect("targetPort");
+                let target = target
+                    .parse::<u16>()
+                    .map_or_else(|_| json!(target), |n| json!(n));
+                json!({"port": p["port"], "protocol": p["protocol"], "targetPort": target})
+            })
+            .collect();
+        docs.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc["name"], "namespace": svc["namespace"]},
+            "spec": {"clusterIPs": svc["clusterIPs"], "selector": svc["selector"], "ports": ports},
+        }));
+    }
+    docs.iter()
+        .map(|d| serde_yaml::to_string(d).expect("yaml"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Every file of a directory by name.
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .expect("read export dir")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            (
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read_to_string(&path).expect("read export"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_shop_is_learned_exported_verified_and_survives_a_restart() {
+    let validate = kubernetes_validate();
+    let lab = Lab::up("learn", &shop_yaml());
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let agent_args = [
+        "--state-dir",
+        &state_dir,
+        "--save-interval",
+        "300ms",
+        "--flow-idle-timeout",
+        "2s",
+        "--flow-closing-timeout",
+        "1s",
+        "--quiet-period",
+        "1s",
+    ];
+    let mut agent = Agent::start(&lab, &agent_args);
+    let server = agent.url();
+
+    drive_traffic(&lab);
+    let expected: BTreeSet<Edge> = [
+        ("shop/loadgen", "shop/frontend", 8080, "TCP"),
+        ("shop/frontend", "kube-system/coredns", 53, "UDP"),
+        ("shop/frontend", "shop/catalog", 3550, "TCP"),
+        ("shop/frontend", "shop/cartservice", 7070, "TCP"),
+        ("shop/cartservice", "kube-system/coredns", 53, "UDP"),
+        ("shop/cartservice", "data/store", 6379, "TCP"),
+        ("shop/cartservice", "203.0.113.10", 443, "TCP"),
+    ]
+    .into_iter()
+    .map(|(s, t, p, proto)| (s.to_owned(), t.to_owned(), p, proto.to_owned()))
+    .collect();
+    // Every flow closes (short timeouts) and its last report is folded:
+    // wait for the graph to hold the edges and stop changing.
+    let mut last = Value::Null;
+    let graph = eventually(Duration::from_secs(30), || {
+        let graph = agent.get_json("/api/graph");
+        let settled = graph_edges(&graph) == expected && graph == last;
+        last = graph.clone();
+        std::thread::sleep(Duration::from_secs(3));
+        settled.then_some(graph)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "graph never settled on the demo's edges; last: {last:#}\nlog:\n{}",
+            agent.log_text()
+        )
+    });
+
+    // The flow log, recorded for the offline round trip.
+    let work = tempfile::tempdir().expect("work dir");
+    let flows = work.path().join("flows.json");
+    let log = weir_ok(&[
+        "observe", "--server", &server, "--last", "10000", "-o", "json",
+    ]);
+    std::fs::write(&flows, &log).expect("write flows");
+
+    // Export from the live agent: one file per namespace and a
+    // kustomization, all valid Kubernetes objects.
+    let live = work.path().join("live");
+    let live_s = live.to_string_lossy().into_owned();
+    let _ = weir_ok(&["export", "--server", &server, "-o", &live_s]);
+    let exported = files(&live);
+    let names: Vec<&str> = exported.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "data.yaml",
+            "kube-system.yaml",
+            "kustomization.yaml",
+            "shop.yaml"
+        ]
+    );
+    for name in ["data.yaml", "kube-system.yaml", "shop.yaml"] {
+        let out = Command::new(&validate)
+            .arg("--strict")
+            .arg(live.join(name))
+            .output()
+            .expect("run kubernetes-validate");
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {name}:\n{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            exported[name]
+        );
+    }
+    let stdout = weir_ok(&["export", "--server", &server, "--namespace", "data"]);
+    assert_eq!(stdout, exported["data.yaml"], "-o - is the same YAML");
+
+    // The suggestion is complete and tight for what was observed.
+    let out = weir(&[
+        "verify",
+        "--policies",
+        &live_s,
+        "--server",
+        &server,
+        "--strict",
+        "-o",
+        "json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify -o json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "verify --strict: {report:#}");
+    assert_eq!(report["denied"], json!([]));
+    assert_eq!(report["unobserved_allowed"], json!([]));
+    assert_eq!(report["observed"], expected.len());
+
+    // A policy set that drops observed traffic fails with exit 1 and says
+    // which flows, in which direction, why.
+    let strict = work.path().join("deny");
+    std::fs::create_dir(&strict).expect("mkdir");
+    std::fs::write(
+        strict.join("deny.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: data}\n\
+         spec: {podSelector: {}, policyTypes: [Ingress]}\n",
+    )
+    .expect("write deny");
+    let strict_s = strict.to_string_lossy().into_owned();
+    let out = weir(&["verify", "--policies", &strict_s, "--server", &server]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("shop/cartservice -> data/store 6379/TCP")
+            && table.contains("ingress denied"),
+        "{table}"
+    );
+    // A bad file is an error (exit 2) naming it.
+    std::fs::write(strict.join("bad.yaml"), "kind: ConfigMap\n").expect("write bad");
+    let out = weir(&["verify", "--policies", &strict_s, "--server", &server]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml: document 1"));
+
+    // Readiness: quiet (1 s) and fully covered.
+    let status: Value =
+        serde_json::from_str(&weir_ok(&["status", "--server", &server, "-o", "json"]))
+            .expect("status json");
+    let namespaces = status["namespaces"].as_array().expect("namespaces");
+    assert_eq!(namespaces.len(), 3, "{status:#}");
+    for ns in namespaces {
+        assert_eq!(ns["coverage"], 1.0, "{ns}");
+        assert_eq!(ns["ready"], true, "{ns}");
+    }
+    let table = weir_ok(&["status", "--server", &server]);
+    assert!(
+        table.contains("NAMESPACE") && table.contains("kube-system"),
+        "{table}"
+    );
+
+    // Restart on the same state directory: nothing learned is lost.
+    assert!(agent.stop(), "agent stops cleanly:\n{}", agent.log_text());
+    drop(agent);
+    let agent = Agent::start(&lab, &agent_args);
+    let server = agent.url();
+    let restored = agent.get_json("/api/graph");
+    assert_eq!(restored, graph, "the graph survives a restart");
+    // The agent reads its pod source right after it starts; until then it
+    // knows no pods to write policies for.
+    let again = work.path().join("again");
+    let again_s = again.to_string_lossy().into_owned();
+    let same = eventually(Duration::from_secs(10), || {
+        let _ = weir_ok(&["export", "--server", &server, "-o", &again_s]);
+        (files(&again) == exported).then_some(())
+    });
+    assert!(
+        same.is_some(),
+        "the same export after a restart; got {:#?}",
+        files(&again)
+    );
+    let out = weir(&[
+        "verify",
+        "--policies",
+        &live_s,
+        "--server",
+        &server,
+        "--strict",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Offline: the recorded flow log and an inventory give the same YAML.
+    let inventory = work.path().join("inventory.yaml");
+    std::fs::write(&inventory, inventory_yaml(&lab)).expect("write inventory");
+    let offline = work.path().join("offline");
+    let offline_s = offline.to_string_lossy().into_owned();
+    let flows_s = flows.to_string_lossy().into_owned();
+    let inventory_s = inventory.to_string_lossy().into_owned();
+    let out = weir(&[
+        "export",
+        "--flows",
+        &flows_s,
+        "--inventory",
+        &inventory_s,
+        "-o",
+        &offline_s,
+    ]);
+    assert!(out.status.success(), "offline export: {out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "no skipped lines: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline_files = files(&offline);
+    for (name, text) in &exported {
+        assert_eq!(
+            offline_files.get(name),
+            Some(text),
+            "offline {name} differs from the live export"
+        );
+    }
+    let out = weir(&[
+        "verify",
+        "--policies",
+        &live_s,
+        "--flows",
+        &flows_s,
+        "--inventory",
+        &inventory_s,
+        "--strict",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "offline verify: {out:?}");
+}
