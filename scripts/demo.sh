@@ -41,7 +41,10 @@ echo "==> lab: $SPEC"
 lab up --replace "$SPEC"
 
 echo "==> agent on $SERVER (log: $RUN_DIR/agent.log)"
+# A fresh learning store per demo: the lab is new, so is what it taught.
+rm -rf "$RUN_DIR/state"
 setsid "$WEIR" agent --source "lab:$LAB" --listen "$LISTEN" --sweep-interval 1s \
+  --state-dir "$RUN_DIR/state" \
   >"$RUN_DIR/agent.log" 2>&1 < /dev/null &
 echo $! >"$RUN_DIR/agent.pid"
 for _ in $(seq 100); do
@@ -115,6 +118,20 @@ echo "==> observed flow graph ($SERVER/api/graph)"
 echo
 echo "==> latest flows (weir observe --last 10)"
 "$WEIR" observe --server "$SERVER" --last 10
+
+echo
+echo "==> suggested NetworkPolicies (weir export -o $RUN_DIR/policies)"
+rm -rf "$RUN_DIR/policies"
+"$WEIR" export --server "$SERVER" -o "$RUN_DIR/policies"
+ls "$RUN_DIR/policies"
+echo "--- $RUN_DIR/policies/shop.yaml (first 40 lines)"
+head -40 "$RUN_DIR/policies/shop.yaml"
+echo
+echo "==> weir verify --strict: do they allow exactly what was observed?"
+"$WEIR" verify --policies "$RUN_DIR/policies" --server "$SERVER" --strict
+echo
+echo "==> readiness (weir status)"
+"$WEIR" status --server "$SERVER"
 cat <<MSG
 
 The agent keeps running on $SERVER:
@@ -122,5 +139,7 @@ The agent keeps running on $SERVER:
   $WEIR graph --server $SERVER -o json     the graph as JSON
   curl $SERVER/metrics                     Prometheus metrics
   $WEIR lab --lab $LAB status              the lab's pods
+  $WEIR export --server $SERVER -o DIR     the suggested policies, one file per namespace
+  ls $RUN_DIR/policies                  what this demo exported
 Stop and clean up with: make demo-down
 MSG
