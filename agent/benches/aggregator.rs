@@ -128,8 +128,7 @@ fn inventory() -> Inventory {
     }
     Inventory {
         pods,
-        namespaces: BTreeMap::new(),
-        services: Vec::new(),
+        ..Inventory::default()
     }
 }
 

@@ -55,6 +55,8 @@ pub(super) struct DatapathTask {
     endpoint_ips: HashMap<u32, Vec<IpAddr>>,
     /// Pods' sockets, for connections open before the probes attached.
     hints: SocketHints,
+    /// The source's last warnings, logged once each time they change.
+    source_warnings: Vec<String>,
     /// Interfaces that failed to attach, by ifindex, so a bad one is not
     /// retried (and logged) every resync; a new interface of the same name is.
     failed: BTreeMap<String, Option<u32>>,
@@ -105,6 +107,7 @@ impl DatapathTask {
             ifindexes: BTreeMap::new(),
             endpoint_ips: HashMap::new(),
             hints: SocketHints::default(),
+            source_warnings: Vec::new(),
             failed: BTreeMap::new(),
         })
     }
@@ -262,6 +265,12 @@ impl DatapathTask {
                 return;
             }
         };
+        if inventory.warnings != self.source_warnings {
+            for warning in &inventory.warnings {
+                warn!(source = self.source.name(), "{warning}");
+            }
+            self.source_warnings.clone_from(&inventory.warnings);
+        }
         let attached = self.reconcile_attachments(&inventory);
         for ifindex in attached {
             self.report_open_connections(ifindex).await;

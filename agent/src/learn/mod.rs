@@ -255,7 +255,11 @@ fn offline(
 ) -> anyhow::Result<(FlowGraph, Cluster)> {
     let text = std::fs::read_to_string(inventory_path)
         .with_context(|| format!("cannot read {}", inventory_path.display()))?;
-    let cluster = inventory::parse(inventory_path, &text, None)?.cluster();
+    let inventory = inventory::parse(inventory_path, &text, None)?;
+    for warning in &inventory.warnings {
+        writeln!(warn, "weir: warning: {warning}")?;
+    }
+    let cluster = inventory.cluster();
     let log = std::fs::read_to_string(flows)
         .with_context(|| format!("cannot read {}", flows.display()))?;
     let parsed = flows::parse(&log, &cluster);

@@ -14,7 +14,10 @@
 //! [`InventorySource::with_node`], only pods whose `spec.nodeName` is this
 //! node may claim a veth (one file can then describe a whole cluster).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use k8s_openapi::{
     api::core::v1::{Namespace, Pod, Service},
@@ -100,11 +103,27 @@ pub fn parse(path: &Path, text: &str, node_name: Option<&str>) -> Result<Invento
         }
         add_object(&mut inventory, value, None, node_name).map_err(fail)?;
     }
+    // A namespace used by a pod but not declared is assumed, as the API
+    // server would have it, with only its name label, and said so: a
+    // namespaceSelector on other labels cannot match it.
+    let declares_namespaces = !inventory.namespaces.is_empty();
+    let mut undeclared = std::collections::BTreeSet::new();
     for pod in &inventory.pods {
-        inventory
-            .namespaces
-            .entry(pod.meta.namespace.clone())
-            .or_default();
+        if !inventory.namespaces.contains_key(&pod.meta.namespace) {
+            inventory
+                .namespaces
+                .insert(pod.meta.namespace.clone(), BTreeMap::new());
+            undeclared.insert(pod.meta.namespace.clone());
+        }
+    }
+    if declares_namespaces {
+        for namespace in undeclared {
+            inventory.warnings.push(format!(
+                "{}: pods reference namespace {namespace:?}, which the file does not declare; \
+                 assumed with only the kubernetes.io/metadata.name label",
+                path.display()
+            ));
+        }
     }
     for (name, labels) in &mut inventory.namespaces {
         labels
@@ -303,6 +322,21 @@ status:
 
     fn parse_str(text: &str, node: Option<&str>) -> Result<Inventory, SourceError> {
         parse(Path::new("inv.yaml"), text, node)
+    }
+
+    #[test]
+    fn undeclared_namespaces_are_assumed_and_reported() {
+        let text =
+            format!("{POD_A}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: other}}\n");
+        let inv = parse_str(&text, None).unwrap();
+        assert_eq!(
+            inv.namespaces["shop"]["kubernetes.io/metadata.name"],
+            "shop"
+        );
+        assert_eq!(inv.warnings.len(), 1, "{:?}", inv.warnings);
+        assert!(inv.warnings[0].contains("inv.yaml") && inv.warnings[0].contains("\"shop\""));
+        // A file of pods alone declares no namespaces: nothing to warn about.
+        assert!(parse_str(POD_A, None).unwrap().warnings.is_empty());
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn inventory(state: &LabState) -> Inventory {
             })
             .collect(),
         services: state.services.iter().map(service).collect(),
+        warnings: Vec::new(),
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Inventory {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// ClusterIP Services.
     pub services: Vec<ClusterService>,
+    /// What the source found odd but could work with (e.g. a pod in a
+    /// namespace the file does not declare), for the user to see.
+    pub warnings: Vec<String>,
 }
 
 impl Inventory {
