@@ -16,7 +16,7 @@
 
 #include <linux/types.h>
 
-#define WEIR_ABI_VERSION 1
+#define WEIR_ABI_VERSION 2
 
 /* Address families as stored in flow_key.family. */
 #define WEIR_FAMILY_IPV4 4
@@ -51,7 +51,10 @@
 #define WEIR_CNT_FRAGMENT 6        /* non-first IP fragments (no L4 header) */
 #define WEIR_CNT_UNSUPPORTED_L4 7  /* IP protocols other than TCP/UDP/SCTP/ICMP */
 #define WEIR_CNT_ICMP_CONTROL 8    /* ICMP other than echo: errors, ND, MLD */
-#define WEIR_CNT_MAX 9
+#define WEIR_CNT_DROPPED 9         /* packets dropped by enforcement */
+#define WEIR_CNT_AUDIT 10          /* packets that enforcement would have dropped */
+#define WEIR_CNT_EVENTS_LIMITED 11 /* verdict events suppressed by the rate limit */
+#define WEIR_CNT_MAX 12
 
 /*
  * Flow table key: one entry per (endpoint, 5-tuple), the same entry for both
@@ -92,7 +95,8 @@ struct flow_stats {
 	__u8 flags;              /* WEIR_FLOW_F_* */
 	__u8 icmp_type;          /* first ICMP type seen, 0 otherwise */
 	__u8 icmp_code;
-	__u16 _pad0;
+	__u8 verdict;            /* WEIR_VERDICT_*, decided on the first packet */
+	__u8 reason;             /* WEIR_REASON_* when not forwarded */
 } __attribute__((aligned(8)));
 
 /* Ring-buffer record announcing a new flow table entry. */
@@ -106,10 +110,123 @@ struct flow_event {
 	__u8 icmp_code;
 	__u64 timestamp_ns; /* bpf_ktime_get_ns() of the first packet */
 	struct flow_key key;
+	__u8 verdict;   /* WEIR_VERDICT_* */
+	__u8 reason;    /* WEIR_REASON_* */
+	__u8 direction; /* WEIR_DIR_* checked (the endpoint's side) */
+	__u8 _pad0;
+	__u32 peer_identity; /* identity the peer resolved to (0: none) */
 } __attribute__((aligned(8)));
+
+/*
+ * Enforcement. A namespace is in one of three modes; its pods' endpoints
+ * carry it. In audit and enforce the first packet of a flow is judged
+ * (egress at the source's veth, ingress at the destination's); the verdict
+ * is stored in the flow entry, which then acts as connection tracking:
+ * every later packet of the flow, both ways, shares it.
+ */
+#define WEIR_MODE_OBSERVE 0
+#define WEIR_MODE_AUDIT 1
+#define WEIR_MODE_ENFORCE 2
+
+#define WEIR_VERDICT_FORWARDED 0 /* allowed, or not judged (observe) */
+#define WEIR_VERDICT_AUDIT 1     /* would be dropped; passed (audit mode) */
+#define WEIR_VERDICT_DROPPED 2   /* dropped (enforce mode) */
+
+#define WEIR_REASON_NONE 0
+#define WEIR_REASON_DEFAULT_DENY 1     /* isolated, and no rule for the direction */
+#define WEIR_REASON_PEER_NOT_ALLOWED 2 /* no rule names the peer */
+#define WEIR_REASON_PORT_NOT_ALLOWED 3 /* the peer is named, not on this port */
+
+#define WEIR_DIR_INGRESS 0
+#define WEIR_DIR_EGRESS 1
+
+/* Reserved identities. Pods and CIDRs get identities from 256 up. */
+#define WEIR_ID_ANY 0   /* in policy keys: any peer */
+#define WEIR_ID_HOST 1  /* the node itself (kubelet probes): always allowed */
+#define WEIR_ID_WORLD 2 /* an address no pod or CIDR entry matches */
+#define WEIR_ID_FIRST 256
+
+/* Bits of endpoint_info.flags. */
+#define WEIR_EP_ISOLATED_INGRESS 0x01 /* some policy selects it for ingress */
+#define WEIR_EP_ISOLATED_EGRESS 0x02  /* some policy selects it for egress */
+#define WEIR_EP_RULES_INGRESS 0x04    /* ... and some of them have ingress rules */
+#define WEIR_EP_RULES_EGRESS 0x08     /* ... and some of them have egress rules */
+
+/* ENDPOINTS: host veth ifindex -> what the datapath needs of its pod. */
+struct endpoint_info {
+	__u32 identity; /* the pod's identity (its policy key) */
+	__u8 mode;      /* WEIR_MODE_* of the pod's namespace */
+	__u8 flags;     /* WEIR_EP_* */
+	__u16 _pad0;
+} __attribute__((aligned(4)));
+
+/* IDENTITIES: exact address -> identity (pods, the node). */
+struct ip_key {
+	__u8 family; /* WEIR_FAMILY_* */
+	__u8 _pad0[3];
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+} __attribute__((aligned(4)));
+
+/*
+ * CIDRS: LPM trie of ipBlock prefixes (and their excepts) -> identity.
+ * Every distinct prefix has its own identity; the longest match of an
+ * address is the most specific prefix containing it, so "in cidr and not
+ * in any except" is the set of prefixes inside cidr and not inside an
+ * except, which the compiler allows one by one.
+ */
+struct cidr_key {
+	__u32 prefixlen; /* LPM: 32 (family) + prefix bits */
+	__u8 family;
+	__u8 _pad0[3];
+	__u8 addr[16];
+} __attribute__((aligned(4)));
+
+/*
+ * POLICY: LPM trie of allow rules. Key bits in order: endpoint identity,
+ * direction, protocol, peer identity (all matched exactly), then the port
+ * (network order) matched by prefix: a port range is at most 30 prefixes,
+ * "any port" is prefix 0. A rule without ports allows every protocol and is
+ * stored with protocol 0. A lookup tries (peer, proto), (peer, any
+ * protocol), (any peer, proto), (any peer, any protocol): four O(key)
+ * lookups whatever the number of rules.
+ */
+struct policy_key {
+	__u32 prefixlen;   /* LPM: 96 + port prefix bits (0..16) */
+	__u32 endpoint;    /* endpoint identity */
+	__u8 direction;    /* WEIR_DIR_* */
+	__u8 proto;        /* IPPROTO_*, 0 = any protocol */
+	__u8 _pad0[2];     /* matched too: always zero */
+	__u32 peer;        /* peer identity, WEIR_ID_ANY = any peer */
+	__u16 port;        /* network order */
+	__u16 _pad1;
+} __attribute__((aligned(4)));
+
+#define WEIR_POLICY_KEY_FIXED_BITS 96 /* endpoint + direction + proto + pad + peer */
+
+/* POLICY value: which rule allowed it, for the flow log. */
+struct policy_value {
+	__u32 rule_id; /* index into the agent's rule table */
+} __attribute__((aligned(4)));
+
+/*
+ * PEERS: (endpoint identity, direction, peer identity) pairs that some rule
+ * names: on the deny path only, it tells "port not allowed" from "peer not
+ * allowed".
+ */
+struct peer_key {
+	__u32 endpoint;
+	__u8 direction;
+	__u8 _pad0[3];
+	__u32 peer;
+} __attribute__((aligned(4)));
 
 _Static_assert(sizeof(struct flow_key) == 48, "flow_key ABI");
 _Static_assert(sizeof(struct flow_stats) == 56, "flow_stats ABI");
-_Static_assert(sizeof(struct flow_event) == 64, "flow_event ABI");
+_Static_assert(sizeof(struct flow_event) == 72, "flow_event ABI");
+_Static_assert(sizeof(struct endpoint_info) == 8, "endpoint_info ABI");
+_Static_assert(sizeof(struct ip_key) == 20, "ip_key ABI");
+_Static_assert(sizeof(struct cidr_key) == 24, "cidr_key ABI");
+_Static_assert(sizeof(struct policy_key) == 20, "policy_key ABI");
+_Static_assert(sizeof(struct peer_key) == 12, "peer_key ABI");
 
 #endif /* WEIR_ABI_H */
