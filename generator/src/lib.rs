@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod datapath;
 pub mod eval;
 pub mod identity;
 pub mod model;
