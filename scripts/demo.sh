@@ -9,6 +9,9 @@ LAB=${LAB:-demo}
 LISTEN=${LISTEN:-127.0.0.1:9090}
 SPEC=${SPEC:-deploy/examples/shop.yaml}
 RUN_DIR=/run/weir/demo-$LAB
+# The agent's datapath is pinned (it keeps enforcing without the agent);
+# one pin directory per demo lab, removed by `down`.
+PIN_DIR=/sys/fs/bpf/weir-demo-$LAB
 SERVER="http://$LISTEN"
 
 lab() { "$WEIR" lab --lab "$LAB" "$@"; }
@@ -22,8 +25,9 @@ down() {
     fi
     rm -f "$RUN_DIR/agent.pid"
   fi
+  "$WEIR" agent --cleanup --pin-dir "$PIN_DIR"
   lab down
-  echo "demo stopped: agent gone, lab $LAB removed"
+  echo "demo stopped: agent gone, datapath unpinned, lab $LAB removed"
 }
 
 if [[ ${1:-} == down ]]; then
@@ -44,7 +48,7 @@ echo "==> agent on $SERVER (log: $RUN_DIR/agent.log)"
 # A fresh learning store per demo: the lab is new, so is what it taught.
 rm -rf "$RUN_DIR/state"
 setsid "$WEIR" agent --source "lab:$LAB" --listen "$LISTEN" --sweep-interval 1s \
-  --state-dir "$RUN_DIR/state" \
+  --state-dir "$RUN_DIR/state" --pin-dir "$PIN_DIR" \
   >"$RUN_DIR/agent.log" 2>&1 < /dev/null &
 echo $! >"$RUN_DIR/agent.pid"
 for _ in $(seq 100); do

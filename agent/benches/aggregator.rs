@@ -180,6 +180,10 @@ fn flows(rng: &mut Rng) -> Vec<Observation> {
                 first_seen: 1_700_000_000_000_000_000,
                 last_seen: 1_700_000_000_000_000_000 + f as u64,
                 kernel_time: 1_700_000_000_000_000_000 + f as u64,
+                verdict: weir_agent::flow::Verdict::Forwarded,
+                reason: weir_agent::flow::DenyReason::None,
+                direction: None,
+                policies: Vec::new(),
             }
         })
         .collect()

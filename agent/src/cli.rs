@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, lab, learn, observe, telemetry::LogFormat};
+use crate::{daemon, lab, learn, observe, policy, telemetry::LogFormat};
 
 /// weir: learn Kubernetes NetworkPolicies from observed traffic.
 #[derive(Debug, Parser)]
@@ -36,6 +36,13 @@ pub enum Command {
     /// Per namespace: how long since the last new edge, how much traffic
     /// the suggestion covers, whether it is ready to audit.
     Status(learn::StatusArgs),
+    /// The NetworkPolicies a running agent enforces: apply, delete, list.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Per-namespace enforcement modes of a running agent: observe, audit,
+    /// enforce.
+    #[command(subcommand)]
+    Mode(policy::ModeCommand),
     /// A Kubernetes node in a box: pods as network namespaces on a bridge.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -53,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => learn::run_export(&args),
         Command::Verify(args) => learn::run_verify(&args),
         Command::Status(args) => learn::run_status(&args),
+        Command::Policy(cmd) => policy::run(&cmd),
+        Command::Mode(cmd) => policy::run_mode(&cmd),
         Command::Lab(cmd) => lab::run(cmd),
     }
 }

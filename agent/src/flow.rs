@@ -19,6 +19,136 @@ pub enum Initiator {
     Unknown,
 }
 
+/// What the datapath decided for a flow (Hubble's `verdict`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Allowed, or not judged (the namespace is observed only).
+    #[default]
+    Forwarded,
+    /// Denied by the policies, passed anyway (audit mode).
+    Audit,
+    /// Denied and dropped (enforce mode).
+    Dropped,
+}
+
+impl Verdict {
+    /// From the kernel's `VERDICT_*`; an unknown value reads as forwarded
+    /// (the kernel passes what it did not drop).
+    #[must_use]
+    pub fn from_abi(value: u8) -> Self {
+        match value {
+            weir_ebpf::abi::VERDICT_AUDIT => Self::Audit,
+            weir_ebpf::abi::VERDICT_DROPPED => Self::Dropped,
+            _ => Self::Forwarded,
+        }
+    }
+
+    /// `FORWARDED`, `AUDIT` or `DROPPED`, as Hubble writes verdicts.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "FORWARDED",
+            Self::Audit => "AUDIT",
+            Self::Dropped => "DROPPED",
+        }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "FORWARDED" => Ok(Self::Forwarded),
+            "AUDIT" => Ok(Self::Audit),
+            "DROPPED" => Ok(Self::Dropped),
+            _ => Err(format!("expected FORWARDED, AUDIT or DROPPED, got {s:?}")),
+        }
+    }
+}
+
+/// Why the policies deny a flow (none when forwarded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// Not denied.
+    #[default]
+    None,
+    /// The pod is isolated and no rule allows anything in this direction.
+    DefaultDeny,
+    /// No rule names the peer.
+    PeerNotAllowed,
+    /// A rule names the peer, on other ports.
+    PortNotAllowed,
+}
+
+impl DenyReason {
+    /// From the kernel's `REASON_*`.
+    #[must_use]
+    pub fn from_abi(value: u8) -> Self {
+        match value {
+            weir_ebpf::abi::REASON_DEFAULT_DENY => Self::DefaultDeny,
+            weir_ebpf::abi::REASON_PEER_NOT_ALLOWED => Self::PeerNotAllowed,
+            weir_ebpf::abi::REASON_PORT_NOT_ALLOWED => Self::PortNotAllowed,
+            _ => Self::None,
+        }
+    }
+
+    /// `none`, `default-deny`, `peer-not-allowed` or `port-not-allowed`
+    /// (the evaluator's names, as `weir verify` prints them).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::DefaultDeny => "default-deny",
+            Self::PeerNotAllowed => "peer-not-allowed",
+            Self::PortNotAllowed => "port-not-allowed",
+        }
+    }
+}
+
+/// The direction the datapath checked, seen from the endpoint's pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckedDirection {
+    /// Traffic into the pod: its ingress policies.
+    Ingress,
+    /// Traffic out of the pod: its egress policies.
+    Egress,
+}
+
+impl CheckedDirection {
+    /// From the kernel's `DIR_*`.
+    #[must_use]
+    pub fn from_abi(value: u8) -> Option<Self> {
+        match value {
+            weir_ebpf::abi::DIR_INGRESS => Some(Self::Ingress),
+            weir_ebpf::abi::DIR_EGRESS => Some(Self::Egress),
+            _ => None,
+        }
+    }
+
+    /// The side a flow is judged on at its endpoint: a flow the pod opened
+    /// is its egress, one its peer opened its ingress (what the datapath
+    /// checks on a flow's first packet).
+    #[must_use]
+    pub fn of_initiator(initiator: Initiator) -> Option<Self> {
+        match initiator {
+            Initiator::Local => Some(Self::Egress),
+            Initiator::Remote => Some(Self::Ingress),
+            Initiator::Unknown => None,
+        }
+    }
+
+    /// `INGRESS` or `EGRESS`, as Hubble's `traffic_direction`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "INGRESS",
+            Self::Egress => "EGRESS",
+        }
+    }
+}
+
 /// One endpoint's report on one flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
@@ -60,6 +190,16 @@ pub struct Observation {
     /// Kernel timestamp of the event that produced this report, as Unix
     /// nanoseconds: the start of the aggregation-delay measurement.
     pub kernel_time: u64,
+    /// The datapath's verdict (decided on the flow's first packet).
+    pub verdict: Verdict,
+    /// Why it was not forwarded.
+    pub reason: DenyReason,
+    /// The direction that was checked, when known.
+    pub direction: Option<CheckedDirection>,
+    /// The policies that isolate the endpoint's pod in that direction
+    /// (`namespace/name`), filled in by the agent for judged flows that
+    /// were not forwarded.
+    pub policies: Vec<String>,
 }
 
 impl Observation {

@@ -1,8 +1,9 @@
 //! The weir agent and command-line tool.
 //!
 //! One binary, `weir`, with subcommands: `agent` (the per-node daemon:
-//! datapath loader, aggregator, HTTP API), `observe` (a flow log client),
-//! and `lab` (a Kubernetes node in a box, made of network namespaces).
+//! datapath loader, aggregator, enforcer, HTTP API), `observe` (a flow log
+//! client), `export`/`verify`/`status` (learning), `policy`/`mode`
+//! (enforcement), and `lab` (a Kubernetes node in a box, made of network namespaces).
 //! Each subcommand lives in its own module; `main.rs` only parses and
 //! dispatches.
 // One exception, with a SAFETY comment: registering the ring buffer's fd
@@ -13,11 +14,13 @@ pub mod aggregator;
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod enforce;
 pub mod flow;
 pub mod lab;
 pub mod learn;
 pub mod metrics;
 pub mod observe;
+pub mod policy;
 pub mod resolve;
 pub mod sockets;
 pub mod store;

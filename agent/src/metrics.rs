@@ -74,6 +74,12 @@ pub struct KernelCounters {
     pub unsupported_l4: u64,
     /// ICMP messages other than echo (errors, neighbour discovery): not flows.
     pub icmp_control: u64,
+    /// Packets dropped by enforcement.
+    pub dropped: u64,
+    /// Packets enforcement would have dropped (audit mode).
+    pub audit: u64,
+    /// Verdict events the datapath's rate limit suppressed.
+    pub events_limited: u64,
 }
 
 /// The agent's metrics; share it as `Arc<Metrics>`.
@@ -92,6 +98,9 @@ pub struct Metrics {
     graph_edges: Gauge,
     attached: Gauge,
     attach_failures: Counter,
+    verdicts: Family<[(&'static str, String); 3], Counter>,
+    enforce_applies: Family<[(&'static str, &'static str); 1], Counter>,
+    enforce_entries: Family<[(&'static str, &'static str); 1], Gauge>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
 }
@@ -176,6 +185,27 @@ impl Metrics {
             attach_failures.clone(),
         );
 
+        // The namespace label is bounded by the cluster's namespaces, and
+        // verdict and reason by their fixed sets.
+        let verdicts = Family::<[(&'static str, String); 3], Counter>::default();
+        registry.register(
+            "policy_verdicts",
+            "New flows by the namespace of the reporting pod, the datapath's verdict and the deny reason",
+            verdicts.clone(),
+        );
+        let enforce_applies = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "enforce_updates",
+            "Policy map updates by outcome (applied, rejected, failed)",
+            enforce_applies.clone(),
+        );
+        let enforce_entries = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "enforce_map_entries",
+            "Entries the agent wrote to each enforcement map",
+            enforce_entries.clone(),
+        );
+
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(Arc::clone(&kernel)));
 
@@ -193,6 +223,9 @@ impl Metrics {
             graph_edges,
             attached,
             attach_failures,
+            verdicts,
+            enforce_applies,
+            enforce_entries,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
         }
@@ -259,6 +292,37 @@ impl Metrics {
     /// Count a failed attach.
     pub fn attach_failed(&self) {
         self.attach_failures.inc();
+    }
+
+    /// Count a new flow's verdict at a pod of `namespace`.
+    pub fn verdict(
+        &self,
+        namespace: &str,
+        verdict: crate::flow::Verdict,
+        reason: crate::flow::DenyReason,
+    ) {
+        self.verdicts
+            .get_or_create(&[
+                ("namespace", namespace.to_owned()),
+                ("verdict", verdict.as_str().to_owned()),
+                ("reason", reason.as_str().to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Count a policy map update: `applied`, `rejected` (invalid input or
+    /// over a limit: nothing changed) or `failed` (a map write failed).
+    pub fn enforce_update(&self, outcome: &'static str) {
+        self.enforce_applies
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
+    }
+
+    /// Set the number of entries in one enforcement map.
+    pub fn set_enforce_entries(&self, map: &'static str, entries: usize) {
+        self.enforce_entries
+            .get_or_create(&[("map", map)])
+            .set(gauge_value(entries as u64));
     }
 
     /// Mirror the datapath's counters.
@@ -334,7 +398,7 @@ struct KernelCollector {
 
 /// Names (without the registry's `weir_` prefix) and help of the mirrored
 /// kernel counters, in [`KernelCollector::values`] order.
-const KERNEL_COUNTERS: [(&str, &str); 9] = [
+const KERNEL_COUNTERS: [(&str, &str); 12] = [
     ("datapath_packets", "Packets seen by the datapath"),
     (
         "datapath_new_flows",
@@ -362,6 +426,15 @@ const KERNEL_COUNTERS: [(&str, &str); 9] = [
         "datapath_icmp_control",
         "ICMP errors and neighbour discovery: control traffic, not flows",
     ),
+    ("policy_dropped_packets", "Packets dropped by enforcement"),
+    (
+        "policy_audit_packets",
+        "Packets enforcement would have dropped (namespaces in audit mode)",
+    ),
+    (
+        "policy_events_limited",
+        "Verdict events the datapath's rate limit suppressed",
+    ),
 ];
 
 impl KernelCollector {
@@ -376,6 +449,9 @@ impl KernelCollector {
             c.fragments,
             c.unsupported_l4,
             c.icmp_control,
+            c.dropped,
+            c.audit,
+            c.events_limited,
         ];
         for (slot, v) in self.values.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::{
 use weir_ebpf::abi::{self, FlowEvent, FlowKey, FlowStats};
 use weir_generator::model::Protocol;
 
-use crate::flow::{Initiator, Observation};
+use crate::flow::{CheckedDirection, DenyReason, Initiator, Observation, Verdict};
 
 /// Converts kernel `CLOCK_MONOTONIC` timestamps to Unix time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +158,14 @@ impl FlowTracker {
         obs.last_seen = time;
         obs.kernel_time = time;
         obs.icmp = icmp_of(event.key.proto, event.icmp_type, event.icmp_code);
+        obs.verdict = Verdict::from_abi(event.verdict);
+        obs.reason = DenyReason::from_abi(event.reason);
+        obs.direction = if obs.verdict == Verdict::Forwarded && event.peer_identity == 0 {
+            // Not judged (observe mode): the direction is the initiator's.
+            CheckedDirection::of_initiator(obs.initiator)
+        } else {
+            CheckedDirection::from_abi(event.direction)
+        };
         if event.key.proto == IPPROTO_TCP {
             if obs.initiator == Initiator::Remote {
                 obs.tcp_flags_to_pod = event.tcp_flags;
@@ -230,6 +238,11 @@ impl FlowTracker {
             obs.icmp = icmp_of(key.proto, stats.icmp_type, stats.icmp_code);
             obs.first_seen = clock.to_unix(stats.first_seen_ns);
             obs.last_seen = clock.to_unix(stats.last_seen_ns);
+            obs.verdict = Verdict::from_abi(stats.verdict);
+            obs.reason = DenyReason::from_abi(stats.reason);
+            // The table keeps no direction: a flow is judged at an endpoint
+            // on the side its opener is (egress for the pod's own).
+            obs.direction = CheckedDirection::of_initiator(obs.initiator);
             sweep.observations.push(obs);
         }
         // Entries gone from the table (deleted elsewhere) are forgotten too.
@@ -277,6 +290,10 @@ fn base_observation(key: &FlowKey, initiator: u8, flags: u8) -> Option<Observati
         first_seen: 0,
         last_seen: 0,
         kernel_time: 0,
+        verdict: Verdict::Forwarded,
+        reason: DenyReason::None,
+        direction: None,
+        policies: Vec::new(),
     })
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * weir's observe programs: TC programs on both directions of a pod's
- * host-side veth that keep one flow table entry per (endpoint, 5-tuple) and
- * announce new entries through a ring buffer.
+ * weir's datapath: TC programs on both directions of a pod's host-side veth
+ * that keep one flow table entry per (endpoint, 5-tuple), announce new
+ * entries through a ring buffer and, for endpoints in audit or enforce mode,
+ * judge each new flow against the policy maps.
  *
  *   weir_from_pod  TC ingress of the host veth: packets the pod sends
  *   weir_to_pod    TC egress of the host veth: packets the pod receives
@@ -17,11 +18,53 @@
  *   COUNTERS  per-CPU __u64[WEIR_CNT_MAX]: losses are counted, never silent.
  *   CLOCK_CACHE  per-CPU clock reading of the current jiffy (internal, not
  *             read by the agent): see last_seen_clock().
+ *   ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS: the enforcement state
+ *             written by the agent (see "Enforcement" below and abi.h).
+ *   EVENT_RATE  per-CPU token bucket for the events of denied flows
+ *             (internal): see verdict_event_allowed().
  *
- * Both programs return TC_ACT_UNSPEC: observing never changes the verdict.
- * With tcx (kernel >= 6.6) TC_ACT_UNSPEC is TCX_NEXT, so programs attached
- * after ours (a CNI's own datapath) still run; with legacy cls_bpf in
- * direct-action mode it means "continue with the next filter".
+ * The programs return TC_ACT_UNSPEC unless enforcement drops the packet
+ * (TC_ACT_SHOT). With tcx (kernel >= 6.6) TC_ACT_UNSPEC is TCX_NEXT, so
+ * programs attached after ours (a CNI's own datapath) still run; with legacy
+ * cls_bpf in direct-action mode it means "continue with the next filter".
+ *
+ * Enforcement. Only the first packet of a flow (no FLOWS entry yet) is
+ * judged, and only at an endpoint whose ENDPOINTS entry is in audit or
+ * enforce mode; the verdict is stored in the new entry and every later
+ * packet of the flow, both ways, shares it (connection tracking), so the
+ * existing-flow path costs no lookup at all, and an endpoint that is not in
+ * ENDPOINTS (or observed) costs one hash lookup per new flow.
+ *   - Direction: weir_from_pod checks EGRESS (the pod sends the first
+ *     packet), weir_to_pod INGRESS. The port is the first packet's
+ *     destination port. Each end of a pod-to-pod flow judges its own side.
+ *   - Peer identity: IDENTITIES (exact address), else the longest CIDRS
+ *     prefix, else WEIR_ID_WORLD. WEIR_ID_HOST is always allowed.
+ *   - Not isolated in that direction: forwarded. Isolated without rules in
+ *     that direction: DEFAULT_DENY. Else four POLICY lookups (judge()); a
+ *     miss is PORT_NOT_ALLOWED when PEERS names the peer (or any peer),
+ *     PEER_NOT_ALLOWED otherwise.
+ *   - ICMP/ICMPv6 echo has no ports: only "any protocol" rules (protocol 0,
+ *     stored with any port, i.e. port prefix 0) match it; the lookups use
+ *     protocol 0 and port 0.
+ *   - Denied: audit mode passes the packet with verdict AUDIT (every packet
+ *     of the flow counts WEIR_CNT_AUDIT); enforce mode (or any unknown mode:
+ *     fail closed) drops it with verdict DROPPED (WEIR_CNT_DROPPED).
+ *   - A DROPPED entry whose endpoint has since left enforce mode (agent
+ *     switched the namespace to audit/observe, or removed the endpoint) is
+ *     downgraded on its next packet: AUDIT, or FORWARDED when observed. That
+ *     check costs one ENDPOINTS lookup, on the drop path only. A policy
+ *     change that newly allows a DROPPED flow takes effect when the agent
+ *     deletes the entry (its next packet is judged again).
+ *   - Events of denied flows go through a per-CPU token bucket
+ *     (weir_event_cost_ns, weir_event_bucket_ns: 1000/s, burst 100 by
+ *     default); a suppressed event is counted in WEIR_CNT_EVENTS_LIMITED and
+ *     its entry stays without WEIR_FLOW_F_ANNOUNCED, so the sweep reports it.
+ *   Limitations: mid-stream TCP (no SYN, e.g. after the entry expired) is
+ *   judged as a new flow from whichever side sends first; non-first IP
+ *   fragments, ICMP errors and IP protocols other than TCP/UDP/SCTP/ICMP are
+ *   not judged (they pass); when FLOWS is full a flow is judged on every
+ *   packet with nothing remembered, so replies of allowed flows are judged
+ *   as new flows of the other direction.
  *
  * Needs kernel >= 5.8 (ring buffer).
  *
@@ -87,6 +130,73 @@ struct {
 	__type(value, struct clock_cache);
 } CLOCK_CACHE SEC(".maps");
 
+/* Private to these programs (not ABI): see verdict_event_allowed(). */
+struct event_rate {
+	__u64 credit_ns; /* tokens, as nanoseconds of refill */
+	__u64 last_ns;
+};
+
+/* The verdict of a new flow, as judge() decides it. */
+struct judgment {
+	__u8 verdict;	/* WEIR_VERDICT_* */
+	__u8 reason;	/* WEIR_REASON_* */
+	__u8 direction; /* WEIR_DIR_* */
+	__u8 _pad0;
+	__u32 peer; /* peer identity, 0 when not judged */
+};
+
+/*
+ * Token bucket of denied-flow events, per CPU: one event costs
+ * weir_event_cost_ns of credit, the bucket holds weir_event_bucket_ns (the
+ * burst). Set at load time by the loader; 0 cost disables the limit.
+ */
+volatile const __u64 weir_event_cost_ns = 1000000;    /* 1000 events/s */
+volatile const __u64 weir_event_bucket_ns = 100000000; /* burst of 100 */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_rate);
+} EVENT_RATE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+} ENDPOINTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ip_key);
+	__type(value, __u32);
+} IDENTITIES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cidr_key);
+	__type(value, __u32);
+} CIDRS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+} POLICY SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct peer_key);
+	__type(value, __u8);
+} PEERS SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
 	__u64 *value = bpf_map_lookup_elem(&COUNTERS, &index);
@@ -94,6 +204,32 @@ static __always_inline void count(__u32 index)
 	/* per-CPU slot and TC runs with migration disabled: no atomic needed */
 	if (value)
 		*value += 1;
+}
+
+/*
+ * Takes one token for the event of a denied flow. Per CPU, and TC programs
+ * run with migration disabled: no atomics. The first call finds last_ns 0
+ * and a full bucket.
+ */
+static __always_inline bool verdict_event_allowed(__u64 now)
+{
+	__u32 zero = 0;
+	struct event_rate *rate = bpf_map_lookup_elem(&EVENT_RATE, &zero);
+	__u64 cost = weir_event_cost_ns;
+	__u64 credit;
+
+	if (!rate || !cost)
+		return true;
+	credit = rate->credit_ns + (now - rate->last_ns);
+	if (credit > weir_event_bucket_ns)
+		credit = weir_event_bucket_ns;
+	rate->last_ns = now;
+	if (credit < cost) {
+		rate->credit_ns = credit;
+		return false;
+	}
+	rate->credit_ns = credit - cost;
+	return true;
 }
 
 static __always_inline __u8 initiator_of(__u8 opener, const bool from_pod)
@@ -185,7 +321,8 @@ static __always_inline void account(struct flow_stats *stats, const struct parse
  * mirror. It runs once per new flow, so the call costs nothing that matters.
  */
 static __noinline void fill_event(struct flow_event *ev, const struct flow_key *key,
-				  const struct flow_stats *stats, const struct parsed *p)
+				  const struct flow_stats *stats, const struct parsed *p,
+				  const struct judgment *j)
 {
 	ev->version = WEIR_ABI_VERSION;
 	ev->kind = WEIR_EVENT_NEW_FLOW;
@@ -196,6 +333,138 @@ static __noinline void fill_event(struct flow_event *ev, const struct flow_key *
 	ev->icmp_code = stats->icmp_code;
 	ev->timestamp_ns = stats->first_seen_ns;
 	__builtin_memcpy(&ev->key, key, sizeof(*key));
+	/* ring-buffer records are not zeroed: every field is written */
+	ev->verdict = stats->verdict;
+	ev->reason = stats->reason;
+	ev->direction = j->direction;
+	ev->_pad0 = 0;
+	ev->peer_identity = j->peer;
+}
+
+/* The identity of the peer's address: exact, then longest prefix, then world. */
+static __always_inline __u32 peer_identity(const struct flow_key *key)
+{
+	struct ip_key ip;
+	struct cidr_key cidr;
+	__u32 *id;
+
+	__builtin_memset(&ip, 0, sizeof(ip));
+	ip.family = key->family;
+	__builtin_memcpy(ip.addr, key->remote_addr, sizeof(ip.addr));
+	id = bpf_map_lookup_elem(&IDENTITIES, &ip);
+	if (id)
+		return *id;
+
+	__builtin_memset(&cidr, 0, sizeof(cidr));
+	/* IPv4 keys have zeroes after the 4 address bytes: the full length works */
+	cidr.prefixlen = 32 + 128;
+	cidr.family = key->family;
+	__builtin_memcpy(cidr.addr, key->remote_addr, sizeof(cidr.addr));
+	id = bpf_map_lookup_elem(&CIDRS, &cidr);
+	if (id)
+		return *id;
+	return WEIR_ID_WORLD;
+}
+
+/* One POLICY lookup: the port is matched by prefix, the rest exactly. */
+static __always_inline bool policy_allows(struct policy_key *pk, __u32 peer, __u8 proto)
+{
+	pk->peer = peer;
+	pk->proto = proto;
+	return bpf_map_lookup_elem(&POLICY, pk) != NULL;
+}
+
+/*
+ * Judges the first packet of a flow at an endpoint in audit or enforce mode
+ * (see the top of this file). Not inlined: it runs once per new flow, and
+ * keeping it out of line keeps the per-packet path small.
+ */
+static __noinline void judge(const struct endpoint_info *ep, const struct flow_key *key,
+			     struct judgment *j)
+{
+	__u8 isolated = j->direction == WEIR_DIR_EGRESS ? WEIR_EP_ISOLATED_EGRESS
+							: WEIR_EP_ISOLATED_INGRESS;
+	__u8 rules = j->direction == WEIR_DIR_EGRESS ? WEIR_EP_RULES_EGRESS : WEIR_EP_RULES_INGRESS;
+	bool icmp = key->proto == IPPROTO_ICMP || key->proto == IPPROTO_ICMPV6;
+	struct policy_key pk;
+	struct peer_key peer;
+	__u16 port;
+
+	j->verdict = WEIR_VERDICT_FORWARDED;
+	j->reason = WEIR_REASON_NONE;
+	j->peer = peer_identity(key);
+	if (j->peer == WEIR_ID_HOST || !(ep->flags & isolated))
+		return;
+
+	if (!(ep->flags & rules)) {
+		j->reason = WEIR_REASON_DEFAULT_DENY;
+		goto deny;
+	}
+
+	/* the destination port of the first packet: the peer's on egress */
+	port = j->direction == WEIR_DIR_EGRESS ? key->remote_port : key->local_port;
+	__builtin_memset(&pk, 0, sizeof(pk));
+	pk.prefixlen = WEIR_POLICY_KEY_FIXED_BITS + 16;
+	pk.endpoint = ep->identity;
+	pk.direction = j->direction;
+	pk.port = icmp ? 0 : bpf_htons(port);
+	if (!icmp && policy_allows(&pk, j->peer, key->proto))
+		return;
+	if (policy_allows(&pk, j->peer, 0))
+		return;
+	if (!icmp && policy_allows(&pk, WEIR_ID_ANY, key->proto))
+		return;
+	if (policy_allows(&pk, WEIR_ID_ANY, 0))
+		return;
+
+	__builtin_memset(&peer, 0, sizeof(peer));
+	peer.endpoint = ep->identity;
+	peer.direction = j->direction;
+	peer.peer = j->peer;
+	if (bpf_map_lookup_elem(&PEERS, &peer)) {
+		j->reason = WEIR_REASON_PORT_NOT_ALLOWED;
+	} else {
+		peer.peer = WEIR_ID_ANY;
+		j->reason = bpf_map_lookup_elem(&PEERS, &peer) ? WEIR_REASON_PORT_NOT_ALLOWED
+							       : WEIR_REASON_PEER_NOT_ALLOWED;
+	}
+deny:
+	j->verdict = ep->mode == WEIR_MODE_AUDIT ? WEIR_VERDICT_AUDIT : WEIR_VERDICT_DROPPED;
+}
+
+/* Counts a packet of a judged flow; TC_ACT_SHOT when it is dropped. */
+static __always_inline int apply(__u8 verdict)
+{
+	if (verdict == WEIR_VERDICT_FORWARDED)
+		return TC_ACT_UNSPEC;
+	if (verdict == WEIR_VERDICT_AUDIT) {
+		count(WEIR_CNT_AUDIT);
+		return TC_ACT_UNSPEC;
+	}
+	count(WEIR_CNT_DROPPED);
+	return TC_ACT_SHOT;
+}
+
+/*
+ * A packet of an existing flow whose verdict is not FORWARDED (the per-packet
+ * path only reads the verdict byte). A DROPPED flow whose endpoint left
+ * enforce mode is downgraded first, so switching a namespace back to audit
+ * or observe never keeps dropping its flows.
+ */
+static __noinline int existing_denied(struct flow_stats *stats, __u32 ifindex)
+{
+	struct endpoint_info *ep;
+
+	if (stats->verdict == WEIR_VERDICT_DROPPED) {
+		ep = bpf_map_lookup_elem(&ENDPOINTS, &ifindex);
+		if (!ep || ep->mode == WEIR_MODE_OBSERVE) {
+			stats->verdict = WEIR_VERDICT_FORWARDED;
+			stats->reason = WEIR_REASON_NONE;
+		} else if (ep->mode == WEIR_MODE_AUDIT) {
+			stats->verdict = WEIR_VERDICT_AUDIT;
+		}
+	}
+	return apply(stats->verdict);
 }
 
 /*
@@ -203,12 +472,13 @@ static __noinline void fill_event(struct flow_event *ev, const struct flow_key *
  * then announce. The ring-buffer record is reserved before the insert so the
  * entry is written once, with WEIR_FLOW_F_ANNOUNCED already right.
  */
-static __always_inline void new_flow(const struct flow_key *key, const struct parsed *p, __u64 len,
-				     __u64 now, const bool from_pod)
+static __always_inline int new_flow(const struct flow_key *key, const struct parsed *p, __u64 len,
+				    __u64 now, const struct judgment *j, const bool from_pod)
 {
 	struct flow_stats stats;
 	struct flow_stats *existing;
 	struct flow_event *ev;
+	bool limited = false;
 	long err;
 
 	__builtin_memset(&stats, 0, sizeof(stats));
@@ -229,8 +499,15 @@ static __always_inline void new_flow(const struct flow_key *key, const struct pa
 		stats.flags |= WEIR_FLOW_F_INITIATOR_GUESSED;
 	stats.icmp_type = p->icmp_type;
 	stats.icmp_code = p->icmp_code;
+	stats.verdict = j->verdict;
+	stats.reason = j->reason;
 
-	ev = bpf_ringbuf_reserve(&EVENTS, sizeof(*ev), 0);
+	if (j->verdict != WEIR_VERDICT_FORWARDED && !verdict_event_allowed(now)) {
+		limited = true;
+		ev = NULL;
+	} else {
+		ev = bpf_ringbuf_reserve(&EVENTS, sizeof(*ev), 0);
+	}
 	if (ev)
 		stats.flags |= WEIR_FLOW_F_ANNOUNCED;
 
@@ -238,12 +515,14 @@ static __always_inline void new_flow(const struct flow_key *key, const struct pa
 	if (!err) {
 		count(WEIR_CNT_NEW_FLOWS);
 		if (ev) {
-			fill_event(ev, key, &stats, p);
+			fill_event(ev, key, &stats, p, j);
 			bpf_ringbuf_submit(ev, 0);
+		} else if (limited) {
+			count(WEIR_CNT_EVENTS_LIMITED);
 		} else {
 			count(WEIR_CNT_RINGBUF_FULL);
 		}
-		return;
+		return apply(j->verdict);
 	}
 	if (ev)
 		bpf_ringbuf_discard(ev, 0);
@@ -251,12 +530,30 @@ static __always_inline void new_flow(const struct flow_key *key, const struct pa
 	if (err == -EEXIST) {
 		/* another CPU inserted the flow between our lookup and insert */
 		existing = bpf_map_lookup_elem(&FLOWS, key);
-		if (existing)
+		if (existing) {
 			account(existing, p, len, now, from_pod);
-		return;
+			return apply(existing->verdict);
+		}
+		return apply(j->verdict);
 	}
 	/* -E2BIG: table full; -ENOMEM: no element to allocate. Untracked either way. */
 	count(WEIR_CNT_TABLE_FULL);
+	return apply(j->verdict);
+}
+
+/*
+ * The verdict of a new flow: one ENDPOINTS lookup, then judge() for an
+ * endpoint in audit or enforce mode.
+ */
+static __always_inline void decide(const struct flow_key *key, struct judgment *j,
+				   const bool from_pod)
+{
+	struct endpoint_info *ep = bpf_map_lookup_elem(&ENDPOINTS, &key->ifindex);
+
+	__builtin_memset(j, 0, sizeof(*j));
+	j->direction = from_pod ? WEIR_DIR_EGRESS : WEIR_DIR_INGRESS;
+	if (ep && ep->mode != WEIR_MODE_OBSERVE)
+		judge(ep, key, j);
 }
 
 static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
@@ -264,6 +561,7 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct flow_stats *stats;
+	struct judgment j;
 	struct flow_key key;
 	struct parsed p = {};
 	int err;
@@ -279,11 +577,15 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 
 	/* one lookup; the clock is read after it, as each path needs */
 	stats = bpf_map_lookup_elem(&FLOWS, &key);
-	if (stats)
+	if (stats) {
 		account(stats, &p, skb->len, last_seen_clock(), from_pod);
-	else
-		new_flow(&key, &p, skb->len, bpf_ktime_get_ns(), from_pod);
-	return TC_ACT_UNSPEC;
+		/* the flow's verdict: no lookup unless it was denied */
+		if (stats->verdict == WEIR_VERDICT_FORWARDED)
+			return TC_ACT_UNSPEC;
+		return existing_denied(stats, key.ifindex);
+	}
+	decide(&key, &j, from_pod);
+	return new_flow(&key, &p, skb->len, bpf_ktime_get_ns(), &j, from_pod);
 }
 
 SEC("classifier")

@@ -15,7 +15,7 @@ use std::{
 };
 
 /// `WEIR_ABI_VERSION`: bumped on any incompatible change of an event layout.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
 
 /// `WEIR_FAMILY_IPV4`: [`FlowKey::family`] of an IPv4 flow.
 pub const FAMILY_IPV4: u8 = 4;
@@ -57,8 +57,14 @@ pub const CNT_FRAGMENT: usize = 6;
 pub const CNT_UNSUPPORTED_L4: usize = 7;
 /// `WEIR_CNT_ICMP_CONTROL`: ICMP other than echo (errors, ND, MLD): not flows.
 pub const CNT_ICMP_CONTROL: usize = 8;
+/// `WEIR_CNT_DROPPED`: packets dropped by enforcement.
+pub const CNT_DROPPED: usize = 9;
+/// `WEIR_CNT_AUDIT`: packets that enforcement would have dropped (audit mode).
+pub const CNT_AUDIT: usize = 10;
+/// `WEIR_CNT_EVENTS_LIMITED`: verdict events suppressed by the rate limit.
+pub const CNT_EVENTS_LIMITED: usize = 11;
 /// `WEIR_CNT_MAX`: number of counters.
-pub const CNT_MAX: usize = 9;
+pub const CNT_MAX: usize = 12;
 
 /// Counter names, indexed by `CNT_*`, for metrics and logs (a fixed set).
 pub const COUNTER_NAMES: [&str; CNT_MAX] = [
@@ -71,7 +77,62 @@ pub const COUNTER_NAMES: [&str; CNT_MAX] = [
     "fragment",
     "unsupported_l4",
     "icmp_control",
+    "dropped",
+    "audit",
+    "events_limited",
 ];
+
+/// `WEIR_MODE_OBSERVE`: [`EndpointInfo::mode`] of a namespace that is only
+/// observed: nothing is judged.
+pub const MODE_OBSERVE: u8 = 0;
+/// `WEIR_MODE_AUDIT`: flows are judged; denied ones pass with
+/// [`VERDICT_AUDIT`].
+pub const MODE_AUDIT: u8 = 1;
+/// `WEIR_MODE_ENFORCE`: flows are judged; denied ones are dropped.
+pub const MODE_ENFORCE: u8 = 2;
+
+/// `WEIR_VERDICT_FORWARDED`: allowed, or not judged (observe).
+pub const VERDICT_FORWARDED: u8 = 0;
+/// `WEIR_VERDICT_AUDIT`: would be dropped; passed (audit mode).
+pub const VERDICT_AUDIT: u8 = 1;
+/// `WEIR_VERDICT_DROPPED`: dropped (enforce mode).
+pub const VERDICT_DROPPED: u8 = 2;
+
+/// `WEIR_REASON_NONE`: forwarded.
+pub const REASON_NONE: u8 = 0;
+/// `WEIR_REASON_DEFAULT_DENY`: isolated, and no rule for the direction.
+pub const REASON_DEFAULT_DENY: u8 = 1;
+/// `WEIR_REASON_PEER_NOT_ALLOWED`: no rule names the peer.
+pub const REASON_PEER_NOT_ALLOWED: u8 = 2;
+/// `WEIR_REASON_PORT_NOT_ALLOWED`: the peer is named, not on this port.
+pub const REASON_PORT_NOT_ALLOWED: u8 = 3;
+
+/// `WEIR_DIR_INGRESS`: traffic the endpoint receives.
+pub const DIR_INGRESS: u8 = 0;
+/// `WEIR_DIR_EGRESS`: traffic the endpoint sends.
+pub const DIR_EGRESS: u8 = 1;
+
+/// `WEIR_ID_ANY`: in policy keys, any peer.
+pub const ID_ANY: u32 = 0;
+/// `WEIR_ID_HOST`: the node itself (kubelet probes): always allowed.
+pub const ID_HOST: u32 = 1;
+/// `WEIR_ID_WORLD`: an address no pod or CIDR entry matches.
+pub const ID_WORLD: u32 = 2;
+/// `WEIR_ID_FIRST`: pods and CIDRs get identities from here up.
+pub const ID_FIRST: u32 = 256;
+
+/// `WEIR_EP_ISOLATED_INGRESS`: some policy selects the endpoint for ingress.
+pub const EP_ISOLATED_INGRESS: u8 = 0x01;
+/// `WEIR_EP_ISOLATED_EGRESS`: some policy selects the endpoint for egress.
+pub const EP_ISOLATED_EGRESS: u8 = 0x02;
+/// `WEIR_EP_RULES_INGRESS`: ... and some of them have ingress rules.
+pub const EP_RULES_INGRESS: u8 = 0x04;
+/// `WEIR_EP_RULES_EGRESS`: ... and some of them have egress rules.
+pub const EP_RULES_EGRESS: u8 = 0x08;
+
+/// `WEIR_POLICY_KEY_FIXED_BITS`: the bits of a policy key before the port
+/// (endpoint, direction, protocol, padding, peer), all matched exactly.
+pub const POLICY_KEY_FIXED_BITS: u32 = 96;
 
 /// `struct flow_key`: one flow table entry per (endpoint, 5-tuple), the same
 /// for both directions. "local" is the pod behind the endpoint.
@@ -131,8 +192,10 @@ pub struct FlowStats {
     pub icmp_type: u8,
     /// First ICMP code seen.
     pub icmp_code: u8,
-    /// Padding; always zero.
-    pub _pad0: u16,
+    /// `VERDICT_*`, decided on the first packet.
+    pub verdict: u8,
+    /// `REASON_*` when not forwarded.
+    pub reason: u8,
 }
 
 /// `struct flow_event`: the ring-buffer record announcing a new flow entry.
@@ -157,6 +220,141 @@ pub struct FlowEvent {
     pub timestamp_ns: u64,
     /// The new entry's key in the flow table.
     pub key: FlowKey,
+    /// `VERDICT_*` of the flow.
+    pub verdict: u8,
+    /// `REASON_*` when not forwarded.
+    pub reason: u8,
+    /// `DIR_*` that was checked (the endpoint's side).
+    pub direction: u8,
+    /// Padding; always zero.
+    pub _pad0: u8,
+    /// Identity the peer resolved to (0: not judged).
+    pub peer_identity: u32,
+}
+
+/// `struct endpoint_info`: the `ENDPOINTS` value (key: host veth ifindex).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointInfo {
+    /// The pod's identity (its policy key).
+    pub identity: u32,
+    /// `MODE_*` of the pod's namespace.
+    pub mode: u8,
+    /// `EP_*`.
+    pub flags: u8,
+    /// Padding; always zero.
+    pub _pad0: u16,
+}
+
+/// `struct ip_key`: the `IDENTITIES` key (exact address -> identity).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IpKey {
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// Padding; always zero.
+    pub _pad0: [u8; 3],
+    /// Network order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// `struct cidr_key`: the `CIDRS` LPM trie key, with its prefix length.
+///
+/// aya's `LpmTrie` takes keys as `lpm_trie::Key<K>` (prefix length + data):
+/// use [`CidrKeyData`] there; this full struct is the C layout.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CidrKey {
+    /// LPM prefix length: 32 (family) + prefix bits.
+    pub prefixlen: u32,
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// Padding; always zero (matched too).
+    pub _pad0: [u8; 3],
+    /// Network order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// [`CidrKey`] without its leading prefix length: the data of an aya
+/// `lpm_trie::Key<CidrKeyData>`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CidrKeyData {
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// Padding; always zero (matched too).
+    pub _pad0: [u8; 3],
+    /// Network order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// `struct policy_key`: the `POLICY` LPM trie key, with its prefix length.
+///
+/// Use [`PolicyKeyData`] with aya's `LpmTrie`; this full struct is the C
+/// layout.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
+    /// LPM prefix length: [`POLICY_KEY_FIXED_BITS`] + port prefix bits (0..=16).
+    pub prefixlen: u32,
+    /// Endpoint identity.
+    pub endpoint: u32,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// IP protocol number, 0 = any protocol.
+    pub proto: u8,
+    /// Padding; always zero (matched too).
+    pub _pad0: [u8; 2],
+    /// Peer identity, [`ID_ANY`] = any peer.
+    pub peer: u32,
+    /// Port, network order.
+    pub port: u16,
+    /// Padding; always zero.
+    pub _pad1: u16,
+}
+
+/// [`PolicyKey`] without its leading prefix length: the data of an aya
+/// `lpm_trie::Key<PolicyKeyData>`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyKeyData {
+    /// Endpoint identity.
+    pub endpoint: u32,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// IP protocol number, 0 = any protocol.
+    pub proto: u8,
+    /// Padding; always zero (matched too).
+    pub _pad0: [u8; 2],
+    /// Peer identity, [`ID_ANY`] = any peer.
+    pub peer: u32,
+    /// Port, network order (`port.to_be()`).
+    pub port: u16,
+    /// Padding; always zero.
+    pub _pad1: u16,
+}
+
+/// `struct policy_value`: which rule allowed the flow, for the flow log.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyValue {
+    /// Index into the agent's rule table.
+    pub rule_id: u32,
+}
+
+/// `struct peer_key`: the `PEERS` key, (endpoint, direction, peer) pairs
+/// some rule names.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// Endpoint identity.
+    pub endpoint: u32,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// Padding; always zero.
+    pub _pad0: [u8; 3],
+    /// Peer identity ([`ID_ANY`]: some rule allows any peer).
+    pub peer: u32,
 }
 
 // Layout asserts: the numbers are the ones in abi.h (and its _Static_asserts).
@@ -185,9 +383,10 @@ const _: () = {
     assert!(offset_of!(FlowStats, flags) == 51);
     assert!(offset_of!(FlowStats, icmp_type) == 52);
     assert!(offset_of!(FlowStats, icmp_code) == 53);
-    assert!(offset_of!(FlowStats, _pad0) == 54);
+    assert!(offset_of!(FlowStats, verdict) == 54);
+    assert!(offset_of!(FlowStats, reason) == 55);
 
-    assert!(size_of::<FlowEvent>() == 64);
+    assert!(size_of::<FlowEvent>() == 72);
     assert!(offset_of!(FlowEvent, version) == 0);
     assert!(offset_of!(FlowEvent, kind) == 2);
     assert!(offset_of!(FlowEvent, initiator) == 3);
@@ -197,6 +396,61 @@ const _: () = {
     assert!(offset_of!(FlowEvent, icmp_code) == 7);
     assert!(offset_of!(FlowEvent, timestamp_ns) == 8);
     assert!(offset_of!(FlowEvent, key) == 16);
+    assert!(offset_of!(FlowEvent, verdict) == 64);
+    assert!(offset_of!(FlowEvent, reason) == 65);
+    assert!(offset_of!(FlowEvent, direction) == 66);
+    assert!(offset_of!(FlowEvent, _pad0) == 67);
+    assert!(offset_of!(FlowEvent, peer_identity) == 68);
+
+    assert!(size_of::<EndpointInfo>() == 8);
+    assert!(offset_of!(EndpointInfo, identity) == 0);
+    assert!(offset_of!(EndpointInfo, mode) == 4);
+    assert!(offset_of!(EndpointInfo, flags) == 5);
+    assert!(offset_of!(EndpointInfo, _pad0) == 6);
+
+    assert!(size_of::<IpKey>() == 20);
+    assert!(offset_of!(IpKey, family) == 0);
+    assert!(offset_of!(IpKey, _pad0) == 1);
+    assert!(offset_of!(IpKey, addr) == 4);
+
+    assert!(size_of::<CidrKey>() == 24);
+    assert!(offset_of!(CidrKey, prefixlen) == 0);
+    assert!(offset_of!(CidrKey, family) == 4);
+    assert!(offset_of!(CidrKey, _pad0) == 5);
+    assert!(offset_of!(CidrKey, addr) == 8);
+    assert!(size_of::<CidrKeyData>() == 20);
+    assert!(offset_of!(CidrKeyData, family) == 0);
+    assert!(offset_of!(CidrKeyData, _pad0) == 1);
+    assert!(offset_of!(CidrKeyData, addr) == 4);
+
+    assert!(size_of::<PolicyKey>() == 20);
+    assert!(offset_of!(PolicyKey, prefixlen) == 0);
+    assert!(offset_of!(PolicyKey, endpoint) == 4);
+    assert!(offset_of!(PolicyKey, direction) == 8);
+    assert!(offset_of!(PolicyKey, proto) == 9);
+    assert!(offset_of!(PolicyKey, _pad0) == 10);
+    assert!(offset_of!(PolicyKey, peer) == 12);
+    assert!(offset_of!(PolicyKey, port) == 16);
+    assert!(offset_of!(PolicyKey, _pad1) == 18);
+    assert!(size_of::<PolicyKeyData>() == 16);
+    assert!(offset_of!(PolicyKeyData, endpoint) == 0);
+    assert!(offset_of!(PolicyKeyData, direction) == 4);
+    assert!(offset_of!(PolicyKeyData, proto) == 5);
+    assert!(offset_of!(PolicyKeyData, _pad0) == 6);
+    assert!(offset_of!(PolicyKeyData, peer) == 8);
+    assert!(offset_of!(PolicyKeyData, port) == 12);
+    assert!(offset_of!(PolicyKeyData, _pad1) == 14);
+    // POLICY_KEY_FIXED_BITS: endpoint, direction, proto, pad and peer.
+    assert!(offset_of!(PolicyKeyData, port) * 8 == POLICY_KEY_FIXED_BITS as usize);
+
+    assert!(size_of::<PolicyValue>() == 4);
+    assert!(offset_of!(PolicyValue, rule_id) == 0);
+
+    assert!(size_of::<PeerKey>() == 12);
+    assert!(offset_of!(PeerKey, endpoint) == 0);
+    assert!(offset_of!(PeerKey, direction) == 4);
+    assert!(offset_of!(PeerKey, _pad0) == 5);
+    assert!(offset_of!(PeerKey, peer) == 8);
 };
 
 // SAFETY: FlowKey is #[repr(C)], made only of integers and integer arrays
@@ -208,6 +462,24 @@ unsafe impl aya::Pod for FlowStats {}
 // SAFETY: as for FlowKey: #[repr(C)], integers and a Pod FlowKey, explicit
 // padding.
 unsafe impl aya::Pod for FlowEvent {}
+// SAFETY: the enforcement structs below are all #[repr(C)], made of integers
+// and integer arrays with explicit padding fields (sizes and offsets asserted
+// above: no implicit padding).
+unsafe impl aya::Pod for EndpointInfo {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for IpKey {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for CidrKey {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for CidrKeyData {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PolicyKey {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PolicyKeyData {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PolicyValue {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PeerKey {}
 
 /// Why a ring-buffer record could not be decoded.
 ///
@@ -354,6 +626,11 @@ impl FlowEvent {
             icmp_code: r.u8(),
             timestamp_ns: r.u64(),
             key: FlowKey::read(&mut r),
+            verdict: r.u8(),
+            reason: r.u8(),
+            direction: r.u8(),
+            _pad0: r.u8(),
+            peer_identity: r.u32(),
         })
     }
 }
@@ -363,7 +640,7 @@ mod tests {
     use super::*;
 
     fn event_bytes(version: u16) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64);
+        let mut b = Vec::with_capacity(72);
         b.extend_from_slice(&version.to_ne_bytes());
         b.extend_from_slice(&[
             EVENT_NEW_FLOW,
@@ -383,6 +660,8 @@ mod tests {
         b.extend_from_slice(&8080u16.to_ne_bytes());
         b.extend_from_slice(&40000u16.to_ne_bytes());
         b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&[VERDICT_DROPPED, REASON_PORT_NOT_ALLOWED, DIR_EGRESS, 0]);
+        b.extend_from_slice(&300u32.to_ne_bytes());
         b
     }
 
@@ -400,6 +679,10 @@ mod tests {
         assert_eq!(event.key.remote_port, 40000);
         assert_eq!(event.key.local_ip(), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(event.key.remote_ip(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(event.verdict, VERDICT_DROPPED);
+        assert_eq!(event.reason, REASON_PORT_NOT_ALLOWED);
+        assert_eq!(event.direction, DIR_EGRESS);
+        assert_eq!(event.peer_identity, 300);
     }
 
     #[test]
@@ -419,11 +702,11 @@ mod tests {
 
     #[test]
     fn rejects_short_records() {
-        for len in [0, 1, 16, 63] {
+        for len in [0, 1, 16, 63, 64, 71] {
             let bytes = &event_bytes(ABI_VERSION)[..len];
             assert_eq!(
                 FlowEvent::from_bytes(bytes),
-                Err(DecodeError::TooShort { len, expected: 64 })
+                Err(DecodeError::TooShort { len, expected: 72 })
             );
         }
     }
@@ -431,9 +714,9 @@ mod tests {
     #[test]
     fn rejects_other_versions() {
         assert_eq!(
-            FlowEvent::from_bytes(&event_bytes(2)),
+            FlowEvent::from_bytes(&event_bytes(1)),
             Err(DecodeError::Version {
-                found: 2,
+                found: 1,
                 expected: ABI_VERSION
             })
         );

@@ -4,7 +4,10 @@
 //! `build.rs` with clang and embedded in this crate; [`abi`] mirrors the
 //! structs of `bpf/abi.h` that the kernel and the agent exchange, and
 //! [`loader`] loads the programs with aya, attaches them to pod veths and
-//! hands out the maps.
+//! hands out the maps: the flow table, ring buffer and counters for
+//! observing, the policy maps ([`loader::PolicyMaps`]) for enforcing.
+//! With [`loader::LoadOptions::pin`] maps and links are pinned on a bpffs
+//! and outlive the process.
 //!
 //! ```no_run
 //! use weir_ebpf::loader::{Datapath, LoadOptions};
@@ -28,7 +31,7 @@
 pub mod abi;
 pub mod loader;
 
-/// The observe programs `weir_from_pod` and `weir_to_pod` and their maps, as
+/// The programs `weir_from_pod` and `weir_to_pod` and their maps, as
 /// an ELF object (empty when built with `WEIR_SKIP_EBPF=1`).
 ///
 /// Public so tools and tests can inspect what is loaded (programs, maps, BTF).

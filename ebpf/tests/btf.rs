@@ -11,7 +11,10 @@ use std::{collections::BTreeMap, mem::offset_of};
 use object::{Object as _, ObjectSection as _};
 use weir_ebpf::{
     FLOW_OBJECT,
-    abi::{FlowEvent, FlowKey, FlowStats},
+    abi::{
+        CidrKey, CidrKeyData, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey, PeerKey,
+        PolicyKey, PolicyKeyData, PolicyValue,
+    },
 };
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -159,7 +162,8 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("flags", offset_of!(FlowStats, flags)),
             ("icmp_type", offset_of!(FlowStats, icmp_type)),
             ("icmp_code", offset_of!(FlowStats, icmp_code)),
-            ("_pad0", offset_of!(FlowStats, _pad0)),
+            ("verdict", offset_of!(FlowStats, verdict)),
+            ("reason", offset_of!(FlowStats, reason)),
         ],
     );
     check(
@@ -176,6 +180,121 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("icmp_code", offset_of!(FlowEvent, icmp_code)),
             ("timestamp_ns", offset_of!(FlowEvent, timestamp_ns)),
             ("key", offset_of!(FlowEvent, key)),
+            ("verdict", offset_of!(FlowEvent, verdict)),
+            ("reason", offset_of!(FlowEvent, reason)),
+            ("direction", offset_of!(FlowEvent, direction)),
+            ("_pad0", offset_of!(FlowEvent, _pad0)),
+            ("peer_identity", offset_of!(FlowEvent, peer_identity)),
+        ],
+    );
+    check(
+        &structs,
+        "endpoint_info",
+        size_of::<EndpointInfo>(),
+        &[
+            ("identity", offset_of!(EndpointInfo, identity)),
+            ("mode", offset_of!(EndpointInfo, mode)),
+            ("flags", offset_of!(EndpointInfo, flags)),
+            ("_pad0", offset_of!(EndpointInfo, _pad0)),
+        ],
+    );
+    check(
+        &structs,
+        "ip_key",
+        size_of::<IpKey>(),
+        &[
+            ("family", offset_of!(IpKey, family)),
+            ("_pad0", offset_of!(IpKey, _pad0)),
+            ("addr", offset_of!(IpKey, addr)),
+        ],
+    );
+    check(
+        &structs,
+        "cidr_key",
+        size_of::<CidrKey>(),
+        &[
+            ("prefixlen", offset_of!(CidrKey, prefixlen)),
+            ("family", offset_of!(CidrKey, family)),
+            ("_pad0", offset_of!(CidrKey, _pad0)),
+            ("addr", offset_of!(CidrKey, addr)),
+        ],
+    );
+    check(
+        &structs,
+        "policy_key",
+        size_of::<PolicyKey>(),
+        &[
+            ("prefixlen", offset_of!(PolicyKey, prefixlen)),
+            ("endpoint", offset_of!(PolicyKey, endpoint)),
+            ("direction", offset_of!(PolicyKey, direction)),
+            ("proto", offset_of!(PolicyKey, proto)),
+            ("_pad0", offset_of!(PolicyKey, _pad0)),
+            ("peer", offset_of!(PolicyKey, peer)),
+            ("port", offset_of!(PolicyKey, port)),
+            ("_pad1", offset_of!(PolicyKey, _pad1)),
+        ],
+    );
+    check(
+        &structs,
+        "policy_value",
+        size_of::<PolicyValue>(),
+        &[("rule_id", offset_of!(PolicyValue, rule_id))],
+    );
+    check(
+        &structs,
+        "peer_key",
+        size_of::<PeerKey>(),
+        &[
+            ("endpoint", offset_of!(PeerKey, endpoint)),
+            ("direction", offset_of!(PeerKey, direction)),
+            ("_pad0", offset_of!(PeerKey, _pad0)),
+            ("peer", offset_of!(PeerKey, peer)),
+        ],
+    );
+}
+
+/// The data-only mirrors that aya's `lpm_trie::Key<K>` wraps: the C struct
+/// minus its leading `__u32 prefixlen`, so every offset is the C one - 4.
+#[test]
+fn lpm_data_mirrors_are_the_c_keys_without_prefixlen() {
+    let structs = btf_structs(FLOW_OBJECT);
+    let data = |name: &str, size: usize, fields: &[(&str, usize)]| {
+        let c = &structs[name];
+        assert_eq!(
+            c.members.get("prefixlen"),
+            Some(&0),
+            "{name} starts with prefixlen"
+        );
+        assert_eq!(c.size - 4, size, "size of {name} without prefixlen");
+        let expected: BTreeMap<String, usize> =
+            fields.iter().map(|&(f, o)| (f.to_owned(), o + 4)).collect();
+        let mut actual = c.members.clone();
+        actual.remove("prefixlen");
+        assert_eq!(
+            actual, expected,
+            "members of {name} (C: left, Rust data + 4: right)"
+        );
+    };
+    data(
+        "cidr_key",
+        size_of::<CidrKeyData>(),
+        &[
+            ("family", offset_of!(CidrKeyData, family)),
+            ("_pad0", offset_of!(CidrKeyData, _pad0)),
+            ("addr", offset_of!(CidrKeyData, addr)),
+        ],
+    );
+    data(
+        "policy_key",
+        size_of::<PolicyKeyData>(),
+        &[
+            ("endpoint", offset_of!(PolicyKeyData, endpoint)),
+            ("direction", offset_of!(PolicyKeyData, direction)),
+            ("proto", offset_of!(PolicyKeyData, proto)),
+            ("_pad0", offset_of!(PolicyKeyData, _pad0)),
+            ("peer", offset_of!(PolicyKeyData, peer)),
+            ("port", offset_of!(PolicyKeyData, port)),
+            ("_pad1", offset_of!(PolicyKeyData, _pad1)),
         ],
     );
 }

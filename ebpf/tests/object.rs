@@ -81,3 +81,58 @@ fn programs_are_dual_licensed() {
         assert_eq!(parse(object).license.to_str().unwrap(), "Dual BSD/GPL");
     }
 }
+
+#[test]
+fn enforcement_maps_match_the_abi() {
+    use aya_obj::generated::bpf_map_type::{
+        BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_PERCPU_ARRAY,
+    };
+    use weir_ebpf::abi::{CidrKey, EndpointInfo, IpKey, PeerKey, PolicyKey, PolicyValue};
+    const BPF_F_NO_PREALLOC: u32 = 1;
+
+    let object = parse(FLOW_OBJECT);
+    for (name, map_type, key, value, entries) in [
+        (
+            "ENDPOINTS",
+            BPF_MAP_TYPE_HASH,
+            4,
+            size_of::<EndpointInfo>(),
+            4096,
+        ),
+        (
+            "IDENTITIES",
+            BPF_MAP_TYPE_HASH,
+            size_of::<IpKey>(),
+            4,
+            65536,
+        ),
+        (
+            "CIDRS",
+            BPF_MAP_TYPE_LPM_TRIE,
+            size_of::<CidrKey>(),
+            4,
+            16384,
+        ),
+        (
+            "POLICY",
+            BPF_MAP_TYPE_LPM_TRIE,
+            size_of::<PolicyKey>(),
+            size_of::<PolicyValue>(),
+            262_144,
+        ),
+        ("PEERS", BPF_MAP_TYPE_HASH, size_of::<PeerKey>(), 1, 65536),
+    ] {
+        let map = &object.maps[name];
+        assert_eq!(map.map_type(), map_type as u32, "{name}");
+        assert_eq!(map.key_size() as usize, key, "{name} key");
+        assert_eq!(map.value_size() as usize, value, "{name} value");
+        assert_eq!(map.max_entries(), entries, "{name} entries");
+        if map_type == BPF_MAP_TYPE_LPM_TRIE {
+            assert_eq!(map.map_flags() & BPF_F_NO_PREALLOC, BPF_F_NO_PREALLOC);
+        }
+    }
+    assert_eq!(
+        map_type(&object, "EVENT_RATE"),
+        BPF_MAP_TYPE_PERCPU_ARRAY as u32
+    );
+}

@@ -157,6 +157,39 @@ impl Drop for Lab {
     }
 }
 
+/// A unique `--pin-dir` under `/sys/fs/bpf`, cleaned up on drop with
+/// `weir agent --cleanup` (maps unpinned, links detached): a pinned
+/// datapath outlives its agent by design, so every test removes its own.
+pub struct PinDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    /// A fresh, unused pin directory.
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            path: Path::new("/sys/fs/bpf").join(unique_name(&format!("weir-test-{prefix}-"))),
+        }
+    }
+
+    /// The path as an argument.
+    #[must_use]
+    pub fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let out = weir(&["agent", "--cleanup", "--pin-dir", &self.arg()]);
+        if !out.status.success() && !thread::panicking() {
+            panic!("weir agent --cleanup failed: {out:?}");
+        }
+    }
+}
+
 /// A running `weir agent`, stopped with SIGTERM on drop.
 pub struct Agent {
     child: Child,
@@ -166,6 +199,9 @@ pub struct Agent {
     /// A private `--state-dir` unless the caller passed one: agents of
     /// parallel tests must not share (or lock each other out of) a store.
     _state: Option<tempfile::TempDir>,
+    /// A private `--pin-dir` unless the caller passed one; dropped (cleaned
+    /// up) after the agent stopped.
+    _pin: Option<PinDir>,
 }
 
 impl Agent {
@@ -173,7 +209,10 @@ impl Agent {
     #[must_use]
     pub fn start(lab: &Lab, extra: &[&str]) -> Self {
         let listen = free_local_addr();
-        let log = std::env::temp_dir().join(format!("{}-agent.log", lab.name));
+        let log = std::env::temp_dir().join(format!(
+            "{}.log",
+            unique_name(&format!("{}-agent-", lab.name))
+        ));
         let log_file = std::fs::File::create(&log).expect("agent log file");
         let source = format!("lab:{}", lab.name);
         let listen_arg = listen.to_string();
@@ -201,6 +240,11 @@ impl Agent {
         if let Some(dir) = &state_arg {
             args.extend(["--state-dir", dir.as_str()]);
         }
+        let pin = (!extra.contains(&"--pin-dir")).then(|| PinDir::new(&lab.name));
+        let pin_arg = pin.as_ref().map(PinDir::arg);
+        if let Some(dir) = &pin_arg {
+            args.extend(["--pin-dir", dir.as_str()]);
+        }
         let child = Command::new(weir_bin())
             .args(&args)
             .env("RUST_LOG", "info,weir_agent=debug")
@@ -213,6 +257,7 @@ impl Agent {
             listen,
             log,
             _state: state,
+            _pin: pin,
         };
         agent.wait_ready(lab);
         agent
@@ -288,6 +333,12 @@ impl Agent {
         };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         nix::sys::signal::kill(pid, signal).expect("signal agent");
+    }
+
+    /// SIGKILL and wait: the agent gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait; returns whether it exited cleanly.

@@ -21,6 +21,10 @@
 //!   remote, and the remote address is an attached pod) is skipped.
 //!   Flow records keep both reports, as Hubble shows both observation
 //!   points.
+//! - A flow the datapath dropped (enforce mode) makes no edge: it was seen,
+//!   not allowed, and the learned graph is what the cluster lets through
+//!   (forwarded and audited traffic). Drops are in the flow records and
+//!   counted by `weir_policy_verdicts_total{verdict="DROPPED"}`.
 //!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
@@ -47,7 +51,7 @@ use weir_generator::model::{
 use self::record::Ring;
 pub use self::record::{FlowRecord, SharedRecord};
 use crate::{
-    flow::{Initiator, Observation},
+    flow::{Initiator, Observation, Verdict},
     metrics::{Metrics, Side},
     resolve::Resolve,
 };
@@ -91,6 +95,8 @@ pub enum Folded {
     UnknownInitiator,
     /// Skipped: the pod behind the veth is unknown.
     UnresolvedEndpoint,
+    /// Skipped: the datapath dropped the flow (enforce mode).
+    Dropped,
 }
 
 /// The aggregator; share it as `Arc<Aggregator>`.
@@ -185,6 +191,9 @@ impl Aggregator {
             self.metrics.unresolved(Side::Endpoint);
             return Folded::UnresolvedEndpoint;
         };
+        if obs.verdict == Verdict::Dropped {
+            return Folded::Dropped;
+        }
 
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let local = NodeSlot::Workload(self.intern(&endpoint));

@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::broadcast;
 use weir_generator::model::{PodMeta, Protocol};
 
-use crate::flow::{Initiator, Observation};
+use crate::flow::{CheckedDirection, DenyReason, Initiator, Observation, Verdict};
 
 /// One flow start or end, oriented initiator -> responder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +51,15 @@ pub struct FlowRecord {
     pub first_seen: u64,
     /// The flow's last packet so far, Unix ns.
     pub last_seen: u64,
+    /// The datapath's verdict.
+    pub verdict: Verdict,
+    /// Why it was not forwarded.
+    pub reason: DenyReason,
+    /// The direction the datapath checked at the reporting endpoint.
+    pub direction: Option<CheckedDirection>,
+    /// The policies isolating the endpoint's pod in that direction, for
+    /// flows that were not forwarded.
+    pub policies: Vec<String>,
 }
 
 impl FlowRecord {
@@ -90,6 +99,10 @@ impl FlowRecord {
             closed: obs.closed,
             first_seen: obs.first_seen,
             last_seen: obs.last_seen,
+            verdict: obs.verdict,
+            reason: obs.reason,
+            direction: obs.direction,
+            policies: obs.policies.clone(),
         }
     }
 

@@ -86,6 +86,10 @@ pub(crate) fn obs(ifindex: u32, local: &str, remote: &str, initiator: Initiator)
         first_seen: 1_700_000_000_000_000_000,
         last_seen: 1_700_000_000_500_000_000,
         kernel_time: 1_700_000_000_500_000_000,
+        verdict: crate::flow::Verdict::Forwarded,
+        reason: crate::flow::DenyReason::None,
+        direction: None,
+        policies: Vec::new(),
     }
 }
 

@@ -37,6 +37,22 @@ pub enum ApiError {
         /// The namespace asked for.
         namespace: String,
     },
+    /// A change to the enforced policies or modes was refused: nothing
+    /// changed (an invalid set, a map over its limit).
+    #[error("refused: {reason}")]
+    Refused {
+        /// Why, naming the policy and field, or the map and its limit.
+        reason: String,
+    },
+    /// No such enforced policy.
+    #[error("no enforced policy {policy}")]
+    UnknownPolicy {
+        /// `namespace/name`.
+        policy: String,
+    },
+    /// The agent runs without an enforcer (API tests, or it is stopping).
+    #[error("enforcement is not available on this agent")]
+    EnforcementUnavailable,
     /// Something failed inside the agent (details are in its log).
     #[error("internal error")]
     Internal,
@@ -52,8 +68,11 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadParameter { .. } | Self::BadQuery { .. } => StatusCode::BAD_REQUEST,
-            Self::BadPolicies { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound { .. } | Self::UnknownNamespace { .. } => StatusCode::NOT_FOUND,
+            Self::BadPolicies { .. } | Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound { .. } | Self::UnknownNamespace { .. } | Self::UnknownPolicy { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Self::EnforcementUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

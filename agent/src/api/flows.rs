@@ -1,4 +1,5 @@
-//! `GET /api/flows`: recent flow records, filtered, as a JSON array; with
+//! `GET /api/flows?namespace=&pod=&port=&protocol=&verdict=&last=&follow=`:
+//! recent flow records, filtered, as a JSON array; with
 //! `follow=true` an NDJSON stream of the last `last` records and then every
 //! new one, until the client goes away or the agent stops.
 //!
@@ -21,7 +22,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use weir_generator::model::Protocol;
 
 use super::{AppState, error::ApiError, record::FlowJson};
-use crate::aggregator::{FlowRecord, SharedRecord};
+use crate::{
+    aggregator::{FlowRecord, SharedRecord},
+    flow::Verdict,
+};
 
 /// Records returned when `last` is not given.
 pub const DEFAULT_LAST: usize = 100;
@@ -37,6 +41,7 @@ pub struct RawFlowQuery {
     protocol: Option<String>,
     last: Option<String>,
     follow: Option<String>,
+    verdict: Option<String>,
 }
 
 /// A checked `/api/flows` query.
@@ -61,6 +66,8 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     /// Transport protocol.
     pub protocol: Option<Protocol>,
+    /// The datapath's verdict.
+    pub verdict: Option<Verdict>,
 }
 
 impl FlowQuery {
@@ -105,6 +112,10 @@ impl FlowQuery {
             })
             .transpose()?
             .unwrap_or(DEFAULT_LAST);
+        let verdict = raw
+            .verdict
+            .map(|v| Verdict::from_str(&v).map_err(|e| bad("verdict", e)))
+            .transpose()?;
         let follow = match raw.follow.as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1" | "") => true,
@@ -121,6 +132,7 @@ impl FlowQuery {
                 pod,
                 port,
                 protocol,
+                verdict,
             },
             last,
             follow,
@@ -150,6 +162,9 @@ impl FlowFilter {
             && !(r.protocol.has_ports()
                 && (r.source.port() == port || r.destination.port() == port))
         {
+            return false;
+        }
+        if self.verdict.is_some_and(|v| v != r.verdict) {
             return false;
         }
         self.protocol.is_none_or(|p| p == r.protocol)

@@ -13,7 +13,11 @@
 //! | `GET /api/policies` | the suggested NetworkPolicies (YAML, or `format=json`) |
 //! | `POST /api/verify` | replay the graph through a YAML body of policies |
 //! | `GET /api/status` | per-namespace readiness to audit |
+//! | `GET, POST /api/policies/enforced` | the enforced policies; add or replace (YAML body) |
+//! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
+//! | `GET /api/modes`, `PUT /api/modes/{ns}` | per-namespace modes: observe, audit, enforce |
 
+pub mod enforce;
 pub mod error;
 pub mod flows;
 pub mod graph;
@@ -31,7 +35,7 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, Uri, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post, put},
 };
 
 use self::{error::ApiError, graph::GraphJson};
@@ -64,6 +68,8 @@ pub struct AppState {
     pub web_dir: Option<PathBuf>,
     /// The observation window and how readiness is judged.
     pub learning: Learning,
+    /// The enforcer, when the agent runs one.
+    pub enforcer: Option<crate::enforce::task::EnforcerHandle>,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -91,7 +97,15 @@ impl AppState {
             started: Instant::now(),
             web_dir: None,
             learning: Learning::default(),
+            enforcer: None,
         }
+    }
+
+    /// Serve the enforcer's endpoints through `handle`.
+    #[must_use]
+    pub fn with_enforcer(mut self, handle: crate::enforce::task::EnforcerHandle) -> Self {
+        self.enforcer = Some(handle);
+        self
     }
 
     /// Set the observation window and the readiness options.
@@ -120,6 +134,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/policies", get(learn::policies))
         .route("/api/verify", post(learn::verify))
         .route("/api/status", get(learn::status))
+        .route(
+            "/api/policies/enforced",
+            get(enforce::list).post(enforce::apply),
+        )
+        .route(
+            "/api/policies/enforced/{namespace}/{name}",
+            delete(enforce::delete),
+        )
+        .route("/api/modes", get(enforce::modes))
+        .route("/api/modes/{namespace}", put(enforce::set_mode))
         .route("/{file}", get(asset))
         .fallback(not_found)
         .with_state(state)

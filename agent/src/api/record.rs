@@ -5,8 +5,15 @@
 //!
 //! Records are flows, not packets, and are oriented initiator -> responder:
 //! `IP.source` is the initiator and `is_reply` is false (absent when the
-//! initiator is unknown). `traffic_direction` is `EGRESS` when the pod
-//! behind the reporting veth opened the flow, `INGRESS` when its peer did.
+//! initiator is unknown). `traffic_direction` is the direction the datapath
+//! checked at the reporting veth: `EGRESS` when its pod opened the flow,
+//! `INGRESS` when its peer did.
+//!
+//! `verdict` is `FORWARDED`, `AUDIT` (the policies deny the flow, the
+//! namespace is in audit mode: it passed) or `DROPPED` (with Hubble's
+//! `drop_reason_desc: POLICY_DENIED`); `weir.policy` says why: the reason
+//! (`default-deny`, `peer-not-allowed`, `port-not-allowed`), the checked
+//! direction and the policies isolating the pod in that direction.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -14,15 +21,22 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use weir_generator::model::{PodMeta, Protocol};
 
-use crate::{aggregator::FlowRecord, flow::Initiator};
+use crate::{
+    aggregator::FlowRecord,
+    flow::{CheckedDirection, Initiator, Verdict},
+};
 
 /// One flow, as `/api/flows` and `weir observe -o json` give it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowJson {
     /// RFC 3339 with nanoseconds.
     pub time: String,
-    /// `FORWARDED` in observe mode.
+    /// `FORWARDED` (allowed, or observe mode), `AUDIT` (denied, passed) or
+    /// `DROPPED`.
     pub verdict: String,
+    /// `POLICY_DENIED` for a flow the policies deny (Hubble's drop reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason_desc: Option<String>,
     /// Addresses.
     #[serde(rename = "IP")]
     pub ip: IpJson,
@@ -162,6 +176,24 @@ pub struct WeirJson {
     /// The flow's last packet as of this report, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// Why the policies deny the flow (audit and dropped flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyJson>,
+}
+
+/// Why a flow was denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyJson {
+    /// `default-deny`, `peer-not-allowed` or `port-not-allowed`.
+    pub reason: String,
+    /// `INGRESS` or `EGRESS`: the direction that was checked, seen from the
+    /// reporting endpoint's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The policies (`namespace/name`) that isolate the pod in that
+    /// direction: none of their rules allows the flow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
 }
 
 /// The veth that reported a flow, and its pod.
@@ -192,7 +224,8 @@ impl From<&FlowRecord> for FlowJson {
         let summary = summary(&l4, r.closed);
         Self {
             time: rfc3339(r.time),
-            verdict: "FORWARDED".to_owned(),
+            verdict: r.verdict.as_str().to_owned(),
+            drop_reason_desc: (r.verdict == Verdict::Dropped).then(|| "POLICY_DENIED".to_owned()),
             ip: IpJson {
                 source: r.source.ip(),
                 destination: r.destination.ip(),
@@ -203,12 +236,11 @@ impl From<&FlowRecord> for FlowJson {
             destination: endpoint(r.destination_pod.as_deref()),
             kind: "L3_L4".to_owned(),
             node_name: r.node_name.to_string(),
-            traffic_direction: match r.initiator {
-                Initiator::Local => "EGRESS",
-                Initiator::Remote => "INGRESS",
-                Initiator::Unknown => "TRAFFIC_DIRECTION_UNKNOWN",
-            }
-            .to_owned(),
+            traffic_direction: r
+                .direction
+                .or_else(|| CheckedDirection::of_initiator(r.initiator))
+                .map_or("TRAFFIC_DIRECTION_UNKNOWN", CheckedDirection::as_str)
+                .to_owned(),
             is_reply: (r.initiator != Initiator::Unknown).then_some(false),
             summary,
             weir: WeirJson {
@@ -230,6 +262,11 @@ impl From<&FlowRecord> for FlowJson {
                 closed: r.closed,
                 first_seen: (r.first_seen != 0).then(|| rfc3339(r.first_seen)),
                 last_seen: (r.last_seen != 0).then(|| rfc3339(r.last_seen)),
+                policy: (r.verdict != Verdict::Forwarded).then(|| PolicyJson {
+                    reason: r.reason.as_str().to_owned(),
+                    direction: r.direction.map(|d| d.as_str().to_owned()),
+                    policies: r.policies.clone(),
+                }),
             },
         }
     }

@@ -398,3 +398,93 @@ async fn status_shows_readiness_per_namespace() {
     // The test edges are from 2023: long quiet, and nothing recent to cover.
     assert_eq!(json["namespaces"][1]["ready"], true, "{json}");
 }
+
+mod enforce {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile};
+
+    const DENY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+        metadata: {name: deny, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n";
+
+    async fn send(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn without_an_enforcer_the_endpoints_say_so() {
+        let app = app(state());
+        let (status, body) = send(&app, "GET", "/api/policies/enforced", "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("enforcement is not available"), "{body}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn policies_and_modes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let enforcer = Enforcer::new(
+            FakeMaps::default(),
+            DesiredFile::in_dir(dir.path()),
+            weir_generator::datapath::Mode::Observe,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let (node_tx, node_rx) = tokio::sync::watch::channel(None);
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let (handle, _task) =
+            crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
+        let cluster = shop_resolver().read().unwrap().cluster();
+        node_tx
+            .send(Some(Arc::new(NodeView {
+                cluster,
+                ..NodeView::default()
+            })))
+            .unwrap();
+        let app = app(state().with_enforcer(handle));
+
+        let (status, body) = send(&app, "POST", "/api/policies/enforced", DENY).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("shop/deny"), "{body}");
+        let bad = DENY.replace(
+            "podSelector: {}",
+            "podSelector: {matchExpressions: [{key: a, operator: Nope}]}",
+        );
+        let (status, body) = send(&app, "POST", "/api/policies/enforced", &bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body.contains("request body") && body.contains("shop/deny"),
+            "{body}"
+        );
+
+        let (status, body) = send(&app, "PUT", "/api/modes/shop", r#"{"mode": "enforce"}"#).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = send(&app, "PUT", "/api/modes/shop", r#"{"mode": "block"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (_, body) = send(&app, "GET", "/api/modes", "").await;
+        let modes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(modes["modes"]["shop"], "enforce");
+        assert_eq!(modes["default_mode"], "observe");
+
+        let (_, body) = send(&app, "GET", "/api/policies/enforced?format=yaml", "").await;
+        assert!(body.contains("name: deny"), "{body}");
+        let (status, _) = send(&app, "DELETE", "/api/policies/enforced/shop/deny", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = send(&app, "DELETE", "/api/policies/enforced/shop/deny", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+}

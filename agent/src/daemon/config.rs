@@ -1,8 +1,16 @@
 //! `weir agent` arguments and the validated configuration built from them.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use anyhow::ensure;
+use weir_generator::datapath::Mode;
 
 use crate::{lab::LabName, learn::analysis::ReadinessOptions, tracker::Expiry};
 
@@ -56,6 +64,44 @@ pub struct AgentArgs {
     /// How far back "recent traffic" goes for readiness coverage.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub coverage_window: Duration,
+    /// Directory on a bpffs where the datapath's maps and links are pinned:
+    /// killing or restarting the agent keeps enforcing, and the next agent
+    /// adopts them (flow table and policies included). `weir agent
+    /// --cleanup` removes them.
+    #[arg(long, default_value = "/sys/fs/bpf/weir", env = "WEIR_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// Pin nothing: the datapath goes away with the agent (development).
+    #[arg(long, hide = true, conflicts_with = "cleanup")]
+    pub no_pin: bool,
+    /// Detach and remove everything weir pinned under --pin-dir, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// The mode of namespaces no `weir mode set` named.
+    #[arg(long, default_value_t = Mode::Observe, env = "WEIR_DEFAULT_MODE")]
+    pub default_mode: Mode,
+    /// The node's own addresses (always allowed, as NetworkPolicy requires
+    /// for kubelet probes); a lab's bridge addresses are found by themselves.
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<IpAddr>,
+    /// Lower an enforcement map's limit below its capacity: MAP=ENTRIES
+    /// (ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS); for tests.
+    #[arg(long = "enforce-limit", value_name = "MAP=N", hide = true, value_parser = parse_limit)]
+    pub enforce_limits: Vec<(String, usize)>,
+}
+
+fn parse_limit(s: &str) -> Result<(String, usize), String> {
+    let (map, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MAP=ENTRIES, got {s:?}"))?;
+    let map = map.to_ascii_uppercase();
+    if !crate::enforce::entries::MAPS.contains(&map.as_str()) {
+        return Err(format!(
+            "unknown map {map:?} (expected one of {})",
+            crate::enforce::entries::MAPS.join(", ")
+        ));
+    }
+    let n = n.parse().map_err(|_| format!("bad entry count {n:?}"))?;
+    Ok((map, n))
 }
 
 /// Where pods come from.
@@ -118,6 +164,14 @@ pub struct Config {
     pub save_interval: Duration,
     /// How readiness is judged.
     pub readiness: ReadinessOptions,
+    /// Where the datapath is pinned (`None`: nothing outlives the agent).
+    pub pin_dir: Option<PathBuf>,
+    /// The mode of namespaces not set explicitly.
+    pub default_mode: Mode,
+    /// Node addresses given on the command line.
+    pub node_ips: Vec<IpAddr>,
+    /// Limits lowered below the maps' capacities, by map.
+    pub enforce_limits: BTreeMap<String, usize>,
 }
 
 impl TryFrom<AgentArgs> for Config {
@@ -171,6 +225,10 @@ impl TryFrom<AgentArgs> for Config {
                 quiet_period: args.quiet_period,
                 window: args.coverage_window,
             },
+            pin_dir: (!args.no_pin).then_some(args.pin_dir),
+            default_mode: args.default_mode,
+            node_ips: args.node_ips,
+            enforce_limits: args.enforce_limits.into_iter().collect(),
         })
     }
 }

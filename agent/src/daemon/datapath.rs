@@ -22,14 +22,16 @@ use tokio::{
 use tracing::{debug, info, trace, warn};
 use weir_ebpf::{
     abi::{self, FlowEvent},
-    loader::{AttachError, Datapath, FlowTable, LoadOptions},
+    loader::{AttachError, Datapath, FlowTable, LoadOptions, PolicyMaps},
 };
+use weir_generator::datapath::PodKey;
 
 use super::{
     Config, SharedResolver, SourceSpec,
     preexisting::{self, SocketHints},
 };
 use crate::{
+    enforce::NodeView,
     flow::Observation,
     metrics::{EventSource, KernelCounters, Metrics},
     resolve::{Inventory, Resolver, Source, inventory::InventorySource, lab::LabSource},
@@ -60,21 +62,37 @@ pub(super) struct DatapathTask {
     /// Interfaces that failed to attach, by ifindex, so a bad one is not
     /// retried (and logged) every resync; a new interface of the same name is.
     failed: BTreeMap<String, Option<u32>>,
+    /// The node as the enforcer needs it, published after every resync
+    /// that changed it.
+    node: watch::Sender<Option<Arc<NodeView>>>,
+    /// Node addresses from the command line.
+    node_ips: Vec<IpAddr>,
+    /// The lab whose bridge addresses are the node's, for a lab source.
+    lab: Option<crate::lab::LabName>,
 }
 
 impl DatapathTask {
-    /// Load the programs and open the maps.
+    /// Load the programs and open the maps (adopting those pinned by a
+    /// previous agent); the enforcement maps are handed out to their owner,
+    /// the enforcer.
     pub(super) fn start(
         config: &Config,
         metrics: Arc<Metrics>,
         resolver: SharedResolver,
         tx: mpsc::Sender<Observation>,
-    ) -> anyhow::Result<Self> {
+        node: watch::Sender<Option<Arc<NodeView>>>,
+    ) -> anyhow::Result<(Self, PolicyMaps)> {
         let mut datapath = Datapath::load(&LoadOptions {
             flow_table_entries: config.flow_table_entries,
             ringbuf_bytes: config.ringbuf_bytes,
+            pin: config.pin_dir.clone(),
+            ..LoadOptions::default()
         })
         .context("cannot load the eBPF programs")?;
+        if let Some(dir) = datapath.pin_dir() {
+            info!(pin_dir = %dir.display(), "datapath pinned: it keeps running when the agent stops");
+        }
+        let policy_maps = datapath.take_policy_maps().context("enforcement maps")?;
         let ring = datapath.take_ring_buf().context("ring buffer")?;
         // SAFETY: the AsyncFd owns the RingBuf, which owns the map's fd, so
         // the fd stays open for as long as it is registered.
@@ -92,7 +110,11 @@ impl DatapathTask {
                 Box::new(InventorySource::new(path.clone()).with_node(config.node_name.clone()))
             }
         };
-        Ok(Self {
+        let lab = match &config.source {
+            SourceSpec::Lab(name) => Some(name.clone()),
+            SourceSpec::Inventory(_) => None,
+        };
+        let task = Self {
             datapath,
             ring,
             table,
@@ -109,7 +131,11 @@ impl DatapathTask {
             hints: SocketHints::default(),
             source_warnings: Vec::new(),
             failed: BTreeMap::new(),
-        })
+            node,
+            node_ips: config.node_ips.clone(),
+            lab,
+        };
+        Ok((task, policy_maps))
     }
 
     /// Run until `shutdown` turns true; then sweep once more so the last
@@ -142,8 +168,16 @@ impl DatapathTask {
         self.announce(&events);
         self.sweep().await;
         let attached = self.datapath.attached().count();
+        let pinned = self.datapath.pin_dir().is_some();
         drop(self.datapath);
-        info!(interfaces = attached, "probes detached");
+        if pinned {
+            info!(
+                interfaces = attached,
+                "probes stay attached (pinned); `weir agent --cleanup` removes them"
+            );
+        } else {
+            info!(interfaces = attached, "probes detached");
+        }
         Ok(())
     }
 
@@ -211,6 +245,9 @@ impl DatapathTask {
                 fragments: c[abi::CNT_FRAGMENT],
                 unsupported_l4: c[abi::CNT_UNSUPPORTED_L4],
                 icmp_control: c[abi::CNT_ICMP_CONTROL],
+                dropped: c[abi::CNT_DROPPED],
+                audit: c[abi::CNT_AUDIT],
+                events_limited: c[abi::CNT_EVENTS_LIMITED],
             }),
             Err(error) => warn!(error = %error, "cannot read kernel counters"),
         }
@@ -278,7 +315,44 @@ impl DatapathTask {
         let resolver = Resolver::new(&inventory, |ifname| {
             nix::net::if_::if_nametoindex(ifname).ok()
         });
+        let view = NodeView {
+            cluster: resolver.cluster(),
+            local: inventory
+                .pods
+                .iter()
+                .filter_map(|p| {
+                    let ifindex = *self.ifindexes.get(p.host_veth.as_deref()?)?;
+                    Some((PodKey::new(&p.meta.namespace, &p.meta.name), ifindex))
+                })
+                .collect(),
+            node_ips: self.node_ips(),
+        };
+        self.node.send_if_modified(|current| {
+            if current.as_deref() == Some(&view) {
+                false
+            } else {
+                *current = Some(Arc::new(view));
+                true
+            }
+        });
         *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
+    }
+
+    /// The node's addresses: `--node-ip`s, and for a lab its bridge's
+    /// (the first address of each pod CIDR, where the lab's "kubelet"
+    /// would probe from). A lab that is not up has none.
+    fn node_ips(&self) -> Vec<IpAddr> {
+        let mut ips = self.node_ips.clone();
+        if let Some(lab) = &self.lab
+            && let Ok(state) = crate::lab::LabState::load(lab.as_str())
+        {
+            let nets = std::iter::once(ipnet::IpNet::V4(state.pod_cidr))
+                .chain(state.pod_cidr_v6.map(ipnet::IpNet::V6));
+            ips.extend(nets.filter_map(crate::lab::ipam::node_address));
+        }
+        ips.sort_unstable();
+        ips.dedup();
+        ips
     }
 
     /// Attach to every pod veth, detach from gone ones. Attachments are

@@ -7,7 +7,16 @@
 //! - the fold task feeds observations to the aggregator;
 //! - the HTTP server serves the API;
 //! - the save task writes the learned graph to the store in `--state-dir`
-//!   when it changed (restored at start, saved once more at shutdown).
+//!   when it changed (restored at start, saved once more at shutdown);
+//! - the enforcer task owns the enforcement maps (handed over by the
+//!   datapath task at load), recompiles the enforced policies when they,
+//!   a namespace's mode or the node's pods change, and writes the maps.
+//!
+//! The datapath is pinned under `--pin-dir`: when the agent is killed, or
+//! stops while some namespace is in audit or enforce mode, the programs
+//! stay attached and keep enforcing with the last maps; the next agent
+//! adopts them. An agent that judges nothing unpins and detaches at a
+//! clean stop. `weir agent --cleanup` removes everything.
 
 mod config;
 mod datapath;
@@ -23,8 +32,10 @@ use tracing::{info, warn};
 use crate::{
     aggregator::{Aggregator, Options as AggregatorOptions},
     api::{self, AppState, Learning, SharedResolver},
-    flow::Observation,
+    enforce::{Enforcer, store::DesiredFile, task::SharedExplain},
+    flow::{Observation, Verdict},
     metrics::Metrics,
+    resolve::Resolve as _,
     store::{Persister, Store},
     tracker::Clock,
 };
@@ -35,6 +46,12 @@ use crate::{
 /// Invalid configuration, a datapath that does not load, or a listen
 /// address that cannot be bound.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.cleanup {
+        weir_ebpf::loader::Datapath::cleanup(&args.pin_dir)
+            .with_context(|| format!("cannot clean up {}", args.pin_dir.display()))?;
+        info!(pin_dir = %args.pin_dir.display(), "removed everything weir pinned or attached");
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::try_from(args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,15 +84,40 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
 
-    let datapath =
-        datapath::DatapathTask::start(&config, Arc::clone(&metrics), Arc::clone(&resolver), tx)
-            .context("cannot start the datapath")?;
+    if let Some(dir) = &config.pin_dir {
+        ensure_bpffs(dir)?;
+    }
+    let (node_tx, node_rx) = watch::channel(None);
+    let (datapath, policy_maps) = datapath::DatapathTask::start(
+        &config,
+        Arc::clone(&metrics),
+        Arc::clone(&resolver),
+        tx,
+        node_tx,
+    )
+    .context("cannot start the datapath")?;
+    let enforcer = Enforcer::new(
+        policy_maps,
+        DesiredFile::in_dir(&config.state_dir),
+        config.default_mode,
+        &config.enforce_limits,
+    )
+    .context("cannot start the enforcer")?;
+    info!(
+        default_mode = %config.default_mode,
+        pinned_entries = ?enforcer.applied().counts(),
+        enforced_policies = enforcer.view().policies.len(),
+        "enforcer ready"
+    );
+    let (enforcer, enforce_task) =
+        crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx.clone(), Arc::clone(&metrics));
     let datapath = tokio::spawn(datapath.run(shutdown_rx.clone()));
     let fold = tokio::spawn(fold_loop(
         rx,
         Arc::clone(&aggregator),
         Arc::clone(&resolver),
         Arc::clone(&metrics),
+        enforcer.explain(),
     ));
 
     let saver = tokio::spawn(Arc::clone(&persister).run(config.save_interval, shutdown_rx.clone()));
@@ -89,7 +131,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     .with_learning(Learning {
         window_start: Some(loaded.window_start),
         readiness: config.readiness,
-    });
+    })
+    .with_enforcer(enforcer.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -114,6 +157,24 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Err(error) = fold.await {
         warn!(%error, "fold task panicked");
     }
+    if let Err(error) = enforce_task.await {
+        warn!(%error, "enforcer task panicked");
+    }
+    // A stop (not a crash) of an agent that judges nothing leaves nothing
+    // behind: pins matter only to keep enforcing without the agent.
+    if let Some(dir) = &config.pin_dir
+        && !enforcer.view().judging()
+    {
+        match weir_ebpf::loader::Datapath::cleanup(dir) {
+            Ok(()) => {
+                info!(pin_dir = %dir.display(), "nothing enforced: datapath unpinned and detached")
+            }
+            Err(error) => warn!(
+                error = format!("{:#}", anyhow::Error::from(error)),
+                "cannot unpin the datapath"
+            ),
+        }
+    }
     if let Err(error) = saver.await {
         warn!(%error, "save task panicked");
     }
@@ -131,15 +192,31 @@ async fn fold_loop(
     aggregator: Arc<Aggregator>,
     resolver: SharedResolver,
     metrics: Arc<Metrics>,
+    explain: SharedExplain,
 ) {
     let mut clock = Clock::now();
     let mut folded: u64 = 0;
-    while let Some(obs) = rx.recv().await {
+    while let Some(mut obs) = rx.recv().await {
         folded += 1;
         if folded.is_multiple_of(4096) {
             clock = Clock::now();
         }
         let current = Arc::clone(&resolver.read().unwrap_or_else(|e| e.into_inner()));
+        if obs.new_flow
+            && let Some(pod) = current
+                .pod_by_ifindex(obs.ifindex)
+                .or_else(|| current.pod_by_ip(obs.local.ip()))
+        {
+            metrics.verdict(&pod.namespace, obs.verdict, obs.reason);
+        }
+        // A denied flow's record names the policies that isolate its pod.
+        if obs.verdict != Verdict::Forwarded
+            && (obs.new_flow || obs.closed)
+            && let Some(direction) = obs.direction
+        {
+            let explain = Arc::clone(&explain.read().unwrap_or_else(|e| e.into_inner()));
+            obs.policies = explain.policies(obs.ifindex, direction);
+        }
         aggregator.fold(&obs, current.as_ref());
         if obs.kernel_time != 0 {
             metrics.folded(
@@ -148,6 +225,41 @@ async fn fold_loop(
             );
         }
     }
+}
+
+/// Where bpffs is conventionally mounted (systemd mounts it; minimal
+/// hosts and containers may not).
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mount bpffs on `/sys/fs/bpf` when the pin directory is under it and it
+/// is not mounted, as Cilium's agent does: pins need a bpffs.
+fn ensure_bpffs(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    if !pin_dir.starts_with(BPFFS) {
+        return Ok(());
+    }
+    // Two agents starting together (tests) must not both mount: the second
+    // mount would hide the first one's pins.
+    let lock = std::fs::File::create("/run/weir-bpffs.lock")
+        .context("cannot create /run/weir-bpffs.lock")?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .context("cannot lock /run/weir-bpffs.lock")?;
+    let fs = nix::sys::statfs::statfs(BPFFS).with_context(|| format!("cannot stat {BPFFS}"))?;
+    if fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpffs"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!("{BPFFS} is not a bpffs and cannot be mounted (--pin-dir needs one)")
+    })?;
+    info!(path = BPFFS, "mounted bpffs");
+    Ok(())
 }
 
 async fn shutdown_signal() {

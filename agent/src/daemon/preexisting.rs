@@ -12,7 +12,7 @@ use weir_ebpf::abi::{self, FlowKey};
 use weir_generator::model::Protocol;
 
 use crate::{
-    flow::{Initiator, Observation},
+    flow::{DenyReason, Initiator, Observation, Verdict},
     sockets::{self, PodSockets},
 };
 
@@ -114,6 +114,10 @@ pub(super) fn open_connections(
                 first_seen: now_unix_ns,
                 last_seen: now_unix_ns,
                 kernel_time: 0,
+                verdict: Verdict::Forwarded,
+                reason: DenyReason::None,
+                direction: None,
+                policies: Vec::new(),
             };
             Some((key, obs))
         })

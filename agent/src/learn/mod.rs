@@ -217,6 +217,12 @@ pub struct ExportArgs {
     /// the Service port.
     #[arg(long, value_enum, default_value_t = ServicePortsArg::Target)]
     pub service_ports: ServicePortsArg,
+    /// Install the suggestion as the agent's enforced policies for the
+    /// chosen namespaces (every namespace of the suggestion by default),
+    /// replacing the policies enforced there before. Modes are not changed:
+    /// `weir mode set NS audit|enforce` turns judging on.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `weir verify` arguments.
@@ -290,7 +296,40 @@ fn offline(
 /// Unreadable inputs, an unreachable agent, an unwritable output.
 pub fn run_export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let policies = export_policies(args, &mut io::stderr().lock())?;
+    if args.apply {
+        return apply_export(args, &policies);
+    }
     write_export(&policies, &args.output, &mut io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir export --apply`: the suggestion becomes the enforced set of its
+/// namespaces (or of `--namespace`s, which also drops what was enforced in
+/// a chosen namespace the suggestion has nothing for).
+fn apply_export(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<ExitCode> {
+    let replace: Vec<String> = if args.namespaces.is_empty() {
+        policies.files.keys().cloned().collect()
+    } else {
+        args.namespaces.clone()
+    };
+    if replace.is_empty() {
+        bail!("the suggestion has no policy: nothing to apply (has the agent observed traffic?)");
+    }
+    let server = server_url(args.source.server.as_ref())?;
+    let applied = crate::policy::post_policies(&server, policies.all.clone(), &replace)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "enforced {} suggested polic{} for {} ({} map writes); modes unchanged (weir mode set NS audit|enforce)",
+        applied.applied.len(),
+        if applied.applied.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        replace.join(", "),
+        applied.writes
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -420,7 +459,7 @@ pub fn verify_report(args: &VerifyArgs, warn: &mut impl Write) -> anyhow::Result
 }
 
 /// Policies as one multi-document YAML stream.
-fn policies_yaml(loaded: &[policies::Sourced]) -> anyhow::Result<String> {
+pub(crate) fn policies_yaml(loaded: &[policies::Sourced]) -> anyhow::Result<String> {
     let mut body = String::new();
     for sourced in loaded {
         body.push_str("---\n");
@@ -598,7 +637,7 @@ pub fn status_table(status: &StatusReport) -> String {
     out
 }
 
-fn server_url(server: Option<&Url>) -> anyhow::Result<Url> {
+pub(crate) fn server_url(server: Option<&Url>) -> anyhow::Result<Url> {
     match server {
         Some(url) => Ok(url.clone()),
         None => match std::env::var("WEIR_SERVER") {
@@ -611,7 +650,7 @@ fn server_url(server: Option<&Url>) -> anyhow::Result<Url> {
 }
 
 /// `path` under the server's base URL, whether or not it ends with `/`.
-fn endpoint(server: &Url, path: &str) -> Url {
+pub(crate) fn endpoint(server: &Url, path: &str) -> Url {
     let mut base = server.clone();
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
@@ -619,7 +658,7 @@ fn endpoint(server: &Url, path: &str) -> Url {
     base.join(path).unwrap_or(base)
 }
 
-fn client() -> anyhow::Result<Client> {
+pub(crate) fn client() -> anyhow::Result<Client> {
     Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
@@ -627,7 +666,7 @@ fn client() -> anyhow::Result<Client> {
         .context("cannot build an HTTP client")
 }
 
-fn send(
+pub(crate) fn send(
     request: reqwest::blocking::RequestBuilder,
     url: &Url,
 ) -> anyhow::Result<reqwest::blocking::Response> {

@@ -65,6 +65,9 @@ pub struct ObserveArgs {
     /// Only flows of this protocol (TCP, UDP, SCTP, ICMP, ICMPv6).
     #[arg(long)]
     pub protocol: Option<Protocol>,
+    /// Only flows with this verdict (FORWARDED, AUDIT, DROPPED).
+    #[arg(long)]
+    pub verdict: Option<crate::flow::Verdict>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -131,6 +134,9 @@ pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
         if let Some(protocol) = args.protocol {
             q.append_pair("protocol", protocol.as_str());
         }
+        if let Some(verdict) = args.verdict {
+            q.append_pair("verdict", verdict.as_str());
+        }
         if args.follow {
             q.append_pair("follow", "true");
         }
@@ -193,14 +199,29 @@ pub fn compact(flow: &FlowJson) -> String {
         "INGRESS" => "to-endpoint",
         _ => "unknown-point",
     };
-    format!(
+    let mut line = format!(
         "{}: {} -> {} {point} {} ({})",
         short_time(&flow.time),
         peer(&flow.source, flow.ip.source, sport),
         peer(&flow.destination, flow.ip.destination, dport),
         flow.verdict,
         flow.summary
-    )
+    );
+    // Hubble names a drop's reason before the verdict; weir says why after,
+    // in the evaluator's words.
+    if let Some(policy) = &flow.weir.policy {
+        line.push_str(" policy: ");
+        line.push_str(&policy.reason);
+        if let Some(direction) = &policy.direction {
+            line.push(' ');
+            line.push_str(&direction.to_ascii_lowercase());
+        }
+        if !policy.policies.is_empty() {
+            line.push_str(", isolated by ");
+            line.push_str(&policy.policies.join(", "));
+        }
+    }
+    line
 }
 
 fn peer(endpoint: &EndpointJson, ip: std::net::IpAddr, port: Option<u16>) -> String {

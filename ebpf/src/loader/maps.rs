@@ -117,7 +117,7 @@ impl Datapath {
         Ok(sums)
     }
 
-    fn take(&mut self, name: &'static str) -> Result<Map, MapError> {
+    pub(super) fn take(&mut self, name: &'static str) -> Result<Map, MapError> {
         self.ebpf.take_map(name).ok_or(MapError::Taken { name })
     }
 }

@@ -1,49 +1,182 @@
 //! Loads weir's programs with aya, attaches them to pod veths and hands out
 //! the maps.
 //!
-//! One [`Datapath`] owns one loaded object: the flow table, ring buffer and
-//! counters are shared by every interface it is attached to.
+//! One [`Datapath`] owns one loaded object: the flow table, ring buffer,
+//! counters and policy maps are shared by every interface it is attached to.
+//!
+//! With [`LoadOptions::pin`] the maps and the tcx links live on in a bpffs
+//! directory after the process exits (the programs keep enforcing), and the
+//! next [`Datapath::load`] adopts them; see [`Datapath::cleanup`].
 
 mod attach;
 mod maps;
+mod pin;
+mod policy;
 mod test_run;
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Map, MapData, MapType},
     programs::{ProgramError, SchedClassifier},
 };
 
 pub use self::{
     attach::{AttachError, AttachMode, Attachment, DetachError},
     maps::{FlowTable, MapError},
+    pin::CleanupError,
+    policy::{PolicyCapacities, PolicyMaps},
     test_run::{Floor, TestRunError, TestRunOutput},
 };
-use crate::{FLOOR_OBJECT, FLOW_OBJECT};
+use crate::{
+    FLOOR_OBJECT, FLOW_OBJECT,
+    abi::{
+        CNT_MAX, CidrKey, EndpointInfo, FlowKey, FlowStats, IpKey, PeerKey, PolicyKey, PolicyValue,
+    },
+};
 
 const FLOWS: &str = "FLOWS";
 const EVENTS: &str = "EVENTS";
 const COUNTERS: &str = "COUNTERS";
+const ENDPOINTS: &str = "ENDPOINTS";
+const IDENTITIES: &str = "IDENTITIES";
+const CIDRS: &str = "CIDRS";
+const POLICY: &str = "POLICY";
+const PEERS: &str = "PEERS";
 
-/// Sizes of the maps, chosen at load time.
+/// Globals of the object, set at load time (see the rate limit in flow.bpf.c).
+const EVENT_COST_NS: &str = "weir_event_cost_ns";
+const EVENT_BUCKET_NS: &str = "weir_event_bucket_ns";
+
+/// What a map must look like, pinned or not: (name, type, key size, value
+/// size). A pinned map left by an incompatible build is refused, not used.
+const SHARED_MAPS: [(&str, MapType, usize, usize); 8] = [
+    (
+        FLOWS,
+        MapType::Hash,
+        size_of::<FlowKey>(),
+        size_of::<FlowStats>(),
+    ),
+    (EVENTS, MapType::RingBuf, 0, 0),
+    (
+        COUNTERS,
+        MapType::PerCpuArray,
+        size_of::<u32>(),
+        size_of::<u64>(),
+    ),
+    (
+        ENDPOINTS,
+        MapType::Hash,
+        size_of::<u32>(),
+        size_of::<EndpointInfo>(),
+    ),
+    (
+        IDENTITIES,
+        MapType::Hash,
+        size_of::<IpKey>(),
+        size_of::<u32>(),
+    ),
+    (
+        CIDRS,
+        MapType::LpmTrie,
+        size_of::<CidrKey>(),
+        size_of::<u32>(),
+    ),
+    (
+        POLICY,
+        MapType::LpmTrie,
+        size_of::<PolicyKey>(),
+        size_of::<PolicyValue>(),
+    ),
+    (PEERS, MapType::Hash, size_of::<PeerKey>(), size_of::<u8>()),
+];
+
+/// Sizes of the maps and the pin directory, chosen at load time.
+///
+/// Sizes apply to maps this load creates; maps adopted from
+/// [`LoadOptions::pin`] keep the size they were created with (resizing needs
+/// [`Datapath::cleanup`]). [`PolicyMaps::capacities`] has the real ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Entries of the flow table (`FLOWS`). Preallocated: each costs about
     /// 150 bytes of kernel memory.
     pub flow_table_entries: u32,
     /// Size of the new-flow ring buffer (`EVENTS`): a power of two and a
-    /// multiple of the page size. Each event takes 72 bytes.
+    /// multiple of the page size. Each event takes 80 bytes (72 and the
+    /// record header).
     pub ringbuf_bytes: u32,
+    /// Entries of `ENDPOINTS` (local pods, by host veth ifindex).
+    pub endpoints_entries: u32,
+    /// Entries of `IDENTITIES` (exact address -> identity).
+    pub identities_entries: u32,
+    /// Entries of the `CIDRS` LPM trie (not preallocated).
+    pub cidrs_entries: u32,
+    /// Entries of the `POLICY` LPM trie (not preallocated).
+    pub policy_entries: u32,
+    /// Entries of `PEERS`.
+    pub peers_entries: u32,
+    /// Ring-buffer events of denied flows allowed per second and CPU (a
+    /// token bucket); 0 disables the limit. Suppressed events are counted
+    /// in `CNT_EVENTS_LIMITED` and their flows found by the sweep.
+    pub verdict_events_per_sec: u32,
+    /// Burst of the token bucket: events of denied flows a CPU may emit at
+    /// once. At least 1 unless the limit is disabled.
+    pub verdict_events_burst: u32,
+    /// A directory on a bpffs (e.g. `/sys/fs/bpf/weir`) where the maps are
+    /// pinned by name and the tcx links under `links/<ifname>_{ingress,egress}`.
+    /// Maps pinned there already are adopted (flows and policy state survive
+    /// an agent restart); links stay attached when the process exits.
+    /// `None`: nothing outlives the [`Datapath`].
+    pub pin: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
-    /// The sizes compiled into the object: 65536 flows, 256 KiB of events.
+    /// The sizes compiled into the object: 65536 flows, 256 KiB of events,
+    /// 4096 endpoints, 65536 identities, 16384 CIDRs, 262144 policy entries,
+    /// 65536 peers; 1000 denied-flow events per second and CPU, burst 100;
+    /// no pinning.
     fn default() -> Self {
         Self {
             flow_table_entries: 65536,
             ringbuf_bytes: 256 * 1024,
+            endpoints_entries: 4096,
+            identities_entries: 65536,
+            cidrs_entries: 16384,
+            policy_entries: 262_144,
+            peers_entries: 65536,
+            verdict_events_per_sec: 1000,
+            verdict_events_burst: 100,
+            pin: None,
         }
+    }
+}
+
+impl LoadOptions {
+    fn map_sizes(&self) -> [(&'static str, u32); 7] {
+        [
+            (FLOWS, self.flow_table_entries),
+            (EVENTS, self.ringbuf_bytes),
+            (ENDPOINTS, self.endpoints_entries),
+            (IDENTITIES, self.identities_entries),
+            (CIDRS, self.cidrs_entries),
+            (POLICY, self.policy_entries),
+            (PEERS, self.peers_entries),
+        ]
+    }
+
+    /// The token bucket as the programs want it: nanoseconds of credit per
+    /// event and bucket size in nanoseconds (0, 0: no limit).
+    fn event_bucket(&self) -> (u64, u64) {
+        const NANOS: u64 = 1_000_000_000;
+        if self.verdict_events_per_sec == 0 {
+            return (0, 0);
+        }
+        let cost = (NANOS / u64::from(self.verdict_events_per_sec)).max(1);
+        (cost, cost * u64::from(self.verdict_events_burst))
     }
 }
 
@@ -81,6 +214,37 @@ pub enum LoadError {
     /// [`LoadOptions::flow_table_entries`] is zero.
     #[error("the flow table needs at least one entry")]
     FlowTableSize,
+    /// Another map size in [`LoadOptions`] is zero.
+    #[error("map {map} needs at least one entry")]
+    MapSize {
+        /// The map's name.
+        map: &'static str,
+    },
+    /// [`LoadOptions::verdict_events_burst`] is zero with a rate limit set.
+    #[error("the verdict event rate limit needs a burst of at least 1")]
+    EventBurst,
+    /// The pin directory could not be created.
+    #[error("creating the pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map pinned in [`LoadOptions::pin`] is not what this build expects
+    /// (left by another version): remove the pins with [`Datapath::cleanup`].
+    #[error(
+        "pinned map {name} in {dir} is incompatible ({detail}): run the cleanup to remove the old pins"
+    )]
+    PinnedMapMismatch {
+        /// The map's name.
+        name: &'static str,
+        /// The pin directory.
+        dir: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// [`LoadOptions::ringbuf_bytes`] is not a power of two multiple of the page size.
     #[error("ring buffer size {bytes} is not a power of two multiple of the page size {page_size}")]
     RingBufSize {
@@ -113,18 +277,21 @@ pub enum LoadError {
     },
 }
 
-/// The loaded observe programs and their maps.
+/// The loaded programs and their maps.
 ///
-/// Dropping it detaches the programs from every interface and frees the maps
-/// that were not taken out.
+/// Dropping it detaches the programs from every interface it attached them
+/// to and frees the maps that were not taken out, except what is pinned
+/// ([`LoadOptions::pin`]): pinned links stay attached, pinned maps stay.
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
     attachments: HashMap<String, attach::Links>,
+    pin: Option<PathBuf>,
 }
 
 impl Datapath {
-    /// Loads `weir_from_pod` and `weir_to_pod` and creates their maps.
+    /// Loads `weir_from_pod` and `weir_to_pod` and creates their maps, or
+    /// adopts the maps pinned in [`LoadOptions::pin`].
     ///
     /// Needs `CAP_BPF` (or root); kernels before 5.11 also need a raised
     /// `RLIMIT_MEMLOCK`, later ones charge BPF memory to the cgroup.
@@ -134,19 +301,38 @@ impl Datapath {
     /// See [`LoadError`].
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         check_options(opts)?;
-        let mut ebpf = load_object(
-            FLOW_OBJECT,
-            EbpfLoader::new()
-                .map_max_entries(FLOWS, opts.flow_table_entries)
-                .map_max_entries(EVENTS, opts.ringbuf_bytes),
-        )?;
+        let (cost, bucket) = opts.event_bucket();
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in opts.map_sizes() {
+            loader.map_max_entries(name, entries);
+        }
+        loader
+            .override_global(EVENT_COST_NS, &cost, true)
+            .override_global(EVENT_BUCKET_NS, &bucket, true);
+        if let Some(dir) = &opts.pin {
+            pin::create_dirs(dir)?;
+            for (name, ..) in SHARED_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = load_object(FLOW_OBJECT, &mut loader)?;
+        if let Some(dir) = &opts.pin {
+            check_shared_maps(&ebpf, dir)?;
+        }
         for program in Program::ALL {
             load_classifier(&mut ebpf, program.name())?;
         }
         Ok(Self {
             ebpf,
             attachments: HashMap::new(),
+            pin: opts.pin.clone(),
         })
+    }
+
+    /// The pin directory of [`LoadOptions::pin`].
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin.as_deref()
     }
 
     fn classifier(&self, program: Program) -> &SchedClassifier {
@@ -164,9 +350,69 @@ impl Datapath {
     }
 }
 
+/// The map's kernel data (every map weir uses is one of these types).
+pub(super) fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::HashMap(data)
+        | Map::LpmTrie(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data)
+        | Map::Array(data) => Some(data),
+        _ => None,
+    }
+}
+
+/// Refuses pinned maps that another build left with another layout: the
+/// programs would read them with this build's structs.
+fn check_shared_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), LoadError> {
+    for (name, map_type, key_size, value_size) in SHARED_MAPS {
+        let mismatch = |detail: String| LoadError::PinnedMapMismatch {
+            name,
+            dir: dir.to_owned(),
+            detail,
+        };
+        let info = ebpf
+            .map(name)
+            .and_then(map_data)
+            .ok_or_else(|| mismatch("not a map of the expected type".to_owned()))?
+            .info()
+            .map_err(|e| mismatch(format!("reading its info: {e}")))?;
+        let found_type = info
+            .map_type()
+            .map_err(|e| mismatch(format!("reading its type: {e}")))?;
+        if found_type != map_type {
+            return Err(mismatch(format!(
+                "type {found_type:?}, expected {map_type:?}"
+            )));
+        }
+        let sizes = (info.key_size() as usize, info.value_size() as usize);
+        if map_type != MapType::RingBuf && sizes != (key_size, value_size) {
+            return Err(mismatch(format!(
+                "key/value sizes {sizes:?}, expected {:?}",
+                (key_size, value_size)
+            )));
+        }
+        if name == COUNTERS && info.max_entries() as usize != CNT_MAX {
+            return Err(mismatch(format!(
+                "{} counters, expected {CNT_MAX}",
+                info.max_entries()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_options(opts: &LoadOptions) -> Result<(), LoadError> {
     if opts.flow_table_entries == 0 {
         return Err(LoadError::FlowTableSize);
+    }
+    for (map, entries) in opts.map_sizes() {
+        if entries == 0 && map != EVENTS {
+            return Err(LoadError::MapSize { map });
+        }
+    }
+    if opts.verdict_events_per_sec != 0 && opts.verdict_events_burst == 0 {
+        return Err(LoadError::EventBurst);
     }
     let page_size = page_size();
     let bytes = opts.ringbuf_bytes;
@@ -239,6 +485,39 @@ mod tests {
             ..LoadOptions::default()
         })
         .unwrap();
+    }
+
+    #[test]
+    fn policy_maps_must_not_be_empty() {
+        let opts = LoadOptions {
+            policy_entries: 0,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            check_options(&opts),
+            Err(LoadError::MapSize { map: POLICY })
+        ));
+    }
+
+    #[test]
+    fn event_rate_limit() {
+        let defaults = LoadOptions::default();
+        assert_eq!(defaults.event_bucket(), (1_000_000, 100_000_000));
+        let off = LoadOptions {
+            verdict_events_per_sec: 0,
+            verdict_events_burst: 0,
+            ..LoadOptions::default()
+        };
+        check_options(&off).unwrap();
+        assert_eq!(off.event_bucket(), (0, 0));
+        let no_burst = LoadOptions {
+            verdict_events_burst: 0,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            check_options(&no_burst),
+            Err(LoadError::EventBurst)
+        ));
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! The enforcer's endpoints:
+//!
+//! - `GET /api/policies/enforced[?format=json|yaml]`: the enforced policies
+//!   (JSON: with modes and map occupancy; YAML: the policies as one stream);
+//! - `POST /api/policies/enforced[?replace=NS[,NS...]]` with a YAML body of
+//!   NetworkPolicies: add or replace them by namespace and name (after
+//!   removing every policy of the `replace` namespaces). The whole
+//!   resulting set is validated; one bad policy refuses the request and the
+//!   previous set stays. The answer comes once the datapath enforces the
+//!   new set;
+//! - `DELETE /api/policies/enforced/{namespace}/{name}`;
+//! - `GET /api/modes`; `PUT /api/modes/{namespace}` with `{"mode": "observe"
+//!   | "audit" | "enforce"}`.
+
+use std::collections::BTreeSet;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use weir_generator::datapath::Mode;
+
+use super::{AppState, error::ApiError, learn::YAML};
+use crate::{
+    enforce::{
+        Change, EnforceError, Outcome,
+        task::{ChangeError, EnforcerHandle, chain},
+    },
+    learn::policies,
+};
+
+fn enforcer(state: &AppState) -> Result<&EnforcerHandle, ApiError> {
+    state
+        .enforcer
+        .as_ref()
+        .ok_or(ApiError::EnforcementUnavailable)
+}
+
+async fn change(handle: &EnforcerHandle, change: Change) -> Result<Outcome, ApiError> {
+    match handle.change(change).await {
+        Ok(outcome) => Ok(outcome),
+        Err(ChangeError::Gone) => Err(ApiError::EnforcementUnavailable),
+        Err(ChangeError::Enforce(EnforceError::NoSuchPolicy { namespace, name })) => {
+            Err(ApiError::UnknownPolicy {
+                policy: format!("{namespace}/{name}"),
+            })
+        }
+        Err(ChangeError::Enforce(error)) if error.is_client_error() => Err(ApiError::Refused {
+            reason: chain(&error),
+        }),
+        Err(ChangeError::Enforce(error)) => {
+            tracing::error!(error = chain(&error), "enforcement change failed");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// The query of `GET /api/policies/enforced`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/policies/enforced`.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<RawListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
+        reason: e.body_text(),
+    })?;
+    let view = enforcer(&state)?.view();
+    match raw.format.as_deref() {
+        None | Some("json") => Ok(Json(&*view).into_response()),
+        Some("yaml") => {
+            let mut body = String::new();
+            for policy in &view.policies {
+                body.push_str("---\n");
+                body.push_str(&serde_yaml::to_string(policy).map_err(|error| {
+                    tracing::error!(%error, "cannot encode a policy as YAML");
+                    ApiError::Internal
+                })?);
+            }
+            Ok(([(header::CONTENT_TYPE, YAML)], body).into_response())
+        }
+        Some(other) => Err(ApiError::BadParameter {
+            name: "format",
+            reason: format!("{other:?}: expected yaml or json"),
+        }),
+    }
+}
+
+/// The query of `POST /api/policies/enforced`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApplyQuery {
+    replace: Option<String>,
+}
+
+/// What an apply did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Applied {
+    /// The policies of the request, `namespace/name`.
+    pub applied: Vec<String>,
+    /// Namespaces whose previous policies were removed first.
+    pub replaced_namespaces: Vec<String>,
+    /// Map writes done.
+    pub writes: usize,
+    /// Entries per map afterwards.
+    pub entries: std::collections::BTreeMap<String, usize>,
+}
+
+/// `POST /api/policies/enforced`.
+pub async fn apply(
+    State(state): State<AppState>,
+    query: Result<Query<RawApplyQuery>, QueryRejection>,
+    body: String,
+) -> Result<Json<Applied>, ApiError> {
+    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
+        reason: e.body_text(),
+    })?;
+    let handle = enforcer(&state)?;
+    let mut replace = BTreeSet::new();
+    for ns in raw.replace.iter().flat_map(|r| r.split(',')) {
+        if ns.is_empty() {
+            return Err(ApiError::BadParameter {
+                name: "replace",
+                reason: "empty namespace name".to_owned(),
+            });
+        }
+        replace.insert(ns.to_owned());
+    }
+    let loaded = policies::parse("request body", &body).map_err(|e| ApiError::BadPolicies {
+        reason: e.to_string(),
+    })?;
+    if loaded.is_empty() && replace.is_empty() {
+        return Err(ApiError::BadPolicies {
+            reason: "request body: no NetworkPolicy".to_owned(),
+        });
+    }
+    // Each policy is checked on its own first, so the error names it.
+    policies::policy_set(loaded.clone()).map_err(|e| ApiError::BadPolicies {
+        reason: e.to_string(),
+    })?;
+    let names: Vec<String> = loaded
+        .iter()
+        .map(|s| {
+            let (ns, name) = crate::enforce::store::key_of(&s.policy);
+            format!("{ns}/{name}")
+        })
+        .collect();
+    let outcome = change(
+        handle,
+        Change::Apply {
+            policies: loaded.into_iter().map(|s| s.policy).collect(),
+            replace: replace.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(Applied {
+        applied: names,
+        replaced_namespaces: replace.into_iter().collect(),
+        writes: outcome.writes,
+        entries: outcome
+            .entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    }))
+}
+
+/// `DELETE /api/policies/enforced/{namespace}/{name}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let handle = enforcer(&state)?;
+    let policy = format!("{namespace}/{name}");
+    let outcome = change(handle, Change::Delete { namespace, name }).await?;
+    Ok(Json(serde_json::json!({
+        "deleted": policy,
+        "writes": outcome.writes,
+        "entries": outcome.entries,
+    })))
+}
+
+/// `GET /api/modes` and the answer of `PUT`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModesJson {
+    /// Namespace -> mode, as set.
+    pub modes: std::collections::BTreeMap<String, Mode>,
+    /// The mode of every other namespace.
+    pub default_mode: Mode,
+}
+
+/// `GET /api/modes`.
+pub async fn modes(State(state): State<AppState>) -> Result<Json<ModesJson>, ApiError> {
+    let view = enforcer(&state)?.view();
+    Ok(Json(ModesJson {
+        modes: view.modes.clone(),
+        default_mode: view.default_mode,
+    }))
+}
+
+/// The body of `PUT /api/modes/{namespace}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    mode: String,
+}
+
+/// `PUT /api/modes/{namespace}`.
+pub async fn set_mode(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    body: Result<Json<ModeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ModesJson>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadParameter {
+        name: "mode",
+        reason: e.body_text(),
+    })?;
+    let mode: Mode = body
+        .mode
+        .parse()
+        .map_err(
+            |e: weir_generator::datapath::UnknownMode| ApiError::BadParameter {
+                name: "mode",
+                reason: e.to_string(),
+            },
+        )?;
+    let handle = enforcer(&state)?;
+    change(handle, Change::SetMode { namespace, mode }).await?;
+    let view = handle.view();
+    Ok(Json(ModesJson {
+        modes: view.modes.clone(),
+        default_mode: view.default_mode,
+    }))
+}

@@ -1,0 +1,224 @@
+use std::collections::BTreeMap;
+
+use weir_ebpf::abi;
+use weir_generator::{
+    cluster::{Cluster, ClusterPod},
+    model::{PodMeta, WorkloadKind, WorkloadRef},
+};
+
+use super::{entries::FakeMaps, *};
+
+fn pod(ns: &str, app: &str, ip: &str) -> ClusterPod {
+    ClusterPod {
+        meta: PodMeta {
+            namespace: ns.to_owned(),
+            name: format!("{app}-0"),
+            labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+            workload: WorkloadRef::new(ns, WorkloadKind::Deployment, app),
+            ips: vec![ip.parse().unwrap()],
+        },
+        ports: Vec::new(),
+    }
+}
+
+fn node() -> Arc<NodeView> {
+    let cluster = Cluster {
+        namespaces: ["shop", "data"]
+            .into_iter()
+            .map(|ns| {
+                (
+                    ns.to_owned(),
+                    BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), ns.to_owned())]),
+                )
+            })
+            .collect(),
+        pods: vec![
+            pod("shop", "web", "10.0.0.1"),
+            pod("shop", "cart", "10.0.0.2"),
+            pod("data", "store", "10.0.0.3"),
+        ],
+        services: Vec::new(),
+    };
+    Arc::new(NodeView {
+        cluster: Arc::new(cluster),
+        local: BTreeMap::from([
+            (PodKey::new("shop", "web-0"), 11),
+            (PodKey::new("shop", "cart-0"), 12),
+            (PodKey::new("data", "store-0"), 13),
+        ]),
+        node_ips: vec!["10.0.0.254".parse().unwrap()],
+    })
+}
+
+fn policy(yaml: &str) -> NetworkPolicy {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+const STORE_FROM_CART: &str = "
+metadata: {name: store, namespace: data}
+spec:
+  podSelector: {matchLabels: {app: store}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}
+      podSelector: {matchLabels: {app: cart}}
+    ports: [{port: 6379, protocol: TCP}]
+";
+
+fn enforcer(dir: &std::path::Path, maps: FakeMaps) -> Enforcer<FakeMaps> {
+    Enforcer::new(
+        maps,
+        DesiredFile::in_dir(dir),
+        Mode::Observe,
+        &BTreeMap::new(),
+    )
+    .unwrap()
+}
+
+fn apply(yaml: &[&str]) -> Change {
+    Change::Apply {
+        policies: yaml.iter().map(|y| policy(y)).collect(),
+        replace: BTreeSet::new(),
+    }
+}
+
+#[test]
+fn nothing_is_written_before_the_node_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    assert!(matches!(
+        e.change(apply(&[STORE_FROM_CART])),
+        Err(EnforceError::NotReady)
+    ));
+    assert!(e.maps.log.is_empty());
+    e.set_node(node()).unwrap();
+    let endpoints = &e.maps.entries.endpoints;
+    assert_eq!(endpoints.len(), 3, "every local pod is an endpoint");
+    assert!(endpoints.values().all(|ep| ep.mode == abi::MODE_OBSERVE));
+}
+
+#[test]
+fn policies_and_modes_are_compiled_applied_saved_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    e.change(apply(&[STORE_FROM_CART])).unwrap();
+    let outcome = e
+        .change(Change::SetMode {
+            namespace: "data".to_owned(),
+            mode: Mode::Enforce,
+        })
+        .unwrap();
+    assert!(outcome.writes > 0);
+    let store = e.maps.entries.endpoints[&13];
+    assert_eq!(store.mode, abi::MODE_ENFORCE);
+    assert_ne!(store.flags & abi::EP_ISOLATED_INGRESS, 0);
+    assert_eq!(e.maps.entries.endpoints[&11].mode, abi::MODE_OBSERVE);
+    assert!(!e.maps.entries.policy.is_empty());
+    assert_eq!(
+        e.explain().policies(13, CheckedDirection::Ingress),
+        ["data/store"]
+    );
+    assert!(
+        e.explain()
+            .policies(11, CheckedDirection::Ingress)
+            .is_empty()
+    );
+
+    // A new agent on the same state directory and the same (pinned) maps
+    // compiles the same content: nothing to write.
+    let maps = FakeMaps {
+        entries: e.maps.entries.clone(),
+        ..FakeMaps::default()
+    };
+    let mut again = enforcer(dir.path(), maps);
+    assert_eq!(again.view().policies.len(), 1);
+    assert_eq!(again.view().modes["data"], Mode::Enforce);
+    let outcome = again.set_node(node()).unwrap();
+    assert_eq!(outcome.writes, 0, "{:?}", again.maps.log);
+
+    // Deleting restores the open state.
+    again
+        .change(Change::Delete {
+            namespace: "data".to_owned(),
+            name: "store".to_owned(),
+        })
+        .unwrap();
+    assert!(again.maps.entries.policy.is_empty());
+    assert!(matches!(
+        again.change(Change::Delete {
+            namespace: "data".to_owned(),
+            name: "store".to_owned(),
+        }),
+        Err(EnforceError::NoSuchPolicy { .. })
+    ));
+}
+
+#[test]
+fn an_invalid_set_or_an_overflow_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    e.change(apply(&[STORE_FROM_CART])).unwrap();
+    let before = e.maps.entries.clone();
+    let writes = e.maps.log.len();
+
+    let bad = "metadata: {name: bad, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}";
+    let err = e.change(apply(&[STORE_FROM_CART, bad])).unwrap_err();
+    let text = task::chain(&err);
+    assert!(
+        text.contains("shop/bad") && text.contains("ipBlock"),
+        "{text}"
+    );
+    assert!(err.is_client_error());
+    assert_eq!(e.maps.entries, before);
+    assert_eq!(e.maps.log.len(), writes);
+    assert_eq!(e.view().policies.len(), 1);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let mut tiny = enforcer(
+        fresh.path(),
+        FakeMaps {
+            capacity: Some([16, 16, 16, 0, 16]),
+            ..FakeMaps::default()
+        },
+    );
+    tiny.set_node(node()).unwrap();
+    let writes = tiny.maps.log.len();
+    let err = tiny.change(apply(&[STORE_FROM_CART])).unwrap_err();
+    assert!(
+        err.to_string().starts_with("map POLICY needs") && err.to_string().contains("limit is 0"),
+        "{err}"
+    );
+    assert_eq!(tiny.maps.log.len(), writes, "refused before any write");
+}
+
+#[test]
+fn a_failed_write_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    let before = e.maps.entries.clone();
+    e.maps.fail_at = Some(e.maps.log.len() + 2);
+    let err = e.change(apply(&[STORE_FROM_CART])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EnforceError::Write {
+                rolled_back: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(e.maps.entries, before);
+    assert!(e.view().policies.is_empty());
+    assert!(
+        DesiredFile::in_dir(dir.path())
+            .load()
+            .unwrap()
+            .policies
+            .is_empty()
+    );
+}

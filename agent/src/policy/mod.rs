@@ -1,0 +1,362 @@
+//! `weir policy` and `weir mode`: what a running agent enforces.
+//!
+//! ```sh
+//! weir policy apply -f policies/          # add or replace, by namespace/name
+//! weir policy list                        # what is enforced
+//! weir policy delete shop/frontend
+//! weir mode set shop audit                # observe | audit | enforce
+//! weir mode list
+//! ```
+//!
+//! Policies are validated here first (errors name the file, the document,
+//! the policy and the field), then by the agent against the whole set it
+//! would enforce; a refused set changes nothing. `apply` returns once the
+//! agent's datapath enforces the new set.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use weir_generator::datapath::Mode;
+
+use crate::{
+    api::enforce::{Applied, ModesJson},
+    learn::{self, policies},
+    observe::{Output, ServerArgs},
+};
+
+/// `weir policy` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Enforce NetworkPolicies from a file or a directory of `*.yaml` files
+    /// (added, or replacing those of the same namespace and name).
+    Apply(ApplyArgs),
+    /// Stop enforcing one policy.
+    Delete(DeleteArgs),
+    /// The enforced policies.
+    List(ListArgs),
+}
+
+/// `weir policy apply` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// A YAML file of NetworkPolicies, or a directory of them (repeat for more).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+}
+
+/// `weir policy delete` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The policy, as `NAMESPACE/NAME`.
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub policy: String,
+}
+
+/// `weir policy list` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Output format: a table, JSON (policies, modes, map occupancy) or the
+    /// policies as YAML.
+    #[arg(short, long, value_enum, default_value_t = ListOutput::Table)]
+    pub output: ListOutput,
+}
+
+/// `weir policy list -o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListOutput {
+    /// For people.
+    Table,
+    /// The agent's JSON.
+    Json,
+    /// The policies, one YAML stream (`kubectl apply -f` reads it).
+    Yaml,
+}
+
+/// `weir mode` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ModeCommand {
+    /// Set a namespace's mode: observe (nothing judged), audit (denied
+    /// flows pass, reported as AUDIT) or enforce (denied flows dropped).
+    Set(SetModeArgs),
+    /// Every namespace's mode.
+    List(ModeListArgs),
+}
+
+/// `weir mode set` arguments.
+#[derive(Debug, clap::Args)]
+pub struct SetModeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The namespace.
+    pub namespace: String,
+    /// observe, audit or enforce.
+    pub mode: Mode,
+}
+
+/// `weir mode list` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ModeListArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Run `weir policy ...`.
+///
+/// # Errors
+/// Unreadable or invalid policies, an unreachable agent, a refused change.
+pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    match command {
+        PolicyCommand::Apply(args) => {
+            let applied = apply(args)?;
+            writeln!(
+                out,
+                "enforced {} polic{} ({} map writes){}",
+                applied.applied.len(),
+                if applied.applied.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                applied.writes,
+                if applied.replaced_namespaces.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; replaced every previous policy of {}",
+                        applied.replaced_namespaces.join(", ")
+                    )
+                }
+            )?;
+            for name in &applied.applied {
+                writeln!(out, "  {name}")?;
+            }
+        }
+        PolicyCommand::Delete(args) => {
+            let Some((ns, name)) = args
+                .policy
+                .split_once('/')
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+            else {
+                bail!("expected NAMESPACE/NAME, got {:?}", args.policy);
+            };
+            let url = learn::endpoint(
+                &args.server.server,
+                &format!("api/policies/enforced/{ns}/{name}"),
+            );
+            learn::send(learn::client()?.delete(url.clone()), &url)?;
+            writeln!(out, "deleted {ns}/{name}")?;
+        }
+        PolicyCommand::List(args) => {
+            let mut url = learn::endpoint(&args.server.server, "api/policies/enforced");
+            if args.output == ListOutput::Yaml {
+                url.query_pairs_mut().append_pair("format", "yaml");
+            }
+            let response = learn::send(learn::client()?.get(url.clone()), &url)?;
+            match args.output {
+                ListOutput::Yaml | ListOutput::Json => {
+                    out.write_all(response.text()?.as_bytes())?;
+                    if args.output == ListOutput::Json {
+                        writeln!(out)?;
+                    }
+                }
+                ListOutput::Table => {
+                    let view: serde_json::Value = response
+                        .json()
+                        .with_context(|| format!("{url} did not answer with policies"))?;
+                    out.write_all(policy_table(&view).as_bytes())?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send the policies of `args.files` to the agent.
+///
+/// # Errors
+/// See [`run`].
+pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
+    let mut loaded = Vec::new();
+    for path in &args.files {
+        if path.is_dir() {
+            loaded.extend(policies::load_dir(path)?);
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            loaded.extend(policies::parse(&path.display().to_string(), &text)?);
+        }
+    }
+    if loaded.is_empty() {
+        bail!("no NetworkPolicy in {:?}", args.files);
+    }
+    let body = learn::policies_yaml(&loaded)?;
+    // Named by their file here; the agent checks the set as a whole.
+    policies::policy_set(loaded)?;
+    post_policies(&args.server.server, body, &[])
+}
+
+/// `POST /api/policies/enforced` with `body`, replacing every policy of
+/// the `replace` namespaces.
+///
+/// # Errors
+/// An unreachable agent, a refused set.
+pub fn post_policies(
+    server: &reqwest::Url,
+    body: String,
+    replace: &[String],
+) -> anyhow::Result<Applied> {
+    let mut url = learn::endpoint(server, "api/policies/enforced");
+    if !replace.is_empty() {
+        url.query_pairs_mut()
+            .append_pair("replace", &replace.join(","));
+    }
+    let request = learn::client()?
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+        .body(body);
+    learn::send(request, &url)?
+        .json()
+        .with_context(|| format!("{url} did not answer with what it applied"))
+}
+
+/// The enforced policies for people.
+#[must_use]
+pub fn policy_table(view: &serde_json::Value) -> String {
+    let policies: Vec<NetworkPolicy> = view
+        .get("policies")
+        .cloned()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .unwrap_or_default();
+    let modes: BTreeMap<String, Mode> = view
+        .get("modes")
+        .cloned()
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default();
+    let default_mode: Mode = view
+        .get("default_mode")
+        .cloned()
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default();
+    let mut rows = vec![[
+        "NAMESPACE".to_owned(),
+        "NAME".to_owned(),
+        "MODE".to_owned(),
+        "POLICY TYPES".to_owned(),
+        "INGRESS RULES".to_owned(),
+        "EGRESS RULES".to_owned(),
+    ]];
+    for p in &policies {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        rows.push([
+            ns.clone(),
+            p.metadata.name.clone().unwrap_or_default(),
+            modes.get(&ns).copied().unwrap_or(default_mode).to_string(),
+            spec.policy_types.unwrap_or_default().join(","),
+            spec.ingress.map_or(0, |r| r.len()).to_string(),
+            spec.egress.map_or(0, |r| r.len()).to_string(),
+        ]);
+    }
+    let mut out = table(&rows);
+    if let Some(entries) = view.get("entries").and_then(|e| e.as_object()) {
+        let limits = view.get("limits").and_then(|e| e.as_object());
+        let maps: Vec<String> = entries
+            .iter()
+            .map(|(map, n)| {
+                let limit = limits
+                    .and_then(|l| l.get(map))
+                    .map_or_else(String::new, |l| format!("/{l}"));
+                format!("{map} {n}{limit}")
+            })
+            .collect();
+        let _ = writeln!(out, "maps: {}", maps.join(", "));
+    }
+    out
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Run `weir mode ...`.
+///
+/// # Errors
+/// An unreachable agent, a refused change.
+pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    match command {
+        ModeCommand::Set(args) => {
+            let url = learn::endpoint(
+                &args.server.server,
+                &format!("api/modes/{}", args.namespace),
+            );
+            let request = learn::client()?
+                .put(url.clone())
+                .json(&serde_json::json!({ "mode": args.mode }));
+            learn::send(request, &url)?;
+            writeln!(out, "namespace {} is in {} mode", args.namespace, args.mode)?;
+        }
+        ModeCommand::List(args) => {
+            let url = learn::endpoint(&args.server.server, "api/modes");
+            let modes: ModesJson = learn::send(learn::client()?.get(url.clone()), &url)?
+                .json()
+                .with_context(|| format!("{url} did not answer with modes"))?;
+            match args.output {
+                Output::Json => {
+                    serde_json::to_writer_pretty(&mut out, &modes)?;
+                    writeln!(out)?;
+                }
+                Output::Table => {
+                    let mut rows = vec![["NAMESPACE".to_owned(), "MODE".to_owned()]];
+                    rows.extend(
+                        modes
+                            .modes
+                            .iter()
+                            .map(|(ns, m)| [ns.clone(), m.to_string()]),
+                    );
+                    rows.push(["(every other)".to_owned(), modes.default_mode.to_string()]);
+                    out.write_all(table(&rows).as_bytes())?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

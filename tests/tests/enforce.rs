@@ -1,0 +1,533 @@
+//! Enforcement end to end on the real kernel: the demo shop learned, its
+//! suggestion applied and enforced (the demo's traffic keeps flowing, what
+//! was never observed is dropped and reported); a `kill -9` of the agent
+//! (the pinned datapath keeps enforcing, a new agent adopts it); refused
+//! input (an invalid set, an overflow) changing nothing; audit mode.
+//!
+//! Each test has its own lab (podCIDR octets 161-169), state directory and
+//! pin directory.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::Value;
+use weir_integration_tests::harness::{Agent, Lab, PinDir, eventually, weir, weir_ok};
+
+const SHOP: &str = include_str!("../../deploy/examples/shop.yaml");
+
+/// The shop in its own address ranges: 10.`octet`.0.0/16 for pods,
+/// 10.`octet + 1`.0.0/16 for Services.
+fn shop_yaml(octet: u8) -> String {
+    let (_, rest) = SHOP
+        .split_once("\n---\n")
+        .expect("shop.yaml starts with its Lab document");
+    let svc = octet + 1;
+    let lab = format!(
+        "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {{name: shop}}\n\
+        spec: {{podCIDR: 10.{octet}.0.0/16, podCIDRv6: 'fd00:{octet}::/64', serviceCIDR: 10.{svc}.0.0/16, \
+        serviceCIDRv6: 'fd00:{svc}::/112', dualStack: true}}\n"
+    );
+    format!(
+        "{lab}---\n{}",
+        rest.replace(
+            "clusterIP: 10.96.0.10",
+            &format!("clusterIP: 10.{svc}.0.10")
+        )
+    )
+}
+
+fn ip_of(status: &Value, pod: &str, v6: bool) -> String {
+    let (ns, name) = pod.split_once('/').expect("ns/pod");
+    status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["namespace"] == ns && p["name"] == name)
+        .and_then(|p| {
+            p["ips"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|ip| ip.contains(':') == v6)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{pod} has no address"))
+}
+
+fn cluster_ip(status: &Value, service: &str) -> String {
+    let (ns, name) = service.split_once('/').expect("ns/name");
+    status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["namespace"] == ns && s["name"] == name)
+        .and_then(|s| {
+            s["clusterIPs"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|ip| !ip.contains(':'))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("{service} has no IPv4 ClusterIP"))
+}
+
+/// The traffic of scripts/demo.sh; panics naming the first probe that
+/// does not connect.
+fn drive_traffic(lab: &Lab, rounds: usize) {
+    let status = lab.status();
+    let mut frontends: Vec<String> = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter(|p| p["namespace"] == "shop")
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| n.starts_with("frontend-"))
+        .map(|n| format!("shop/{n}"))
+        .collect();
+    frontends.sort();
+    let loadgen = lab.pod("shop", "loadgen");
+    let cart = lab.pod("shop", "cartservice-");
+    let catalog = lab.pod("shop", "catalog-");
+    let store = lab.pod("data", "store-");
+    let dns = lab.pod("kube-system", "coredns-");
+    let store_v6 = ip_of(&status, &store, true);
+    let catalog_v6 = ip_of(&status, &catalog, true);
+    let kube_dns = cluster_ip(&status, "kube-system/kube-dns");
+    let cart_svc = cluster_ip(&status, "shop/cartservice");
+    for _ in 0..rounds {
+        for fe in &frontends {
+            assert!(lab.probe(&loadgen, fe, "8080/TCP"), "loadgen -> {fe}");
+            assert!(lab.probe(fe, &kube_dns, "53/UDP"), "{fe} -> kube-dns");
+            assert!(lab.probe(fe, &catalog, "3550/TCP"), "{fe} -> catalog");
+            assert!(lab.probe(fe, &catalog_v6, "3550/TCP"), "{fe} -> catalog v6");
+            assert!(lab.probe(fe, &cart_svc, "7070/TCP"), "{fe} -> cart svc");
+        }
+        assert!(lab.probe(&cart, &dns, "53/UDP"), "cart -> dns");
+        assert!(lab.probe(&cart, &store, "6379/TCP"), "cart -> store");
+        assert!(lab.probe(&cart, &store_v6, "6379/TCP"), "cart -> store v6");
+        assert!(
+            lab.probe(&cart, "203.0.113.10", "443/TCP"),
+            "cart -> payments"
+        );
+    }
+}
+
+fn observe_json(agent: &Agent, filters: &[&str]) -> Vec<Value> {
+    let url = agent.url();
+    let mut args = vec!["observe", "--server", &url, "--last", "10000", "-o", "json"];
+    args.extend_from_slice(filters);
+    weir_ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("observe -o json is JSON lines"))
+        .collect()
+}
+
+/// A DROPPED (or AUDIT) record of a flow from `source` to `destination`
+/// pods (`ns/name`), waiting for it to be reported.
+fn verdict_record(agent: &Agent, verdict: &str, source: &str, destination: &str) -> Value {
+    let pod = |e: &Value| {
+        format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap_or(""),
+            e["pod_name"].as_str().unwrap_or("")
+        )
+    };
+    eventually(Duration::from_secs(10), || {
+        observe_json(agent, &["--verdict", verdict])
+            .into_iter()
+            .find(|f| pod(&f["source"]) == source && pod(&f["destination"]) == destination)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {verdict} record {source} -> {destination}; flows: {:#?}\nlog:\n{}",
+            observe_json(agent, &[]),
+            agent.log_text()
+        )
+    })
+}
+
+const STORE_FROM_CART: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: store, namespace: data}
+spec:
+  podSelector: {matchLabels: {app: store}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}
+      podSelector: {matchLabels: {app: cartservice}}
+    ports: [{port: 6379, protocol: TCP}]
+";
+
+fn apply_file(
+    agent: &Agent,
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+) -> std::process::Output {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write policy");
+    weir(&[
+        "policy",
+        "apply",
+        "--server",
+        &agent.url(),
+        "-f",
+        &path.to_string_lossy(),
+    ])
+}
+
+fn set_mode(agent: &Agent, namespace: &str, mode: &str) {
+    let _ = weir_ok(&["mode", "set", "--server", &agent.url(), namespace, mode]);
+}
+
+#[test]
+fn the_learned_shop_is_enforced_and_the_unobserved_is_dropped() {
+    let lab = Lab::up("enf", &shop_yaml(161));
+    let agent = Agent::start(
+        &lab,
+        &["--flow-idle-timeout", "2s", "--flow-closing-timeout", "1s"],
+    );
+    let server = agent.url();
+    drive_traffic(&lab, 2);
+    // Every edge of the demo is learned before the suggestion is applied.
+    eventually(Duration::from_secs(20), || {
+        let graph = agent.get_json("/api/graph");
+        (graph["edges"].as_array().map_or(0, Vec::len) >= 7).then_some(())
+    })
+    .unwrap_or_else(|| panic!("graph incomplete: {:#}", agent.get_json("/api/graph")));
+    std::thread::sleep(Duration::from_secs(3));
+
+    let applied = weir_ok(&["export", "--server", &server, "--apply"]);
+    assert!(applied.contains("enforced"), "{applied}");
+    let list = weir_ok(&["policy", "list", "--server", &server]);
+    assert!(list.contains("shop") && list.contains("data"), "{list}");
+    for ns in ["shop", "data", "kube-system"] {
+        set_mode(&agent, ns, "enforce");
+    }
+    let modes = weir_ok(&["mode", "list", "--server", &server]);
+    assert!(modes.contains("enforce"), "{modes}");
+
+    // Everything the demo does keeps working under enforcement.
+    drive_traffic(&lab, 1);
+
+    // Never observed: loadgen straight to the store, a frontend to the store.
+    let loadgen = lab.pod("shop", "loadgen");
+    let frontend = lab.pod("shop", "frontend-");
+    let store = lab.pod("data", "store-");
+    assert!(
+        !lab.probe(&loadgen, &store, "6379/TCP"),
+        "loadgen -> store must be dropped"
+    );
+    assert!(
+        !lab.probe(&frontend, &store, "6379/TCP"),
+        "frontend -> store must be dropped"
+    );
+    assert!(!lab.probe(&loadgen, &lab.pod("shop", "catalog-"), "3550/TCP"));
+
+    let drop = verdict_record(&agent, "DROPPED", &loadgen, &store);
+    assert_eq!(drop["verdict"], "DROPPED", "{drop:#}");
+    assert_eq!(drop["drop_reason_desc"], "POLICY_DENIED", "{drop:#}");
+    // Dropped at the loadgen's egress: its policy names only the frontends.
+    assert_eq!(drop["traffic_direction"], "EGRESS", "{drop:#}");
+    assert_eq!(
+        drop["weir"]["policy"]["reason"], "peer-not-allowed",
+        "{drop:#}"
+    );
+    let policies = drop["weir"]["policy"]["policies"]
+        .as_array()
+        .expect("policies");
+    assert!(
+        policies
+            .iter()
+            .all(|p| p.as_str().is_some_and(|p| p.starts_with("shop/")))
+            && !policies.is_empty(),
+        "{drop:#}"
+    );
+    let table = weir_ok(&[
+        "observe",
+        "--server",
+        &server,
+        "--last",
+        "1000",
+        "--verdict",
+        "DROPPED",
+    ]);
+    assert!(
+        table.contains("DROPPED") && table.contains("peer-not-allowed"),
+        "{table}"
+    );
+
+    // Drops are counted, not learned.
+    let dropped = agent
+        .metric("weir_policy_verdicts_total{namespace=\"shop\",verdict=\"DROPPED\",reason=\"peer-not-allowed\"}")
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "{:?}", agent.get_text("/metrics"));
+    assert!(
+        agent
+            .metric("weir_policy_dropped_packets_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    let graph = agent.get_json("/api/graph");
+    let edges: BTreeSet<(String, String)> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap_or("").to_owned(),
+                e["target"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        !edges.contains(&("shop/loadgen".to_owned(), "data/store".to_owned())),
+        "{graph:#}"
+    );
+
+    // observe is the kill switch.
+    set_mode(&agent, "shop", "observe");
+    assert!(lab.probe(&loadgen, &lab.pod("shop", "catalog-"), "3550/TCP"));
+}
+
+#[test]
+fn a_killed_agent_keeps_enforcing_and_its_successor_adopts() {
+    let lab = Lab::up("enk", &shop_yaml(163));
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().to_string_lossy().into_owned();
+    let pin = PinDir::new("kill");
+    let pin_dir = pin.arg();
+    let args = [
+        "--state-dir",
+        state_dir.as_str(),
+        "--pin-dir",
+        pin_dir.as_str(),
+        "--flow-closing-timeout",
+        "60s",
+    ];
+    let mut agent = Agent::start(&lab, &args);
+    let work = tempfile::tempdir().expect("work dir");
+    let out = apply_file(&agent, work.path(), "store.yaml", STORE_FROM_CART);
+    assert!(out.status.success(), "{out:?}");
+    set_mode(&agent, "data", "enforce");
+    let cart = lab.pod("shop", "cartservice-");
+    let loadgen = lab.pod("shop", "loadgen");
+    let store = lab.pod("data", "store-");
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+    assert!(!lab.probe(&loadgen, &store, "6379/TCP"));
+    let before: Value = serde_json::from_str(&weir_ok(&[
+        "policy",
+        "list",
+        "--server",
+        &agent.url(),
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+
+    agent.kill();
+    for _ in 0..2 {
+        assert!(
+            lab.probe(&cart, &store, "6379/TCP"),
+            "allowed while the agent is dead"
+        );
+        assert!(
+            !lab.probe(&loadgen, &store, "6379/TCP"),
+            "denied while the agent is dead"
+        );
+    }
+
+    let restarted_at = time_now();
+    let agent = Agent::start(&lab, &args);
+    let after: Value = serde_json::from_str(&weir_ok(&[
+        "policy",
+        "list",
+        "--server",
+        &agent.url(),
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(after["policies"], before["policies"]);
+    assert_eq!(after["modes"], before["modes"]);
+    eventually(Duration::from_secs(10), || {
+        let now: Value = serde_json::from_str(&weir_ok(&[
+            "policy",
+            "list",
+            "--server",
+            &agent.url(),
+            "-o",
+            "json",
+        ]))
+        .ok()?;
+        (now["ready"] == true).then_some(())
+    })
+    .expect("the new agent compiles its policies");
+    let now: Value = serde_json::from_str(&weir_ok(&[
+        "policy",
+        "list",
+        "--server",
+        &agent.url(),
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(now["entries"], before["entries"], "adopted maps unchanged");
+    assert_eq!(
+        agent
+            .metric("weir_enforce_updates_total{outcome=\"failed\"}")
+            .unwrap_or(0.0),
+        0.0
+    );
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+    assert!(!lab.probe(&loadgen, &store, "6379/TCP"));
+    // The flow table was kept: flows opened while no agent ran (and before)
+    // are reported by the new one.
+    let flows = observe_json(&agent, &["--port", "6379"]);
+    assert!(
+        flows.iter().any(|f| f["weir"]["first_seen"]
+            .as_str()
+            .is_some_and(|t| t < restarted_at.as_str())),
+        "no flow from before the restart: {flows:#?}"
+    );
+    assert!(
+        !agent.log_text().contains("cannot update enforcement"),
+        "{}",
+        agent.log_text()
+    );
+    drop(agent);
+    drop(pin);
+}
+
+fn time_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::try_from(now.as_nanos()).expect("ns"),
+    )
+    .expect("time");
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+#[test]
+fn refused_input_changes_nothing() {
+    let lab = Lab::up("enb", &shop_yaml(165));
+    let agent = Agent::start(&lab, &["--enforce-limit", "POLICY=8"]);
+    let work = tempfile::tempdir().expect("work dir");
+    let out = apply_file(&agent, work.path(), "store.yaml", STORE_FROM_CART);
+    assert!(out.status.success(), "{out:?}");
+    set_mode(&agent, "data", "enforce");
+    let cart = lab.pod("shop", "cartservice-");
+    let loadgen = lab.pod("shop", "loadgen");
+    let store = lab.pod("data", "store-");
+    assert!(!lab.probe(&loadgen, &store, "6379/TCP"));
+
+    // One good policy (it would let loadgen in) and one bad one: the set is
+    // refused as a whole, naming the file, the policy and the field.
+    let open = STORE_FROM_CART
+        .replace("name: store,", "name: store-open,")
+        .replace("app: cartservice", "app: loadgen");
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: data}\n\
+        spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}\n";
+    let dir = work.path().join("set");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("a-open.yaml"), &open).expect("write");
+    std::fs::write(dir.join("b-bad.yaml"), bad).expect("write");
+    let out = weir(&[
+        "policy",
+        "apply",
+        "--server",
+        &agent.url(),
+        "-f",
+        &dir.to_string_lossy(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("b-bad.yaml") && stderr.contains("data/bad") && stderr.contains("ipBlock"),
+        "{stderr}"
+    );
+    // The agent refuses it too when a client skips the check.
+    let body = format!("{open}---\n{bad}");
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/api/policies/enforced", agent.url()))
+        .body(body)
+        .send()
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 422);
+    let text = response.text().expect("body");
+    assert!(text.contains("data/bad"), "{text}");
+    assert!(
+        !lab.probe(&loadgen, &store, "6379/TCP"),
+        "the previous set stays enforced"
+    );
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+
+    // An overflow is refused before anything is written, naming the map.
+    let wide = STORE_FROM_CART
+        .replace("name: store,", "name: wide,")
+        .replace(
+            "ports: [{port: 6379, protocol: TCP}]",
+            "ports: [{port: 1001, endPort: 2000, protocol: TCP}]",
+        );
+    let out = apply_file(&agent, work.path(), "wide.yaml", &wide);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("map POLICY needs") && stderr.contains("its limit is 8"),
+        "{stderr}"
+    );
+    let list = weir_ok(&["policy", "list", "--server", &agent.url()]);
+    assert!(!list.contains("wide"), "{list}");
+    assert!(!lab.probe(&loadgen, &store, "6379/TCP"));
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+}
+
+#[test]
+fn audit_mode_passes_and_reports() {
+    let lab = Lab::up("ena", &shop_yaml(167));
+    let agent = Agent::start(&lab, &[]);
+    let work = tempfile::tempdir().expect("work dir");
+    let out = apply_file(&agent, work.path(), "store.yaml", STORE_FROM_CART);
+    assert!(out.status.success(), "{out:?}");
+    set_mode(&agent, "data", "audit");
+    let loadgen = lab.pod("shop", "loadgen");
+    let store = lab.pod("data", "store-");
+    assert!(
+        lab.probe(&loadgen, &store, "6379/TCP"),
+        "audit drops nothing"
+    );
+    let audit = verdict_record(&agent, "AUDIT", &loadgen, &store);
+    assert_eq!(audit["traffic_direction"], "INGRESS", "{audit:#}");
+    assert_eq!(
+        audit["weir"]["policy"]["reason"], "peer-not-allowed",
+        "{audit:#}"
+    );
+    assert_eq!(
+        audit["weir"]["policy"]["policies"],
+        serde_json::json!(["data/store"]),
+        "{audit:#}"
+    );
+    assert!(audit.get("drop_reason_desc").is_none(), "{audit:#}");
+    // What the policy allows is forwarded, not audited.
+    let cart = lab.pod("shop", "cartservice-");
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+    let audited = observe_json(&agent, &["--verdict", "AUDIT"]);
+    assert!(
+        audited
+            .iter()
+            .all(|f| f["source"]["pod_name"] != cart.split_once('/').unwrap().1),
+        "{audited:#?}"
+    );
+}
