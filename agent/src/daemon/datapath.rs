@@ -309,9 +309,6 @@ impl DatapathTask {
             self.source_warnings.clone_from(&inventory.warnings);
         }
         let attached = self.reconcile_attachments(&inventory);
-        for ifindex in attached {
-            self.report_open_connections(ifindex).await;
-        }
         let resolver = Resolver::new(&inventory, |ifname| {
             nix::net::if_::if_nametoindex(ifname).ok()
         });
@@ -336,6 +333,11 @@ impl DatapathTask {
             }
         });
         *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
+        // Only now: the fold task resolves these reports with the resolver
+        // just installed, which knows the newly attached pods.
+        for ifindex in attached {
+            self.report_open_connections(ifindex).await;
+        }
     }
 
     /// The node's addresses: `--node-ip`s, and for a lab its bridge's
