@@ -3,3 +3,4 @@
 pub mod harness;
 pub mod netns;
 pub mod packets;
+pub mod shop;

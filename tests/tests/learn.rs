@@ -13,26 +13,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use weir_integration_tests::harness::{Agent, Lab, eventually, weir, weir_ok};
-
-const SHOP: &str = include_str!("../../deploy/examples/shop.yaml");
-
-/// The shop in its own address ranges (tests run in parallel, each with a
-/// lab): the Lab document is replaced, and kube-dns's fixed ClusterIP moves
-/// into the new service range.
-fn shop_yaml() -> String {
-    let (_, rest) = SHOP
-        .split_once("\n---\n")
-        .expect("shop.yaml starts with its Lab document");
-    let lab = "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {name: shop}\n\
-        spec: {podCIDR: 10.151.0.0/16, podCIDRv6: 'fd00:151::/64', serviceCIDR: 10.152.0.0/16, \
-        serviceCIDRv6: 'fd00:152::/112', dualStack: true}\n";
-    assert!(rest.contains("clusterIP: 10.96.0.10"));
-    format!(
-        "{lab}---\n{}",
-        rest.replace("clusterIP: 10.96.0.10", "clusterIP: 10.152.0.10")
-    )
-}
+use weir_integration_tests::{
+    harness::{Agent, Lab, eventually, weir, weir_ok},
+    shop::{SHOP, drive_traffic, shop_yaml},
+};
 
 fn kubernetes_validate() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
@@ -64,88 +48,6 @@ fn graph_edges(graph: &Value) -> BTreeSet<Edge> {
         }
     }
     edges
-}
-
-fn ip_of(status: &Value, pod: &str, v6: bool) -> String {
-    let (ns, name) = pod.split_once('/').expect("ns/pod");
-    status["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .find(|p| p["namespace"] == ns && p["name"] == name)
-        .and_then(|p| {
-            p["ips"]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .find(|ip| ip.contains(':') == v6)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("{pod} has no address"))
-}
-
-fn cluster_ip(status: &Value, service: &str) -> String {
-    let (ns, name) = service.split_once('/').expect("ns/name");
-    status["services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .find(|s| s["namespace"] == ns && s["name"] == name)
-        .and_then(|s| {
-            s["clusterIPs"]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_str)
-                .find(|ip| !ip.contains(':'))
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("{service} has no IPv4 ClusterIP"))
-}
-
-/// The traffic of scripts/demo.sh: shoppers browse, add to cart, check out.
-fn drive_traffic(lab: &Lab) {
-    let status = lab.status();
-    let pods = |prefix: &str, ns: &str| -> Vec<String> {
-        let mut names: Vec<String> = status["pods"]
-            .as_array()
-            .expect("pods")
-            .iter()
-            .filter(|p| p["namespace"] == ns)
-            .filter_map(|p| p["name"].as_str())
-            .filter(|n| n.starts_with(prefix))
-            .map(|n| format!("{ns}/{n}"))
-            .collect();
-        names.sort();
-        names
-    };
-    let loadgen = lab.pod("shop", "loadgen");
-    let frontends = pods("frontend-", "shop");
-    assert_eq!(frontends.len(), 2);
-    let cart = lab.pod("shop", "cartservice-");
-    let catalog = lab.pod("shop", "catalog-");
-    let store = lab.pod("data", "store-");
-    let dns = lab.pod("kube-system", "coredns-");
-    let store_v6 = ip_of(&status, &store, true);
-    let catalog_v6 = ip_of(&status, &catalog, true);
-    let kube_dns = cluster_ip(&status, "kube-system/kube-dns");
-    let cart_svc = cluster_ip(&status, "shop/cartservice");
-
-    for _ in 0..3 {
-        for fe in &frontends {
-            assert!(lab.probe(&loadgen, fe, "8080/TCP"), "loadgen -> {fe}");
-            assert!(lab.probe(fe, &kube_dns, "53/UDP"), "{fe} -> kube-dns");
-            assert!(lab.probe(fe, &catalog, "3550/TCP"), "{fe} -> catalog");
-            assert!(lab.probe(fe, &catalog_v6, "3550/TCP"), "{fe} -> catalog v6");
-            assert!(lab.probe(fe, &cart_svc, "7070/TCP"), "{fe} -> cart svc");
-        }
-        assert!(lab.probe(&cart, &dns, "53/UDP"), "cart -> dns");
-        assert!(lab.probe(&cart, &store, "6379/TCP"), "cart -> store");
-        assert!(lab.probe(&cart, &store_v6, "6379/TCP"), "cart -> store v6");
-        assert!(
-            lab.probe(&cart, "203.0.113.10", "443/TCP"),
-            "cart -> payments"
-        );
-    }
 }
 
 /// An inventory file (Namespaces, Pods with owners and containerPorts,
@@ -245,7 +147,7 @@ fn files(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 fn the_shop_is_learned_exported_verified_and_survives_a_restart() {
     let validate = kubernetes_validate();
-    let lab = Lab::up("learn", &shop_yaml());
+    let lab = Lab::up("learn", &shop_yaml(151));
     let state = tempfile::tempdir().expect("state dir");
     let state_dir = state.path().to_string_lossy().into_owned();
     let agent_args = [
@@ -263,7 +165,7 @@ fn the_shop_is_learned_exported_verified_and_survives_a_restart() {
     let mut agent = Agent::start(&lab, &agent_args);
     let server = agent.url();
 
-    drive_traffic(&lab);
+    drive_traffic(&lab, 3);
     let expected: BTreeSet<Edge> = [
         ("shop/loadgen", "shop/frontend", 8080, "TCP"),
         ("shop/frontend", "kube-system/coredns", 53, "UDP"),
