@@ -15,13 +15,14 @@ use k8s_openapi::{
         IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
         NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
     },
-    apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
-        util::intstr::IntOrString,
-    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use proptest::{collection::vec, option, prelude::*, sample::select};
-use support::{labels as label_map, pod, policies, xyz_cluster};
+use support::{
+    labels as label_map, pod, policies,
+    strategies::{labels, namespace_selector, selector},
+    xyz_cluster,
+};
 use weir_generator::{
     cluster::{Cluster, ClusterPod},
     datapath::{
@@ -77,8 +78,6 @@ fn ip(s: &str) -> IpAddr {
 // (1) Differential: judge == evaluator on random clusters and policies.
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
-const KEYS: [&str; 2] = ["app", "tier"];
-const VALUES: [&str; 3] = ["a", "b", "c"];
 const PORT_NAMES: [&str; 3] = ["http", "dns", "metrics"];
 const PORT_NUMBERS: [u16; 4] = [53, 80, 81, 8080];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
@@ -109,50 +108,6 @@ const BLOCKS: [(&str, &[&str]); 10] = [
 ];
 /// Destination ports probed: range edges (ranges are `n..=n+d`, d < 30).
 const PROBE_PORTS: [u16; 12] = [1, 53, 54, 80, 81, 85, 109, 110, 8080, 8095, 8110, 65535];
-
-fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
-    proptest::collection::btree_map(
-        select(&KEYS[..]).prop_map(str::to_owned),
-        select(&VALUES[..]).prop_map(str::to_owned),
-        0..=2,
-    )
-}
-
-fn requirement() -> impl Strategy<Value = LabelSelectorRequirement> {
-    let values = vec(select(&VALUES[..]).prop_map(str::to_owned), 1..=2);
-    (
-        select(&KEYS[..]),
-        select(&["In", "NotIn", "Exists", "DoesNotExist"][..]),
-        values,
-    )
-        .prop_map(|(key, operator, values)| LabelSelectorRequirement {
-            key: key.to_owned(),
-            operator: operator.to_owned(),
-            values: matches!(operator, "In" | "NotIn").then_some(values),
-        })
-}
-
-fn selector() -> impl Strategy<Value = LabelSelector> {
-    (option::of(labels()), option::of(vec(requirement(), 0..=2))).prop_map(
-        |(match_labels, match_expressions)| LabelSelector {
-            match_labels,
-            match_expressions,
-        },
-    )
-}
-
-fn namespace_selector() -> impl Strategy<Value = LabelSelector> {
-    prop_oneof![
-        3 => selector(),
-        1 => select(&NAMESPACES[..]).prop_map(|ns| LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_owned(),
-                ns.to_owned()
-            )])),
-            match_expressions: None,
-        }),
-    ]
-}
 
 fn peer() -> impl Strategy<Value = NetworkPolicyPeer> {
     let block = (

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod reference;
+pub mod strategies;
 
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
