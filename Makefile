@@ -7,11 +7,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WEIR_DEBUG := target/debug/weir
 WEIR_RELEASE := target/release/weir
-APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iperf3 bpftool python3 python3-venv procps
+APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iperf3 bpftool python3 python3-venv procps chromium
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps pydeps build release test test-unit test-privileged lint fmt bench demo demo-down clean
+.PHONY: help deps pydeps e2edeps build release test test-unit test-privileged lint fmt bench demo demo-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
@@ -38,6 +38,15 @@ pydeps: deps
 	  python3 -m venv $(VENV) && \
 	  $(VENV)/bin/python -m pip install --quiet kubernetes-validate; }
 
+# The UI's end-to-end tests (tests/tests/ui.rs): Debian's Chromium (in
+# APT_PACKAGES) driven by playwright-core, pinned in tests/e2e/package-lock.json
+# and installed into tests/e2e/node_modules; no browser is ever downloaded.
+E2E_MODULES := tests/e2e/node_modules/.package-lock.json
+e2edeps: deps $(E2E_MODULES)
+$(E2E_MODULES): tests/e2e/package.json tests/e2e/package-lock.json
+	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q nodejs npm; }
+	cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
+
 build: deps
 	$(CARGO) build -p weir
 
@@ -53,7 +62,7 @@ test-unit: deps
 
 # The privileged tests: real kernel, real eBPF, network namespaces. They fail
 # (never skip) when not run as root.
-test-privileged: build pydeps
+test-privileged: build pydeps e2edeps
 	$(CARGO) test -p weir-integration-tests -- --test-threads=2
 
 test: test-unit test-privileged

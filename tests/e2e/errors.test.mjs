@@ -1,0 +1,50 @@
+// The error state: an agent that does not answer, or answers errors, gets
+// a banner and a message in place of the graph (never a blank page), and
+// the UI recovers by itself or on "Retry now".
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { env, launch, newPage, waitFor } from './lib.mjs';
+
+const AGENT = env('AGENT_URL');
+let browser;
+
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+test('an unreachable agent shows an error banner, then recovers', async () => {
+  const page = await newPage(browser.context);
+  // The page loads; every API request fails as if the agent were gone.
+  await page.route('**/api/**', (route) => route.abort('connectionrefused'));
+  await page.goto(`${AGENT}/`);
+  const banner = page.locator('#banner:not(.hidden)');
+  await banner.waitFor({ timeout: 15000 });
+  assert.match(await banner.textContent(), /Cannot reach the weir agent/);
+  const empty = page.locator('#empty.error:not(.hidden)');
+  await empty.waitFor();
+  assert.match(await empty.textContent(), /Cannot reach/);
+  assert.match(await page.textContent('#live-text'), /offline/);
+
+  await page.unroute('**/api/**');
+  await page.click('#banner-retry');
+  await page.locator('#banner.hidden').waitFor({ attached: true, timeout: 15000 });
+  await waitFor(page, () => window.weir.graph.cy.nodes().length > 0);
+  assert.ok(await page.locator('#empty').evaluate((e) => e.classList.contains('hidden')));
+  await page.close();
+});
+
+test('an agent answering errors shows them', async () => {
+  const page = await newPage(browser.context);
+  await page.route('**/api/graph**', (route) => route.fulfill({
+    status: 500,
+    contentType: 'application/json',
+    body: JSON.stringify({ error: 'internal error', status: 500 }),
+  }));
+  await page.goto(`${AGENT}/`);
+  const banner = page.locator('#banner:not(.hidden)');
+  await banner.waitFor({ timeout: 15000 });
+  const text = await banner.textContent();
+  assert.match(text, /answered an error \(500\)/);
+  assert.match(text, /internal error/);
+  await page.close();
+});
