@@ -488,6 +488,7 @@ mod tests {
             connections: 3,
             first_seen: 1_700_000_000_000_000_000,
             last_seen: 1_700_000_100_000_000_000,
+            ..EdgeStats::default()
         };
         g.record(
             EdgeKey {

@@ -192,6 +192,7 @@ fn fold(cluster: &Cluster, records: &[Record]) -> FlowGraph {
                 connections: 1,
                 first_seen: t,
                 last_seen: t + 1_000_000,
+                ..EdgeStats::default()
             },
         );
     }

@@ -221,6 +221,37 @@ pub struct EdgeKey {
     pub port: u16,
 }
 
+/// Connections by the datapath's verdict (Hubble's `FORWARDED`, `AUDIT`,
+/// `DROPPED`). Absent from stores written before verdicts were counted:
+/// those read as zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictCounts {
+    /// Allowed, or not judged.
+    #[serde(default)]
+    pub forwarded: u64,
+    /// Denied by the policies and let through (audit mode).
+    #[serde(default)]
+    pub audit: u64,
+    /// Denied and dropped (enforce mode).
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+impl VerdictCounts {
+    /// Fold other counts into these.
+    pub fn merge(&mut self, other: &Self) {
+        self.forwarded += other.forwarded;
+        self.audit += other.audit;
+        self.dropped += other.dropped;
+    }
+
+    /// Whether nothing was counted.
+    #[must_use]
+    pub const fn is_zero(&self) -> bool {
+        self.forwarded == 0 && self.audit == 0 && self.dropped == 0
+    }
+}
+
 /// Counters of an edge. Times are Unix nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeStats {
@@ -234,6 +265,10 @@ pub struct EdgeStats {
     pub first_seen: u64,
     /// Last packet seen.
     pub last_seen: u64,
+    /// Connections by verdict (zero in graphs saved before they were
+    /// counted).
+    #[serde(default, skip_serializing_if = "VerdictCounts::is_zero")]
+    pub verdicts: VerdictCounts,
 }
 
 impl EdgeStats {
@@ -247,6 +282,7 @@ impl EdgeStats {
             (a, b) => a.min(b),
         };
         self.last_seen = self.last_seen.max(other.last_seen);
+        self.verdicts.merge(&other.verdicts);
     }
 }
 
@@ -330,6 +366,7 @@ mod tests {
             connections: 1,
             first_seen: 100,
             last_seen: 200,
+            ..EdgeStats::default()
         };
         a.merge(&EdgeStats {
             packets: 2,
@@ -337,6 +374,7 @@ mod tests {
             connections: 1,
             first_seen: 50,
             last_seen: 150,
+            ..EdgeStats::default()
         });
         assert_eq!((a.packets, a.bytes, a.connections), (3, 30, 2));
         assert_eq!((a.first_seen, a.last_seen), (50, 200));

@@ -267,6 +267,7 @@ fn load(dir: &Path) -> Case {
                 connections: e.connections,
                 first_seen: e.first * 1_000_000_000,
                 last_seen: e.last * 1_000_000_000,
+                ..EdgeStats::default()
             },
         );
     }
@@ -451,6 +452,7 @@ fn one_new_edge_changes_one_rule_per_side_and_one_evidence_line() {
         connections: 2,
         first_seen: 1_714_560_000_000_000_000,
         last_seen: 1_714_570_000_000_000_000,
+        ..EdgeStats::default()
     };
     case.graph.record(
         EdgeKey {

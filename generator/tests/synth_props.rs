@@ -173,6 +173,7 @@ fn world(specs: &[WorkloadSpec], edges: &[EdgeSpec]) -> World {
                     connections: e.connections,
                     first_seen: 1_700_000_000_000_000_000,
                     last_seen: 1_700_000_000_000_000_000 + e.last * 1_000_000_000,
+                    ..EdgeStats::default()
                 },
             )
         })

@@ -39,11 +39,27 @@ pub fn weir_bin() -> PathBuf {
     bin
 }
 
-/// Run `weir ARGS...` and return its output.
+/// The API token of every agent [`Agent::start`] starts (`WEIR_TOKEN`),
+/// which [`weir`] passes to the CLI: tests' commands that change state
+/// present it as a user's would.
+#[must_use]
+pub fn api_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("weir-test-{}-{nanos:x}", std::process::id())
+    })
+}
+
+/// Run `weir ARGS...` (with the agents' API token in `WEIR_TOKEN`) and
+/// return its output.
 #[must_use]
 pub fn weir(args: &[&str]) -> Output {
     Command::new(weir_bin())
         .args(args)
+        .env("WEIR_TOKEN", api_token())
         .output()
         .unwrap_or_else(|e| panic!("cannot run weir {args:?}: {e}"))
 }
@@ -196,6 +212,8 @@ pub struct Agent {
     /// Its API address.
     pub listen: SocketAddr,
     log: PathBuf,
+    /// Its `--state-dir`.
+    state_dir: PathBuf,
     /// A private `--state-dir` unless the caller passed one: agents of
     /// parallel tests must not share (or lock each other out of) a store.
     _state: Option<tempfile::TempDir>,
@@ -245,9 +263,16 @@ impl Agent {
         if let Some(dir) = &pin_arg {
             args.extend(["--pin-dir", dir.as_str()]);
         }
+        let state_dir = PathBuf::from(
+            args.iter()
+                .position(|a| *a == "--state-dir")
+                .and_then(|i| args.get(i + 1))
+                .expect("a --state-dir"),
+        );
         let child = Command::new(weir_bin())
             .args(&args)
             .env("RUST_LOG", "info,weir_agent=debug")
+            .env("WEIR_TOKEN", api_token())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -256,10 +281,16 @@ impl Agent {
             child,
             listen,
             log,
+            state_dir,
             _state: state,
             _pin: pin,
         };
         agent.wait_ready(lab);
+        assert_eq!(
+            agent.token(),
+            api_token(),
+            "the agent writes its token to <state-dir>/api-token"
+        );
         agent
     }
 
@@ -289,6 +320,17 @@ impl Agent {
     #[must_use]
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The API token the agent wrote to `<state-dir>/api-token`, for
+    /// requests that change state.
+    #[must_use]
+    pub fn token(&self) -> String {
+        let path = self.state_dir.join("api-token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
     }
 
     /// The API base URL.

@@ -365,6 +365,7 @@ fn refused_input_changes_nothing() {
     let body = format!("{open}---\n{bad}");
     let response = reqwest::blocking::Client::new()
         .post(format!("{}/api/policies/enforced", agent.url()))
+        .bearer_auth(agent.token())
         .body(body)
         .send()
         .expect("post");

@@ -21,10 +21,18 @@
 //!   remote, and the remote address is an attached pod) is skipped.
 //!   Flow records keep both reports, as Hubble shows both observation
 //!   points.
-//! - A flow the datapath dropped (enforce mode) makes no edge: it was seen,
-//!   not allowed, and the learned graph is what the cluster lets through
-//!   (forwarded and audited traffic). Drops are in the flow records and
-//!   counted by `weir_policy_verdicts_total{verdict="DROPPED"}`.
+//! - A flow the datapath dropped (enforce mode) makes no edge of the learned
+//!   graph: it was seen, not allowed, and the learned graph is what the
+//!   cluster lets through (forwarded and audited traffic). Drops are kept
+//!   apart, under the same edge keys ([`Aggregator::view`]), for the UI to
+//!   draw; they are in the flow records too and counted by
+//!   `weir_policy_verdicts_total{verdict="DROPPED"}`.
+//! - Every edge counts its connections by verdict (a flow's first report
+//!   counts). The responder's report of a connection between two attached
+//!   pods, skipped otherwise, still counts its verdict when it is not
+//!   FORWARDED: the ingress check is made at the responder's veth, so a
+//!   connection its egress let out and its target's ingress denied counts
+//!   once as forwarded and once as audit or dropped.
 //!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
@@ -116,6 +124,8 @@ pub struct Aggregator {
     seen_pods: DashMap<usize, SeenPod, Hasher>,
     pods_recorded: AtomicUsize,
     edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    /// Connections the datapath dropped, by the edge they would have made.
+    drops: DashMap<EdgeSlot, EdgeStats, Hasher>,
     /// Bumped by every change to the graph: the store saves only when it
     /// moved.
     changes: AtomicU64,
@@ -164,6 +174,7 @@ impl Aggregator {
             seen_pods: DashMap::with_hasher(Hasher::default()),
             pods_recorded: AtomicUsize::new(0),
             edges: DashMap::with_hasher(Hasher::default()),
+            drops: DashMap::with_hasher(Hasher::default()),
             changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
         }
@@ -191,9 +202,6 @@ impl Aggregator {
             self.metrics.unresolved(Side::Endpoint);
             return Folded::UnresolvedEndpoint;
         };
-        if obs.verdict == Verdict::Dropped {
-            return Folded::Dropped;
-        }
 
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let local = NodeSlot::Workload(self.intern(&endpoint));
@@ -204,9 +212,31 @@ impl Aggregator {
                 NodeSlot::External(obs.remote.ip())
             }
         };
+        let port = if obs.protocol.has_ports() {
+            obs.destination_port()
+        } else {
+            0
+        };
         let (source, target) = match obs.initiator {
             Initiator::Local => (local, remote),
             Initiator::Remote if resolver.is_attached(obs.remote.ip()) => {
+                // The initiator's report counts the connection; this one
+                // only adds the ingress verdict, when it denied.
+                if obs.new_flow && obs.verdict != Verdict::Forwarded {
+                    let key = EdgeSlot {
+                        source: remote,
+                        target: local,
+                        protocol: obs.protocol,
+                        port,
+                    };
+                    let mut delta = EdgeStats {
+                        first_seen: obs.first_seen,
+                        last_seen: obs.last_seen,
+                        ..EdgeStats::default()
+                    };
+                    count_verdict(&mut delta, obs.verdict);
+                    self.merge(key, &delta, obs.verdict);
+                }
                 return Folded::Duplicate;
             }
             Initiator::Remote => (remote, local),
@@ -219,34 +249,46 @@ impl Aggregator {
             source,
             target,
             protocol: obs.protocol,
-            port: if obs.protocol.has_ports() {
-                obs.destination_port()
-            } else {
-                0
-            },
+            port,
         };
-        let delta = EdgeStats {
+        let mut delta = EdgeStats {
             packets: obs.packets_from_pod + obs.packets_to_pod,
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
             connections: u64::from(obs.new_flow),
             first_seen: obs.first_seen,
             last_seen: obs.last_seen,
+            ..EdgeStats::default()
+        };
+        if obs.new_flow {
+            count_verdict(&mut delta, obs.verdict);
+        }
+        match (self.merge(key, &delta, obs.verdict), obs.verdict) {
+            (_, Verdict::Dropped) => Folded::Dropped,
+            (true, _) => Folded::NewEdge,
+            (false, _) => Folded::Edge,
+        }
+    }
+
+    /// Fold `delta` into the edge (the drops' for a dropped flow); whether
+    /// the edge is new.
+    fn merge(&self, key: EdgeSlot, delta: &EdgeStats, verdict: Verdict) -> bool {
+        let map = if verdict == Verdict::Dropped {
+            &self.drops
+        } else {
+            &self.edges
         };
         let mut created = false;
-        self.edges
-            .entry(key)
+        map.entry(key)
             .or_insert_with(|| {
                 created = true;
                 EdgeStats::default()
             })
-            .merge(&delta);
+            .merge(delta);
         self.changes.fetch_add(1, Ordering::Relaxed);
-        if created {
+        if created && verdict != Verdict::Dropped {
             self.metrics.set_graph_edges(self.edges.len());
-            Folded::NewEdge
-        } else {
-            Folded::Edge
         }
+        created
     }
 
     /// The workload's id, recording the pod on the way.
@@ -288,10 +330,22 @@ impl Aggregator {
         id
     }
 
-    /// A consistent, deterministic snapshot of the graph.
+    /// A consistent, deterministic snapshot of the learned graph (what
+    /// the cluster let through).
     #[must_use]
     pub fn graph(&self) -> FlowGraph {
-        let (mut workloads, edges) = {
+        self.snapshot(false).graph
+    }
+
+    /// The learned graph, the dropped connections by edge, and the graph's
+    /// version, all from one moment.
+    #[must_use]
+    pub fn view(&self) -> GraphView {
+        self.snapshot(true)
+    }
+
+    fn snapshot(&self, with_drops: bool) -> GraphView {
+        let (mut workloads, edges, drops, version) = {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             let workloads: Vec<(u32, WorkloadRef, Vec<Arc<PodMeta>>)> = self
                 .workloads
@@ -300,7 +354,12 @@ impl Aggregator {
                 .collect();
             let edges: Vec<(EdgeSlot, EdgeStats)> =
                 self.edges.iter().map(|e| (*e.key(), *e.value())).collect();
-            (workloads, edges)
+            let drops: Vec<(EdgeSlot, EdgeStats)> = if with_drops {
+                self.drops.iter().map(|e| (*e.key(), *e.value())).collect()
+            } else {
+                Vec::new()
+            };
+            (workloads, edges, drops, self.changes())
         };
         workloads.sort_unstable_by_key(|(id, ..)| *id);
         let mut graph = FlowGraph::default();
@@ -316,20 +375,30 @@ impl Aggregator {
                 .ok()
                 .map(|i| NodeId::Workload(workloads[i].1.clone())),
         };
+        // Every workload id in an edge was interned before the edge was
+        // made, under the same gate; a miss would be a bug, not data.
+        let key = |slot: EdgeSlot| {
+            Some(EdgeKey {
+                source: node(slot.source)?,
+                target: node(slot.target)?,
+                protocol: slot.protocol,
+                port: slot.port,
+            })
+        };
         for (slot, stats) in edges {
-            // Every workload id in an edge was interned before the edge was
-            // made, under the same gate; a miss would be a bug, not data.
-            if let (Some(source), Some(target)) = (node(slot.source), node(slot.target)) {
-                let key = EdgeKey {
-                    source,
-                    target,
-                    protocol: slot.protocol,
-                    port: slot.port,
-                };
+            if let Some(key) = key(slot) {
                 graph.record(key, &stats);
             }
         }
-        graph
+        let drops = drops
+            .into_iter()
+            .filter_map(|(slot, stats)| Some((key(slot)?, stats)))
+            .collect();
+        GraphView {
+            graph,
+            drops,
+            version,
+        }
     }
 
     /// Merge a saved graph (from the store) into this one: its workloads
@@ -397,8 +466,9 @@ impl Aggregator {
         self.metrics.set_graph_edges(self.edges.len());
     }
 
-    /// A number that changes whenever the graph does (not a count of
-    /// anything): compare two readings to know whether to save.
+    /// A number that grows whenever the graph (or its drops) changes, not
+    /// a count of anything: compare two readings to know whether to save,
+    /// or to tell the UI to refetch.
     #[must_use]
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::Relaxed)
@@ -436,6 +506,34 @@ impl Aggregator {
     /// waits for open responses, and a follow stream never ends by itself).
     pub fn close_followers(&self) {
         self.ring.close_followers();
+    }
+
+    /// Whether [`Aggregator::close_followers`] was called: long-lived
+    /// streams (server-sent events) end then.
+    #[must_use]
+    pub fn followers_closed(&self) -> bool {
+        self.ring.followers_closed()
+    }
+}
+
+/// What the UI draws: [`Aggregator::view`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GraphView {
+    /// The learned graph (forwarded and audited connections).
+    pub graph: FlowGraph,
+    /// Dropped connections, by the edge they would have made (their
+    /// workloads are in `graph`).
+    pub drops: BTreeMap<EdgeKey, EdgeStats>,
+    /// [`Aggregator::changes`] at the snapshot: grows with every change.
+    pub version: u64,
+}
+
+fn count_verdict(stats: &mut EdgeStats, verdict: Verdict) {
+    let counts = &mut stats.verdicts;
+    match verdict {
+        Verdict::Forwarded => counts.forwarded += 1,
+        Verdict::Audit => counts.audit += 1,
+        Verdict::Dropped => counts.dropped += 1,
     }
 }
 

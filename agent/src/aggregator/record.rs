@@ -197,6 +197,10 @@ impl Ring {
         self.lock().followers = None;
     }
 
+    pub(crate) fn followers_closed(&self) -> bool {
+        self.lock().followers.is_none()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().records.len()
     }

@@ -16,7 +16,10 @@ use std::collections::BTreeSet;
 
 use axum::{
     Json,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection},
+    },
     http::header,
     response::{IntoResponse, Response},
 };
@@ -70,9 +73,7 @@ pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<RawListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
-        reason: e.body_text(),
-    })?;
+    let Query(raw) = query?;
     let view = enforcer(&state)?.view();
     match raw.format.as_deref() {
         None | Some("json") => Ok(Json(&*view).into_response()),
@@ -118,11 +119,10 @@ pub struct Applied {
 pub async fn apply(
     State(state): State<AppState>,
     query: Result<Query<RawApplyQuery>, QueryRejection>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> Result<Json<Applied>, ApiError> {
-    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
-        reason: e.body_text(),
-    })?;
+    let Query(raw) = query?;
+    let body = body?;
     let handle = enforcer(&state)?;
     let mut replace = BTreeSet::new();
     for ns in raw.replace.iter().flat_map(|r| r.split(',')) {
@@ -176,8 +176,9 @@ pub async fn apply(
 /// `DELETE /api/policies/enforced/{namespace}/{name}`.
 pub async fn delete(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path((namespace, name)) = path?;
     let handle = enforcer(&state)?;
     let policy = format!("{namespace}/{name}");
     let outcome = change(handle, Change::Delete { namespace, name }).await?;
@@ -216,13 +217,11 @@ pub struct ModeBody {
 /// `PUT /api/modes/{namespace}`.
 pub async fn set_mode(
     State(state): State<AppState>,
-    Path(namespace): Path<String>,
-    body: Result<Json<ModeBody>, axum::extract::rejection::JsonRejection>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Result<Json<ModesJson>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadParameter {
-        name: "mode",
-        reason: e.body_text(),
-    })?;
+    let Path(namespace) = path?;
+    let Json(body) = body?;
     let mode: Mode = body
         .mode
         .parse()

@@ -1,10 +1,12 @@
-//! API errors: each a status code and a JSON body `{"error": "..."}`.
+//! API errors: each a status code and a JSON body `{"error": "...",
+//! "status": CODE}`.
 //! Messages name what the client got wrong and never carry internal
 //! details; nothing is logged here (the caller decides what is worth a log).
 
 use axum::{
     Json,
-    http::StatusCode,
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -62,12 +64,54 @@ pub enum ApiError {
         /// The path asked for.
         path: String,
     },
+    /// No such node or edge in the graph.
+    #[error("no {what} {id} in the graph")]
+    NotInGraph {
+        /// `node` or `edge`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A request body that does not parse.
+    #[error("bad request body: {reason}")]
+    BadBody {
+        /// The parser's message.
+        reason: String,
+    },
+    /// A change without the API token, or with a wrong one.
+    #[error("this request changes state: it needs the API token (Authorization: Bearer TOKEN)")]
+    Unauthorized,
+    /// A change sent from another origin (a page of another site).
+    #[error("cross-origin request refused: Origin {origin} is not this agent")]
+    CrossOrigin {
+        /// The `Origin` header.
+        origin: String,
+    },
+    /// Any other error status, with the text it came with (axum's own
+    /// rejections: method not allowed, body too large, a bad path).
+    #[error("{message}")]
+    Status {
+        /// The status code.
+        code: u16,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The status code.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadParameter { .. } | Self::BadQuery { .. } => StatusCode::BAD_REQUEST,
+            Self::BadParameter { .. } | Self::BadQuery { .. } | Self::BadBody { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Self::Status { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Self::NotInGraph { .. } => StatusCode::NOT_FOUND,
             Self::BadPolicies { .. } | Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound { .. } | Self::UnknownNamespace { .. } | Self::UnknownPolicy { .. } => {
                 StatusCode::NOT_FOUND
@@ -80,7 +124,50 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.to_string(), "status": status.as_u16() });
+        if status == StatusCode::UNAUTHORIZED {
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A query string that does not parse (unknown or repeated parameter).
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadQuery {
+            reason: rejection.body_text(),
+        }
+    }
+}
+
+/// A JSON body that does not parse or has the wrong shape.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::Status {
+            code: rejection.status().as_u16(),
+            message: format!("bad request body: {}", rejection.body_text()),
+        }
+    }
+}
+
+/// A path segment that does not decode.
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::Status {
+            code: rejection.status().as_u16(),
+            message: rejection.body_text(),
+        }
+    }
+}
+
+/// A body that cannot be read as text (not UTF-8, too large).
+impl From<StringRejection> for ApiError {
+    fn from(rejection: StringRejection) -> Self {
+        Self::Status {
+            code: rejection.status().as_u16(),
+            message: format!("bad request body: {}", rejection.body_text()),
+        }
     }
 }

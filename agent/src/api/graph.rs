@@ -1,18 +1,41 @@
-//! The JSON form of the flow graph (`/api/graph`): nodes by id
+//! The JSON form of the flow graph (`GET /api/graph`): nodes by id
 //! (`namespace/workload`, or the address of an external node) and one edge
 //! per (source, target) pair with its ports, for the UI to draw without
-//! regrouping.
+//! regrouping. Dropped connections are drawn too (they are kept apart from
+//! the learned graph), so an edge's `verdict` is the worst seen on it.
+//!
+//! Filters (`namespace`, `protocol`, `port`, `verdict`, `since`) select
+//! ports of edges; an edge without a selected port is left out, and its
+//! totals are those of its selected ports.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    str::FromStr,
+};
 
+use axum::{
+    Json,
+    extract::{Query, State, rejection::QueryRejection},
+};
 use serde::{Deserialize, Serialize};
-use weir_generator::model::{EdgeStats, FlowGraph, NodeId, Protocol};
+use weir_generator::{
+    datapath::Mode,
+    model::{EdgeKey, EdgeStats, NodeId, Protocol, VerdictCounts},
+};
 
-use super::record::rfc3339;
+use super::{AppState, error::ApiError, record::rfc3339};
+use crate::aggregator::GraphView;
 
 /// The whole graph.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphJson {
+    /// Grows whenever the graph changes (the `graph` events carry it).
+    #[serde(default)]
+    pub version: u64,
+    /// When this answer was made, RFC 3339.
+    #[serde(default)]
+    pub generated_at: String,
     /// Workloads first, then external addresses, each in order.
     pub nodes: Vec<NodeJson>,
     /// Ordered by source, then target.
@@ -26,6 +49,16 @@ pub struct NodeJson {
     pub id: String,
     /// `workload` or `external`.
     pub kind: String,
+    /// The namespace, or `external`: what the UI groups nodes by.
+    #[serde(default)]
+    pub group: String,
+    /// A short display name: the workload's name, or for an external
+    /// address a host name when one is known, else the address.
+    #[serde(default)]
+    pub name: String,
+    /// The mode of a workload's namespace (null for external nodes).
+    #[serde(default)]
+    pub mode: Option<Mode>,
     /// The workload's namespace (null for external nodes).
     pub namespace: Option<String>,
     /// The workload's name (null for external nodes).
@@ -36,13 +69,71 @@ pub struct NodeJson {
     pub pods: Vec<String>,
 }
 
+/// The worst verdict seen on an edge or port: dropped > audit > forwarded.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeVerdict {
+    /// Allowed, or not judged.
+    #[default]
+    Forwarded,
+    /// Denied by the policies, let through (audit mode).
+    Audit,
+    /// Denied and dropped (enforce mode).
+    Dropped,
+}
+
+impl FromStr for EdgeVerdict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "forwarded" => Ok(Self::Forwarded),
+            "audit" => Ok(Self::Audit),
+            "dropped" => Ok(Self::Dropped),
+            _ => Err(format!("{s:?}: expected forwarded, audit or dropped")),
+        }
+    }
+}
+
+impl EdgeVerdict {
+    /// The worst verdict counted. Ports counted before verdicts were (an
+    /// old store) were let through: forwarded.
+    #[must_use]
+    pub fn worst(counts: &VerdictCounts) -> Self {
+        if counts.dropped > 0 {
+            Self::Dropped
+        } else if counts.audit > 0 {
+            Self::Audit
+        } else {
+            Self::Forwarded
+        }
+    }
+
+    /// Whether connections of this verdict were counted.
+    fn seen_in(self, counts: &VerdictCounts) -> bool {
+        match self {
+            Self::Forwarded => counts.forwarded > 0 || counts.is_zero(),
+            Self::Audit => counts.audit > 0,
+            Self::Dropped => counts.dropped > 0,
+        }
+    }
+}
+
 /// Connections from one node to another, over every port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeJson {
+    /// `SOURCE->TARGET`.
+    #[serde(default)]
+    pub id: String,
     /// Initiator's node id.
     pub source: String,
     /// Responder's node id.
     pub target: String,
+    /// The worst verdict of its ports.
+    #[serde(default)]
+    pub verdict: EdgeVerdict,
     /// Destination ports, sorted.
     pub ports: Vec<PortJson>,
     /// Packets, both directions, all ports.
@@ -57,71 +148,341 @@ pub struct EdgeJson {
     pub last_seen: String,
 }
 
-/// A destination port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A destination port of an edge with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortJson {
     /// Port number (0 for ICMP).
     pub port: u16,
     /// Transport protocol.
     pub protocol: Protocol,
+    /// Connections opened.
+    #[serde(default)]
+    pub connections: u64,
+    /// Packets, both directions.
+    #[serde(default)]
+    pub packets: u64,
+    /// Bytes, both directions.
+    #[serde(default)]
+    pub bytes: u64,
+    /// RFC 3339.
+    #[serde(default)]
+    pub first_seen: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub last_seen: String,
+    /// Connections by verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
 }
 
-impl From<&FlowGraph> for GraphJson {
-    fn from(graph: &FlowGraph) -> Self {
-        let nodes = graph
-            .nodes()
-            .into_iter()
-            .map(|node| match &node {
-                NodeId::Workload(w) => {
-                    let info = graph.workloads.get(w);
-                    NodeJson {
-                        id: node.to_string(),
-                        kind: "workload".to_owned(),
-                        namespace: Some(w.namespace.clone()),
-                        workload: Some(w.name.clone()),
-                        labels: info.map(|i| i.labels.clone()).unwrap_or_default(),
-                        pods: info
-                            .map(|i| i.pods.iter().cloned().collect())
-                            .unwrap_or_default(),
-                    }
-                }
-                NodeId::External(_) => NodeJson {
-                    id: node.to_string(),
-                    kind: "external".to_owned(),
-                    namespace: None,
-                    workload: None,
-                    labels: BTreeMap::new(),
-                    pods: Vec::new(),
-                },
-            })
-            .collect();
-
-        // Keyed by the ids' NodeIds so the order follows the graph's.
-        let mut pairs: BTreeMap<(&NodeId, &NodeId), (Vec<PortJson>, EdgeStats)> = BTreeMap::new();
-        for (key, stats) in &graph.edges {
-            let (ports, total) = pairs.entry((&key.source, &key.target)).or_default();
-            ports.push(PortJson {
-                port: key.port,
-                protocol: key.protocol,
-            });
-            total.merge(stats);
+impl PortJson {
+    /// A port with its counters.
+    #[must_use]
+    pub fn new(protocol: Protocol, port: u16, stats: &EdgeStats) -> Self {
+        Self {
+            port,
+            protocol,
+            connections: stats.connections,
+            packets: stats.packets,
+            bytes: stats.bytes,
+            first_seen: rfc3339(stats.first_seen),
+            last_seen: rfc3339(stats.last_seen),
+            verdicts: stats.verdicts,
         }
-        let edges = pairs
-            .into_iter()
-            .map(|((source, target), (mut ports, total))| {
-                ports.sort_unstable();
-                EdgeJson {
-                    source: source.to_string(),
-                    target: target.to_string(),
-                    ports,
-                    packets: total.packets,
-                    bytes: total.bytes,
-                    connections: total.connections,
-                    first_seen: rfc3339(total.first_seen),
-                    last_seen: rfc3339(total.last_seen),
+    }
+}
+
+/// `protocol=`: a protocol, where `ICMP` means both ICMP versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolFilter {
+    /// Exactly this protocol.
+    Exact(Protocol),
+    /// ICMPv4 or ICMPv6.
+    AnyIcmp,
+}
+
+impl ProtocolFilter {
+    fn matches(self, protocol: Protocol) -> bool {
+        match self {
+            Self::Exact(p) => p == protocol,
+            Self::AnyIcmp => matches!(protocol, Protocol::Icmp | Protocol::IcmpV6),
+        }
+    }
+}
+
+/// The query of `/api/graph` as sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphQuery {
+    namespace: Option<String>,
+    protocol: Option<String>,
+    port: Option<String>,
+    verdict: Option<String>,
+    since: Option<String>,
+}
+
+/// Which part of the graph a client wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GraphFilter {
+    /// An edge matches when either end is a workload of one of these.
+    pub namespaces: Option<BTreeSet<String>>,
+    /// Ports of this protocol.
+    pub protocol: Option<ProtocolFilter>,
+    /// This destination port.
+    pub port: Option<u16>,
+    /// Ports with connections of this verdict.
+    pub verdict: Option<EdgeVerdict>,
+    /// Ports last seen at or after this time, Unix ns.
+    pub since: Option<u64>,
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> ApiError {
+    ApiError::BadParameter {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// A comma-separated list of namespaces, none empty.
+///
+/// # Errors
+/// An empty name, naming `name`.
+pub fn namespace_list(name: &'static str, list: &str) -> Result<BTreeSet<String>, ApiError> {
+    list.split(',')
+        .map(|ns| {
+            if ns.is_empty() {
+                Err(bad(name, "empty namespace name"))
+            } else {
+                Ok(ns.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// `since=`: a duration back from `now` (`15m`, `2h`) or an RFC 3339 time;
+/// Unix ns.
+///
+/// # Errors
+/// Neither.
+pub fn parse_since(text: &str, now: u64) -> Result<u64, ApiError> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        let back = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        return Ok(now.saturating_sub(back));
+    }
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            bad(
+                "since",
+                format!("{text:?}: expected a duration (15m, 2h) or an RFC 3339 time"),
+            )
+        })?;
+    Ok(u64::try_from(time.unix_timestamp_nanos()).unwrap_or(0))
+}
+
+impl GraphFilter {
+    /// Check every parameter; `now` is Unix ns.
+    ///
+    /// # Errors
+    /// [`ApiError::BadParameter`] naming the first bad one.
+    pub fn parse(raw: RawGraphQuery, now: u64) -> Result<Self, ApiError> {
+        let namespaces = raw
+            .namespace
+            .map(|list| namespace_list("namespace", &list))
+            .transpose()?;
+        let protocol = raw
+            .protocol
+            .map(|p| {
+                if p.eq_ignore_ascii_case("icmp") {
+                    Ok(ProtocolFilter::AnyIcmp)
+                } else {
+                    Protocol::from_str(&p)
+                        .map(ProtocolFilter::Exact)
+                        .map_err(|e| bad("protocol", e.to_string()))
                 }
             })
-            .collect();
-        Self { nodes, edges }
+            .transpose()?;
+        let port = raw
+            .port
+            .map(|p| {
+                u16::from_str(&p).map_err(|_| bad("port", format!("expected 0-65535, got {p:?}")))
+            })
+            .transpose()?;
+        let verdict = raw
+            .verdict
+            .map(|v| EdgeVerdict::from_str(&v).map_err(|e| bad("verdict", e)))
+            .transpose()?;
+        let since = raw.since.map(|s| parse_since(&s, now)).transpose()?;
+        Ok(Self {
+            namespaces,
+            protocol,
+            port,
+            verdict,
+            since,
+        })
     }
+
+    fn selects_ports(&self) -> bool {
+        self.protocol.is_some()
+            || self.port.is_some()
+            || self.verdict.is_some()
+            || self.since.is_some()
+    }
+
+    fn node_in_namespaces(&self, node: &NodeId) -> bool {
+        match (&self.namespaces, node) {
+            (None, _) => true,
+            (Some(set), NodeId::Workload(w)) => set.contains(&w.namespace),
+            (Some(_), NodeId::External(_)) => false,
+        }
+    }
+
+    fn port_matches(&self, key: &EdgeKey, stats: &EdgeStats) -> bool {
+        self.protocol.is_none_or(|p| p.matches(key.protocol))
+            && self
+                .port
+                .is_none_or(|p| key.protocol.has_ports() && p == key.port)
+            && self.verdict.is_none_or(|v| v.seen_in(&stats.verdicts))
+            && self.since.is_none_or(|t| stats.last_seen >= t)
+    }
+}
+
+/// What the graph alone does not know: namespace modes and host names.
+pub struct Decor<'a> {
+    /// Namespace -> its mode.
+    pub mode_of: &'a dyn Fn(&str) -> Mode,
+    /// A host name for an external address.
+    pub name_of: &'a dyn Fn(IpAddr) -> Option<String>,
+}
+
+impl Decor<'_> {
+    /// The JSON of a node; `graph` gives a workload's labels and pods.
+    #[must_use]
+    pub fn node(&self, node: &NodeId, view: &GraphView) -> NodeJson {
+        match node {
+            NodeId::Workload(w) => {
+                let info = view.graph.workloads.get(w);
+                NodeJson {
+                    id: node.to_string(),
+                    kind: "workload".to_owned(),
+                    group: w.namespace.clone(),
+                    name: w.name.clone(),
+                    mode: Some((self.mode_of)(&w.namespace)),
+                    namespace: Some(w.namespace.clone()),
+                    workload: Some(w.name.clone()),
+                    labels: info.map(|i| i.labels.clone()).unwrap_or_default(),
+                    pods: info
+                        .map(|i| i.pods.iter().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            }
+            NodeId::External(ip) => NodeJson {
+                id: node.to_string(),
+                kind: "external".to_owned(),
+                group: "external".to_owned(),
+                name: (self.name_of)(*ip).unwrap_or_else(|| ip.to_string()),
+                mode: None,
+                namespace: None,
+                workload: None,
+                labels: BTreeMap::new(),
+                pods: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Every edge key with its counters, learned and dropped together.
+#[must_use]
+pub fn all_ports(view: &GraphView) -> BTreeMap<&EdgeKey, EdgeStats> {
+    let mut all: BTreeMap<&EdgeKey, EdgeStats> =
+        view.graph.edges.iter().map(|(k, s)| (k, *s)).collect();
+    for (key, stats) in &view.drops {
+        all.entry(key).or_default().merge(stats);
+    }
+    all
+}
+
+/// One (source, target) pair's edge from its ports.
+#[must_use]
+pub fn edge_json(source: &NodeId, target: &NodeId, ports: &[(&EdgeKey, EdgeStats)]) -> EdgeJson {
+    let mut total = EdgeStats::default();
+    let mut json: Vec<PortJson> = ports
+        .iter()
+        .map(|(key, stats)| {
+            total.merge(stats);
+            PortJson::new(key.protocol, key.port, stats)
+        })
+        .collect();
+    json.sort_by_key(|p| (p.port, p.protocol));
+    let verdict = ports
+        .iter()
+        .map(|(_, s)| EdgeVerdict::worst(&s.verdicts))
+        .max()
+        .unwrap_or_default();
+    EdgeJson {
+        id: format!("{source}->{target}"),
+        source: source.to_string(),
+        target: target.to_string(),
+        verdict,
+        ports: json,
+        packets: total.packets,
+        bytes: total.bytes,
+        connections: total.connections,
+        first_seen: rfc3339(total.first_seen),
+        last_seen: rfc3339(total.last_seen),
+    }
+}
+
+/// The graph as the UI draws it.
+#[must_use]
+pub fn build(view: &GraphView, decor: &Decor<'_>, filter: &GraphFilter, now: u64) -> GraphJson {
+    let mut pairs: BTreeMap<(&NodeId, &NodeId), Vec<(&EdgeKey, EdgeStats)>> = BTreeMap::new();
+    for (key, stats) in all_ports(view) {
+        if (filter.node_in_namespaces(&key.source) || filter.node_in_namespaces(&key.target))
+            && filter.port_matches(key, &stats)
+        {
+            pairs
+                .entry((&key.source, &key.target))
+                .or_default()
+                .push((key, stats));
+        }
+    }
+    let mut nodes: BTreeSet<NodeId> = pairs
+        .keys()
+        .flat_map(|(s, t)| [(*s).clone(), (*t).clone()])
+        .collect();
+    if !filter.selects_ports() {
+        nodes.extend(
+            view.graph
+                .nodes()
+                .into_iter()
+                .filter(|n| filter.node_in_namespaces(n)),
+        );
+    }
+    GraphJson {
+        version: view.version,
+        generated_at: rfc3339(now),
+        nodes: nodes.iter().map(|n| decor.node(n, view)).collect(),
+        edges: pairs
+            .iter()
+            .map(|((s, t), ports)| edge_json(s, t, ports))
+            .collect(),
+    }
+}
+
+/// `GET /api/graph`.
+pub async fn graph(
+    State(state): State<AppState>,
+    query: Result<Query<RawGraphQuery>, QueryRejection>,
+) -> Result<Json<GraphJson>, ApiError> {
+    let Query(raw) = query?;
+    let now = crate::store::unix_now();
+    let filter = GraphFilter::parse(raw, now)?;
+    let view = state.aggregator.view();
+    let modes = state.modes();
+    let names = state.host_names();
+    let decor = Decor {
+        mode_of: &|ns| modes.of(ns),
+        name_of: &|ip| names.get(&ip).cloned(),
+    };
+    Ok(Json(build(&view, &decor, &filter, now)))
 }

@@ -14,7 +14,10 @@ use std::collections::BTreeSet;
 
 use axum::{
     Json,
-    extract::{Query, State, rejection::QueryRejection},
+    extract::{
+        Query, State,
+        rejection::{QueryRejection, StringRejection},
+    },
     http::header,
     response::{IntoResponse, Response},
 };
@@ -90,7 +93,7 @@ fn parse_query(raw: RawPoliciesQuery) -> Result<(SuggestOptions, Format), ApiErr
 }
 
 /// The graph and the cluster at this moment.
-fn inputs(state: &AppState) -> (FlowGraph, std::sync::Arc<Cluster>) {
+pub fn inputs(state: &AppState) -> (FlowGraph, std::sync::Arc<Cluster>) {
     let cluster = state
         .resolver
         .read()
@@ -99,7 +102,11 @@ fn inputs(state: &AppState) -> (FlowGraph, std::sync::Arc<Cluster>) {
     (state.aggregator.graph(), cluster)
 }
 
-async fn blocking<T: Send + 'static>(
+/// Run CPU work on the blocking pool.
+///
+/// # Errors
+/// [`ApiError::Internal`] when the work panicked.
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|error| {
@@ -113,26 +120,37 @@ pub async fn policies(
     State(state): State<AppState>,
     query: Result<Query<RawPoliciesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(raw) = query.map_err(|e| ApiError::BadQuery {
-        reason: e.body_text(),
-    })?;
+    let Query(raw) = query?;
     let (options, format) = parse_query(raw)?;
     let (graph, cluster) = inputs(&state);
+    check_namespaces(&options.namespaces, &graph, &cluster)?;
+    let suggestion = blocking(move || learn::suggest(&graph, &cluster, &options)).await?;
+    Ok(match format {
+        Format::Yaml => ([(header::CONTENT_TYPE, YAML)], suggestion.yaml).into_response(),
+        Format::Json => Json(suggestion).into_response(),
+    })
+}
+
+/// Refuse namespaces neither the cluster nor the graph knows.
+///
+/// # Errors
+/// [`ApiError::UnknownNamespace`] naming the first.
+pub fn check_namespaces(
+    namespaces: &BTreeSet<String>,
+    graph: &FlowGraph,
+    cluster: &Cluster,
+) -> Result<(), ApiError> {
     let known: BTreeSet<&String> = cluster
         .namespaces
         .keys()
         .chain(graph.workloads.keys().map(|w| &w.namespace))
         .collect();
-    if let Some(unknown) = options.namespaces.iter().find(|ns| !known.contains(ns)) {
-        return Err(ApiError::UnknownNamespace {
+    match namespaces.iter().find(|ns| !known.contains(ns)) {
+        Some(unknown) => Err(ApiError::UnknownNamespace {
             namespace: unknown.clone(),
-        });
+        }),
+        None => Ok(()),
     }
-    let suggestion = blocking(move || learn::suggest(&graph, &cluster, &options)).await?;
-    Ok(match format {
-        Format::Yaml => ([(header::CONTENT_TYPE, YAML)], suggestion.all).into_response(),
-        Format::Json => Json(suggestion).into_response(),
-    })
 }
 
 /// The query of `/api/verify`: none.
@@ -144,11 +162,10 @@ pub struct RawVerifyQuery {}
 pub async fn verify(
     State(state): State<AppState>,
     query: Result<Query<RawVerifyQuery>, QueryRejection>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    query.map_err(|e| ApiError::BadQuery {
-        reason: e.body_text(),
-    })?;
+    query?;
+    let body = body?;
     let loaded = policies::parse("request body", &body).map_err(|e| ApiError::BadPolicies {
         reason: e.to_string(),
     })?;
@@ -167,9 +184,17 @@ pub async fn verify(
 
 /// `GET /api/status`.
 pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>, ApiError> {
-    let (graph, cluster) = inputs(&state);
+    Ok(Json(status_report(&state).await?))
+}
+
+/// The readiness of every namespace.
+///
+/// # Errors
+/// [`ApiError::Internal`] when the suggestion does not validate (a bug).
+pub async fn status_report(state: &AppState) -> Result<StatusReport, ApiError> {
+    let (graph, cluster) = inputs(state);
     let learning = state.learning;
-    let report = blocking(move || -> Result<StatusReport, ApiError> {
+    blocking(move || -> Result<StatusReport, ApiError> {
         let suggestion =
             weir_generator::synth::synthesize(&graph, &cluster, &SuggestOptions::default().synth());
         // The learner's own output must always validate; if it does not,
@@ -188,6 +213,5 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>,
             learning.readiness,
         ))
     })
-    .await??;
-    Ok(Json(report))
+    .await?
 }

@@ -2,6 +2,7 @@
 //!
 //! HTTP is a function: [`app`] builds the router from an [`AppState`];
 //! the daemon binds and serves it, tests call it with `oneshot`.
+//! docs/api.md describes every endpoint with examples.
 //!
 //! | path | what |
 //! |---|---|
@@ -9,22 +10,38 @@
 //! | `GET /healthz` | `{"status": "ok", ...}` |
 //! | `GET /metrics` | Prometheus text (OpenMetrics when asked for) |
 //! | `GET /api/flows` | recent flow records, Hubble-shaped; `follow=true` streams NDJSON |
-//! | `GET /api/graph` | the workload graph |
+//! | `GET /api/graph` | the workload graph with verdicts; filters `namespace`, `protocol`, `port`, `verdict`, `since` |
+//! | `GET /api/edge?source=&target=` | one edge: ports, pods, recent flows, enforced policy verdict per port |
+//! | `GET /api/node?id=` | one node: pods, ports served, edges in and out |
+//! | `GET /api/events` | server-sent events: `graph` (version changed), `modes` |
 //! | `GET /api/policies` | the suggested NetworkPolicies (YAML, or `format=json`) |
-//! | `POST /api/verify` | replay the graph through a YAML body of policies |
+//! | `GET /api/policies/diff?namespace=` | suggested vs enforced policies of a namespace |
+//! | `POST /api/verify` | replay the graph through a YAML body of policies (read-only) |
+//! | `GET /api/verify/suggestion` | the same for the current suggestion |
 //! | `GET /api/status` | per-namespace readiness to audit |
+//! | `GET /api/impact?namespace=&mode=&window=` | what the enforced policies would deny in that mode |
+//! | `GET /api/auth` | `{"writes_need_token": true}` |
 //! | `GET, POST /api/policies/enforced` | the enforced policies; add or replace (YAML body) |
 //! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
 //! | `GET /api/modes`, `PUT /api/modes/{ns}` | per-namespace modes: observe, audit, enforce |
+//!
+//! Every request that changes state needs `Authorization: Bearer TOKEN`
+//! ([`auth`]); errors are JSON `{"error": "...", "status": CODE}`.
 
+pub mod auth;
+pub mod details;
 pub mod enforce;
 pub mod error;
+pub mod events;
 pub mod flows;
 pub mod graph;
 pub mod learn;
 pub mod record;
+pub mod review;
 
 use std::{
+    collections::BTreeMap,
+    net::IpAddr,
     path::PathBuf,
     sync::{Arc, PoisonError, RwLock},
     time::Instant,
@@ -32,13 +49,14 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
-    http::{HeaderMap, Uri, header},
+    extract::{Path, State, rejection::PathRejection},
+    http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
 };
+use weir_generator::{cluster::Cluster, datapath::Mode};
 
-use self::{error::ApiError, graph::GraphJson};
+use self::{auth::Token, error::ApiError};
 use crate::{
     aggregator::Aggregator,
     learn::analysis::ReadinessOptions,
@@ -70,6 +88,28 @@ pub struct AppState {
     pub learning: Learning,
     /// The enforcer, when the agent runs one.
     pub enforcer: Option<crate::enforce::task::EnforcerHandle>,
+    /// What a request that changes state must present.
+    pub token: Token,
+}
+
+/// Every namespace's mode at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// Namespace -> mode, as set.
+    pub modes: BTreeMap<String, Mode>,
+    /// The mode of every other namespace.
+    pub default_mode: Mode,
+}
+
+impl Modes {
+    /// The mode of `namespace`.
+    #[must_use]
+    pub fn of(&self, namespace: &str) -> Mode {
+        self.modes
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.default_mode)
+    }
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -82,7 +122,11 @@ pub struct Learning {
 }
 
 impl AppState {
-    /// State for [`app`], started now, with the embedded UI.
+    /// State for [`app`], started now, with the embedded UI and a random
+    /// token ([`AppState::with_token`] sets the agent's).
+    ///
+    /// # Panics
+    /// When the system has no random source.
     pub fn new(
         aggregator: Arc<Aggregator>,
         metrics: Arc<Metrics>,
@@ -98,7 +142,45 @@ impl AppState {
             web_dir: None,
             learning: Learning::default(),
             enforcer: None,
+            token: Token::generate().expect("the system's random source works"),
         }
+    }
+
+    /// Require `token` for changes.
+    #[must_use]
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Every namespace's mode (all observe without an enforcer).
+    #[must_use]
+    pub fn modes(&self) -> Modes {
+        self.enforcer
+            .as_ref()
+            .map(|e| {
+                let view = e.view();
+                Modes {
+                    modes: view.modes.clone(),
+                    default_mode: view.default_mode,
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cluster as the resolver knows it now.
+    #[must_use]
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.resolver
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cluster()
+    }
+
+    /// Host names of external addresses the pod source knows.
+    #[must_use]
+    pub fn host_names(&self) -> BTreeMap<IpAddr, String> {
+        BTreeMap::new()
     }
 
     /// Serve the enforcer's endpoints through `handle`.
@@ -129,11 +211,18 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/auth", get(auth_info))
         .route("/api/flows", get(flows::flows))
-        .route("/api/graph", get(graph))
+        .route("/api/graph", get(graph::graph))
+        .route("/api/edge", get(details::edge))
+        .route("/api/node", get(details::node))
+        .route("/api/events", get(events::events))
         .route("/api/policies", get(learn::policies))
+        .route("/api/policies/diff", get(review::policy_diff))
         .route("/api/verify", post(learn::verify))
+        .route("/api/verify/suggestion", get(review::verify_suggestion))
         .route("/api/status", get(learn::status))
+        .route("/api/impact", get(review::impact))
         .route(
             "/api/policies/enforced",
             get(enforce::list).post(enforce::apply),
@@ -146,7 +235,25 @@ pub fn app(state: AppState) -> Router {
         .route("/api/modes/{namespace}", put(enforce::set_mode))
         .route("/{file}", get(asset))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn(auth::headers))
         .with_state(state)
+}
+
+/// `GET /api/auth`: what a client needs to know before changing state.
+async fn auth_info() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "writes_need_token": true }))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::Status {
+        code: 405,
+        message: format!("method {method} is not allowed on {}", uri.path()),
+    }
 }
 
 async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -155,8 +262,9 @@ async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 async fn asset(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(file) = file?;
     web::serve(state.web_dir.as_deref(), &file).await
 }
 
@@ -201,10 +309,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         )
             .into_response()
     }
-}
-
-async fn graph(State(state): State<AppState>) -> Json<GraphJson> {
-    Json(GraphJson::from(&state.aggregator.graph()))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -36,7 +36,11 @@ fn state() -> AppState {
         aggregator.fold(&o, &r);
     }
     AppState::new(aggregator, metrics, shop_resolver(), "node-1")
+        .with_token(auth::Token::new(TOKEN, "test").unwrap())
 }
+
+/// The test app's API token.
+const TOKEN: &str = "t0ken";
 
 /// The shop of [`state`] as the agent's source would describe it, ports
 /// included: the learner and the evaluator read it.
@@ -110,31 +114,43 @@ async fn graph_groups_ports_per_pair_with_stable_ids() {
     assert_eq!(status, StatusCode::OK);
     let t = "2023-11-14T22:13:20.000000000Z";
     let t_last = "2023-11-14T22:13:20.500000000Z";
+    let port = |port: u16, protocol: &str, connections: u64| {
+        serde_json::json!({"port": port, "protocol": protocol, "connections": connections,
+            "packets": 2 * connections, "bytes": 120 * connections,
+            "first_seen": t, "last_seen": t_last,
+            "verdicts": {"forwarded": connections, "audit": 0, "dropped": 0}})
+    };
+    assert!(json["version"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["generated_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        json,
-        serde_json::json!({
-            "nodes": [
-                {"id": "data/db", "kind": "workload", "namespace": "data", "workload": "db",
+        (&json["nodes"], &json["edges"]),
+        (
+            &serde_json::json!([
+                {"id": "data/db", "kind": "workload", "group": "data", "name": "db",
+                 "mode": "observe", "namespace": "data", "workload": "db",
                  "labels": {"app": "db"}, "pods": ["db-0"]},
-                {"id": "shop/cart", "kind": "workload", "namespace": "shop", "workload": "cart",
+                {"id": "shop/cart", "kind": "workload", "group": "shop", "name": "cart",
+                 "mode": "observe", "namespace": "shop", "workload": "cart",
                  "labels": {"app": "cart"}, "pods": ["cart-a"]},
-                {"id": "shop/frontend", "kind": "workload", "namespace": "shop", "workload": "frontend",
+                {"id": "shop/frontend", "kind": "workload", "group": "shop", "name": "frontend",
+                 "mode": "observe", "namespace": "shop", "workload": "frontend",
                  "labels": {"app": "frontend"}, "pods": ["frontend-a"]},
-                {"id": "203.0.113.5", "kind": "external", "namespace": null, "workload": null,
+                {"id": "203.0.113.5", "kind": "external", "group": "external",
+                 "name": "203.0.113.5", "mode": null, "namespace": null, "workload": null,
                  "labels": {}, "pods": []},
-            ],
-            "edges": [
-                {"source": "shop/frontend", "target": "data/db",
-                 "ports": [{"port": 5432, "protocol": "TCP"}],
+            ]),
+            &serde_json::json!([
+                {"id": "shop/frontend->data/db", "source": "shop/frontend", "target": "data/db",
+                 "verdict": "forwarded", "ports": [port(5432, "TCP", 2)],
                  "packets": 4, "bytes": 240, "connections": 2, "first_seen": t, "last_seen": t_last},
-                {"source": "shop/frontend", "target": "shop/cart",
-                 "ports": [{"port": 7070, "protocol": "TCP"}],
+                {"id": "shop/frontend->shop/cart", "source": "shop/frontend", "target": "shop/cart",
+                 "verdict": "forwarded", "ports": [port(7070, "TCP", 1)],
                  "packets": 2, "bytes": 120, "connections": 1, "first_seen": t, "last_seen": t_last},
-                {"source": "203.0.113.5", "target": "shop/cart",
-                 "ports": [{"port": 53, "protocol": "UDP"}],
+                {"id": "203.0.113.5->shop/cart", "source": "203.0.113.5", "target": "shop/cart",
+                 "verdict": "forwarded", "ports": [port(53, "UDP", 1)],
                  "packets": 2, "bytes": 120, "connections": 1, "first_seen": t, "last_seen": t_last},
-            ]
-        })
+            ])
+        )
     );
 }
 
@@ -222,7 +238,7 @@ async fn healthz_index_and_unknown_paths() {
     let (status, content_type, body) = get(state(), "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/html"));
-    assert!(body.contains("weir agent"));
+    assert!(body.contains("<html") && body.contains("weir"), "{body}");
 
     for uri in ["/nope", "/api/nope", "/secret.txt"] {
         let (status, json) = get_json(state(), uri).await;
@@ -304,7 +320,32 @@ async fn policies_come_as_yaml_or_json() {
             .unwrap()
             .contains("data.yaml")
     );
-    assert!(json["policies"]["data"].is_array());
+    let policies = json["policies"].as_array().unwrap();
+    let names: Vec<(&str, &str, Option<&str>)> = policies
+        .iter()
+        .map(|p| {
+            (
+                p["namespace"].as_str().unwrap(),
+                p["name"].as_str().unwrap(),
+                p["workload"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("data", "weir-default-deny", None),
+            ("data", "weir-db", Some("data/db"))
+        ]
+    );
+    // The whole stream is the per-namespace file, as `weir export` writes.
+    assert_eq!(json["yaml"], json["files"]["data"]);
+    let (_, _, yaml_data) = get(state(), "/api/policies?namespace=data").await;
+    assert_eq!(json["yaml"], yaml_data.as_str());
+    for p in policies {
+        let doc = p["yaml"].as_str().unwrap();
+        assert!(yaml_data.contains(doc), "{doc}");
+    }
 
     let (_, _, same) = get(state(), "/api/policies").await;
     assert_eq!(same, yaml, "deterministic");
@@ -416,6 +457,7 @@ mod enforce {
                     .method(method)
                     .uri(uri)
                     .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
                     .body(Body::from(body.to_owned()))
                     .unwrap(),
             )

@@ -83,6 +83,12 @@ pub struct AgentArgs {
     /// for kubelet probes); a lab's bridge addresses are found by themselves.
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
+    /// A file holding the API token that requests changing state must
+    /// present (a mounted Secret's key). Without it, `WEIR_TOKEN`, else a
+    /// token generated at start and printed once. Whichever it is, it is
+    /// written to `<state-dir>/api-token` (mode 0600) for local CLIs.
+    #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Lower an enforcement map's limit below its capacity: MAP=ENTRIES
     /// (ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS); for tests.
     #[arg(long = "enforce-limit", value_name = "MAP=N", hide = true, value_parser = parse_limit)]
@@ -172,6 +178,8 @@ pub struct Config {
     pub node_ips: Vec<IpAddr>,
     /// Limits lowered below the maps' capacities, by map.
     pub enforce_limits: BTreeMap<String, usize>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl TryFrom<AgentArgs> for Config {
@@ -229,6 +237,7 @@ impl TryFrom<AgentArgs> for Config {
             default_mode: args.default_mode,
             node_ips: args.node_ips,
             enforce_limits: args.enforce_limits.into_iter().collect(),
+            token_file: args.token_file,
         })
     }
 }

@@ -21,6 +21,7 @@
 mod config;
 mod datapath;
 mod preexisting;
+pub mod token;
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -61,6 +62,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    // The token first: a bad --token-file stops the agent before it
+    // attaches anything.
+    let (api_token, token_origin) = token::load(
+        config.token_file.as_deref(),
+        std::env::var("WEIR_TOKEN").ok().as_deref(),
+    )
+    .context("cannot set up the API token")?;
     let metrics = Arc::new(Metrics::new());
     let aggregator = Arc::new(Aggregator::new(
         AggregatorOptions {
@@ -73,6 +81,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // cannot be read stops the agent rather than start learning afresh.
     let (store, loaded) = Store::open(&config.state_dir, crate::store::unix_now())
         .context("cannot open the agent's store")?;
+    // Only the agent that holds the store may replace the token file.
+    let token_path = token::save(&config.state_dir, &api_token, &token_origin)?;
     aggregator.restore(&loaded.graph);
     info!(
         store = %store.path().display(),
@@ -132,11 +142,29 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         window_start: Some(loaded.window_start),
         readiness: config.readiness,
     })
-    .with_enforcer(enforcer.clone());
+    .with_enforcer(enforcer.clone())
+    .with_token(api_token.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(listen = %config.listen, source = %config.source, "weir agent ready");
+    match &token_origin {
+        // Printed once, so the user can open the UI with it.
+        token::Origin::Generated => info!(
+            url = %format!("http://{}/#token={}", config.listen, api_token.expose()),
+            token_file = %token_path.display(),
+            "web UI (changes need the token in this URL, also in the token file)"
+        ),
+        origin => info!(
+            url = %format!("http://{}/", config.listen),
+            token_from = %match origin {
+                token::Origin::File(path) => path.display().to_string(),
+                _ => "WEIR_TOKEN".to_owned(),
+            },
+            token_file = %token_path.display(),
+            "web UI"
+        ),
+    }
     let followers = Arc::clone(&aggregator);
     let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;

@@ -523,6 +523,7 @@ mod tests {
                     connections: 2,
                     first_seen,
                     last_seen: T0 + 100 * SEC,
+                    ..EdgeStats::default()
                 },
             );
         }
@@ -531,7 +532,7 @@ mod tests {
 
     fn suggestion_set(graph: &FlowGraph, cluster: &Cluster) -> PolicySet {
         let suggestion = crate::learn::suggest(graph, cluster, &SuggestOptions::default());
-        let loaded = policies::parse("suggestion", &suggestion.all).unwrap();
+        let loaded = policies::parse("suggestion", &suggestion.yaml).unwrap();
         policies::policy_set(loaded).unwrap()
     }
 

@@ -250,6 +250,7 @@ fn fold(graph: &mut FlowGraph, flow: &RawFlow, index: &PodIndex<'_>) -> bool {
             connections: u64::from(counts),
             first_seen,
             last_seen,
+            ..EdgeStats::default()
         },
     };
     graph.record(

@@ -134,16 +134,39 @@ impl SuggestOptions {
 /// The suggestion as files: `GET /api/policies?format=json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoliciesJson {
+    /// Every policy, namespace by namespace (the default deny first).
+    pub policies: Vec<PolicyJson>,
+    /// Every namespace's YAML, one stream: what `weir export` writes.
+    #[serde(alias = "all")]
+    pub yaml: String,
     /// Namespace -> its policies as YAML (`<ns>.yaml`).
     pub files: BTreeMap<String, String>,
-    /// Every namespace's YAML, one stream.
-    pub all: String,
     /// `kustomization.yaml` listing the files.
     pub kustomization: String,
-    /// Namespace -> its policies as objects.
-    pub policies: BTreeMap<String, serde_json::Value>,
     /// What the learner could not express exactly.
     pub warnings: Vec<String>,
+}
+
+/// One suggested policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyJson {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The workload it selects (`namespace/name`, as the graph's node
+    /// ids), null for the namespace's default deny.
+    pub workload: Option<String>,
+    /// The policy as one YAML document.
+    pub yaml: String,
+}
+
+/// One policy as a YAML document (what `weir export` writes after each
+/// `---`).
+#[must_use]
+pub fn policy_yaml(policy: &k8s_openapi::api::networking::v1::NetworkPolicy) -> String {
+    // Plain data with string keys: serializing cannot fail.
+    serde_yaml::to_string(policy).unwrap_or_default()
 }
 
 /// Learn policies from a graph.
@@ -158,16 +181,28 @@ pub fn suggest(graph: &FlowGraph, cluster: &Cluster, options: &SuggestOptions) -
     let policies = suggestion
         .namespaces
         .iter()
+        .flat_map(|(ns, list)| list.iter().map(move |p| (ns, p)))
         .map(|(ns, p)| {
-            (
-                ns.clone(),
-                serde_json::to_value(p).unwrap_or(serde_json::Value::Null),
-            )
+            let name = p.metadata.name.clone().unwrap_or_default();
+            // `weir.dev/workload: Deployment shop/web`.
+            let workload = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(synth::WORKLOAD_ANNOTATION))
+                .and_then(|w| w.split_once(' '))
+                .map(|(_kind, id)| id.to_owned());
+            PolicyJson {
+                namespace: ns.clone(),
+                workload,
+                name,
+                yaml: policy_yaml(p),
+            }
         })
         .collect();
     PoliciesJson {
         files,
-        all: suggestion.all_yaml(),
+        yaml: suggestion.all_yaml(),
         kustomization: suggestion.kustomization(),
         policies,
         warnings: suggestion
@@ -223,6 +258,9 @@ pub struct ExportArgs {
     /// `weir mode set NS audit|enforce` turns judging on.
     #[arg(long)]
     pub apply: bool,
+    /// With --apply: the agent's API token.
+    #[command(flatten)]
+    pub token: crate::policy::TokenArgs,
 }
 
 /// `weir verify` arguments.
@@ -316,7 +354,12 @@ fn apply_export(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<Ex
         bail!("the suggestion has no policy: nothing to apply (has the agent observed traffic?)");
     }
     let server = server_url(args.source.server.as_ref())?;
-    let applied = crate::policy::post_policies(&server, policies.all.clone(), &replace)?;
+    let applied = crate::policy::post_policies(
+        &server,
+        &args.token.resolve(),
+        policies.yaml.clone(),
+        &replace,
+    )?;
     let mut out = io::stdout().lock();
     writeln!(
         out,
@@ -390,7 +433,7 @@ pub fn write_export(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     if output == Path::new("-") {
-        out.write_all(policies.all.as_bytes())?;
+        out.write_all(policies.yaml.as_bytes())?;
         return Ok(());
     }
     std::fs::create_dir_all(output)
@@ -680,9 +723,27 @@ pub(crate) fn send(
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| status.to_string());
-        bail!("{url}: {message}");
+        return Err(anyhow::Error::new(Refused {
+            status: status.as_u16(),
+        })
+        .context(format!("{url}: {message}")));
     }
     Ok(response)
+}
+
+/// An error status from the agent, kept under the message so callers can
+/// tell a missing token from other refusals.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status}")]
+struct Refused {
+    status: u16,
+}
+
+/// Whether the agent answered 401 (no token, or a wrong one).
+pub(crate) fn is_unauthorized(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<Refused>().is_some_and(|r| r.status == 401))
 }
 
 #[cfg(test)]
@@ -705,7 +766,7 @@ mod tests {
                 ("data".to_owned(), "# data\n".to_owned()),
                 ("shop".to_owned(), "# shop\n".to_owned()),
             ]),
-            all: "# data\n---\n# shop\n".to_owned(),
+            yaml: "# data\n---\n# shop\n".to_owned(),
             kustomization: "resources: [data.yaml, shop.yaml]\n".to_owned(),
             ..PoliciesJson::default()
         };
@@ -725,6 +786,6 @@ mod tests {
             "# shop\n"
         );
         write_export(&policies, Path::new("-"), &mut stdout).unwrap();
-        assert_eq!(String::from_utf8(stdout).unwrap(), policies.all);
+        assert_eq!(String::from_utf8(stdout).unwrap(), policies.yaml);
     }
 }

@@ -12,6 +12,10 @@
 //! the policy and the field), then by the agent against the whole set it
 //! would enforce; a refused set changes nothing. `apply` returns once the
 //! agent's datapath enforces the new set.
+//!
+//! Changes need the agent's API token ([`TokenArgs`]): `--token`, else
+//! `WEIR_TOKEN`, else the file `--token-file` (the agent writes its token
+//! to `<state-dir>/api-token`, `/var/lib/weir/api-token` by default).
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +35,97 @@ use crate::{
     observe::{Output, ServerArgs},
 };
 
+/// The agent's default token file: `api-token` in its default state
+/// directory.
+pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/weir/api-token";
+
+/// How a command that changes state finds the agent's API token.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TokenArgs {
+    /// The agent's API token.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the token (used when --token and WEIR_TOKEN are not
+    /// given).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "WEIR_TOKEN_FILE",
+        default_value = DEFAULT_TOKEN_FILE
+    )]
+    pub token_file: PathBuf,
+}
+
+/// A token, or why there is none (said when the agent refuses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiToken {
+    /// The token to send.
+    Token(String),
+    /// None could be found: why.
+    Missing(String),
+}
+
+impl TokenArgs {
+    /// The token to send.
+    #[must_use]
+    pub fn resolve(&self) -> ApiToken {
+        if let Some(token) = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return ApiToken::Token(token.to_owned());
+        }
+        match std::fs::read_to_string(&self.token_file) {
+            Ok(text) if !text.trim().is_empty() => ApiToken::Token(text.trim().to_owned()),
+            Ok(_) => ApiToken::Missing(format!("{} is empty", self.token_file.display())),
+            Err(error) => ApiToken::Missing(format!(
+                "no --token or WEIR_TOKEN, and {} cannot be read: {error}",
+                self.token_file.display()
+            )),
+        }
+    }
+}
+
+impl ApiToken {
+    /// `request` with the token, if there is one.
+    pub fn authorize(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match self {
+            Self::Token(token) => request.bearer_auth(token),
+            Self::Missing(_) => request,
+        }
+    }
+
+    /// Send a request that changes state; a 401 says how to pass the token.
+    ///
+    /// # Errors
+    /// See [`learn::send`]; a refused token names where it came from.
+    pub fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        url: &reqwest::Url,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        learn::send(self.authorize(request), url).map_err(|error| {
+            if !learn::is_unauthorized(&error) {
+                return error;
+            }
+            let hint = match self {
+                Self::Token(_) => "the token given was refused".to_owned(),
+                Self::Missing(why) => why.clone(),
+            };
+            error.context(format!(
+                "the agent refused the change: it needs its API token ({hint}); pass --token, \
+                 set WEIR_TOKEN, or point --token-file at the agent's <state-dir>/api-token \
+                 (printed in its log at start)"
+            ))
+        })
+    }
+}
+
 /// `weir policy` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -48,6 +143,8 @@ pub enum PolicyCommand {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// A YAML file of NetworkPolicies, or a directory of them (repeat for more).
     #[arg(
         short = 'f',
@@ -63,6 +160,8 @@ pub struct ApplyArgs {
 pub struct DeleteArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// The policy, as `NAMESPACE/NAME`.
     #[arg(value_name = "NAMESPACE/NAME")]
     pub policy: String,
@@ -105,6 +204,8 @@ pub enum ModeCommand {
 pub struct SetModeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// The namespace.
     pub namespace: String,
     /// observe, audit or enforce.
@@ -165,7 +266,9 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
                 &args.server.server,
                 &format!("api/policies/enforced/{ns}/{name}"),
             );
-            learn::send(learn::client()?.delete(url.clone()), &url)?;
+            args.token
+                .resolve()
+                .send(learn::client()?.delete(url.clone()), &url)?;
             writeln!(out, "deleted {ns}/{name}")?;
         }
         PolicyCommand::List(args) => {
@@ -214,7 +317,7 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
     let body = learn::policies_yaml(&loaded)?;
     // Named by their file here; the agent checks the set as a whole.
     policies::policy_set(loaded)?;
-    post_policies(&args.server.server, body, &[])
+    post_policies(&args.server.server, &args.token.resolve(), body, &[])
 }
 
 /// `POST /api/policies/enforced` with `body`, replacing every policy of
@@ -224,6 +327,7 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
 /// An unreachable agent, a refused set.
 pub fn post_policies(
     server: &reqwest::Url,
+    token: &ApiToken,
     body: String,
     replace: &[String],
 ) -> anyhow::Result<Applied> {
@@ -236,7 +340,8 @@ pub fn post_policies(
         .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/yaml")
         .body(body);
-    learn::send(request, &url)?
+    token
+        .send(request, &url)?
         .json()
         .with_context(|| format!("{url} did not answer with what it applied"))
 }
@@ -331,7 +436,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
             let request = learn::client()?
                 .put(url.clone())
                 .json(&serde_json::json!({ "mode": args.mode }));
-            learn::send(request, &url)?;
+            args.token.resolve().send(request, &url)?;
             writeln!(out, "namespace {} is in {} mode", args.namespace, args.mode)?;
         }
         ModeCommand::List(args) => {
