@@ -123,6 +123,7 @@ fn inventory() -> Inventory {
                 // Spread attached pods over workloads: every 10th pod.
                 host_veth: (i.is_multiple_of(10) && i / 10 < ATTACHED).then(|| format!("veth{i}")),
                 ports: Vec::new(),
+                local: i.is_multiple_of(10) && i / 10 < ATTACHED,
             });
         }
     }

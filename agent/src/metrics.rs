@@ -101,6 +101,8 @@ pub struct Metrics {
     verdicts: Family<[(&'static str, String); 3], Counter>,
     enforce_applies: Family<[(&'static str, &'static str); 1], Counter>,
     enforce_entries: Family<[(&'static str, &'static str); 1], Gauge>,
+    kube_stale: Family<[(&'static str, &'static str); 1], Gauge>,
+    kube_errors: Family<[(&'static str, &'static str); 1], Counter>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
 }
@@ -206,6 +208,20 @@ impl Metrics {
             enforce_entries.clone(),
         );
 
+        // The resource label takes the kube source's six resource names.
+        let kube_stale = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "kube_stale_seconds",
+            "Seconds the kube source's view of a resource may have missed changes (0 while its watch is healthy)",
+            kube_stale.clone(),
+        );
+        let kube_errors = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "kube_watch_errors",
+            "Errors of the kube source's watches by resource (refused, disconnected, undecodable objects, 410 Gone)",
+            kube_errors.clone(),
+        );
+
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(Arc::clone(&kernel)));
 
@@ -226,6 +242,8 @@ impl Metrics {
             verdicts,
             enforce_applies,
             enforce_entries,
+            kube_stale,
+            kube_errors,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
         }
@@ -323,6 +341,20 @@ impl Metrics {
         self.enforce_entries
             .get_or_create(&[("map", map)])
             .set(gauge_value(entries as u64));
+    }
+
+    /// Count an error of the kube source's watch on `resource`.
+    pub fn kube_watch_error(&self, resource: &'static str) {
+        self.kube_errors
+            .get_or_create(&[("resource", resource)])
+            .inc();
+    }
+
+    /// Set how stale the kube source's view of `resource` is.
+    pub fn set_kube_stale(&self, resource: &'static str, seconds: u64) {
+        self.kube_stale
+            .get_or_create(&[("resource", resource)])
+            .set(gauge_value(seconds));
     }
 
     /// Mirror the datapath's counters.

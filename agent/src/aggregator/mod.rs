@@ -188,8 +188,10 @@ impl Aggregator {
     pub fn fold(&self, obs: &Observation, resolver: &dyn Resolve) -> Folded {
         let endpoint = resolver
             .pod_by_ifindex(obs.ifindex)
-            .or_else(|| resolver.pod_by_ip(obs.local.ip()));
-        let peer = resolver.pod_by_ip(obs.remote.ip());
+            .or_else(|| resolver.pod_by_ip_at(obs.local.ip(), obs.first_seen));
+        // The pod that held the address when the flow began, not a pod
+        // that took the address over since.
+        let peer = resolver.pod_by_ip_at(obs.remote.ip(), obs.first_seen);
         if obs.new_flow || obs.closed {
             self.ring.push(FlowRecord::new(
                 obs,

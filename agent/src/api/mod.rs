@@ -269,12 +269,16 @@ async fn asset(
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let (attached_pods, known_ips) = {
+    let (attached_pods, known_ips, source) = {
         let resolver = state
             .resolver
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        (resolver.attached_pods(), resolver.known_ips())
+        (
+            resolver.attached_pods(),
+            resolver.known_ips(),
+            resolver.source_health().cloned(),
+        )
     };
     Json(serde_json::json!({
         "status": "ok",
@@ -285,6 +289,8 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "flow_records": state.aggregator.record_count(),
         "attached_pods": attached_pods,
         "known_pod_ips": known_ips,
+        // How stale the pod source's view is (kube source), else null.
+        "source": source,
     }))
 }
 

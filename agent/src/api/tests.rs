@@ -67,6 +67,7 @@ fn shop_resolver() -> SharedResolver {
             port,
             protocol: Protocol::Tcp,
         }],
+        local: false,
     };
     let inventory = Inventory {
         pods: vec![

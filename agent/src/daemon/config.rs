@@ -18,7 +18,11 @@ use crate::{lab::LabName, learn::analysis::ReadinessOptions, tracker::Expiry};
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// Where pods come from: `lab` (the lab on this machine, `lab:NAME` for a
-    /// named lab) or `inventory:FILE` (Pods, Namespaces and Services as YAML).
+    /// named lab), `inventory:FILE` (Pods, Namespaces and Services as YAML)
+    /// or `kube` (the API server: the kubeconfig out of a cluster, the
+    /// service account inside one; namespace modes from the
+    /// `weir.dev/mode` label and the enforced policies from the cluster's
+    /// NetworkPolicies).
     #[arg(long, default_value = "lab", env = "WEIR_SOURCE")]
     pub source: SourceSpec,
     /// Address of the HTTP API and UI.
@@ -117,6 +121,8 @@ pub enum SourceSpec {
     Lab(LabName),
     /// A YAML file of Pods and Namespaces.
     Inventory(PathBuf),
+    /// The Kubernetes API server.
+    Kube,
 }
 
 impl FromStr for SourceSpec {
@@ -124,11 +130,14 @@ impl FromStr for SourceSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = if s == "lab" { "lab:default" } else { s };
+        if s == "kube" {
+            return Ok(Self::Kube);
+        }
         match s.split_once(':') {
             Some(("lab", name)) => name.parse().map(Self::Lab).map_err(|e| e.to_string()),
             Some(("inventory", path)) if !path.is_empty() => Ok(Self::Inventory(path.into())),
             _ => Err(format!(
-                "unknown source {s:?}: expected lab, lab:NAME or inventory:FILE"
+                "unknown source {s:?}: expected lab, lab:NAME, inventory:FILE or kube"
             )),
         }
     }
@@ -139,7 +148,50 @@ impl fmt::Display for SourceSpec {
         match self {
             Self::Lab(name) => write!(f, "lab:{name}"),
             Self::Inventory(path) => write!(f, "inventory:{}", path.display()),
+            Self::Kube => f.write_str("kube"),
         }
+    }
+}
+
+impl SourceSpec {
+    /// Open the source. The kube source connects with kube-rs's defaults
+    /// and waits up to `ready_within` for its first lists; later (or if
+    /// the API server is down) the agent keeps its previous view and
+    /// retries with backoff.
+    ///
+    /// # Errors
+    /// No usable Kubernetes client configuration.
+    pub async fn open(
+        &self,
+        node_name: &str,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+        ready_within: Duration,
+    ) -> anyhow::Result<Box<dyn crate::resolve::Source>> {
+        use anyhow::Context as _;
+
+        use crate::resolve::{inventory::InventorySource, kube::KubeSource, lab::LabSource};
+        Ok(match self {
+            Self::Lab(name) => Box::new(LabSource::new(name)),
+            Self::Inventory(path) => {
+                Box::new(InventorySource::new(path.clone()).with_node(node_name))
+            }
+            Self::Kube => {
+                let source = KubeSource::connect(node_name, Some(std::sync::Arc::clone(metrics)))
+                    .await
+                    .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
+                match tokio::time::timeout(ready_within, source.wait_until_ready()).await {
+                    Ok(Ok(())) => tracing::info!(
+                        "listed pods, namespaces, services, endpointslices, networkpolicies and nodes"
+                    ),
+                    Ok(Err(error)) => anyhow::bail!("kube source stopped: {error}"),
+                    Err(_) => tracing::warn!(
+                        waited = ?ready_within,
+                        "the API server has not answered every first list yet; going on, resolving nothing until it does"
+                    ),
+                }
+                Box::new(source)
+            }
+        })
     }
 }
 
@@ -260,7 +312,9 @@ mod tests {
             "inventory:/tmp/x.yaml".parse(),
             Ok(SourceSpec::Inventory("/tmp/x.yaml".into()))
         );
-        for bad in ["", "kube", "lab:", "inventory:", "file:x"] {
+        assert_eq!("kube".parse(), Ok(SourceSpec::Kube));
+        assert_eq!(SourceSpec::Kube.to_string(), "kube");
+        for bad in ["", "kube:", "lab:", "inventory:", "file:x"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }

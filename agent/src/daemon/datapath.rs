@@ -34,7 +34,7 @@ use crate::{
     enforce::NodeView,
     flow::Observation,
     metrics::{EventSource, KernelCounters, Metrics},
-    resolve::{Inventory, Resolver, Source, inventory::InventorySource, lab::LabSource},
+    resolve::{Inventory, Resolver, Source},
     tracker::{Clock, FlowTracker, monotonic_now_ns},
 };
 
@@ -81,6 +81,7 @@ impl DatapathTask {
         resolver: SharedResolver,
         tx: mpsc::Sender<Observation>,
         node: watch::Sender<Option<Arc<NodeView>>>,
+        source: Box<dyn Source>,
     ) -> anyhow::Result<(Self, PolicyMaps)> {
         let mut datapath = Datapath::load(&LoadOptions {
             flow_table_entries: config.flow_table_entries,
@@ -104,15 +105,9 @@ impl DatapathTask {
             .map_err(|e| e.into_parts().1)
             .context("cannot poll the ring buffer")?;
         let table = datapath.take_flow_table().context("flow table")?;
-        let source: Box<dyn Source> = match &config.source {
-            SourceSpec::Lab(name) => Box::new(LabSource::new(name)),
-            SourceSpec::Inventory(path) => {
-                Box::new(InventorySource::new(path.clone()).with_node(config.node_name.clone()))
-            }
-        };
         let lab = match &config.source {
             SourceSpec::Lab(name) => Some(name.clone()),
-            SourceSpec::Inventory(_) => None,
+            SourceSpec::Inventory(_) | SourceSpec::Kube => None,
         };
         let task = Self {
             datapath,
@@ -322,7 +317,9 @@ impl DatapathTask {
                     Some((PodKey::new(&p.meta.namespace, &p.meta.name), ifindex))
                 })
                 .collect(),
-            node_ips: self.node_ips(),
+            node_ips: self.node_ips(&inventory.node_ips),
+            policies: inventory.policies.clone(),
+            modes: inventory.modes.clone(),
         };
         self.node.send_if_modified(|current| {
             if current.as_deref() == Some(&view) {
@@ -343,8 +340,9 @@ impl DatapathTask {
     /// The node's addresses: `--node-ip`s, and for a lab its bridge's
     /// (the first address of each pod CIDR, where the lab's "kubelet"
     /// would probe from). A lab that is not up has none.
-    fn node_ips(&self) -> Vec<IpAddr> {
+    fn node_ips(&self, from_source: &[IpAddr]) -> Vec<IpAddr> {
         let mut ips = self.node_ips.clone();
+        ips.extend(from_source);
         if let Some(lab) = &self.lab
             && let Ok(state) = crate::lab::LabState::load(lab.as_str())
         {

@@ -97,6 +97,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &config.pin_dir {
         ensure_bpffs(dir)?;
     }
+    let source = config
+        .source
+        .open(&config.node_name, &metrics, KUBE_FIRST_LIST_WAIT)
+        .await?;
     let (node_tx, node_rx) = watch::channel(None);
     let (datapath, policy_maps) = datapath::DatapathTask::start(
         &config,
@@ -104,6 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Arc::clone(&resolver),
         tx,
         node_tx,
+        source,
     )
     .context("cannot start the datapath")?;
     let enforcer = Enforcer::new(
@@ -254,6 +259,10 @@ async fn fold_loop(
         }
     }
 }
+
+/// How long the agent waits at start for the API server's first lists
+/// before it goes on without a view (and keeps asking).
+const KUBE_FIRST_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where bpffs is conventionally mounted (systemd mounts it; minimal
 /// hosts and containers may not).

@@ -66,6 +66,12 @@ pub struct NodeView {
     /// The node's own addresses: they resolve to the host identity, always
     /// allowed (kubelet probes), as NetworkPolicy requires.
     pub node_ips: Vec<IpAddr>,
+    /// The policy set the pod source declares (the cluster's
+    /// NetworkPolicies), when it has one: it replaces the stored set whole.
+    pub policies: Option<crate::resolve::ClusterPolicies>,
+    /// The modes the pod source declares (namespace labels), when it has
+    /// them: they replace the stored modes whole.
+    pub modes: Option<BTreeMap<String, Mode>>,
 }
 
 /// A change to what is enforced.
@@ -134,6 +140,12 @@ pub enum EnforceError {
     /// The pod source was not read yet.
     #[error("the agent has not read its pod source yet")]
     NotReady,
+    /// The pod source declares this (the cluster's objects); change it there.
+    #[error("{what}: change them in the cluster")]
+    Declared {
+        /// What the source declares.
+        what: &'static str,
+    },
     /// A map write failed; the previous content was restored.
     #[error("a map write failed (previous enforcement {})", if *rolled_back { "restored" } else { "NOT fully restored" })]
     Write {
@@ -162,6 +174,7 @@ impl EnforceError {
                 | Self::Compile { .. }
                 | Self::MapFull { .. }
                 | Self::NoSuchPolicy { .. }
+                | Self::Declared { .. }
         )
     }
 }
@@ -280,9 +293,13 @@ impl<M: PolicyMapsIo> Enforcer<M> {
     /// # Errors
     /// As [`Enforcer::change`]; the previous maps stay.
     pub fn set_node(&mut self, node: Arc<NodeView>) -> Result<Outcome, EnforceError> {
-        let previous = self.node.replace(node);
-        let desired = self.desired.clone();
-        let result = self.commit(desired, false);
+        let previous = self.node.replace(Arc::clone(&node));
+        let result = if node.policies.is_some() || node.modes.is_some() {
+            self.commit_declared(&node)
+        } else {
+            let desired = self.desired.clone();
+            self.commit(desired, false)
+        };
         if result.is_err() && previous.is_some() {
             // The maps still hold what the previous view compiled to.
             self.node = previous;
@@ -290,11 +307,61 @@ impl<M: PolicyMapsIo> Enforcer<M> {
         result
     }
 
+    /// The source declares the policy set and/or the modes (the cluster's
+    /// NetworkPolicies and namespace labels): they replace what is stored.
+    /// A declared set that does not validate is refused whole: the
+    /// previous set stays in force, while the pods and modes still follow
+    /// the view. What is enforced is saved, so a restart without the
+    /// source enforces it again.
+    fn commit_declared(&mut self, node: &NodeView) -> Result<Outcome, EnforceError> {
+        let mut desired = self.desired.clone();
+        if let Some(modes) = &node.modes {
+            desired.modes.clone_from(modes);
+        }
+        let mut with_policies = desired.clone();
+        if let Some(policies) = &node.policies {
+            with_policies.policies = policies
+                .policies()
+                .iter()
+                .map(|p| (key_of(p), p.clone()))
+                .collect();
+        }
+        match self.commit(with_policies, true) {
+            Err(error @ EnforceError::Invalid { .. }) => {
+                tracing::warn!(
+                    error = task::chain(&error),
+                    "the cluster's NetworkPolicies are refused as a whole; the previous set stays in force"
+                );
+                self.commit(desired, true)
+            }
+            result => result,
+        }
+    }
+
+    /// A change the source declares instead (see [`NodeView::policies`]
+    /// and [`NodeView::modes`]) is refused.
+    fn refuse_declared(&self, change: &Change) -> Result<(), EnforceError> {
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        let what = match change {
+            Change::SetMode { .. } if node.modes.is_some() => {
+                "namespace modes come from the label weir.dev/mode of each Namespace"
+            }
+            Change::Apply { .. } | Change::Delete { .. } if node.policies.is_some() => {
+                "the enforced policies are the cluster's NetworkPolicy objects"
+            }
+            _ => return Ok(()),
+        };
+        Err(EnforceError::Declared { what })
+    }
+
     /// Apply a change; on error nothing changed (see [`EnforceError`]).
     ///
     /// # Errors
     /// See [`EnforceError`].
     pub fn change(&mut self, change: Change) -> Result<Outcome, EnforceError> {
+        self.refuse_declared(&change)?;
         let mut desired = self.desired.clone();
         match change {
             Change::Apply { policies, replace } => {
@@ -422,5 +489,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
     }
 }
 
+#[cfg(test)]
+mod declared_tests;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,7 @@ fn node() -> Arc<NodeView> {
             (PodKey::new("data", "store-0"), 13),
         ]),
         node_ips: vec!["10.0.0.254".parse().unwrap()],
+        ..NodeView::default()
     })
 }
 

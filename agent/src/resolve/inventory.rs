@@ -158,10 +158,15 @@ fn add_object(
                 .filter(|_| on_this_node)
                 .cloned();
             let ports = container_ports(&pod)?;
+            let local = match node_name {
+                Some(_) => on_this_node,
+                None => host_veth.is_some(),
+            };
             inventory.pods.push(LocalPod {
                 meta,
                 host_veth,
                 ports,
+                local,
             });
         }
         "Service" => {
@@ -220,7 +225,7 @@ fn port_number(value: i32, field: &str) -> Result<u16, String> {
 }
 
 /// `spec.containers[].ports[]` (init containers serve nothing).
-fn container_ports(pod: &Pod) -> Result<Vec<NamedPort>, String> {
+pub(super) fn container_ports(pod: &Pod) -> Result<Vec<NamedPort>, String> {
     let mut ports = Vec::new();
     let containers = pod.spec.iter().flat_map(|s| &s.containers);
     for (c, container) in containers.enumerate() {
@@ -238,7 +243,7 @@ fn container_ports(pod: &Pod) -> Result<Vec<NamedPort>, String> {
 
 /// A Service with a virtual IP, or `None` for kinds NetworkPolicy never
 /// sees traffic through (ExternalName).
-fn cluster_service(svc: Service) -> Result<Option<ClusterService>, String> {
+pub(super) fn cluster_service(svc: Service) -> Result<Option<ClusterService>, String> {
     let name = svc
         .metadata
         .name

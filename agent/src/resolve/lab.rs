@@ -52,6 +52,7 @@ pub fn inventory(state: &LabState) -> Inventory {
                 meta: p.meta(),
                 host_veth: Some(p.host_veth.clone()),
                 ports: p.ports.iter().map(named_port).collect(),
+                local: true,
             })
             .collect(),
         namespaces: state
@@ -66,7 +67,7 @@ pub fn inventory(state: &LabState) -> Inventory {
             })
             .collect(),
         services: state.services.iter().map(service).collect(),
-        warnings: Vec::new(),
+        ..Inventory::default()
     }
 }
 

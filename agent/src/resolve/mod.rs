@@ -6,7 +6,9 @@
 //! a [`Resolver`] and swaps it in whole, so lookups never see half an update.
 
 pub mod inventory;
+pub mod kube;
 pub mod lab;
+pub mod leases;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -15,15 +17,28 @@ use std::{
     sync::Arc,
 };
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weir_generator::{
     cluster::{Cluster, ClusterPod, ClusterService, NamedPort},
+    datapath::Mode,
     model::PodMeta,
 };
+
+pub use self::kube::health::SourceHealth;
+use self::leases::{Lease, Timeline};
 
 /// Lookups the aggregator needs.
 pub trait Resolve: Send + Sync {
     /// The pod that holds `ip`, if any.
     fn pod_by_ip(&self, ip: IpAddr) -> Option<Arc<PodMeta>>;
+    /// The pod that held `ip` at `unix_ns` (0: now). A pod that took the
+    /// address of a completed or deleted pod is never answered for the
+    /// time before it held it. Sources without history answer as
+    /// [`Resolve::pod_by_ip`].
+    fn pod_by_ip_at(&self, ip: IpAddr, unix_ns: u64) -> Option<Arc<PodMeta>> {
+        let _ = unix_ns;
+        self.pod_by_ip(ip)
+    }
     /// The local pod behind the host-side interface `ifindex`, if any.
     fn pod_by_ifindex(&self, ifindex: u32) -> Option<Arc<PodMeta>>;
     /// Whether `ip` belongs to a pod attached on this node (one whose host
@@ -42,6 +57,25 @@ pub struct LocalPod {
     pub host_veth: Option<String>,
     /// Declared container ports (policies may name them).
     pub ports: Vec<NamedPort>,
+    /// The pod runs on this node (`spec.nodeName` is this node): the
+    /// agent attaches to it once its host veth is known.
+    pub local: bool,
+}
+
+/// The cluster's NetworkPolicies, ordered by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterPolicies(pub Arc<[NetworkPolicy]>);
+
+// NetworkPolicy's equality is structural over strings, integers and
+// maps: reflexive, so an equivalence.
+impl Eq for ClusterPolicies {}
+
+impl ClusterPolicies {
+    /// The policies.
+    #[must_use]
+    pub fn policies(&self) -> &[NetworkPolicy] {
+        &self.0
+    }
 }
 
 /// Everything a source knows at one moment.
@@ -56,6 +90,25 @@ pub struct Inventory {
     /// What the source found odd but could work with (e.g. a pod in a
     /// namespace the file does not declare), for the user to see.
     pub warnings: Vec<String>,
+    /// Who held which pod IP when, for sources that know (the API server);
+    /// empty: the pods hold their IPs, that is all.
+    pub leases: Vec<Lease>,
+    /// Addresses that are not pods but have a name: nodes (and
+    /// hostNetwork pods, which share their node's address) as
+    /// `node/NAME`, the API server as `kube-apiserver`. They stay out of
+    /// IP -> pod: policies reach them by ipBlock.
+    pub known_hosts: BTreeMap<IpAddr, String>,
+    /// This node's own addresses, when the source knows them.
+    pub node_ips: Vec<IpAddr>,
+    /// The policy set to enforce, when the source declares one (the
+    /// cluster's NetworkPolicies); `None`: `weir policy apply` decides.
+    pub policies: Option<ClusterPolicies>,
+    /// Namespace -> mode, when the source declares them (the namespace
+    /// label `weir.dev/mode`; unlabelled namespaces are left out and take
+    /// the default mode); `None`: `weir mode set` decides.
+    pub modes: Option<BTreeMap<String, Mode>>,
+    /// How current the source's view is, for sources that can lag.
+    pub health: Option<SourceHealth>,
 }
 
 impl Inventory {
@@ -112,6 +165,15 @@ pub enum SourceError {
         /// What is wrong, naming the field.
         reason: String,
     },
+    /// The source has no complete view yet (the API server's first lists
+    /// have not all arrived).
+    #[error("{source_name}: not ready: {reason}")]
+    NotReady {
+        /// The source.
+        source_name: &'static str,
+        /// What it waits for.
+        reason: String,
+    },
 }
 
 /// Lookups happen for every observation: a fast non-cryptographic hash.
@@ -124,6 +186,11 @@ pub struct Resolver {
     by_ip: HashMap<IpAddr, Arc<PodMeta>, FastHash>,
     by_ifindex: HashMap<u32, Arc<PodMeta>, FastHash>,
     attached: HashSet<IpAddr, FastHash>,
+    /// Addresses whose holders changed over time (empty for sources
+    /// without history): looked up by time.
+    history: HashMap<IpAddr, Timeline, FastHash>,
+    known_hosts: BTreeMap<IpAddr, String>,
+    health: Option<SourceHealth>,
     cluster: Arc<Cluster>,
 }
 
@@ -145,12 +212,51 @@ impl Resolver {
                 attached.extend(pod.meta.ips.iter().copied());
             }
         }
+        let history = timelines(&inventory.leases);
+        for (ip, timeline) in &history {
+            // The newest holder wins an address two listed pods claim (a
+            // terminating pod and its successor).
+            match timeline.current() {
+                Some(pod) => {
+                    by_ip.insert(*ip, Arc::clone(pod));
+                }
+                None => {
+                    by_ip.remove(ip);
+                }
+            }
+        }
+        let history = history
+            .into_iter()
+            .filter(|(_, t)| t.has_history())
+            .collect();
         Self {
             by_ip,
             by_ifindex,
             attached,
+            history,
+            known_hosts: inventory.known_hosts.clone(),
+            health: inventory.health.clone(),
             cluster: Arc::new(inventory.cluster()),
         }
+    }
+
+    /// The name of an address that is not a pod (`node/NAME`,
+    /// `kube-apiserver`), if the source named it.
+    #[must_use]
+    pub fn known_host(&self, ip: IpAddr) -> Option<&str> {
+        self.known_hosts.get(&ip).map(String::as_str)
+    }
+
+    /// Every named non-pod address.
+    #[must_use]
+    pub fn known_hosts(&self) -> &BTreeMap<IpAddr, String> {
+        &self.known_hosts
+    }
+
+    /// How current the source's view is, for sources that can lag.
+    #[must_use]
+    pub fn source_health(&self) -> Option<&SourceHealth> {
+        self.health.as_ref()
     }
 
     /// The cluster this resolver was built from (for the learner and the
@@ -178,6 +284,16 @@ impl Resolve for Resolver {
         self.by_ip.get(&ip).cloned()
     }
 
+    fn pod_by_ip_at(&self, ip: IpAddr, unix_ns: u64) -> Option<Arc<PodMeta>> {
+        if unix_ns != 0
+            && !self.history.is_empty()
+            && let Some(timeline) = self.history.get(&ip)
+        {
+            return timeline.at(unix_ns).cloned();
+        }
+        self.pod_by_ip(ip)
+    }
+
     fn pod_by_ifindex(&self, ifindex: u32) -> Option<Arc<PodMeta>> {
         self.by_ifindex.get(&ifindex).cloned()
     }
@@ -185,4 +301,19 @@ impl Resolve for Resolver {
     fn is_attached(&self, ip: IpAddr) -> bool {
         self.attached.contains(&ip)
     }
+}
+
+/// The leases grouped by address.
+fn timelines(leases: &[Lease]) -> HashMap<IpAddr, Timeline, FastHash> {
+    let mut spans: HashMap<IpAddr, Vec<_>, FastHash> = HashMap::default();
+    for lease in leases {
+        spans
+            .entry(lease.ip)
+            .or_default()
+            .push((lease.from, lease.until, Arc::clone(&lease.pod)));
+    }
+    spans
+        .into_iter()
+        .map(|(ip, spans)| (ip, Timeline::new(spans)))
+        .collect()
 }
