@@ -106,26 +106,32 @@ function normalise(graph) {
   };
 }
 
-async function refresh() {
+async function fetchGraph() {
+  try {
+    const data = await api.get('/api/graph', filters.query());
+    state.graph = normalise(data);
+    state.loaded = true;
+    state.failures = 0;
+    state.updatedAt = new Date();
+    hideError();
+    learnNamespaces(state.graph.nodes);
+    render();
+    await graph.queue;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+/**
+ * Fetch and show the graph. A call while one runs makes it fetch once
+ * more, and resolves when that one is shown.
+ */
+function refresh() {
   if (state.inFlight) { state.again = true; return state.inFlight; }
   state.inFlight = (async () => {
-    try {
-      const data = await api.get('/api/graph', filters.query());
-      state.graph = normalise(data);
-      state.loaded = true;
-      state.failures = 0;
-      state.updatedAt = new Date();
-      hideError();
-      learnNamespaces(state.graph.nodes);
-      render();
-    } catch (error) {
-      showError(error);
-    } finally {
-      state.inFlight = null;
-    }
-  })();
-  await state.inFlight;
-  if (state.again) { state.again = false; await refresh(); }
+    do { state.again = false; await fetchGraph(); } while (state.again);
+  })().finally(() => { state.inFlight = null; });
+  return state.inFlight;
 }
 
 /** Graph events come in bursts: at most one refetch a second. */

@@ -70,7 +70,9 @@ export class Details {
   edgeList(title, edges) {
     if (!Array.isArray(edges) || !edges.length) return null;
     return [el('h3', {}, title),
-      el('ul', {}, edges.map((e) => el('li.mono', {}, typeof e === 'string' ? e : `${e.id || `${e.source}->${e.target}`} `,
+      el('ul', {}, edges.map((e) => el('li', {},
+        el('span.mono', {}, typeof e === 'string' ? e : (e.peer || e.id || `${e.source}->${e.target}`)),
+        typeof e === 'object' && e.ports ? el('span.mono', {}, ` ${e.ports.map(portLabel).join(', ')} `) : null,
         typeof e === 'object' && e.verdict ? verdictBadge(e.verdict) : null)))];
   }
 
@@ -150,14 +152,23 @@ function verdictCounts(verdicts) {
 
 function direction(name, d) {
   if (!d) return null;
-  const allowed = d.allowed_by;
   let text;
-  if (Array.isArray(allowed)) {
-    text = allowed.length ? `allowed by ${allowed.join(', ')}` : 'allowed: not isolated';
-  } else if (d.reason || d.isolated_by) {
-    text = `denied (${d.reason || 'no rule matches'})${d.isolated_by?.length ? `; isolated by ${d.isolated_by.join(', ')}` : ''}`;
-  } else {
-    text = JSON.stringify(d);
+  switch (d.verdict) {
+    case 'allowed':
+      text = `allowed by ${(d.rules?.length ? d.rules : d.allowed_by || []).join(', ')}`;
+      break;
+    case 'denied':
+      text = `denied: ${d.reason || 'no rule matches'}${d.isolated_by?.length ? ` (isolated by ${d.isolated_by.join(', ')})` : ''}`;
+      break;
+    case 'not-isolated':
+      text = 'allowed: no policy selects this end';
+      break;
+    case 'not-applicable':
+      text = 'outside the cluster';
+      break;
+    default:
+      text = d.verdict || JSON.stringify(d);
   }
-  return el('div', {}, el('span.dir', {}, name), el('span.mono', {}, text));
+  const effect = d.mode ? el('span.hint', {}, ` · ${d.mode}${d.effect && d.effect !== 'forwarded' ? ` → ${d.effect}` : ''}`) : null;
+  return el(`div.dir-${d.verdict || 'unknown'}`, {}, el('span.dir', {}, name), el('span.mono', {}, text), effect);
 }

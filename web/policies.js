@@ -47,7 +47,8 @@ export class Policies {
     fill(this.body, el('p.hint', {}, 'Loading the suggestion…'));
     const [suggestion, diff, verify] = await Promise.allSettled([
       api.get('/api/policies', params),
-      api.get('/api/policies/diff', { namespace: this.selected }),
+      // The diff is per namespace.
+      this.selected ? api.get('/api/policies/diff', { namespace: this.selected }) : Promise.resolve(null),
       api.get('/api/verify/suggestion', { namespace: this.selected }),
     ]);
     if (token !== this.token) return;
@@ -64,7 +65,9 @@ export class Policies {
       parts.push(el('p.bad', {}, `Cannot load the suggestion: ${suggestion.reason.message}`));
     }
     parts.push(el('h3', {}, 'Diff against enforced'));
-    parts.push(diff.status === 'fulfilled' ? renderDiff(diff.value) : el('p.warn', {}, `No diff: ${diff.reason.message}`));
+    if (diff.status === 'rejected') parts.push(el('p.warn', {}, `No diff: ${diff.reason.message}`));
+    else if (diff.value === null) parts.push(el('p.hint', {}, 'Choose a namespace to compare its suggestion with what is enforced there.'));
+    else parts.push(renderDiff(diff.value));
     parts.push(el('h3', {}, 'Verify report'));
     parts.push(verify.status === 'fulfilled' ? renderVerify(verify.value) : el('p.warn', {}, `No report: ${verify.reason.message}`));
     fill(this.body, parts);

@@ -27,7 +27,7 @@ test('an unreachable agent shows an error banner, then recovers', async () => {
 
   await page.unroute('**/api/**');
   await page.click('#banner-retry');
-  await page.locator('#banner.hidden').waitFor({ attached: true, timeout: 15000 });
+  await page.locator('#banner.hidden').waitFor({ state: 'attached', timeout: 15000 });
   await waitFor(page, () => window.weir.graph.cy.nodes().length > 0);
   assert.ok(await page.locator('#empty').evaluate((e) => e.classList.contains('hidden')));
   await page.close();
