@@ -19,6 +19,7 @@ pub mod flow;
 pub mod lab;
 pub mod learn;
 pub mod metrics;
+pub mod netdev;
 pub mod observe;
 pub mod policy;
 pub mod resolve;

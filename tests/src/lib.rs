@@ -1,5 +1,6 @@
 //! Helpers for weir privileged integration tests.
 
+pub mod cni;
 pub mod harness;
 pub mod netns;
 pub mod packets;

@@ -34,6 +34,7 @@ use crate::{
     enforce::NodeView,
     flow::Observation,
     metrics::{EventSource, KernelCounters, Metrics},
+    netdev::{Discoverer, Outcome, PodQuery},
     resolve::{Inventory, Resolver, Source},
     tracker::{Clock, FlowTracker, monotonic_now_ns},
 };
@@ -69,6 +70,8 @@ pub(super) struct DatapathTask {
     node_ips: Vec<IpAddr>,
     /// The lab whose bridge addresses are the node's, for a lab source.
     lab: Option<crate::lab::LabName>,
+    /// Finds the host veths of local pods the source names none for.
+    discoverer: Discoverer,
 }
 
 impl DatapathTask {
@@ -129,6 +132,7 @@ impl DatapathTask {
             node,
             node_ips: config.node_ips.clone(),
             lab,
+            discoverer: Discoverer::new(),
         };
         Ok((task, policy_maps))
     }
@@ -286,7 +290,7 @@ impl DatapathTask {
     /// swap in a fresh resolver. A source that cannot be read keeps the
     /// previous view.
     async fn resync(&mut self) {
-        let inventory = match self.source.snapshot() {
+        let mut inventory = match self.source.snapshot() {
             Ok(inventory) => inventory,
             Err(error) => {
                 warn!(
@@ -303,6 +307,7 @@ impl DatapathTask {
             }
             self.source_warnings.clone_from(&inventory.warnings);
         }
+        self.discover_host_veths(&mut inventory);
         let attached = self.reconcile_attachments(&inventory);
         let resolver = Resolver::new(&inventory, |ifname| {
             nix::net::if_::if_nametoindex(ifname).ok()
@@ -353,6 +358,63 @@ impl DatapathTask {
         ips.sort_unstable();
         ips.dedup();
         ips
+    }
+
+    /// Name the host veth of each local pod the source names none for,
+    /// from the kernel's routes, neighbours, FDB and pod namespaces
+    /// (`crate::netdev`). A pod found nowhere yet is asked for again at
+    /// the next resync; a hostNetwork pod is never attached.
+    fn discover_host_veths(&mut self, inventory: &mut Inventory) {
+        let wanted: Vec<usize> = (0..inventory.pods.len())
+            .filter(|&i| {
+                let pod = &inventory.pods[i];
+                pod.local && pod.host_veth.is_none() && !pod.meta.ips.is_empty()
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let queries: Vec<PodQuery<'_>> = wanted
+            .iter()
+            .map(|&i| {
+                let meta = &inventory.pods[i].meta;
+                PodQuery {
+                    namespace: &meta.namespace,
+                    name: &meta.name,
+                    ips: &meta.ips,
+                }
+            })
+            .collect();
+        let discovery = self.discoverer.discover(&queries);
+        if let Some(error) = &discovery.error {
+            warn!(%error, "cannot read the node's interfaces, keeping the pods' last known ones");
+        }
+        for (n, (&i, outcome)) in wanted.iter().zip(discovery.outcomes).enumerate() {
+            let pod = &mut inventory.pods[i];
+            match outcome {
+                Outcome::Found(found) => {
+                    if discovery.newly_found.contains(&n) {
+                        info!(
+                            pod = %format_args!("{}/{}", pod.meta.namespace, pod.meta.name),
+                            interface = %found.ifname,
+                            ifindex = found.ifindex,
+                            method = ?found.method,
+                            "found the pod's host interface"
+                        );
+                    }
+                    pod.host_veth = Some(found.ifname);
+                }
+                Outcome::Node => trace!(
+                    pod = %format_args!("{}/{}", pod.meta.namespace, pod.meta.name),
+                    "pod has the node's address (hostNetwork): not attached"
+                ),
+                Outcome::Elsewhere | Outcome::Pending => trace!(
+                    pod = %format_args!("{}/{}", pod.meta.namespace, pod.meta.name),
+                    ?outcome,
+                    "no host interface for the pod yet"
+                ),
+            }
+        }
     }
 
     /// Attach to every pod veth, detach from gone ones. Attachments are
