@@ -20,10 +20,12 @@ try {
   await page.goto(`${url}/`);
   await waitFor(page, () => (window.weir?.graph?.cy.edges().length ?? 0) > 0, undefined, 30000);
   await page.waitForTimeout(1500); // layout, fit, one more refresh
-  // An edge selected shows the details panel as well.
+  // An edge selected shows the details panel as well: one that a policy
+  // denies when there is one, else the cart's to the store.
   await page.evaluate(() => {
     const cy = window.weir.graph.cy;
-    const edge = cy.getElementById('shop/cartservice->data/store');
+    const denied = cy.edges().filter((e) => e.data('verdict') !== 'forwarded');
+    const edge = denied.nonempty() ? denied[0] : cy.getElementById('shop/cartservice->data/store');
     window.weir.graph.select(edge.nonempty() ? edge.id() : cy.edges()[0].id());
   });
   await page.waitForTimeout(1000);

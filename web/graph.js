@@ -6,7 +6,7 @@
 // and "Tidy layout" lays everything out again on request.
 
 import cytoscape from './cytoscape.esm.min.mjs';
-import { layout as layoutSync, placeNew } from './layout.js';
+import { layout as layoutSync, placeNew, COL_W, ROW_H } from './layout.js';
 import { portLabel } from './dom.js';
 
 const COLORS = { forwarded: '#2f9e6e', audit: '#e39a16', dropped: '#d64545' };
@@ -105,6 +105,12 @@ function styles(large = false) {
         'text-events': 'yes',
         'min-zoomed-font-size': 7,
       },
+    },
+    // An edge that skips columns along one row would run under the nodes
+    // between its ends: it bows instead.
+    {
+      selector: 'edge.arc',
+      style: { 'curve-style': 'unbundled-bezier', 'control-point-distances': [-70], 'control-point-weights': [0.5] },
     },
     { selector: 'edge[verdict = "audit"]', style: { 'line-style': 'dashed' } },
     { selector: 'edge[verdict = "dropped"]', style: { 'line-style': 'dashed', 'line-dash-pattern': [4, 3] } },
@@ -296,6 +302,7 @@ export class GraphView {
         });
       }
     });
+    this.markArcs();
     this.highlight(this.query, { focus: false });
     if (relayout) this.fit();
     this.stats.lastUpdateMs = performance.now() - started;
@@ -318,6 +325,26 @@ export class GraphView {
     if (cy.zoom() <= 1.5) cy.center();
   }
 
+  /** Class `arc` on edges whose straight line would cross another node. */
+  markArcs() {
+    if (this.large) return;
+    const leaves = this.cy.nodes().filter((n) => !n.isParent()).map((n) => ({ id: n.id(), ...n.position() }));
+    this.cy.batch(() => {
+      this.cy.edges().forEach((edge) => {
+        const a = edge.source().position();
+        const b = edge.target().position();
+        const ends = new Set([edge.source().id(), edge.target().id()]);
+        const crosses = Math.abs(b.x - a.x) > COL_W && leaves.some((n) => {
+          if (ends.has(n.id)) return false;
+          const t = (n.x - a.x) / (b.x - a.x);
+          if (!(t > 0 && t < 1)) return false;
+          return Math.abs(a.y + t * (b.y - a.y) - n.y) < ROW_H / 2;
+        });
+        edge.toggleClass('arc', crosses);
+      });
+    });
+  }
+
   /** Lay everything out again (the "Tidy layout" button). */
   async relayout() {
     const cy = this.cy;
@@ -328,6 +355,7 @@ export class GraphView {
     cy.batch(() => {
       cy.nodes().forEach((n) => { if (!n.isParent() && positions[n.id()]) n.position({ ...positions[n.id()] }); });
     });
+    this.markArcs();
     this.fit();
   }
 
