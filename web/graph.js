@@ -306,6 +306,11 @@ export class GraphView {
     this.highlight(this.query, { focus: false });
     if (relayout) this.fit();
     this.stats.lastUpdateMs = performance.now() - started;
+    // Drawn: the frame after the one that renders the change.
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      this.stats.lastPaintMs = performance.now() - started;
+      this.stats.paintedAt = performance.now();
+    }));
     this.onLayout(this.stats);
   }
 
