@@ -4,7 +4,8 @@
 //! and a new veth. Then an agent fed an inventory without veth names
 //! attaches to a Calico-style node and reports a flow between two pods.
 //!
-//! Addresses: 10.191.0.0/16 .. 10.195.0.0/16, all inside node namespaces.
+//! Addresses: 10.191.0.0/16 .. 10.196.0.0/16 and fd00:10:196::/64, all
+//! inside node namespaces.
 
 use std::{
     io::{Read as _, Write as _},
@@ -156,6 +157,48 @@ fn calico_pods_are_found_by_their_route_also_when_recreated() {
     assert_eq!(outcomes[0], found(&node, "cali0a1b2c3d4e5", Method::Route));
     assert_eq!(outcomes[1], found(&node, "cali9f8e7d6c5b4", Method::Route));
     assert!(connects(&b, &a));
+}
+
+#[test]
+fn dual_stack_and_ipv6_only_pods_are_found_by_their_route() {
+    let node = Node::new();
+    let pod = node.add_calico_pod("calid0a1b2c3d4e", v4(10, 196, 1, 5));
+    let v6: IpAddr = "fd00:10:196::5".parse().unwrap();
+    pod.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:10:196::5/128",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    node.ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:10:196::5/128",
+        "dev",
+        "calid0a1b2c3d4e",
+    ]);
+    let dual = [IpAddr::V4(pod.ip), v6];
+    let queries = [
+        PodQuery {
+            namespace: "attach",
+            name: "dual",
+            ips: &dual,
+        },
+        PodQuery {
+            namespace: "attach",
+            name: "v6-only",
+            ips: &dual[1..],
+        },
+    ];
+    let mut discoverer = Discoverer::new();
+    let discovery = node.ns.run(|| discoverer.discover(&queries));
+    assert!(discovery.error.is_none(), "{:?}", discovery.error);
+    let expected = found(&node, "calid0a1b2c3d4e", Method::Route);
+    assert_eq!(discovery.outcomes, vec![expected.clone(), expected]);
 }
 
 #[test]
