@@ -261,6 +261,15 @@ pub struct ExportArgs {
     /// With --apply: the agent's API token.
     #[command(flatten)]
     pub token: crate::policy::TokenArgs,
+    /// With --apply: create the policies in the cluster (kubeconfig's
+    /// current context) by server-side apply, field manager `weir`,
+    /// instead of handing them to an agent.
+    #[arg(long, requires = "apply")]
+    pub kube: bool,
+    /// With --apply --kube: `server` has the API server check the policies
+    /// and store nothing; `none` creates them.
+    #[arg(long, value_enum, default_value_t, requires = "kube")]
+    pub dry_run: crate::resolve::kube::write::DryRun,
 }
 
 /// `weir verify` arguments.
@@ -353,6 +362,9 @@ fn apply_export(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<Ex
     if replace.is_empty() {
         bail!("the suggestion has no policy: nothing to apply (has the agent observed traffic?)");
     }
+    if args.kube {
+        return apply_export_to_cluster(args, policies);
+    }
     let server = server_url(args.source.server.as_ref())?;
     let applied = crate::policy::post_policies(
         &server,
@@ -373,6 +385,32 @@ fn apply_export(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<Ex
         replace.join(", "),
         applied.writes
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir export --apply --kube`: server-side apply of the suggestion.
+fn apply_export_to_cluster(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<ExitCode> {
+    use crate::resolve::kube::write::{self, DryRun};
+    let mut set = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&policies.yaml) {
+        let policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy> =
+            serde::Deserialize::deserialize(document).context("the suggestion's YAML")?;
+        set.extend(policy);
+    }
+    let applied = write::block_on(async {
+        let client = write::client().await?;
+        Ok(write::apply_policies(client, &set, args.dry_run).await?)
+    })?;
+    let mut out = io::stdout().lock();
+    for key in &applied {
+        match args.dry_run {
+            DryRun::Server => writeln!(out, "networkpolicy {key} checked (server dry run)")?,
+            DryRun::None => writeln!(out, "networkpolicy {key} applied")?,
+        }
+    }
+    if args.dry_run == DryRun::Server {
+        writeln!(out, "nothing was stored: --dry-run=none applies")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

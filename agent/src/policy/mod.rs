@@ -210,6 +210,10 @@ pub struct SetModeArgs {
     pub namespace: String,
     /// observe, audit or enforce.
     pub mode: Mode,
+    /// In a cluster: set the Namespace's `weir.dev/mode` label (kubeconfig's
+    /// current context) instead of asking an agent; every agent follows it.
+    #[arg(long)]
+    pub kube: bool,
 }
 
 /// `weir mode list` arguments.
@@ -428,6 +432,18 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     match command {
+        ModeCommand::Set(args) if args.kube => {
+            crate::resolve::kube::write::block_on(async {
+                let client = crate::resolve::kube::write::client().await?;
+                crate::resolve::kube::write::set_mode(client, &args.namespace, args.mode).await?;
+                Ok(())
+            })?;
+            writeln!(
+                out,
+                "namespace {} labelled weir.dev/mode={}",
+                args.namespace, args.mode
+            )?;
+        }
         ModeCommand::Set(args) => {
             let url = learn::endpoint(
                 &args.server.server,

@@ -22,6 +22,7 @@
 pub mod convert;
 pub mod health;
 pub mod trim;
+pub mod write;
 
 #[cfg(test)]
 mod mock;

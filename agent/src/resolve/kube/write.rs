@@ -1,0 +1,328 @@
+//! What weir writes to a cluster, from the CLI: a namespace's mode label
+//! (`weir mode set --kube`) and the suggested NetworkPolicies by
+//! server-side apply (`weir export --apply --kube`), both as field manager
+//! `weir`. The agents read them back through their watches: the label
+//! flips the namespace's mode on every node, the policies become the
+//! enforced set.
+
+use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+use weir_generator::datapath::Mode;
+
+use super::convert::MODE_LABEL;
+
+/// The field manager of everything weir writes.
+pub const FIELD_MANAGER: &str = "weir";
+
+/// Whether the API server only checks a write (`dryRun=All`) or makes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DryRun {
+    /// The server validates and admits the request, then stores nothing.
+    #[default]
+    Server,
+    /// The request is made.
+    None,
+}
+
+/// A write the cluster refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// A policy without a namespace or a name cannot be applied.
+    #[error("policy {index}: missing metadata.{field}")]
+    Incomplete {
+        /// Its 0-based index in the set.
+        index: usize,
+        /// `namespace` or `name`.
+        field: &'static str,
+    },
+    /// The API server refused or could not be reached.
+    #[error("{what}")]
+    Api {
+        /// What was asked.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Set `namespace`'s mode label with a merge patch (only that label
+/// changes; any other field manager keeps its fields).
+///
+/// # Errors
+/// [`WriteError::Api`] naming the namespace.
+pub async fn set_mode(client: Client, namespace: &str, mode: Mode) -> Result<(), WriteError> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let patch = json!({"metadata": {"labels": {MODE_LABEL: mode.to_string()}}});
+    Api::<Namespace>::all(client)
+        .patch(namespace, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| WriteError::Api {
+            what: format!("cannot label namespace {namespace} {MODE_LABEL}={mode}"),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Server-side apply each policy (field manager `weir`, no force: a field
+/// another manager owns is a conflict to resolve, not to overwrite).
+/// Returns `namespace/name` of each, in order. Every policy is checked for
+/// a namespace and a name before anything is sent.
+///
+/// # Errors
+/// [`WriteError`]; policies before the failing one were applied (or, with
+/// [`DryRun::Server`], checked).
+pub async fn apply_policies(
+    client: Client,
+    policies: &[NetworkPolicy],
+    dry_run: DryRun,
+) -> Result<Vec<String>, WriteError> {
+    let mut keys = Vec::with_capacity(policies.len());
+    for (index, policy) in policies.iter().enumerate() {
+        let namespace = policy
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(WriteError::Incomplete {
+                index,
+                field: "namespace",
+            })?;
+        let name = policy
+            .metadata
+            .name
+            .as_deref()
+            .ok_or(WriteError::Incomplete {
+                index,
+                field: "name",
+            })?;
+        keys.push((namespace, name));
+    }
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if dry_run == DryRun::Server {
+        params = params.dry_run();
+    }
+    let mut applied = Vec::with_capacity(policies.len());
+    for (policy, (namespace, name)) in policies.iter().zip(keys) {
+        Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
+            .patch(name, &params, &Patch::Apply(policy))
+            .await
+            .map_err(|source| WriteError::Api {
+                what: format!("cannot apply NetworkPolicy {namespace}/{name}"),
+                source,
+            })?;
+        applied.push(format!("{namespace}/{name}"));
+    }
+    Ok(applied)
+}
+
+/// Run `future` on a runtime of its own (the CLI is synchronous).
+///
+/// # Errors
+/// The runtime cannot start, or `future` fails.
+pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// A client from kube-rs's defaults (the kubeconfig's current context, or
+/// the service account inside a pod).
+///
+/// # Errors
+/// No usable configuration.
+pub async fn client() -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    use super::*;
+
+    /// One request: (method, path, query, content type, body).
+    type Captured = (String, String, String, String, serde_json::Value);
+
+    /// Serve `n` requests, answering each with its own body (what the API
+    /// server returns for a patch), and hand back what was asked.
+    async fn serve(
+        n: usize,
+        run: impl AsyncFnOnce(Client) -> Result<Vec<String>, WriteError>,
+    ) -> (Result<Vec<String>, WriteError>, Vec<Captured>) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let (request, send) = handle.next_request().await.expect("a request");
+                let (parts, body) = request.into_parts();
+                let body = body.collect_bytes().await.expect("a body");
+                let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                seen.push((
+                    parts.method.to_string(),
+                    parts.uri.path().to_owned(),
+                    parts.uri.query().unwrap_or_default().to_owned(),
+                    parts
+                        .headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    json.clone(),
+                ));
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(json.to_string().into_bytes()))
+                        .expect("response"),
+                );
+            }
+            seen
+        });
+        let result = run(Client::new(service, "default")).await;
+        (result, server.await.expect("server"))
+    }
+
+    #[tokio::test]
+    async fn mode_set_patches_the_namespace_label() {
+        let (result, seen) = serve(1, async |client| {
+            set_mode(client, "shop", Mode::Enforce)
+                .await
+                .map(|()| vec![])
+        })
+        .await;
+        result.expect("patched");
+        assert_eq!(
+            seen,
+            [(
+                "PATCH".to_owned(),
+                "/api/v1/namespaces/shop".to_owned(),
+                "&fieldManager=weir".to_owned(),
+                "application/merge-patch+json".to_owned(),
+                json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}}),
+            )]
+        );
+    }
+
+    fn policy(namespace: &str, name: &str) -> NetworkPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }))
+        .expect("policy")
+    }
+
+    #[tokio::test]
+    async fn export_apply_is_a_server_side_apply_dry_run_by_default() {
+        let policies = [policy("shop", "default-deny"), policy("data", "db")];
+        let (result, seen) = serve(2, async |client| {
+            apply_policies(client, &policies, DryRun::default()).await
+        })
+        .await;
+        assert_eq!(result.expect("applied"), ["shop/default-deny", "data/db"]);
+        let requests: Vec<(&str, &str, &str, &str)> = seen
+            .iter()
+            .map(|(m, p, q, c, _)| (m.as_str(), p.as_str(), q.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                (
+                    "PATCH",
+                    "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/default-deny",
+                    "&dryRun=All&fieldManager=weir",
+                    "application/apply-patch+yaml"
+                ),
+                (
+                    "PATCH",
+                    "/apis/networking.k8s.io/v1/namespaces/data/networkpolicies/db",
+                    "&dryRun=All&fieldManager=weir",
+                    "application/apply-patch+yaml"
+                ),
+            ]
+        );
+        // The whole object, with its type, as server-side apply needs.
+        assert_eq!(seen[0].4["kind"], "NetworkPolicy");
+        assert_eq!(seen[0].4["apiVersion"], "networking.k8s.io/v1");
+        assert_eq!(seen[0].4["spec"]["policyTypes"], json!(["Ingress"]));
+
+        let (result, seen) = serve(1, async |client| {
+            apply_policies(client, &policies[..1], DryRun::None).await
+        })
+        .await;
+        result.expect("applied");
+        assert_eq!(seen[0].2, "&fieldManager=weir", "no dryRun once asked");
+    }
+
+    #[test]
+    fn the_cli_asks_for_the_cluster_explicitly() {
+        use clap::Parser as _;
+
+        use crate::cli::{Cli, Command};
+        let parse = |args: &[&str]| Cli::try_parse_from([&["weir"], args].concat());
+        let Ok(Cli {
+            command: Command::Export(export),
+            ..
+        }) = parse(&["export", "--apply", "--kube"])
+        else {
+            panic!("export --apply --kube parses");
+        };
+        assert!(export.kube && export.dry_run == DryRun::Server);
+        let Ok(Cli {
+            command: Command::Export(export),
+            ..
+        }) = parse(&["export", "--apply", "--kube", "--dry-run", "none"])
+        else {
+            panic!("--dry-run none parses");
+        };
+        assert_eq!(export.dry_run, DryRun::None);
+        assert!(
+            parse(&["export", "--kube"]).is_err(),
+            "--kube needs --apply"
+        );
+        assert!(parse(&["export", "--dry-run", "none"]).is_err());
+        let Ok(Cli {
+            command: Command::Mode(crate::policy::ModeCommand::Set(set)),
+            ..
+        }) = parse(&["mode", "set", "shop", "enforce", "--kube"])
+        else {
+            panic!("mode set --kube parses");
+        };
+        assert!(set.kube && set.mode == Mode::Enforce);
+    }
+
+    #[tokio::test]
+    async fn a_policy_without_namespace_sends_nothing() {
+        let mut nameless = policy("shop", "x");
+        nameless.metadata.namespace = None;
+        let (result, seen) = serve(0, async |client| {
+            apply_policies(client, &[policy("shop", "a"), nameless], DryRun::None).await
+        })
+        .await;
+        assert!(
+            matches!(
+                result,
+                Err(WriteError::Incomplete {
+                    index: 1,
+                    field: "namespace"
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(seen.is_empty());
+    }
+}
