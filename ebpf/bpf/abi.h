@@ -182,13 +182,15 @@ struct cidr_key {
 } __attribute__((aligned(4)));
 
 /*
- * POLICY: LPM trie of allow rules. Key bits in order: endpoint identity,
- * direction, protocol, peer identity (all matched exactly), then the port
- * (network order) matched by prefix: a port range is at most 30 prefixes,
- * "any port" is prefix 0. A rule without ports allows every protocol and is
- * stored with protocol 0. A lookup tries (peer, proto), (peer, any
- * protocol), (any peer, proto), (any peer, any protocol): four O(key)
- * lookups whatever the number of rules.
+ * POLICY: LPM trie of the allow rules that POLICY_EXACT (below) does not
+ * hold. Key bits in order: endpoint identity, direction, protocol, peer
+ * identity (all matched exactly), then the port (network order) matched by
+ * prefix: a port range is at most 30 prefixes, "any port" is prefix 0. A
+ * rule without ports allows every protocol and is stored with protocol 0.
+ * After the POLICY_EXACT lookups miss, a lookup tries (peer, proto), (peer,
+ * any protocol), (any peer, proto), (any peer, any protocol): four lookups
+ * whose cost grows with the depth of the trie, so only what cannot be an
+ * exact key lives here.
  */
 struct policy_key {
 	__u32 prefixlen;   /* LPM: 96 + port prefix bits (0..16) */
@@ -202,6 +204,22 @@ struct policy_key {
 } __attribute__((aligned(4)));
 
 #define WEIR_POLICY_KEY_FIXED_BITS 96 /* endpoint + direction + proto + pad + peer */
+
+/*
+ * POLICY_EXACT: hash of the allow rules of one protocol and one port, the
+ * common case (`ports: [{port: 80}]`), consulted before POLICY: (peer,
+ * protocol, port) then (any peer, protocol, port), each one O(1) lookup
+ * whatever the number of rules, where an LPM trie walk grows with the trie.
+ * POLICY keeps the rest: port ranges (as prefixes), any port, any protocol.
+ * The value is a policy_value.
+ */
+struct policy_exact_key {
+	__u32 endpoint;  /* endpoint identity */
+	__u8 direction;  /* WEIR_DIR_* */
+	__u8 proto;      /* IPPROTO_*, never 0 here */
+	__u16 port;      /* network order */
+	__u32 peer;      /* peer identity, WEIR_ID_ANY = any peer */
+} __attribute__((aligned(4)));
 
 /* POLICY value: which rule allowed it, for the flow log. */
 struct policy_value {
@@ -220,6 +238,20 @@ struct peer_key {
 	__u32 peer;
 } __attribute__((aligned(4)));
 
+/*
+ * PEER_CACHE: LRU hash ip_key -> what the CIDRS trie gave an address that
+ * IDENTITIES does not hold (a CIDR identity or WEIR_ID_WORLD), so that the
+ * trie is walked once per peer address, not once per new connection.
+ * CIDRS_EPOCH (an array of one __u32) is bumped by the agent after every
+ * change of CIDRS; an entry found under another epoch is stale and looked
+ * up again. The programs read the epoch before walking the trie, so an
+ * entry is never newer than its epoch says.
+ */
+struct peer_cache_value {
+	__u32 identity;
+	__u32 epoch; /* CIDRS_EPOCH when the trie was walked */
+} __attribute__((aligned(4)));
+
 _Static_assert(sizeof(struct flow_key) == 48, "flow_key ABI");
 _Static_assert(sizeof(struct flow_stats) == 56, "flow_stats ABI");
 _Static_assert(sizeof(struct flow_event) == 72, "flow_event ABI");
@@ -228,5 +260,7 @@ _Static_assert(sizeof(struct ip_key) == 20, "ip_key ABI");
 _Static_assert(sizeof(struct cidr_key) == 24, "cidr_key ABI");
 _Static_assert(sizeof(struct policy_key) == 20, "policy_key ABI");
 _Static_assert(sizeof(struct peer_key) == 12, "peer_key ABI");
+_Static_assert(sizeof(struct policy_exact_key) == 12, "policy_exact_key ABI");
+_Static_assert(sizeof(struct peer_cache_value) == 8, "peer_cache_value ABI");
 
 #endif /* WEIR_ABI_H */

@@ -18,8 +18,11 @@
  *   COUNTERS  per-CPU __u64[WEIR_CNT_MAX]: losses are counted, never silent.
  *   CLOCK_CACHE  per-CPU clock reading of the current jiffy (internal, not
  *             read by the agent): see last_seen_clock().
- *   ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS: the enforcement state
- *             written by the agent (see "Enforcement" below and abi.h).
+ *   ENDPOINTS, IDENTITIES, CIDRS, CIDRS_EPOCH, POLICY_EXACT, POLICY,
+ *             PEERS: the enforcement state written by the agent (see
+ *             "Enforcement" below and abi.h).
+ *   PEER_CACHE  LRU of the identities the CIDRS trie gave peer addresses
+ *             (written here, invalidated by CIDRS_EPOCH): see peer_identity().
  *   EVENT_RATE  per-CPU token bucket for the events of denied flows
  *             (internal): see verdict_event_allowed().
  *
@@ -38,11 +41,17 @@
  *     packet), weir_to_pod INGRESS. The port is the first packet's
  *     destination port. Each end of a pod-to-pod flow judges its own side.
  *   - Peer identity: IDENTITIES (exact address), else the longest CIDRS
- *     prefix, else WEIR_ID_WORLD. WEIR_ID_HOST is always allowed.
+ *     prefix (remembered per address in PEER_CACHE), else WEIR_ID_WORLD.
+ *     WEIR_ID_HOST is always allowed.
  *   - Not isolated in that direction: forwarded. Isolated without rules in
- *     that direction: DEFAULT_DENY. Else four POLICY lookups (judge()); a
- *     miss is PORT_NOT_ALLOWED when PEERS names the peer (or any peer),
- *     PEER_NOT_ALLOWED otherwise.
+ *     that direction: DEFAULT_DENY. Else two POLICY_EXACT lookups, then four
+ *     POLICY lookups (judge()); a miss is PORT_NOT_ALLOWED when PEERS names
+ *     the peer (or any peer), PEER_NOT_ALLOWED otherwise.
+ *   - Cost of an allowed new flow whatever the number of rules: a pod peer
+ *     on an exact port is three hash lookups (ENDPOINTS, IDENTITIES,
+ *     POLICY_EXACT); a CIDR peer adds PEER_CACHE and the one-entry
+ *     CIDRS_EPOCH array, and walks the CIDRS trie only the first time its
+ *     address is seen after a change of CIDRS.
  *   - ICMP/ICMPv6 echo has no ports: only "any protocol" rules (protocol 0,
  *     stored with any port, i.e. port prefix 0) match it; the lookups use
  *     protocol 0 and port 0.
@@ -52,9 +61,11 @@
  *   - A DROPPED entry whose endpoint has since left enforce mode (agent
  *     switched the namespace to audit/observe, or removed the endpoint) is
  *     downgraded on its next packet: AUDIT, or FORWARDED when observed. That
- *     check costs one ENDPOINTS lookup, on the drop path only. A policy
- *     change that newly allows a DROPPED flow takes effect when the agent
- *     deletes the entry (its next packet is judged again).
+ *     check costs one ENDPOINTS lookup, on the drop path only. After a
+ *     change that could allow more, the agent deletes the AUDIT and DROPPED
+ *     entries of the endpoints concerned, so their next packet is judged
+ *     again; FORWARDED entries are kept (established connections survive a
+ *     tightening, as with Cilium and an iptables ESTABLISHED rule).
  *   - Events of denied flows go through a per-CPU token bucket
  *     (weir_event_cost_ns, weir_event_bucket_ns: 1000/s, burst 100 by
  *     default); a suppressed event is counted in WEIR_CNT_EVENTS_LIMITED and
@@ -181,6 +192,28 @@ struct {
 	__type(key, struct cidr_key);
 	__type(value, __u32);
 } CIDRS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} CIDRS_EPOCH SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ip_key);
+	__type(value, struct peer_cache_value);
+} PEER_CACHE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_exact_key);
+	__type(value, struct policy_value);
+} POLICY_EXACT SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -341,11 +374,25 @@ static __noinline void fill_event(struct flow_event *ev, const struct flow_key *
 	ev->peer_identity = j->peer;
 }
 
-/* The identity of the peer's address: exact, then longest prefix, then world. */
+/*
+ * The identity of the peer's address: exact, then longest prefix, then
+ * world. The trie's answer is remembered per address in PEER_CACHE under
+ * the CIDRS_EPOCH read before the walk: the agent bumps the epoch after it
+ * changes CIDRS, so a remembered answer is never older than the trie it
+ * came from claims (a walk that raced a change is stored under the old
+ * epoch and found stale at once). IDENTITIES comes first, so a pod address
+ * never reaches the cache, and a cached answer of an address that has
+ * since become a pod is never read.
+ */
 static __always_inline __u32 peer_identity(const struct flow_key *key)
 {
+	struct peer_cache_value cached;
+	struct peer_cache_value *hit;
 	struct ip_key ip;
 	struct cidr_key cidr;
+	__u32 identity;
+	__u32 zero = 0;
+	__u32 *epoch;
 	__u32 *id;
 
 	__builtin_memset(&ip, 0, sizeof(ip));
@@ -355,15 +402,30 @@ static __always_inline __u32 peer_identity(const struct flow_key *key)
 	if (id)
 		return *id;
 
+	epoch = bpf_map_lookup_elem(&CIDRS_EPOCH, &zero);
+	cached.epoch = epoch ? *epoch : 0;
+	hit = bpf_map_lookup_elem(&PEER_CACHE, &ip);
+	if (hit && hit->epoch == cached.epoch)
+		return hit->identity;
+
 	__builtin_memset(&cidr, 0, sizeof(cidr));
 	/* IPv4 keys have zeroes after the 4 address bytes: the full length works */
 	cidr.prefixlen = 32 + 128;
 	cidr.family = key->family;
 	__builtin_memcpy(cidr.addr, key->remote_addr, sizeof(cidr.addr));
 	id = bpf_map_lookup_elem(&CIDRS, &cidr);
-	if (id)
-		return *id;
-	return WEIR_ID_WORLD;
+	identity = id ? *id : WEIR_ID_WORLD;
+	cached.identity = identity;
+	/* best effort: a failed update only means the next flow walks again */
+	bpf_map_update_elem(&PEER_CACHE, &ip, &cached, BPF_ANY);
+	return identity;
+}
+
+/* One POLICY_EXACT lookup: (endpoint, direction, protocol, port, peer). */
+static __always_inline bool exact_allows(struct policy_exact_key *ek, __u32 peer)
+{
+	ek->peer = peer;
+	return bpf_map_lookup_elem(&POLICY_EXACT, ek) != NULL;
 }
 
 /* One POLICY lookup: the port is matched by prefix, the rest exactly. */
@@ -377,15 +439,18 @@ static __always_inline bool policy_allows(struct policy_key *pk, __u32 peer, __u
 /*
  * Judges the first packet of a flow at an endpoint in audit or enforce mode
  * (see the top of this file). Not inlined: it runs once per new flow, and
- * keeping it out of line keeps the per-packet path small.
+ * keeping it out of line keeps the per-packet path small. It returns 0:
+ * a void subprogram may leave a stack pointer in R0 (the compiler reuses
+ * it), which the verifier refuses at the exit of a subprogram.
  */
-static __noinline void judge(const struct endpoint_info *ep, const struct flow_key *key,
+static __noinline int judge(const struct endpoint_info *ep, const struct flow_key *key,
 			     struct judgment *j)
 {
 	__u8 isolated = j->direction == WEIR_DIR_EGRESS ? WEIR_EP_ISOLATED_EGRESS
 							: WEIR_EP_ISOLATED_INGRESS;
 	__u8 rules = j->direction == WEIR_DIR_EGRESS ? WEIR_EP_RULES_EGRESS : WEIR_EP_RULES_INGRESS;
 	bool icmp = key->proto == IPPROTO_ICMP || key->proto == IPPROTO_ICMPV6;
+	struct policy_exact_key ek;
 	struct policy_key pk;
 	struct peer_key peer;
 	__u16 port;
@@ -394,7 +459,7 @@ static __noinline void judge(const struct endpoint_info *ep, const struct flow_k
 	j->reason = WEIR_REASON_NONE;
 	j->peer = peer_identity(key);
 	if (j->peer == WEIR_ID_HOST || !(ep->flags & isolated))
-		return;
+		return 0;
 
 	if (!(ep->flags & rules)) {
 		j->reason = WEIR_REASON_DEFAULT_DENY;
@@ -403,19 +468,30 @@ static __noinline void judge(const struct endpoint_info *ep, const struct flow_k
 
 	/* the destination port of the first packet: the peer's on egress */
 	port = j->direction == WEIR_DIR_EGRESS ? key->remote_port : key->local_port;
+	if (!icmp) {
+		/* the common case: a rule naming this protocol and port */
+		__builtin_memset(&ek, 0, sizeof(ek));
+		ek.endpoint = ep->identity;
+		ek.direction = j->direction;
+		ek.proto = key->proto;
+		ek.port = bpf_htons(port);
+		if (exact_allows(&ek, j->peer) || exact_allows(&ek, WEIR_ID_ANY))
+			return 0;
+	}
+	/* ranges, any port, any protocol */
 	__builtin_memset(&pk, 0, sizeof(pk));
 	pk.prefixlen = WEIR_POLICY_KEY_FIXED_BITS + 16;
 	pk.endpoint = ep->identity;
 	pk.direction = j->direction;
 	pk.port = icmp ? 0 : bpf_htons(port);
 	if (!icmp && policy_allows(&pk, j->peer, key->proto))
-		return;
+		return 0;
 	if (policy_allows(&pk, j->peer, 0))
-		return;
+		return 0;
 	if (!icmp && policy_allows(&pk, WEIR_ID_ANY, key->proto))
-		return;
+		return 0;
 	if (policy_allows(&pk, WEIR_ID_ANY, 0))
-		return;
+		return 0;
 
 	__builtin_memset(&peer, 0, sizeof(peer));
 	peer.endpoint = ep->identity;
@@ -430,6 +506,7 @@ static __noinline void judge(const struct endpoint_info *ep, const struct flow_k
 	}
 deny:
 	j->verdict = ep->mode == WEIR_MODE_AUDIT ? WEIR_VERDICT_AUDIT : WEIR_VERDICT_DROPPED;
+	return 0;
 }
 
 /* Counts a packet of a judged flow; TC_ACT_SHOT when it is dropped. */

@@ -334,6 +334,34 @@ pub struct PolicyKeyData {
     pub _pad1: u16,
 }
 
+/// `struct policy_exact_key`: the `POLICY_EXACT` hash key, a rule of one
+/// protocol and one port, looked up before the `POLICY` trie.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyExactKey {
+    /// Endpoint identity.
+    pub endpoint: u32,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// `IPPROTO_*`, never 0.
+    pub proto: u8,
+    /// Port, network order (`port.to_be()`).
+    pub port: u16,
+    /// Peer identity, [`ID_ANY`] = any peer.
+    pub peer: u32,
+}
+
+/// `struct peer_cache_value`: a `PEER_CACHE` entry, the identity the
+/// `CIDRS` trie gave an address and the `CIDRS_EPOCH` it was found in.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerCacheValue {
+    /// The identity.
+    pub identity: u32,
+    /// `CIDRS_EPOCH` when the trie was walked.
+    pub epoch: u32,
+}
+
 /// `struct policy_value`: which rule allowed the flow, for the flow log.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -451,6 +479,17 @@ const _: () = {
     assert!(offset_of!(PeerKey, direction) == 4);
     assert!(offset_of!(PeerKey, _pad0) == 5);
     assert!(offset_of!(PeerKey, peer) == 8);
+
+    assert!(size_of::<PolicyExactKey>() == 12);
+    assert!(offset_of!(PolicyExactKey, endpoint) == 0);
+    assert!(offset_of!(PolicyExactKey, direction) == 4);
+    assert!(offset_of!(PolicyExactKey, proto) == 5);
+    assert!(offset_of!(PolicyExactKey, port) == 6);
+    assert!(offset_of!(PolicyExactKey, peer) == 8);
+
+    assert!(size_of::<PeerCacheValue>() == 8);
+    assert!(offset_of!(PeerCacheValue, identity) == 0);
+    assert!(offset_of!(PeerCacheValue, epoch) == 4);
 };
 
 // SAFETY: FlowKey is #[repr(C)], made only of integers and integer arrays
@@ -480,6 +519,10 @@ unsafe impl aya::Pod for PolicyKeyData {}
 unsafe impl aya::Pod for PolicyValue {}
 // SAFETY: as for EndpointInfo.
 unsafe impl aya::Pod for PeerKey {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PolicyExactKey {}
+// SAFETY: as for EndpointInfo.
+unsafe impl aya::Pod for PeerCacheValue {}
 
 /// Why a ring-buffer record could not be decoded.
 ///

@@ -12,8 +12,8 @@ use object::{Object as _, ObjectSection as _};
 use weir_ebpf::{
     FLOW_OBJECT,
     abi::{
-        CidrKey, CidrKeyData, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey, PeerKey,
-        PolicyKey, PolicyKeyData, PolicyValue,
+        CidrKey, CidrKeyData, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey, PeerCacheValue,
+        PeerKey, PolicyExactKey, PolicyKey, PolicyKeyData, PolicyValue,
     },
 };
 
@@ -249,6 +249,27 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("direction", offset_of!(PeerKey, direction)),
             ("_pad0", offset_of!(PeerKey, _pad0)),
             ("peer", offset_of!(PeerKey, peer)),
+        ],
+    );
+    check(
+        &structs,
+        "policy_exact_key",
+        size_of::<PolicyExactKey>(),
+        &[
+            ("endpoint", offset_of!(PolicyExactKey, endpoint)),
+            ("direction", offset_of!(PolicyExactKey, direction)),
+            ("proto", offset_of!(PolicyExactKey, proto)),
+            ("port", offset_of!(PolicyExactKey, port)),
+            ("peer", offset_of!(PolicyExactKey, peer)),
+        ],
+    );
+    check(
+        &structs,
+        "peer_cache_value",
+        size_of::<PeerCacheValue>(),
+        &[
+            ("identity", offset_of!(PeerCacheValue, identity)),
+            ("epoch", offset_of!(PeerCacheValue, epoch)),
         ],
     );
 }

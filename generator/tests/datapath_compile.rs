@@ -799,15 +799,21 @@ fn a_state_over_a_limit_is_refused_naming_the_map() {
         endpoints: state.endpoints.len(),
         ips: state.ips.len(),
         cidrs: state.cidrs.len(),
-        rules: state.rules.len(),
+        exact_rules: state.exact_rule_count(),
+        rules: state.rules.len() - state.exact_rule_count(),
         peers: state.peers.len(),
     };
+    assert!(
+        exact.exact_rules > 0 && exact.rules > 0,
+        "both rule maps are used: {exact:?}"
+    );
     state.check(&exact).unwrap();
     state.check(&Limits::default()).unwrap();
-    let cases: [(&str, Shrink); 5] = [
+    let cases: [(&str, Shrink); 6] = [
         ("ENDPOINTS", |l| l.endpoints -= 1),
         ("IDENTITIES", |l| l.ips -= 1),
         ("CIDRS", |l| l.cidrs -= 1),
+        ("POLICY_EXACT", |l| l.exact_rules -= 1),
         ("POLICY", |l| l.rules -= 1),
         ("PEERS", |l| l.peers -= 1),
     ];

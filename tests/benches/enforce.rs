@@ -8,23 +8,26 @@
 //! docs/benchmarks.md.
 //!
 //! Method:
-//! - per packet: three datapaths are loaded side by side, each with the
+//! - per packet: four datapaths are loaded side by side, each with the
 //!   test-run device (lo) as an endpoint in ENFORCE mode, isolated for
 //!   egress, and `weir_from_pod` runs on an allowed TCP flow. "10 rules":
 //!   9 rules for other peers and the matching one; "10,000 rules": 9,999
 //!   others (1,000 peers x 10 ports) and the matching one; "10,000 CIDR
 //!   rules": 10,000 /24s in CIDRS, one rule per prefix, the peer found by
-//!   longest-prefix match. New connection: distinct source ports, each run
-//!   once (`repeat = 1`), floor interleaved on the same frames; established:
-//!   one flow, `repeat` runs in one syscall. Rounds alternate the cases;
-//!   medians over rounds.
+//!   longest-prefix match (then remembered in PEER_CACHE); "every peer
+//!   address new": the same maps, each new connection to an address not
+//!   seen before, so each walks the CIDRS trie (the cache's worst case).
+//!   Rules are single-port, in POLICY_EXACT where the agent puts them.
+//!   New connection: distinct source ports, each run once (`repeat = 1`),
+//!   floor interleaved on the same frames; established: one flow, `repeat`
+//!   runs in one syscall. Rounds alternate the cases; medians over rounds.
 //! - connection rate: a TCP connect + close (linger 0: RST, no TIME_WAIT)
 //!   loop from the client pod's netns to a listener in the server pod's,
 //!   for a few seconds per run; the four filters alternate per round.
 //! - apply: `datapath::compile` of 100 policies x 10 peers x 10 ports over
-//!   1,000 pods (10,000 POLICY entries), the ABI entries, and the writes
-//!   into a freshly loaded datapath's maps (identities, CIDRs, policy,
-//!   peers, then endpoints), end to end in this process.
+//!   1,000 pods (10,000 POLICY_EXACT entries), the ABI entries, and the
+//!   enforcer's writes (`entries::plan` from empty maps) into a freshly
+//!   loaded datapath's maps, end to end in this process.
 
 mod common;
 
@@ -41,12 +44,12 @@ use std::{
 use aya::maps::{MapData, RingBuf, lpm_trie::Key};
 use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
-use weir_agent::enforce::entries::Entries;
+use weir_agent::enforce::entries::{self, Entries, PolicyMapsIo as _};
 use weir_ebpf::{
     abi::{
         CNT_DROPPED, CNT_NEW_FLOWS, CNT_TABLE_FULL, CidrKeyData, DIR_EGRESS, EP_ISOLATED_EGRESS,
-        EP_RULES_EGRESS, EndpointInfo, FAMILY_IPV4, IpKey, MODE_ENFORCE, POLICY_KEY_FIXED_BITS,
-        PeerKey, PolicyKeyData, PolicyValue,
+        EP_RULES_EGRESS, EndpointInfo, FAMILY_IPV4, IpKey, MODE_ENFORCE, PeerKey, PolicyExactKey,
+        PolicyValue,
     },
     loader::{Datapath, Floor, LoadOptions, PolicyMaps, Program, TestRunOutput},
 };
@@ -133,22 +136,20 @@ impl Filler<'_> {
         );
     }
 
+    /// A rule of one TCP port: POLICY_EXACT, where the agent puts it.
     fn allow(&mut self, peer: u32, port: u16, rule_id: u32) {
-        let data = PolicyKeyData {
+        let key = PolicyExactKey {
             endpoint: self.endpoint,
             direction: DIR_EGRESS,
             proto: IPPROTO_TCP,
-            peer,
             port: port.to_be(),
-            ..PolicyKeyData::default()
+            peer,
         };
         must(
-            "POLICY insert",
-            self.maps.policy.insert(
-                &Key::new(POLICY_KEY_FIXED_BITS + 16, data),
-                PolicyValue { rule_id },
-                0,
-            ),
+            "POLICY_EXACT insert",
+            self.maps
+                .policy_exact
+                .insert(key, PolicyValue { rule_id }, 0),
         );
         let key = PeerKey {
             endpoint: self.endpoint,
@@ -214,6 +215,9 @@ struct Case {
     ring: RingBuf<MapData>,
     _maps: PolicyMaps,
     peer: Ipv4Addr,
+    /// New connections go to a peer address never seen before (each one
+    /// walks the CIDRS trie), instead of `peer`.
+    fresh_peers: bool,
     /// Per round: established (repeat) and new-flow medians, and floors.
     est: Vec<f64>,
     est_floor: Vec<f64>,
@@ -243,6 +247,7 @@ fn load_case(name: &'static str, fill: impl FnOnce(&mut Filler<'_>) -> Ipv4Addr)
         ring,
         _maps: maps,
         peer,
+        fresh_peers: false,
         est: Vec::new(),
         est_floor: Vec::new(),
         new: Vec::new(),
@@ -262,6 +267,17 @@ fn tcp(dst: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
 }
 
 impl Case {
+    /// The peer of new connection `i` of `round`.
+    fn new_peer(&self, round: usize, i: u16) -> Ipv4Addr {
+        if !self.fresh_peers {
+            return self.peer;
+        }
+        // .10 and up in every /24 (the established flow's peer is .9).
+        let n = round * usize::from(NEW_FLOWS) + usize::from(i);
+        let [a, b, c, _] = cidr_net(n % RULES).octets();
+        Ipv4Addr::new(a, b, c, 10 + u8::try_from(n / RULES).expect("few rounds"))
+    }
+
     fn run(&self, packet: &[u8], repeat: u32) -> f64 {
         let out = must(
             "BPF_PROG_TEST_RUN",
@@ -291,9 +307,20 @@ fn pin_to_last_cpu() -> Option<usize> {
     Some(cpu)
 }
 
+fn cidr_rules(f: &mut Filler<'_>) -> Ipv4Addr {
+    for i in 0..RULES {
+        let id = 5000 + u32::try_from(i).expect("few");
+        f.cidr(cidr_net(i), 24, id);
+        f.allow(id, SERVICE_PORT, id);
+    }
+    cidr_peer()
+}
+
 fn per_packet() {
     let cpu = pin_to_last_cpu();
     let floor = must("loading the floor program", Floor::load());
+    let mut fresh = load_case("10,000 CIDR rules, every peer address new", cidr_rules);
+    fresh.fresh_peers = true;
     let mut cases = [
         load_case("10 rules", |f| {
             f.peer_rules(10, PEER, PEER_ID, SERVICE_PORT);
@@ -303,14 +330,8 @@ fn per_packet() {
             f.peer_rules(RULES, PEER, PEER_ID, SERVICE_PORT);
             PEER
         }),
-        load_case("10,000 CIDR rules", |f| {
-            for i in 0..RULES {
-                let id = 5000 + u32::try_from(i).expect("few");
-                f.cidr(cidr_net(i), 24, id);
-                f.allow(id, SERVICE_PORT, id);
-            }
-            cidr_peer()
-        }),
+        load_case("10,000 CIDR rules", cidr_rules),
+        fresh,
     ];
     // Enforcement is on: a port no rule names is dropped.
     for case in &cases {
@@ -357,7 +378,11 @@ fn per_packet() {
         }
         let frames: Vec<Vec<Vec<u8>>> = cases
             .iter()
-            .map(|c| (0..NEW_FLOWS).map(|i| tcp(c.peer, base + i, SYN)).collect())
+            .map(|c| {
+                (0..NEW_FLOWS)
+                    .map(|i| tcp(c.new_peer(round, i), base + i, SYN))
+                    .collect()
+            })
             .collect();
         let mut samples = vec![(Vec::new(), Vec::new()); cases.len()];
         for i in 0..usize::from(NEW_FLOWS) {
@@ -388,7 +413,7 @@ fn per_packet() {
          (egress isolated), an allowed IPv4/TCP flow, {ROUNDS} rounds{}; \
          established: repeat = {REPEAT} per run; new connection: {NEW_FLOWS} \
          distinct SYNs per round and case, repeat = 1 each (median per round); \
-         the three cases and the floor alternate packet by packet.",
+         the cases and the floor alternate packet by packet.",
         cpu.map_or_else(String::new, |c| format!(" pinned to CPU {c}")),
     );
     println!();
@@ -880,7 +905,7 @@ fn apply_time() {
         })
         .collect();
     let (mut compile, mut convert, mut write, mut total) = (vec![], vec![], vec![], vec![]);
-    let mut counts = [0; 5];
+    let mut counts = [0; 6];
     for _ in 0..RUNS {
         let mut datapath = must(
             "loading the datapath",
@@ -904,20 +929,9 @@ fn apply_time() {
         let t1 = Instant::now();
         let entries = Entries::of_state(&state, &local);
         let t2 = Instant::now();
-        for (k, v) in &entries.identities {
-            must("IDENTITIES", maps.identities.insert(*k, *v, 0));
-        }
-        for ((bits, k), v) in &entries.cidrs {
-            must("CIDRS", maps.cidrs.insert(&Key::new(*bits, *k), *v, 0));
-        }
-        for ((bits, k), v) in &entries.policy {
-            must("POLICY", maps.policy.insert(&Key::new(*bits, *k), *v, 0));
-        }
-        for k in &entries.peers {
-            must("PEERS", maps.peers.insert(*k, 1, 0));
-        }
-        for (k, v) in &entries.endpoints {
-            must("ENDPOINTS", maps.endpoints.insert(*k, *v, 0));
+        // The enforcer's path: the plan from empty maps, written in order.
+        for op in entries::plan(&Entries::default(), &entries) {
+            must("map write", maps.write(&op));
         }
         let t3 = Instant::now();
         compile.push(ms(t1 - t0));
@@ -927,16 +941,16 @@ fn apply_time() {
         counts = entries.counts();
         assert!(
             counts[3] >= RULES,
-            "expected 10,000 POLICY entries, got {}",
+            "expected 10,000 POLICY_EXACT entries, got {}",
             counts[3]
         );
     }
     println!(
         "100 NetworkPolicies (each: 10 peer workloads x 10 ports) over 1,000 pods \
          in 10 namespaces, all local and in enforce mode: {} ENDPOINTS, {} IDENTITIES, \
-         {} CIDRS, {} POLICY, {} PEERS entries; {RUNS} runs into freshly loaded maps, \
-         medians (range).",
-        counts[0], counts[1], counts[2], counts[3], counts[4]
+         {} CIDRS, {} POLICY_EXACT, {} POLICY, {} PEERS entries; {RUNS} runs into \
+         freshly loaded maps, medians (range).",
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]
     );
     println!();
     println!("| step | ms | range |");
@@ -944,7 +958,10 @@ fn apply_time() {
     for (name, v) in [
         ("compile (`datapath::compile`, cold identities)", &compile),
         ("ABI entries (`Entries::of_state`)", &convert),
-        ("write into the maps (upserts, then endpoints)", &write),
+        (
+            "write into the maps (`entries::plan`, as the enforcer)",
+            &write,
+        ),
         ("**total**", &total),
     ] {
         println!("| {name} | {:.1} | {} |", median(v), range(v, 1));

@@ -435,3 +435,151 @@ fn audit_mode_passes_and_reports() {
         "{audited:#?}"
     );
 }
+
+// ---- denied flows are judged again after a change that allows them ----
+
+/// Two pods; the server echoes UDP on 5353. podCIDR octet 225.
+const REJUDGE_LAB: &str = "apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: rejudge}
+spec: {podCIDR: 10.225.0.0/24, serviceCIDR: 10.226.0.0/24}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: u}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: u, labels: {app: client}}
+spec:
+  containers:
+  - name: c
+    image: lab
+    ports: [{containerPort: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: u, labels: {app: server}}
+spec:
+  containers:
+  - name: s
+    image: lab
+    ports: [{containerPort: 5353, protocol: UDP}]
+";
+
+const SERVER_DENY: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server, namespace: u}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+";
+
+const SERVER_FROM_CLIENT: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server, namespace: u}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 5353, protocol: UDP}]
+";
+
+/// A UDP socket of `pod` (`ns/name`) bound to `sport`, connected to
+/// `server`: made in the pod's netns by a thread that enters it (a socket
+/// keeps the netns it was made in), then used from here.
+fn pod_udp_socket(
+    lab: &Lab,
+    pod: &str,
+    sport: u16,
+    server: std::net::SocketAddr,
+) -> std::net::UdpSocket {
+    let status = lab.status();
+    let (namespace, name) = pod.split_once('/').expect("ns/name");
+    let netns = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["namespace"] == namespace && p["name"] == name)
+        .and_then(|p| p["netns"].as_str())
+        .unwrap_or_else(|| panic!("no netns for {pod}: {status}"))
+        .to_owned();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{netns}")).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", sport)).expect("bind");
+        socket.connect(server).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        socket
+    })
+    .join()
+    .expect("socket thread")
+}
+
+/// One datagram out: whether its echo came back.
+fn echoed(socket: &std::net::UdpSocket, n: u32) -> bool {
+    let token = format!("rejudge-{n}");
+    socket.send(token.as_bytes()).expect("send");
+    let mut buf = [0u8; 64];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(len) if &buf[..len] == token.as_bytes() => return true,
+            Ok(_) => {} // a late echo of an earlier datagram
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_denied_udp_flow_passes_as_soon_as_a_policy_allows_it() {
+    let lab = Lab::up("enr", REJUDGE_LAB);
+    // The default idle timeout (60 s): only deleting the entry can let the
+    // denied 5-tuple through within the test.
+    let agent = Agent::start(&lab, &[]);
+    let work = tempfile::tempdir().expect("work dir");
+    let out = apply_file(&agent, work.path(), "deny.yaml", SERVER_DENY);
+    assert!(out.status.success(), "{out:?}");
+    set_mode(&agent, "u", "enforce");
+    let status = lab.status();
+    let server_ip: std::net::IpAddr = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["name"] == "server")
+        .and_then(|p| p["ips"][0].as_str()?.parse().ok())
+        .expect("server ip");
+    let server = std::net::SocketAddr::from((server_ip, 5353));
+    let client = pod_udp_socket(&lab, "u/client", 40_000, server);
+
+    // Denied, and the 5-tuple keeps sending: its DROPPED entry stays fresh.
+    for n in 0..5 {
+        assert!(!echoed(&client, n), "datagram {n} passed the default deny");
+    }
+    let drop = verdict_record(&agent, "DROPPED", "u/client", "u/server");
+    assert_eq!(drop["traffic_direction"], "INGRESS", "{drop:#}");
+
+    // Allowed: the same 5-tuple passes right after `apply` returns.
+    let out = apply_file(&agent, work.path(), "allow.yaml", SERVER_FROM_CLIENT);
+    assert!(out.status.success(), "{out:?}");
+    let passed = (10..13).find(|&n| echoed(&client, n));
+    assert!(
+        passed.is_some(),
+        "the allowed 5-tuple is still blocked by its old verdict; log:\n{}",
+        agent.log_text()
+    );
+    assert!(echoed(&client, 20));
+
+    // Denied again: the established 5-tuple keeps its FORWARDED verdict (as
+    // Cilium and an iptables ESTABLISHED rule keep established flows), a
+    // new source port is judged under the new policy and dropped.
+    let out = apply_file(&agent, work.path(), "deny.yaml", SERVER_DENY);
+    assert!(out.status.success(), "{out:?}");
+    assert!(echoed(&client, 30), "an established flow was cut");
+    let other = pod_udp_socket(&lab, "u/client", 40_001, server);
+    for n in 40..43 {
+        assert!(!echoed(&other, n), "a new flow passed the default deny");
+    }
+}

@@ -24,7 +24,7 @@ use weir_ebpf::{
         DIR_EGRESS, DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_RULES_EGRESS,
         EP_RULES_INGRESS, EndpointInfo, FAMILY_IPV4, FAMILY_IPV6, FLOW_F_ANNOUNCED, FlowEvent,
         FlowKey, FlowStats, ID_ANY, ID_HOST, ID_WORLD, IpKey, MODE_AUDIT, MODE_ENFORCE,
-        MODE_OBSERVE, POLICY_KEY_FIXED_BITS, PeerKey, PolicyKeyData, PolicyValue,
+        MODE_OBSERVE, POLICY_KEY_FIXED_BITS, PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue,
         REASON_DEFAULT_DENY, REASON_NONE, REASON_PEER_NOT_ALLOWED, REASON_PORT_NOT_ALLOWED,
         VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     },
@@ -185,7 +185,8 @@ impl Harness {
     }
 
     /// Allows `peer` on `proto` and the port range, and names the peer in
-    /// PEERS, as the compiler does. `proto` 0: any protocol, any port.
+    /// PEERS, as the compiler does: one port in POLICY_EXACT, prefixes of
+    /// a range in POLICY. `proto` 0: any protocol, any port.
     fn allow(&mut self, direction: u8, peer: u32, proto: u8, ports: (u16, u16)) {
         let prefixes = if proto == 0 {
             vec![(0, 0)]
@@ -193,6 +194,22 @@ impl Harness {
             port_prefixes(ports.0, ports.1)
         };
         for (port, bits) in prefixes {
+            if proto != 0 && bits == 16 {
+                let key = PolicyExactKey {
+                    endpoint: POD_ID,
+                    direction,
+                    proto,
+                    port: port.to_be(),
+                    peer,
+                };
+                must(
+                    "POLICY_EXACT insert",
+                    self.maps
+                        .policy_exact
+                        .insert(key, PolicyValue { rule_id: 7 }, 0),
+                );
+                continue;
+            }
             let data = PolicyKeyData {
                 endpoint: POD_ID,
                 direction,
@@ -519,6 +536,38 @@ fn cidr_identities_are_longest_prefix_matches() {
             (outside, ID_WORLD, REASON_PEER_NOT_ALLOWED),
         ]
     );
+}
+
+#[test]
+fn cached_cidr_identities_follow_the_epoch() {
+    const CIDR_ID: u32 = 2000;
+    const EXCEPT_ID: u32 = 2001;
+    let mut h = Harness::new();
+    h.cidr(Ipv4Addr::new(192, 168, 0, 0), 16, CIDR_ID);
+    h.allow(DIR_EGRESS, CIDR_ID, IPPROTO_TCP, (80, 80));
+    h.endpoint(MODE_ENFORCE, EGRESS_WITH_RULES);
+    let peer = Ipv4Addr::new(192, 168, 5, 5);
+    assert_eq!(h.pod_sends(&tcp4(POD, 40000, peer, 80, SYN)), TC_ACT_UNSPEC);
+
+    // The address's identity is remembered: a new except changes nothing
+    // for it until the epoch moves (the agent bumps it after every change
+    // of CIDRS), then the trie is walked again.
+    h.cidr(Ipv4Addr::new(192, 168, 5, 0), 24, EXCEPT_ID);
+    assert_eq!(
+        h.pod_sends(&tcp4(POD, 40001, peer, 80, SYN)),
+        TC_ACT_UNSPEC,
+        "the cached identity is used"
+    );
+    let epoch = must("CIDRS_EPOCH", h.maps.cidrs_epoch.get());
+    assert_eq!(
+        must("CIDRS_EPOCH bump", h.maps.cidrs_epoch.bump()),
+        epoch + 1
+    );
+    assert_eq!(h.pod_sends(&tcp4(POD, 40002, peer, 80, SYN)), TC_ACT_SHOT);
+    // And the new answer is remembered in turn.
+    assert_eq!(h.pod_sends(&tcp4(POD, 40003, peer, 80, SYN)), TC_ACT_SHOT);
+    let peers: Vec<u32> = h.events().iter().map(|e| e.peer_identity).collect();
+    assert_eq!(peers, [CIDR_ID, CIDR_ID, EXCEPT_ID, EXCEPT_ID]);
 }
 
 #[test]

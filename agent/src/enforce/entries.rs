@@ -15,13 +15,16 @@ use std::{
 };
 
 use ipnet::IpNet;
-use weir_ebpf::abi::{self, CidrKeyData, EndpointInfo, IpKey, PeerKey, PolicyKeyData, PolicyValue};
+use weir_ebpf::abi::{
+    self, CidrKeyData, EndpointInfo, IpKey, PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue,
+};
 use weir_generator::datapath::{DatapathState, PodKey, direction_code};
 
 /// An LPM trie key: prefix length and data.
 pub type Lpm<K> = (u32, K);
 
-/// Everything the five enforcement maps hold.
+/// Everything the six enforcement maps hold (the programs' own PEER_CACHE
+/// is invalidated through CIDRS_EPOCH, see [`Op::BumpCidrsEpoch`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Entries {
     /// ENDPOINTS: host veth ifindex -> endpoint.
@@ -30,14 +33,23 @@ pub struct Entries {
     pub identities: HashMap<IpKey, u32>,
     /// CIDRS: prefix -> identity.
     pub cidrs: HashMap<Lpm<CidrKeyData>, u32>,
-    /// POLICY: allow rule -> rule id.
+    /// POLICY_EXACT: allow rule of one protocol and port -> rule id.
+    pub exact: HashMap<PolicyExactKey, PolicyValue>,
+    /// POLICY: the other allow rules -> rule id.
     pub policy: HashMap<Lpm<PolicyKeyData>, PolicyValue>,
     /// PEERS: (endpoint, direction, peer) some rule names.
     pub peers: HashSet<PeerKey>,
 }
 
 /// Map names, as the compiler's limits and errors spell them.
-pub const MAPS: [&str; 5] = ["ENDPOINTS", "IDENTITIES", "CIDRS", "POLICY", "PEERS"];
+pub const MAPS: [&str; 6] = [
+    "ENDPOINTS",
+    "IDENTITIES",
+    "CIDRS",
+    "POLICY_EXACT",
+    "POLICY",
+    "PEERS",
+];
 
 impl Entries {
     /// The kernel entries of a compiled state, for the pods of this node:
@@ -74,9 +86,27 @@ impl Entries {
             .iter()
             .map(|(net, id)| (cidr_key(*net), *id))
             .collect();
+        let exact = state
+            .rules
+            .iter()
+            .filter(|(rule, _)| rule.is_exact())
+            .map(|(rule, id)| {
+                (
+                    PolicyExactKey {
+                        endpoint: rule.endpoint,
+                        direction: direction_code(rule.direction),
+                        proto: rule.protocol,
+                        port: rule.port.to_be(),
+                        peer: rule.peer,
+                    },
+                    PolicyValue { rule_id: *id },
+                )
+            })
+            .collect();
         let policy = state
             .rules
             .iter()
+            .filter(|(rule, _)| !rule.is_exact())
             .map(|(rule, id)| {
                 (
                     (
@@ -109,6 +139,7 @@ impl Entries {
             endpoints,
             identities,
             cidrs,
+            exact,
             policy,
             peers,
         }
@@ -123,6 +154,9 @@ impl Entries {
             Op::DelIdentity(k) => drop(self.identities.remove(&k)),
             Op::PutCidr(k, v) => drop(self.cidrs.insert(k, v)),
             Op::DelCidr(k) => drop(self.cidrs.remove(&k)),
+            Op::PutExact(k, v) => drop(self.exact.insert(k, v)),
+            Op::DelExact(k) => drop(self.exact.remove(&k)),
+            Op::BumpCidrsEpoch => {}
             Op::PutRule(k, v) => drop(self.policy.insert(k, v)),
             Op::DelRule(k) => drop(self.policy.remove(&k)),
             Op::PutPeer(k) => drop(self.peers.insert(k)),
@@ -132,11 +166,12 @@ impl Entries {
 
     /// Entries per map, in [`MAPS`] order.
     #[must_use]
-    pub fn counts(&self) -> [usize; 5] {
+    pub fn counts(&self) -> [usize; 6] {
         [
             self.endpoints.len(),
             self.identities.len(),
             self.cidrs.len(),
+            self.exact.len(),
             self.policy.len(),
             self.peers.len(),
         ]
@@ -195,6 +230,13 @@ pub enum Op {
     PutCidr(Lpm<CidrKeyData>, u32),
     /// CIDRS delete.
     DelCidr(Lpm<CidrKeyData>),
+    /// CIDRS_EPOCH increment, after CIDRS changed: the programs' cached
+    /// peer identities are looked up in CIDRS again.
+    BumpCidrsEpoch,
+    /// POLICY_EXACT insert or update.
+    PutExact(PolicyExactKey, PolicyValue),
+    /// POLICY_EXACT delete.
+    DelExact(PolicyExactKey),
     /// POLICY insert or update.
     PutRule(Lpm<PolicyKeyData>, PolicyValue),
     /// POLICY delete.
@@ -213,6 +255,8 @@ impl Op {
             Self::PutEndpoint(..) | Self::DelEndpoint(_) => "ENDPOINTS",
             Self::PutIdentity(..) | Self::DelIdentity(_) => "IDENTITIES",
             Self::PutCidr(..) | Self::DelCidr(_) => "CIDRS",
+            Self::BumpCidrsEpoch => "CIDRS_EPOCH",
+            Self::PutExact(..) | Self::DelExact(_) => "POLICY_EXACT",
             Self::PutRule(..) | Self::DelRule(_) => "POLICY",
             Self::PutPeer(_) | Self::DelPeer(_) => "PEERS",
         }
@@ -223,12 +267,14 @@ impl Op {
 /// never denies a connection both sides allow:
 ///
 /// 1. what a lookup reaches last is added first: identities and CIDRs of
-///    new peers, then PEERS and POLICY rules, so every rule an endpoint
-///    may need exists before anything points at it;
+///    new peers (then a CIDRS_EPOCH bump, so no cached peer identity
+///    predates them), then PEERS, POLICY_EXACT and POLICY rules, so every
+///    rule an endpoint may need exists before anything points at it;
 /// 2. then ENDPOINTS (new pods, changed modes and isolation flags): an
 ///    endpoint switches to enforce only once its rules are in place;
 /// 3. deletes last, endpoints first (a pod that stops being judged before
-///    its rules go), then rules, peers, CIDRs and identities.
+///    its rules go), then rules, peers, CIDRs (and another epoch bump) and
+///    identities.
 ///
 /// Keys are sorted within each step so the plan is deterministic.
 #[must_use]
@@ -237,12 +283,19 @@ pub fn plan(old: &Entries, new: &Entries) -> Vec<Op> {
     for (k, v) in changed(&old.identities, &new.identities) {
         ops.push(Op::PutIdentity(k, v));
     }
+    let before = ops.len();
     for (k, v) in changed(&old.cidrs, &new.cidrs) {
         ops.push(Op::PutCidr(k, v));
+    }
+    if ops.len() > before {
+        ops.push(Op::BumpCidrsEpoch);
     }
     let mut peers: Vec<PeerKey> = new.peers.difference(&old.peers).copied().collect();
     peers.sort_by_key(peer_order);
     ops.extend(peers.into_iter().map(Op::PutPeer));
+    for (k, v) in changed(&old.exact, &new.exact) {
+        ops.push(Op::PutExact(k, v));
+    }
     for (k, v) in changed(&old.policy, &new.policy) {
         ops.push(Op::PutRule(k, v));
     }
@@ -250,13 +303,107 @@ pub fn plan(old: &Entries, new: &Entries) -> Vec<Op> {
         ops.push(Op::PutEndpoint(k, v));
     }
     ops.extend(gone(&old.endpoints, &new.endpoints).map(Op::DelEndpoint));
+    ops.extend(gone(&old.exact, &new.exact).map(Op::DelExact));
     ops.extend(gone(&old.policy, &new.policy).map(Op::DelRule));
     let mut peers: Vec<PeerKey> = old.peers.difference(&new.peers).copied().collect();
     peers.sort_by_key(peer_order);
     ops.extend(peers.into_iter().map(Op::DelPeer));
+    let before = ops.len();
     ops.extend(gone(&old.cidrs, &new.cidrs).map(Op::DelCidr));
+    if ops.len() > before {
+        ops.push(Op::BumpCidrsEpoch);
+    }
     ops.extend(gone(&old.identities, &new.identities).map(Op::DelIdentity));
     ops
+}
+
+/// Which endpoints' denied flows a plan could turn into allowed ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejudge {
+    /// None: the plan only removes allowances (or changes nothing).
+    Nothing,
+    /// These endpoints, by host veth ifindex.
+    Endpoints(HashSet<u32>),
+    /// Every endpoint: the plan changes what peer addresses resolve to.
+    All,
+}
+
+impl Rejudge {
+    /// Whether the endpoint behind `ifindex` is concerned.
+    #[must_use]
+    pub fn covers(&self, ifindex: u32) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Endpoints(set) => set.contains(&ifindex),
+            Self::All => true,
+        }
+    }
+}
+
+/// The endpoints whose AUDIT and DROPPED flows must be judged again after
+/// `ops` took the maps from `old` to `new`: an endpoint entry that is new,
+/// gone, or changed its identity or mode (audit to enforce included: the
+/// flows audit let through are judged, and dropped, under enforce), lost
+/// an isolation or gained rules in a direction; a new rule for its
+/// identity; or, for every endpoint, any change of IDENTITIES or CIDRS (a
+/// peer may resolve to another identity). Deleted rules, PEERS changes and
+/// a new isolation allow nothing new.
+#[must_use]
+pub fn rejudge(ops: &[Op], old: &Entries, new: &Entries) -> Rejudge {
+    let mut ifindexes = HashSet::new();
+    let mut identities = HashSet::new();
+    for op in ops {
+        match *op {
+            Op::PutIdentity(..)
+            | Op::DelIdentity(_)
+            | Op::PutCidr(..)
+            | Op::DelCidr(_)
+            | Op::BumpCidrsEpoch => return Rejudge::All,
+            Op::PutEndpoint(ifindex, now) => {
+                if old
+                    .endpoints
+                    .get(&ifindex)
+                    .is_none_or(|was| loosens(was, &now))
+                {
+                    ifindexes.insert(ifindex);
+                }
+            }
+            Op::DelEndpoint(ifindex) => {
+                ifindexes.insert(ifindex);
+            }
+            Op::PutExact(key, _) => {
+                identities.insert(key.endpoint);
+            }
+            Op::PutRule((_, key), _) => {
+                identities.insert(key.endpoint);
+            }
+            Op::DelExact(_) | Op::DelRule(_) | Op::PutPeer(_) | Op::DelPeer(_) => {}
+        }
+    }
+    for endpoints in [&old.endpoints, &new.endpoints] {
+        ifindexes.extend(
+            endpoints
+                .iter()
+                .filter(|(_, ep)| identities.contains(&ep.identity))
+                .map(|(ifindex, _)| *ifindex),
+        );
+    }
+    if ifindexes.is_empty() {
+        Rejudge::Nothing
+    } else {
+        Rejudge::Endpoints(ifindexes)
+    }
+}
+
+/// Whether an endpoint entry going from `was` to `now` may allow a flow
+/// `was` denied.
+fn loosens(was: &EndpointInfo, now: &EndpointInfo) -> bool {
+    const ISOLATED: u8 = abi::EP_ISOLATED_INGRESS | abi::EP_ISOLATED_EGRESS;
+    const RULES: u8 = abi::EP_RULES_INGRESS | abi::EP_RULES_EGRESS;
+    was.identity != now.identity
+        || was.mode != now.mode
+        || was.flags & ISOLATED & !now.flags != 0
+        || now.flags & RULES & !was.flags != 0
 }
 
 fn peer_order(p: &PeerKey) -> (u32, u8, u32) {
@@ -310,7 +457,15 @@ pub trait PolicyMapsIo: Send {
     /// A write the kernel refused (full map, no memory).
     fn write(&mut self, op: &Op) -> Result<(), MapIoError>;
     /// The capacity of each map, in [`MAPS`] order.
-    fn capacity(&self) -> [usize; 5];
+    fn capacity(&self) -> [usize; 6];
+    /// Delete the flow-table entries judged AUDIT or DROPPED at the
+    /// endpoints `which` covers: the next packet of each flow is judged
+    /// again, under the maps as they are now. FORWARDED entries stay.
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// The flow table cannot be read or an entry deleted.
+    fn forget_denied(&mut self, which: &Rejudge) -> Result<usize, MapIoError>;
 }
 
 /// A map operation that failed.
@@ -336,7 +491,9 @@ pub struct FakeMaps {
     /// Fail the write with this index (0-based), once.
     pub fail_at: Option<usize>,
     /// Capacities.
-    pub capacity: Option<[usize; 5]>,
+    pub capacity: Option<[usize; 6]>,
+    /// The flow table: (endpoint ifindex, verdict) per flow.
+    pub flows: Vec<(u32, u8)>,
 }
 
 impl PolicyMapsIo for FakeMaps {
@@ -358,8 +515,16 @@ impl PolicyMapsIo for FakeMaps {
         Ok(())
     }
 
-    fn capacity(&self) -> [usize; 5] {
-        self.capacity.unwrap_or([usize::MAX; 5])
+    fn capacity(&self) -> [usize; 6] {
+        self.capacity.unwrap_or([usize::MAX; 6])
+    }
+
+    fn forget_denied(&mut self, which: &Rejudge) -> Result<usize, MapIoError> {
+        let before = self.flows.len();
+        self.flows.retain(|&(ifindex, verdict)| {
+            verdict == abi::VERDICT_FORWARDED || !which.covers(ifindex)
+        });
+        Ok(before - self.flows.len())
     }
 }
 
@@ -402,6 +567,7 @@ mod tests {
             endpoints: HashMap::from([(7, ep(300, abi::MODE_ENFORCE))]),
             identities: HashMap::from([(ip_key("10.0.0.9".parse().unwrap()), 302)]),
             cidrs: HashMap::from([(cidr_key("203.0.113.0/24".parse().unwrap()), 400)]),
+            exact: HashMap::new(),
             policy: HashMap::from([(rule(300, 302, 6379), PolicyValue { rule_id: 2 })]),
             peers: HashSet::from([PeerKey {
                 endpoint: 300,
@@ -415,6 +581,9 @@ mod tests {
             .map(|op| match op {
                 Op::PutIdentity(..) => "put identity",
                 Op::PutCidr(..) => "put cidr",
+                Op::BumpCidrsEpoch => "bump epoch",
+                Op::PutExact(..) => "put exact",
+                Op::DelExact(_) => "del exact",
                 Op::PutPeer(_) => "put peer",
                 Op::PutRule(..) => "put rule",
                 Op::PutEndpoint(..) => "put endpoint",
@@ -430,6 +599,7 @@ mod tests {
             [
                 "put identity",
                 "put cidr",
+                "bump epoch",
                 "put peer",
                 "put rule",
                 "put endpoint",
@@ -447,6 +617,62 @@ mod tests {
         }
         assert_eq!(maps.entries, new);
         assert!(plan(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn only_what_can_allow_more_is_judged_again() {
+        let old = Entries {
+            endpoints: HashMap::from([(7, ep(300, 2)), (8, ep(301, 2)), (9, ep(302, 2))]),
+            policy: HashMap::from([(rule(301, 300, 80), PolicyValue { rule_id: 1 })]),
+            ..Entries::default()
+        };
+        let exact = PolicyExactKey {
+            endpoint: 300,
+            proto: 6,
+            port: 80u16.to_be(),
+            peer: 301,
+            ..PolicyExactKey::default()
+        };
+        // A new rule for identity 300 (ifindex 7), a rule of 301 removed.
+        let new = Entries {
+            exact: HashMap::from([(exact, PolicyValue { rule_id: 2 })]),
+            ..old.clone()
+        };
+        let new = Entries {
+            policy: HashMap::new(),
+            ..new
+        };
+        let ops = plan(&old, &new);
+        assert_eq!(
+            rejudge(&ops, &old, &new),
+            Rejudge::Endpoints(HashSet::from([7]))
+        );
+        // Only removals: nothing.
+        let ops = plan(
+            &old,
+            &Entries {
+                policy: HashMap::new(),
+                ..old.clone()
+            },
+        );
+        assert_eq!(rejudge(&ops, &old, &new), Rejudge::Nothing);
+        // A mode change: that endpoint.
+        let moded = Entries {
+            endpoints: HashMap::from([(7, ep(300, 2)), (8, ep(301, 1)), (9, ep(302, 2))]),
+            ..old.clone()
+        };
+        assert_eq!(
+            rejudge(&plan(&old, &moded), &old, &moded),
+            Rejudge::Endpoints(HashSet::from([8]))
+        );
+        // Peers may resolve differently: everyone.
+        let cidr = Entries {
+            cidrs: HashMap::from([(cidr_key("10.9.0.0/16".parse().unwrap()), 400)]),
+            ..old.clone()
+        };
+        let ops = plan(&old, &cidr);
+        assert!(ops.contains(&Op::BumpCidrsEpoch));
+        assert_eq!(rejudge(&ops, &old, &cidr), Rejudge::All);
     }
 
     #[test]

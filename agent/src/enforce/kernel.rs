@@ -2,12 +2,16 @@
 //! ([`Datapath::take_policy_maps`](weir_ebpf::loader::Datapath::take_policy_maps))
 //! and owned by the enforcer task from then on: the datapath task keeps
 //! the programs, the flow table and the ring buffer; the enforcer is the
-//! only writer of these five maps, so neither needs a lock.
+//! only writer of these maps, so neither needs a lock. It also deletes
+//! denied entries of the flow table (through its own handle) after a
+//! change: the datapath task's sweep sees them gone like expired ones.
 
 use aya::maps::{MapError, lpm_trie::Key};
 use weir_ebpf::loader::PolicyMaps;
 
-use super::entries::{Entries, MapIoError, Op, PolicyMapsIo};
+use weir_ebpf::abi;
+
+use super::entries::{Entries, MapIoError, Op, PolicyMapsIo, Rejudge};
 
 fn io(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> MapIoError {
     move |source| MapIoError {
@@ -44,6 +48,10 @@ impl PolicyMapsIo for PolicyMaps {
             let (k, v) = item.map_err(io("read", "POLICY"))?;
             entries.policy.insert((k.prefix_len(), k.data()), v);
         }
+        for item in self.policy_exact.iter() {
+            let (k, v) = item.map_err(io("read", "POLICY_EXACT"))?;
+            entries.exact.insert(k, v);
+        }
         for item in self.peers.keys() {
             entries.peers.insert(item.map_err(io("read", "PEERS"))?);
         }
@@ -64,6 +72,9 @@ impl PolicyMapsIo for PolicyMaps {
             Op::DelCidr((len, data)) => {
                 absent_ok(self.cidrs.remove(&Key::new(len, data))).map_err(io("delete", map))
             }
+            Op::BumpCidrsEpoch => self.cidrs_epoch.bump().map(drop).map_err(io("update", map)),
+            Op::PutExact(k, v) => self.policy_exact.insert(k, v, 0).map_err(io("update", map)),
+            Op::DelExact(k) => absent_ok(self.policy_exact.remove(&k)).map_err(io("delete", map)),
             Op::PutRule((len, data), v) => self
                 .policy
                 .insert(&Key::new(len, data), v, 0)
@@ -76,8 +87,39 @@ impl PolicyMapsIo for PolicyMaps {
         }
     }
 
-    fn capacity(&self) -> [usize; 5] {
+    fn capacity(&self) -> [usize; 6] {
         let c = &self.capacities;
-        [c.endpoints, c.identities, c.cidrs, c.policy, c.peers].map(|n| n as usize)
+        [
+            c.endpoints,
+            c.identities,
+            c.cidrs,
+            c.policy_exact,
+            c.policy,
+            c.peers,
+        ]
+        .map(|n| n as usize)
+    }
+
+    fn forget_denied(&mut self, which: &Rejudge) -> Result<usize, MapIoError> {
+        if *which == Rejudge::Nothing {
+            return Ok(0);
+        }
+        // Collect first: deleting while iterating a BPF hash restarts walks.
+        let mut denied = Vec::new();
+        for item in self.flows.iter() {
+            let (key, stats) = match item {
+                Ok(entry) => entry,
+                // removed by the sweep or the programs mid-walk
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(io("read", "FLOWS")(e)),
+            };
+            if stats.verdict != abi::VERDICT_FORWARDED && which.covers(key.ifindex) {
+                denied.push(key);
+            }
+        }
+        for key in &denied {
+            absent_ok(self.flows.remove(key)).map_err(io("delete", "FLOWS"))?;
+        }
+        Ok(denied.len())
     }
 }

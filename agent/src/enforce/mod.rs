@@ -19,16 +19,24 @@
 //!    identities, CIDRs, peers and rules, then endpoints, deletes last), so
 //!    no connection both old and new policies allow is refused mid-update;
 //!    a failed write rolls the maps back to the previous content;
-//! 5. the desired state is saved; only then does the caller hear "applied",
-//!    which therefore means "enforced".
+//! 5. the desired state is saved, and so is the identity allocator;
+//! 6. flows judged AUDIT or DROPPED at the endpoints the change could allow
+//!    more for ([`entries::rejudge`]) are deleted from the flow table, so
+//!    their next packet is judged under the new maps: a UDP 5-tuple that
+//!    kept sending while denied passes as soon as the policy allowing it is
+//!    applied. FORWARDED flows are kept, so a change that denies spares
+//!    established connections until they end or idle out, as Cilium and an
+//!    iptables `ESTABLISHED` rule do; removing an allowance must not cut a
+//!    transfer in the middle, and new connections get the new verdict.
+//!    Only then does the caller hear "applied", which therefore means
+//!    "enforced".
 //!
 //! The maps may be pinned by a previous agent: at start the enforcer reads
-//! what they hold and the first compile is diffed against that, so an
-//! agent restart changes nothing that did not change. (A new agent numbers
-//! identities afresh; when the numbers differ from the pinned ones, new
-//! connections opened during the few microseconds between the IDENTITIES
-//! and ENDPOINTS writes can be judged against a mix of both numberings.
-//! Established connections keep their verdict in the flow table.)
+//! what they hold and the first compile is diffed against that, with the
+//! identity allocator the previous agent saved ([`store::IdentitiesFile`]),
+//! so a restart rewrites nothing that did not change. (Without that file,
+//! a new agent numbers identities afresh; while it rewrites the maps, new
+//! connections can be judged against a mix of both numberings.)
 
 pub mod entries;
 pub mod kernel;
@@ -51,7 +59,7 @@ use weir_generator::{
 
 use self::{
     entries::{Entries, MAPS, MapIoError, Op, PolicyMapsIo},
-    store::{Desired, DesiredError, DesiredFile, key_of},
+    store::{Desired, DesiredError, DesiredFile, IdentitiesFile, key_of},
 };
 use crate::flow::CheckedDirection;
 
@@ -184,6 +192,8 @@ impl EnforceError {
 pub struct Outcome {
     /// Map writes done.
     pub writes: usize,
+    /// Denied flows deleted from the flow table to be judged again.
+    pub rejudged_flows: usize,
     /// Entries per map afterwards.
     pub entries: BTreeMap<&'static str, usize>,
 }
@@ -240,13 +250,14 @@ impl Explain {
 pub struct Enforcer<M> {
     maps: M,
     file: DesiredFile,
+    identities_file: IdentitiesFile,
     desired: Desired,
     default_mode: Mode,
     identities: Identities,
     applied: Entries,
     compiled: DatapathState,
     node: Option<Arc<NodeView>>,
-    limits: [usize; 5],
+    limits: [usize; 6],
 }
 
 impl<M: PolicyMapsIo> Enforcer<M> {
@@ -262,6 +273,17 @@ impl<M: PolicyMapsIo> Enforcer<M> {
         limit_overrides: &BTreeMap<String, usize>,
     ) -> anyhow::Result<Self> {
         let desired = file.load()?;
+        let identities_file = IdentitiesFile::beside(&file);
+        let identities = match identities_file.load() {
+            Ok(saved) => saved.unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(
+                    error = task::chain(&error),
+                    "cannot read the saved identities, numbering afresh (the first update rewrites the maps)"
+                );
+                Identities::new()
+            }
+        };
         let applied = maps.read()?;
         let mut limits = maps.capacity();
         for (i, name) in MAPS.iter().enumerate() {
@@ -272,9 +294,10 @@ impl<M: PolicyMapsIo> Enforcer<M> {
         Ok(Self {
             maps,
             file,
+            identities_file,
             desired,
             default_mode,
-            identities: Identities::new(),
+            identities,
             applied,
             compiled: DatapathState::default(),
             node: None,
@@ -428,10 +451,30 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             return Err(EnforceError::Save { source });
         }
         self.desired = desired;
+        if identities != self.identities
+            && let Err(error) = self.identities_file.save(&identities)
+        {
+            // Enforcement is right either way; a restart would renumber.
+            tracing::warn!(
+                error = task::chain(&error),
+                "cannot save the identity allocator"
+            );
+        }
         self.identities = identities;
         self.compiled = state;
+        let rejudge = entries::rejudge(&ops, &old, &self.applied);
+        let rejudged_flows = self.maps.forget_denied(&rejudge).unwrap_or_else(|error| {
+            // The maps are right; denied flows keep their verdict until
+            // they idle out.
+            tracing::warn!(
+                error = task::chain(&error),
+                "cannot delete denied flows to judge them again"
+            );
+            0
+        });
         Ok(Outcome {
             writes: ops.len(),
+            rejudged_flows,
             entries: self.entry_counts(),
         })
     }

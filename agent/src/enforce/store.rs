@@ -6,6 +6,10 @@
 //! Not in the learning store (`weir.redb`): that file belongs to the save
 //! task and holds what was observed; this one holds what the user asked
 //! for, is small, and is readable with `jq` when something goes wrong.
+//!
+//! Beside it, `enforce-identities.json` keeps the compiler's identity and
+//! rule-id allocator ([`IdentitiesFile`]), so a restarted agent numbers
+//! everything as the maps it adopts do and its first diff is empty.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +19,7 @@ use std::{
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
-use weir_generator::datapath::Mode;
+use weir_generator::datapath::{Identities, Mode};
 
 /// Version of the file format this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -177,14 +181,99 @@ impl DesiredFile {
             desired: desired.clone(),
         })
         .map_err(|e| io(std::io::Error::other(e)))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        write_atomically(&self.path, &text).map_err(io)
+    }
+}
+
+/// Temp file, fsync, rename: a crash leaves the old content or the new.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The identity allocator's file, `enforce-identities.json` beside
+/// [`FILE_NAME`]. Losing it is harmless (the next agent renumbers, and its
+/// first diff rewrites the maps): [`IdentitiesFile::load`] then starts
+/// afresh, and the caller only logs a failed save.
+#[derive(Clone, Debug)]
+pub struct IdentitiesFile {
+    path: PathBuf,
+}
+
+/// The allocator file's name inside the state directory.
+pub const IDENTITIES_FILE_NAME: &str = "enforce-identities.json";
+
+#[derive(Serialize, Deserialize)]
+struct SavedFile {
+    format_version: u64,
+    identities: Identities,
+}
+
+impl IdentitiesFile {
+    /// The file beside the desired state's.
+    #[must_use]
+    pub fn beside(desired: &DesiredFile) -> Self {
+        Self {
+            path: desired.path.with_file_name(IDENTITIES_FILE_NAME),
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&text).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved allocator; `Ok(None)` when there is none yet.
+    ///
+    /// # Errors
+    /// An unreadable, corrupt or newer file (the caller starts afresh).
+    pub fn load(&self) -> Result<Option<Identities>, DesiredError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(DesiredError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let corrupt = |detail: String| DesiredError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        let file: SavedFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if file.format_version > FORMAT_VERSION {
+            return Err(DesiredError::NewerFormat {
+                path: self.path.clone(),
+                found: file.format_version,
+            });
+        }
+        Ok(Some(file.identities))
+    }
+
+    /// Replace the file's content, atomically.
+    ///
+    /// # Errors
+    /// See [`DesiredError`].
+    pub fn save(&self, identities: &Identities) -> Result<(), DesiredError> {
+        let io = |source| DesiredError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec(&SavedFile {
+            format_version: FORMAT_VERSION,
+            identities: identities.clone(),
+        })
+        .map_err(|e| io(std::io::Error::other(e)))?;
+        write_atomically(&self.path, &text).map_err(io)
     }
 }
 

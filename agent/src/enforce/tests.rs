@@ -116,7 +116,10 @@ fn policies_and_modes_are_compiled_applied_saved_and_reloaded() {
     assert_eq!(store.mode, abi::MODE_ENFORCE);
     assert_ne!(store.flags & abi::EP_ISOLATED_INGRESS, 0);
     assert_eq!(e.maps.entries.endpoints[&11].mode, abi::MODE_OBSERVE);
-    assert!(!e.maps.entries.policy.is_empty());
+    assert!(
+        !e.maps.entries.exact.is_empty() && e.maps.entries.policy.is_empty(),
+        "a rule of one port goes to POLICY_EXACT"
+    );
     assert_eq!(
         e.explain().policies(13, CheckedDirection::Ingress),
         ["data/store"]
@@ -146,7 +149,7 @@ fn policies_and_modes_are_compiled_applied_saved_and_reloaded() {
             name: "store".to_owned(),
         })
         .unwrap();
-    assert!(again.maps.entries.policy.is_empty());
+    assert!(again.maps.entries.exact.is_empty());
     assert!(matches!(
         again.change(Change::Delete {
             namespace: "data".to_owned(),
@@ -181,7 +184,7 @@ fn an_invalid_set_or_an_overflow_changes_nothing() {
     let mut tiny = enforcer(
         fresh.path(),
         FakeMaps {
-            capacity: Some([16, 16, 16, 0, 16]),
+            capacity: Some([16, 16, 16, 0, 16, 16]),
             ..FakeMaps::default()
         },
     );
@@ -189,7 +192,8 @@ fn an_invalid_set_or_an_overflow_changes_nothing() {
     let writes = tiny.maps.log.len();
     let err = tiny.change(apply(&[STORE_FROM_CART])).unwrap_err();
     assert!(
-        err.to_string().starts_with("map POLICY needs") && err.to_string().contains("limit is 0"),
+        err.to_string().starts_with("map POLICY_EXACT needs")
+            && err.to_string().contains("limit is 0"),
         "{err}"
     );
     assert_eq!(tiny.maps.log.len(), writes, "refused before any write");
@@ -222,4 +226,109 @@ fn a_failed_write_rolls_back() {
             .policies
             .is_empty()
     );
+}
+
+/// The node after churn: the cart pod was relabelled (a new identity,
+/// numbered after the others) and a new pod came.
+fn churned_node() -> Arc<NodeView> {
+    let mut view = (*node()).clone();
+    let mut cluster = (*view.cluster).clone();
+    cluster.pods[1]
+        .meta
+        .labels
+        .insert("version".to_owned(), "2".to_owned());
+    cluster.pods.push(pod("shop", "api", "10.0.0.4"));
+    view.cluster = Arc::new(cluster);
+    view.local.insert(PodKey::new("shop", "api-0"), 14);
+    Arc::new(view)
+}
+
+#[test]
+fn a_restarted_agent_keeps_the_identities_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    e.change(apply(&[STORE_FROM_CART])).unwrap();
+    e.set_node(churned_node()).unwrap();
+    let pinned = e.maps.entries.clone();
+
+    // Same state directory, same (pinned) maps: the same numbers.
+    let mut again = enforcer(
+        dir.path(),
+        FakeMaps {
+            entries: pinned.clone(),
+            ..FakeMaps::default()
+        },
+    );
+    let outcome = again.set_node(churned_node()).unwrap();
+    assert_eq!(outcome.writes, 0, "{:?}", again.maps.log);
+    assert_eq!(again.maps.entries, pinned);
+
+    // Without the saved allocator the numbers differ after this churn: the
+    // first diff rewrites entries (correct, not minimal).
+    std::fs::remove_file(dir.path().join(store::IDENTITIES_FILE_NAME)).unwrap();
+    let mut fresh = enforcer(
+        dir.path(),
+        FakeMaps {
+            entries: pinned,
+            ..FakeMaps::default()
+        },
+    );
+    assert!(fresh.set_node(churned_node()).unwrap().writes > 0);
+
+    // A corrupt file is not fatal: the agent numbers afresh.
+    std::fs::write(dir.path().join(store::IDENTITIES_FILE_NAME), "{").unwrap();
+    let mut corrupt = enforcer(dir.path(), FakeMaps::default());
+    corrupt.set_node(churned_node()).unwrap();
+}
+
+#[test]
+fn denied_flows_of_loosened_endpoints_are_judged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    let deny_all =
+        "metadata: {name: deny, namespace: data}\nspec: {podSelector: {}, policyTypes: [Ingress]}";
+    e.change(apply(&[deny_all])).unwrap();
+    e.change(Change::SetMode {
+        namespace: "data".to_owned(),
+        mode: Mode::Enforce,
+    })
+    .unwrap();
+    // store (13): one dropped and one forwarded flow; web (11): a dropped
+    // flow of another endpoint the next change does not concern.
+    let flows = vec![
+        (13, abi::VERDICT_DROPPED),
+        (13, abi::VERDICT_FORWARDED),
+        (11, abi::VERDICT_DROPPED),
+    ];
+    e.maps.flows.clone_from(&flows);
+
+    // Nothing changes: nothing is judged again.
+    let outcome = e.change(apply(&[deny_all])).unwrap();
+    assert_eq!(outcome.writes, 0);
+    assert_eq!(outcome.rejudged_flows, 0);
+    assert_eq!(e.maps.flows, flows);
+
+    // Allowing cart -> store: the store's denied flow goes, its forwarded
+    // flow and the web's denied flow stay.
+    let outcome = e.change(apply(&[deny_all, STORE_FROM_CART])).unwrap();
+    assert_eq!(outcome.rejudged_flows, 1);
+    assert_eq!(
+        e.maps.flows,
+        [(13, abi::VERDICT_FORWARDED), (11, abi::VERDICT_DROPPED)]
+    );
+
+    // Tightening (the rule goes) allows nothing new: every entry stays,
+    // established connections included.
+    e.maps.flows.clone_from(&flows);
+    let outcome = e
+        .change(Change::Delete {
+            namespace: "data".to_owned(),
+            name: "store".to_owned(),
+        })
+        .unwrap();
+    assert!(outcome.writes > 0);
+    assert_eq!(outcome.rejudged_flows, 0);
+    assert_eq!(e.maps.flows, flows);
 }

@@ -29,13 +29,14 @@ pub use self::{
     attach::{AttachError, AttachMode, Attachment, DetachError},
     maps::{FlowTable, MapError},
     pin::CleanupError,
-    policy::{PolicyCapacities, PolicyMaps},
+    policy::{CidrsEpoch, PolicyCapacities, PolicyMaps},
     test_run::{Floor, TestRunError, TestRunOutput},
 };
 use crate::{
     FLOOR_OBJECT, FLOW_OBJECT,
     abi::{
-        CNT_MAX, CidrKey, EndpointInfo, FlowKey, FlowStats, IpKey, PeerKey, PolicyKey, PolicyValue,
+        CNT_MAX, CidrKey, EndpointInfo, FlowKey, FlowStats, IpKey, PeerCacheValue, PeerKey,
+        PolicyExactKey, PolicyKey, PolicyValue,
     },
 };
 
@@ -46,6 +47,9 @@ const ENDPOINTS: &str = "ENDPOINTS";
 const IDENTITIES: &str = "IDENTITIES";
 const CIDRS: &str = "CIDRS";
 const POLICY: &str = "POLICY";
+const POLICY_EXACT: &str = "POLICY_EXACT";
+const CIDRS_EPOCH: &str = "CIDRS_EPOCH";
+const PEER_CACHE: &str = "PEER_CACHE";
 const PEERS: &str = "PEERS";
 
 /// Globals of the object, set at load time (see the rate limit in flow.bpf.c).
@@ -54,7 +58,7 @@ const EVENT_BUCKET_NS: &str = "weir_event_bucket_ns";
 
 /// What a map must look like, pinned or not: (name, type, key size, value
 /// size). A pinned map left by an incompatible build is refused, not used.
-const SHARED_MAPS: [(&str, MapType, usize, usize); 8] = [
+const SHARED_MAPS: [(&str, MapType, usize, usize); 11] = [
     (
         FLOWS,
         MapType::Hash,
@@ -93,6 +97,24 @@ const SHARED_MAPS: [(&str, MapType, usize, usize); 8] = [
         size_of::<PolicyValue>(),
     ),
     (PEERS, MapType::Hash, size_of::<PeerKey>(), size_of::<u8>()),
+    (
+        POLICY_EXACT,
+        MapType::Hash,
+        size_of::<PolicyExactKey>(),
+        size_of::<PolicyValue>(),
+    ),
+    (
+        CIDRS_EPOCH,
+        MapType::Array,
+        size_of::<u32>(),
+        size_of::<u32>(),
+    ),
+    (
+        PEER_CACHE,
+        MapType::LruHash,
+        size_of::<IpKey>(),
+        size_of::<PeerCacheValue>(),
+    ),
 ];
 
 /// Sizes of the maps and the pin directory, chosen at load time.
@@ -117,6 +139,11 @@ pub struct LoadOptions {
     pub cidrs_entries: u32,
     /// Entries of the `POLICY` LPM trie (not preallocated).
     pub policy_entries: u32,
+    /// Entries of the `POLICY_EXACT` hash (not preallocated).
+    pub policy_exact_entries: u32,
+    /// Entries of the `PEER_CACHE` LRU (peer addresses resolved by the
+    /// CIDRS trie; preallocated, about 100 bytes each).
+    pub peer_cache_entries: u32,
     /// Entries of `PEERS`.
     pub peers_entries: u32,
     /// Ring-buffer events of denied flows allowed per second and CPU (a
@@ -136,8 +163,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     /// The sizes compiled into the object: 65536 flows, 256 KiB of events,
-    /// 4096 endpoints, 65536 identities, 16384 CIDRs, 262144 policy entries,
-    /// 65536 peers; 1000 denied-flow events per second and CPU, burst 100;
+    /// 4096 endpoints, 65536 identities, 16384 CIDRs, 262144 policy entries
+    /// in each of the trie and the exact hash, 65536 peers, 16384 cached
+    /// peer addresses; 1000 denied-flow events per second and CPU, burst 100;
     /// no pinning.
     fn default() -> Self {
         Self {
@@ -147,6 +175,8 @@ impl Default for LoadOptions {
             identities_entries: 65536,
             cidrs_entries: 16384,
             policy_entries: 262_144,
+            policy_exact_entries: 262_144,
+            peer_cache_entries: 16384,
             peers_entries: 65536,
             verdict_events_per_sec: 1000,
             verdict_events_burst: 100,
@@ -156,7 +186,7 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    fn map_sizes(&self) -> [(&'static str, u32); 7] {
+    fn map_sizes(&self) -> [(&'static str, u32); 9] {
         [
             (FLOWS, self.flow_table_entries),
             (EVENTS, self.ringbuf_bytes),
@@ -164,6 +194,8 @@ impl LoadOptions {
             (IDENTITIES, self.identities_entries),
             (CIDRS, self.cidrs_entries),
             (POLICY, self.policy_entries),
+            (POLICY_EXACT, self.policy_exact_entries),
+            (PEER_CACHE, self.peer_cache_entries),
             (PEERS, self.peers_entries),
         ]
     }
@@ -219,6 +251,12 @@ pub enum LoadError {
     MapSize {
         /// The map's name.
         map: &'static str,
+    },
+    /// A map is missing from the object or its info cannot be read.
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap {
+        /// The map's name.
+        name: &'static str,
     },
     /// [`LoadOptions::verdict_events_burst`] is zero with a rate limit set.
     #[error("the verdict event rate limit needs a burst of at least 1")]
@@ -285,6 +323,9 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
+    /// `FLOWS`'s kernel id: [`Datapath::take_policy_maps`] opens a second
+    /// handle on it, whoever took the table.
+    flows_id: u32,
     attachments: HashMap<String, attach::Links>,
     pin: Option<PathBuf>,
 }
@@ -322,8 +363,15 @@ impl Datapath {
         for program in Program::ALL {
             load_classifier(&mut ebpf, program.name())?;
         }
+        let flows_id = ebpf
+            .map(FLOWS)
+            .and_then(map_data)
+            .and_then(|data| data.info().ok())
+            .map(|info| info.id())
+            .ok_or(LoadError::MissingMap { name: FLOWS })?;
         Ok(Self {
             ebpf,
+            flows_id,
             attachments: HashMap::new(),
             pin: opts.pin.clone(),
         })
@@ -357,7 +405,8 @@ pub(super) fn map_data(map: &Map) -> Option<&MapData> {
         | Map::LpmTrie(data)
         | Map::PerCpuArray(data)
         | Map::RingBuf(data)
-        | Map::Array(data) => Some(data),
+        | Map::Array(data)
+        | Map::LruHashMap(data) => Some(data),
         _ => None,
     }
 }

@@ -3,8 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::{CompileError, ID_FIRST, RuleOrigin};
+use crate::eval::{Direction, PolicyRef};
 
 /// What an identity stands for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,11 +34,15 @@ pub enum IdentityKey {
 /// use are forgotten at each compile, so the allocator stays as large as
 /// the cluster, whatever the churn of labels (`pod-template-hash`).
 ///
-/// A new allocator (an agent restart) numbers everything afresh: the first
-/// diff then rewrites every entry, which is correct, only not minimal.
+/// A new allocator numbers everything afresh: the first diff then
+/// rewrites every entry, which is correct, only not minimal. The agent
+/// therefore saves it (serde, as [`SavedIdentities`]) and a restarted
+/// agent carries on with the same numbers: its first diff against the maps
+/// it adopts is empty.
 ///
 /// [`compile`]: super::compile
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "SavedIdentities", try_from = "SavedIdentities")]
 pub struct Identities {
     ids: Allocator<IdentityKey>,
     rules: Allocator<RuleOrigin>,
@@ -104,7 +110,7 @@ impl Identities {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Allocator<K> {
     by_key: BTreeMap<K, u32>,
     by_id: BTreeMap<u32, K>,
@@ -150,5 +156,216 @@ impl<K: Ord + Clone> Allocator<K> {
             self.by_key.insert(key, id);
         }
         Ok(())
+    }
+}
+
+/// [`Identities`] as saved: every number in use and what it stands for, and
+/// where each counter goes on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedIdentities {
+    /// The next identity number to try.
+    pub next_identity: u32,
+    /// Identities in use.
+    pub identities: Vec<SavedIdentity>,
+    /// The next rule id to try.
+    pub next_rule: u32,
+    /// Rule ids in use.
+    pub rules: Vec<SavedRule>,
+}
+
+/// One identity in use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SavedIdentity {
+    /// [`IdentityKey::Pod`].
+    Pod {
+        /// The number.
+        id: u32,
+        /// Namespace.
+        namespace: String,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// [`IdentityKey::Cidr`].
+    Cidr {
+        /// The number.
+        id: u32,
+        /// The prefix.
+        cidr: IpNet,
+    },
+}
+
+/// One rule id in use: `spec.<direction>[index]` of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRule {
+    /// The number.
+    pub id: u32,
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's name.
+    pub name: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// Index in that list.
+    pub index: usize,
+}
+
+/// A saved allocator that cannot be what [`Identities`] saved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SavedIdentitiesError {
+    /// A number below the first one, or used twice, or a key numbered twice.
+    #[error("{what} {id} is reserved or used twice")]
+    Duplicate {
+        /// `identity` or `rule id`.
+        what: &'static str,
+        /// The number.
+        id: u32,
+    },
+    /// A rule direction other than `ingress` or `egress`.
+    #[error("rule {id}: unknown direction {direction:?}")]
+    Direction {
+        /// The rule id.
+        id: u32,
+        /// What the file says.
+        direction: String,
+    },
+}
+
+impl From<Identities> for SavedIdentities {
+    fn from(ids: Identities) -> Self {
+        Self {
+            next_identity: ids.ids.next,
+            identities: ids
+                .ids
+                .by_id
+                .iter()
+                .map(|(&id, key)| match key {
+                    IdentityKey::Pod { namespace, labels } => SavedIdentity::Pod {
+                        id,
+                        namespace: namespace.clone(),
+                        labels: labels.clone(),
+                    },
+                    IdentityKey::Cidr(cidr) => SavedIdentity::Cidr { id, cidr: *cidr },
+                })
+                .collect(),
+            next_rule: ids.rules.next,
+            rules: ids
+                .rules
+                .by_id
+                .iter()
+                .map(|(&id, origin)| SavedRule {
+                    id,
+                    namespace: origin.policy.namespace.clone(),
+                    name: origin.policy.name.clone(),
+                    direction: origin.direction.field().to_owned(),
+                    index: origin.index,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<SavedIdentities> for Identities {
+    type Error = SavedIdentitiesError;
+
+    fn try_from(saved: SavedIdentities) -> Result<Self, Self::Error> {
+        let mut ids = Self::new();
+        ids.ids.next = saved.next_identity.max(ID_FIRST);
+        for entry in saved.identities {
+            let (id, key) = match entry {
+                SavedIdentity::Pod {
+                    id,
+                    namespace,
+                    labels,
+                } => (id, IdentityKey::Pod { namespace, labels }),
+                SavedIdentity::Cidr { id, cidr } => (id, IdentityKey::Cidr(cidr)),
+            };
+            ids.ids.restore(id, key, "identity")?;
+        }
+        ids.rules.next = saved.next_rule.max(super::RULE_FIRST);
+        for rule in saved.rules {
+            let direction = match rule.direction.as_str() {
+                "ingress" => Direction::Ingress,
+                "egress" => Direction::Egress,
+                _ => {
+                    return Err(SavedIdentitiesError::Direction {
+                        id: rule.id,
+                        direction: rule.direction,
+                    });
+                }
+            };
+            let origin = RuleOrigin {
+                policy: PolicyRef {
+                    namespace: rule.namespace,
+                    name: rule.name,
+                },
+                direction,
+                index: rule.index,
+            };
+            ids.rules.restore(rule.id, origin, "rule id")?;
+        }
+        Ok(ids)
+    }
+}
+
+impl<K: Ord + Clone> Allocator<K> {
+    fn restore(&mut self, id: u32, key: K, what: &'static str) -> Result<(), SavedIdentitiesError> {
+        if id < self.first || self.by_id.contains_key(&id) || self.by_key.contains_key(&key) {
+            return Err(SavedIdentitiesError::Duplicate { what, id });
+        }
+        self.by_id.insert(id, key.clone());
+        self.by_key.insert(key, id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_identities_round_trip_and_refuse_duplicates() {
+        let mut ids = Identities::new();
+        let pod = IdentityKey::Pod {
+            namespace: "shop".to_owned(),
+            labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+        };
+        let cidr = IdentityKey::Cidr("10.0.0.0/8".parse().unwrap());
+        ids.assign_identities(BTreeSet::from([pod.clone(), cidr.clone()]))
+            .unwrap();
+        // a released number is not reused after the restore either
+        ids.assign_identities(BTreeSet::from([cidr.clone()]))
+            .unwrap();
+        let origin = RuleOrigin {
+            policy: PolicyRef {
+                namespace: "shop".to_owned(),
+                name: "web".to_owned(),
+            },
+            direction: Direction::Egress,
+            index: 2,
+        };
+        ids.assign_rules(BTreeSet::from([origin.clone()])).unwrap();
+
+        let json = serde_json::to_string(&ids).unwrap();
+        let back: Identities = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ids);
+        assert_eq!(back.identity(&cidr), ids.identity(&cidr));
+        assert_eq!(back.rule_ids()[&origin], ids.rule_ids()[&origin]);
+        let mut again = back.clone();
+        again
+            .assign_identities(BTreeSet::from([cidr.clone(), pod.clone()]))
+            .unwrap();
+        assert!(
+            again.identity(&pod).unwrap() > ids.identity(&cidr).unwrap(),
+            "numbers keep increasing across a restore: {json}"
+        );
+
+        let mut saved = SavedIdentities::from(ids);
+        let first = saved.identities[0].clone();
+        saved.identities.push(first);
+        assert!(matches!(
+            Identities::try_from(saved),
+            Err(SavedIdentitiesError::Duplicate { .. })
+        ));
     }
 }

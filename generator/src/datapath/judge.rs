@@ -86,8 +86,33 @@ impl DatapathState {
             .unwrap_or(ID_WORLD)
     }
 
+    /// The POLICY_EXACT lookup: the rule of exactly this (endpoint,
+    /// direction, protocol, peer, port).
+    #[must_use]
+    pub fn lookup_exact(
+        &self,
+        endpoint: u32,
+        direction: Direction,
+        protocol: u8,
+        peer: u32,
+        port: u16,
+    ) -> Option<u32> {
+        let key = RuleKey {
+            endpoint,
+            direction,
+            protocol,
+            peer,
+            port,
+            port_prefix: 16,
+        };
+        key.is_exact()
+            .then(|| self.rules.get(&key).copied())
+            .flatten()
+    }
+
     /// The POLICY trie lookup: the longest-prefix entry for this exact
-    /// (endpoint, direction, protocol, peer) and `port`.
+    /// (endpoint, direction, protocol, peer) and `port`, among the rules
+    /// the trie holds (not [`RuleKey::is_exact`] ones).
     #[must_use]
     pub fn lookup_rule(
         &self,
@@ -106,6 +131,9 @@ impl DatapathState {
                 port: port & super::prefix_mask(port_prefix),
                 port_prefix,
             };
+            if key.is_exact() {
+                return None;
+            }
             self.rules.get(&key).copied()
         })
     }
@@ -119,9 +147,10 @@ impl DatapathState {
     /// 1. ENDPOINTS\[endpoint\]; none: not enforced.
     /// 2. Peer identity: [`resolve`](Self::resolve); [`ID_HOST`] is allowed.
     /// 3. Not `EP_ISOLATED_<dir>`: allowed. No `EP_RULES_<dir>`: default deny.
-    /// 4. POLICY lookups (longest port prefix each), first hit allows:
-    ///    (peer, protocol), (peer, any protocol), (any peer, protocol),
-    ///    (any peer, any protocol).
+    /// 4. First hit allows: POLICY_EXACT (peer, protocol, port) and (any
+    ///    peer, protocol, port) unless ICMP; then POLICY (longest port
+    ///    prefix each): (peer, protocol), (peer, any protocol), (any peer,
+    ///    protocol), (any peer, any protocol).
     /// 5. Denied: port-not-allowed if PEERS has (endpoint, dir, peer) or
     ///    (endpoint, dir, any), else peer-not-allowed.
     #[must_use]
@@ -157,6 +186,13 @@ impl DatapathState {
         }
         let proto = protocol.number();
         let port = if protocol.has_ports() { port } else { 0 };
+        if protocol.has_ports() {
+            for p in [peer, ID_ANY] {
+                if let Some(rule) = self.lookup_exact(ep.identity, direction, proto, p, port) {
+                    return done(true, Reason::Rule(rule));
+                }
+            }
+        }
         for (p, pr) in [(peer, proto), (peer, 0), (ID_ANY, proto), (ID_ANY, 0)] {
             if let Some(rule) = self.lookup_rule(ep.identity, direction, pr, p, port) {
                 return done(true, Reason::Rule(rule));

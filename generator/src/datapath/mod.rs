@@ -19,8 +19,8 @@
 //!   the API reference requires for kubelet probes), [`ID_WORLD`] (an
 //!   address that is no pod, no node and in no `ipBlock` prefix).
 //! - **Peer resolution** (kernel and [`DatapathState::judge`]): the exact
-//!   address in IDENTITIES (pods, node), else the longest prefix in CIDRS,
-//!   else WORLD. A pod's address therefore always resolves to the pod's
+//!   address in IDENTITIES (pods, node), else the longest prefix in CIDRS
+//!   (the kernel remembers it per address until CIDRS changes), else WORLD. A pod's address therefore always resolves to the pod's
 //!   identity, never to a CIDR: `ipBlock` matches endpoints outside the
 //!   cluster only, as the evaluator decides. "In cidr and not in an except"
 //!   is the set of trie prefixes inside cidr and not inside an except (the
@@ -36,7 +36,9 @@
 //!   policy selecting it: one POLICY entry per (peer, protocol, port
 //!   block). Peers: the identities of the pods the peer selectors match,
 //!   the CIDR identities of `ipBlock`s, [`ID_ANY`] for an empty `from`/`to`
-//!   (everyone: pods, world and host). Ports: none → protocol 0, prefix 0
+//!   (everyone: pods, world and host). Rules of one protocol and one port
+//!   ([`RuleKey::is_exact`]) go to the POLICY_EXACT hash, the others to
+//!   the POLICY trie. Ports: none → protocol 0, prefix 0
 //!   (every protocol, ICMP included); a protocol without port → that
 //!   protocol, prefix 0; a number → prefix 16; `port..=endPort` →
 //!   [`port_prefixes`]; a name → the `containerPort`s of that name and
@@ -72,7 +74,9 @@ use serde::{Deserialize, Serialize};
 use self::lower::{Peer, PortMatch, Rule};
 pub use self::{
     diff::{Diff, MapDiff},
-    identity::{Identities, IdentityKey},
+    identity::{
+        Identities, IdentityKey, SavedIdentities, SavedIdentitiesError, SavedIdentity, SavedRule,
+    },
     judge::{Judgement, Reason},
     ports::{block_contains, port_prefixes, prefix_mask},
 };
@@ -267,6 +271,18 @@ pub struct RuleKey {
     pub port_prefix: u8,
 }
 
+impl RuleKey {
+    /// Whether the kernel holds it in POLICY_EXACT (one protocol, one
+    /// port: a hash lookup) rather than the POLICY trie (port ranges, any
+    /// port, any protocol). Exact-port rules are the common case, and a
+    /// hash lookup costs the same at 10 rules or 10,000, where a trie walk
+    /// grows with the trie.
+    #[must_use]
+    pub const fn is_exact(&self) -> bool {
+        self.protocol != 0 && self.port_prefix == 16
+    }
+}
+
 /// PEERS key (`struct peer_key`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey {
@@ -312,7 +328,8 @@ pub struct DatapathState {
     pub ips: BTreeMap<IpAddr, u32>,
     /// CIDRS: every distinct `ipBlock` cidr and except -> its identity.
     pub cidrs: BTreeMap<IpNet, u32>,
-    /// POLICY: allow rules -> rule id.
+    /// POLICY_EXACT and POLICY: allow rules -> rule id. The kernel splits
+    /// them by [`RuleKey::is_exact`].
     pub rules: BTreeMap<RuleKey, u32>,
     /// PEERS.
     pub peers: BTreeSet<PeerKey>,
@@ -334,7 +351,9 @@ pub struct Limits {
     pub ips: usize,
     /// CIDRS.
     pub cidrs: usize,
-    /// POLICY.
+    /// POLICY_EXACT (rules of one protocol and port).
+    pub exact_rules: usize,
+    /// POLICY (the other rules).
     pub rules: usize,
     /// PEERS.
     pub peers: usize,
@@ -347,6 +366,7 @@ impl Limits {
         endpoints: 4096,
         ips: 65536,
         cidrs: 16384,
+        exact_rules: 262_144,
         rules: 262_144,
         peers: 65536,
     };
@@ -365,7 +385,8 @@ pub enum CompileError {
     /// A kernel map would overflow.
     #[error("map {map} needs {needed} entries, its limit is {limit}")]
     MapFull {
-        /// The kernel map: ENDPOINTS, IDENTITIES, CIDRS, POLICY or PEERS.
+        /// The kernel map: ENDPOINTS, IDENTITIES, CIDRS, POLICY_EXACT,
+        /// POLICY or PEERS.
         map: &'static str,
         /// Entries the state has.
         needed: usize,
@@ -396,13 +417,15 @@ impl DatapathState {
     /// # Errors
     ///
     /// [`CompileError::MapFull`] for the first map (in ENDPOINTS,
-    /// IDENTITIES, CIDRS, POLICY, PEERS order) over its limit.
+    /// IDENTITIES, CIDRS, POLICY_EXACT, POLICY, PEERS order) over its limit.
     pub fn check(&self, limits: &Limits) -> Result<(), CompileError> {
+        let exact = self.exact_rule_count();
         for (map, needed, limit) in [
             ("ENDPOINTS", self.endpoints.len(), limits.endpoints),
             ("IDENTITIES", self.ips.len(), limits.ips),
             ("CIDRS", self.cidrs.len(), limits.cidrs),
-            ("POLICY", self.rules.len(), limits.rules),
+            ("POLICY_EXACT", exact, limits.exact_rules),
+            ("POLICY", self.rules.len() - exact, limits.rules),
             ("PEERS", self.peers.len(), limits.peers),
         ] {
             if needed > limit {
@@ -410,6 +433,12 @@ impl DatapathState {
             }
         }
         Ok(())
+    }
+
+    /// How many of [`Self::rules`] go to POLICY_EXACT.
+    #[must_use]
+    pub fn exact_rule_count(&self) -> usize {
+        self.rules.keys().filter(|k| k.is_exact()).count()
     }
 }
 
