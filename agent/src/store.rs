@@ -588,6 +588,43 @@ mod tests {
     }
 
     #[test]
+    fn rows_saved_before_verdicts_were_counted_load_with_zero_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 1).unwrap();
+        let mut g = graph();
+        // A row as the first format wrote it: no `verdicts`.
+        let (key, stats) = g.edges.iter().next().map(|(k, s)| (k.clone(), *s)).unwrap();
+        let old = format!(
+            r#"{{"packets":{},"bytes":{},"connections":{},"first_seen":{},"last_seen":{}}}"#,
+            stats.packets, stats.bytes, stats.connections, stats.first_seen, stats.last_seen
+        );
+        store.save(&g, 2).unwrap();
+        let write = store.db.begin_write().unwrap();
+        {
+            let mut edges = write.open_table(EDGES).unwrap();
+            let row = to_json(&EdgeRow {
+                source: NodeRow::from(&key.source),
+                target: NodeRow::from(&key.target),
+                protocol: key.protocol,
+                port: key.port,
+            });
+            edges.insert(row.as_str(), old.as_str()).unwrap();
+        }
+        write.commit().unwrap();
+        drop(store);
+        let (store, loaded) = Store::open(dir.path(), 3).unwrap();
+        assert_eq!(loaded.graph, g, "{old}");
+        assert!(loaded.graph.edges[&key].verdicts.is_zero());
+
+        // Counted verdicts round trip.
+        g.edges.get_mut(&key).unwrap().verdicts.audit = 2;
+        store.save(&g, 4).unwrap();
+        drop(store);
+        let (_, loaded) = Store::open(dir.path(), 5).unwrap();
+        assert_eq!(loaded.graph.edges[&key].verdicts.audit, 2);
+    }
+
+    #[test]
     fn bad_rows_are_reported_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), 1).unwrap();

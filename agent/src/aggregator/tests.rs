@@ -268,3 +268,69 @@ fn restore_then_graph_gives_the_saved_graph_and_folds_add_on_top() {
     assert_eq!(graph.edges[&edge].connections, 2);
     assert_eq!(graph.edges.len(), 2);
 }
+
+#[test]
+fn verdicts_are_counted_per_edge_and_drops_kept_apart() {
+    let agg = aggregator();
+    let r = shop();
+    let db = key(w("shop", "frontend"), w("data", "db"), 5432);
+    let forwarded = obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local);
+    let mut audited = obs(1, "10.0.0.1:43211", "10.0.1.9:5432", Initiator::Local);
+    audited.verdict = crate::flow::Verdict::Audit;
+    let mut dropped = obs(1, "10.0.0.1:43212", "10.0.1.9:5432", Initiator::Local);
+    dropped.verdict = crate::flow::Verdict::Dropped;
+    assert_eq!(agg.fold(&forwarded, &r), Folded::NewEdge);
+    assert_eq!(agg.fold(&audited, &r), Folded::Edge);
+    assert_eq!(agg.fold(&dropped, &r), Folded::Dropped);
+    // Later reports of a flow count bytes, not connections or verdicts.
+    let mut update = audited.clone();
+    update.new_flow = false;
+    agg.fold(&update, &r);
+
+    let view = agg.view();
+    let learned = view.graph.edges[&db];
+    assert_eq!(learned.connections, 2);
+    assert_eq!(
+        (
+            learned.verdicts.forwarded,
+            learned.verdicts.audit,
+            learned.verdicts.dropped
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(learned.packets, 6);
+    let drops = view.drops[&db];
+    assert_eq!(
+        (drops.connections, drops.packets, drops.verdicts.dropped),
+        (1, 2, 1)
+    );
+    // The learned graph is what was let through.
+    assert_eq!(agg.graph(), view.graph);
+    assert_eq!(agg.edge_count(), 1);
+    assert!(view.version > 0 && view.version == agg.changes());
+}
+
+#[test]
+fn the_responders_report_adds_its_denial_not_a_connection() {
+    let agg = aggregator();
+    let r = shop();
+    let cart = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    at_cart.verdict = crate::flow::Verdict::Dropped;
+    assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
+    // A forwarded responder report adds nothing.
+    let at_cart_ok = obs(2, "10.0.0.2:7070", "10.0.0.1:43299", Initiator::Remote);
+    assert_eq!(agg.fold(&at_cart_ok, &r), Folded::Duplicate);
+    let view = agg.view();
+    let learned = view.graph.edges[&cart];
+    assert_eq!((learned.connections, learned.verdicts.forwarded), (1, 1));
+    let drops = view.drops[&cart];
+    assert_eq!(
+        (drops.connections, drops.packets, drops.verdicts.dropped),
+        (0, 0, 1)
+    );
+}

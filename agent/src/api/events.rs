@@ -20,7 +20,7 @@ use axum::{
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 
-use super::{AppState, enforce::ModesJson, graph};
+use super::{AppState, Modes, enforce::ModesJson, graph};
 
 /// How often a stream looks for changes: at most two events a second.
 pub const PERIOD: Duration = Duration::from_millis(500);
@@ -39,7 +39,7 @@ pub struct GraphEvent {
 struct Watch {
     state: AppState,
     version: Option<u64>,
-    modes: Option<serde_json::Value>,
+    modes: Option<Modes>,
     first: bool,
 }
 
@@ -61,15 +61,6 @@ impl Watch {
         }
     }
 
-    fn modes(&self) -> serde_json::Value {
-        let modes = self.state.modes();
-        serde_json::to_value(ModesJson {
-            modes: modes.modes,
-            default_mode: modes.default_mode,
-        })
-        .unwrap_or_default()
-    }
-
     /// The next events, waiting until there is one or the agent stops.
     async fn next(&mut self) -> Option<Vec<Event>> {
         loop {
@@ -87,9 +78,13 @@ impl Watch {
                 self.version = Some(event.version);
                 events.push(Event::default().event("graph").json_data(event).ok()?);
             }
-            let modes = self.modes();
+            let modes = self.state.modes();
             if self.modes.as_ref() != Some(&modes) {
-                events.push(Event::default().event("modes").json_data(&modes).ok()?);
+                let json = ModesJson {
+                    modes: modes.modes.clone(),
+                    default_mode: modes.default_mode,
+                };
+                events.push(Event::default().event("modes").json_data(json).ok()?);
                 self.modes = Some(modes);
             }
             if !events.is_empty() {

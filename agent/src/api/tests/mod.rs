@@ -531,3 +531,6 @@ mod enforce {
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     }
 }
+
+mod security;
+mod ui;
