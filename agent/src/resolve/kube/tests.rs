@@ -697,3 +697,27 @@ async fn errors_disconnects_and_broken_objects_keep_the_view() {
     let health = healed.health.expect("kube health");
     assert_eq!(health.resources["networkpolicies"].stale_seconds, 0);
 }
+
+#[test]
+fn trimming_keeps_a_fraction_of_each_object() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    // Serialized size, as a stand-in for what a stored object holds.
+    fn size<T: serde::Serialize>(object: &T) -> usize {
+        serde_json::to_vec(object).map_or(0, |v| v.len())
+    }
+    let mut pod: Pod = serde_json::from_value(fixture!("pod-web")).expect("pod");
+    let full = size(&pod);
+    super::trim::pod(&mut pod);
+    let trimmed = size(&pod);
+    assert!(trimmed * 3 < full, "pod: {trimmed} of {full} bytes");
+    let mut node: Node = serde_json::from_value(fixture!("node-1")).expect("node");
+    let full = size(&node);
+    super::trim::node(&mut node);
+    let trimmed = size(&node);
+    assert!(trimmed * 4 < full, "node: {trimmed} of {full} bytes");
+    // What the resolver reads survives.
+    assert_eq!(
+        super::convert::network_since(&pod),
+        Some(unix_ns("2026-11-26T10:00:02Z"))
+    );
+}
