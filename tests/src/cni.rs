@@ -277,27 +277,47 @@ impl Drop for ProcessPod {
 }
 
 /// A `weir agent` running inside a node namespace (`nsenter --net`), so
-/// that it attaches to the node's veths; its API is reached from a thread
-/// in that namespace. Stopped with SIGTERM on drop.
+/// that it attaches to the node's veths, or in the machine's own namespace
+/// (for a `weir lab`, whose bridge lives there); its API is reached from a
+/// thread in the agent's namespace. Stopped with SIGTERM on drop.
 pub struct NodeAgent {
     child: Child,
-    netns: PathBuf,
+    /// The agent's network namespace; `None`: the machine's.
+    netns: Option<PathBuf>,
     port: u16,
     log: PathBuf,
     _state: tempfile::TempDir,
 }
 
+/// Run `f` on a thread inside `netns` (or right here for `None`).
+fn in_netns<T: Send>(netns: Option<&PathBuf>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(path) = netns else { return f() };
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 impl NodeAgent {
-    /// Start `weir agent --source SOURCE --node-name NODE_NAME` in `node`.
+    /// Start `weir agent --source SOURCE --node-name NODE_NAME` in `node`
+    /// (`None`: in the machine's own namespace).
     ///
     /// # Panics
     /// When the agent does not start or does not answer within 30s.
     #[must_use]
-    pub fn start(node: &Node, source: &str, node_name: &str) -> Self {
-        let port = node.ns.run(|| {
+    pub fn start(node: Option<&Node>, source: &str, node_name: &str) -> Self {
+        let netns = node.map(|n| PathBuf::from("/run/netns").join(n.ns.name()));
+        let port = in_netns(netns.as_ref(), || {
             TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
-                .expect("a free port in the node")
+                .expect("a free port")
                 .port()
         });
         let state = tempfile::Builder::new()
@@ -305,9 +325,11 @@ impl NodeAgent {
             .tempdir()
             .expect("state dir");
         let log = state.path().join("agent.log");
-        let netns = PathBuf::from("/run/netns").join(node.ns.name());
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
+        let mut command = Command::new("nsenter");
+        if let Some(path) = &netns {
+            command.arg(format!("--net={}", path.display()));
+        }
+        let child = command
             .arg(weir_bin())
             .args(["agent", "--source", source, "--node-name", node_name])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -328,7 +350,7 @@ impl NodeAgent {
             _state: state,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while agent.get(node, "/healthz").is_none() {
+        while agent.get("/healthz").is_none() {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!("agent exited early ({status}):\n{}", agent.log_text());
             }
@@ -348,37 +370,40 @@ impl NodeAgent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// GET `path` (HTTP/1.0 from inside the node): the body on 200.
+    /// GET `path` (HTTP/1.0, from the agent's namespace): the body on 200.
     #[must_use]
-    pub fn get(&self, node: &Node, path: &str) -> Option<String> {
+    pub fn get(&self, path: &str) -> Option<String> {
         let port = self.port;
-        node.ns.run(|| {
+        in_netns(self.netns.as_ref(), || {
             let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
             stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
             write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
             let mut response = String::new();
             stream.read_to_string(&mut response).ok()?;
             let (head, body) = response.split_once("\r\n\r\n")?;
-            head.starts_with("HTTP/1.0 200")
-                .then(|| body.to_owned())
-                .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+            let status = head.split_whitespace().nth(1)?;
+            (status == "200").then(|| body.to_owned())
         })
     }
 
     /// A metric's value.
     #[must_use]
-    pub fn metric(&self, node: &Node, name: &str) -> Option<f64> {
-        metric_value(&self.get(node, "/metrics")?, name)
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.get("/metrics")?, name)
     }
 
-    /// `weir observe --last 1000 -o json`, run in the node, parsed.
+    /// `weir observe --last 1000 -o json`, run in the agent's namespace,
+    /// parsed.
     ///
     /// # Panics
     /// When the command fails or prints something else than JSON lines.
     #[must_use]
     pub fn flows(&self) -> Vec<serde_json::Value> {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", self.netns.display()))
+        let mut command = Command::new("nsenter");
+        if let Some(path) = &self.netns {
+            command.arg(format!("--net={}", path.display()));
+        }
+        let output = command
             .arg(weir_bin())
             .args([
                 "observe",

@@ -17,7 +17,7 @@ use std::{
 use weir_agent::netdev::{Discoverer, HostInterface, Method, Outcome, PodQuery};
 use weir_integration_tests::{
     cni::{Node, NodeAgent, ProcessPod},
-    harness::eventually,
+    harness::{Lab, eventually},
 };
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
@@ -324,13 +324,13 @@ fn an_agent_attaches_to_discovered_calico_veths_and_reports_their_flow() {
     std::fs::write(file.path(), inventory(client.ip, server.ip, node_ip)).expect("write inventory");
 
     let agent = NodeAgent::start(
-        &node,
+        Some(&node),
         &format!("inventory:{}", file.path().display()),
         NODE_NAME,
     );
     let attached = eventually(Duration::from_secs(20), || {
         agent
-            .metric(&node, "weir_attached_interfaces")
+            .metric("weir_attached_interfaces")
             .filter(|n| *n >= 2.0)
     });
     assert_eq!(attached, Some(2.0), "{}", agent.log_text());
@@ -369,5 +369,86 @@ fn an_agent_attaches_to_discovered_calico_veths_and_reports_their_flow() {
 
     // Still exactly the two pods: neither the hostNetwork pod nor the
     // other node's.
-    assert_eq!(agent.metric(&node, "weir_attached_interfaces"), Some(2.0));
+    assert_eq!(agent.metric("weir_attached_interfaces"), Some(2.0));
+}
+
+/// The weir lab: pods on a bridge in the machine's namespace.
+const LAB: &str = "apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: attach}
+spec: {podCIDR: 10.198.0.0/16}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: attach-lab}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: attach-lab, labels: {app: client}}
+spec: {containers: [{name: main, image: x}]}
+status: {podIP: 10.198.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: attach-lab, labels: {app: server}}
+spec: {containers: [{name: main, image: x, ports: [{containerPort: 7000}]}]}
+status: {podIP: 10.198.0.6}
+";
+
+#[test]
+fn an_agent_attaches_to_a_bridged_lab_from_an_inventory_without_veth_names() {
+    let lab = Lab::up("attach", LAB);
+    let status = lab.status();
+    let veths: Vec<String> = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .map(|p| p["hostVeth"].as_str().expect("hostVeth").to_owned())
+        .collect();
+    assert_eq!(veths.len(), 2, "{status}");
+    // The same pods as an API server would list them, on this node, plus
+    // a hostNetwork pod with the node's (the bridge's) address.
+    let inventory = LAB
+        .split("---\n")
+        .skip(1)
+        .map(|doc| doc.replace("spec: {containers", "spec: {nodeName: weir-attach-lab, containers"))
+        .chain([format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: node-exporter, namespace: attach-lab}}\n\
+             spec: {{nodeName: weir-attach-lab, hostNetwork: true, containers: [{{name: main, image: x}}]}}\n\
+             status: {{podIP: 10.198.0.1}}\n"
+        )])
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let file = tempfile::NamedTempFile::new().expect("inventory file");
+    std::fs::write(file.path(), inventory).expect("write inventory");
+
+    let agent = NodeAgent::start(
+        None,
+        &format!("inventory:{}", file.path().display()),
+        "weir-attach-lab",
+    );
+    let attached = eventually(Duration::from_secs(20), || {
+        agent
+            .metric("weir_attached_interfaces")
+            .filter(|n| *n >= 2.0)
+    });
+    assert_eq!(attached, Some(2.0), "{}", agent.log_text());
+    let log = without_colours(&agent.log_text());
+    for veth in &veths {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" attached") && l.contains(&format!("interface={veth}"))),
+            "{veth} not attached:\n{log}"
+        );
+    }
+
+    assert!(lab.probe("attach-lab/client", "attach-lab/server", "7000"));
+    let flow = eventually(Duration::from_secs(10), || {
+        agent.flows().into_iter().find(|f| {
+            f["source"]["pod_name"] == "client" && f["destination"]["pod_name"] == "server"
+        })
+    })
+    .unwrap_or_else(|| panic!("no client -> server flow:\n{}", agent.log_text()));
+    assert_eq!(flow["l4"]["TCP"]["destination_port"], 7000, "{flow}");
+    assert_eq!(agent.metric("weir_attached_interfaces"), Some(2.0));
 }
