@@ -412,11 +412,12 @@ fn an_agent_attaches_to_a_bridged_lab_from_an_inventory_without_veth_names() {
         .split("---\n")
         .skip(1)
         .map(|doc| doc.replace("spec: {containers", "spec: {nodeName: weir-attach-lab, containers"))
-        .chain([format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: node-exporter, namespace: attach-lab}}\n\
-             spec: {{nodeName: weir-attach-lab, hostNetwork: true, containers: [{{name: main, image: x}}]}}\n\
-             status: {{podIP: 10.198.0.1}}\n"
-        )])
+        .chain([
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: node-exporter, namespace: attach-lab}\n\
+             spec: {nodeName: weir-attach-lab, hostNetwork: true, containers: [{name: main, image: x}]}\n\
+             status: {podIP: 10.198.0.1}\n"
+                .to_owned(),
+        ])
         .collect::<Vec<_>>()
         .join("---\n");
     let file = tempfile::NamedTempFile::new().expect("inventory file");
