@@ -323,9 +323,11 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
-    /// `FLOWS`'s kernel id: [`Datapath::take_policy_maps`] opens a second
-    /// handle on it, whoever took the table.
-    flows_id: u32,
+    /// A second descriptor of `FLOWS`: [`Datapath::take_policy_maps`]
+    /// opens its own handle on it, whoever took the table. A descriptor,
+    /// not the map's id: `BPF_MAP_GET_FD_BY_ID` needs `CAP_SYS_ADMIN`,
+    /// which the agent does not otherwise need (docs/deploy.md).
+    flows_fd: std::os::fd::OwnedFd,
     attachments: HashMap<String, attach::Links>,
     pin: Option<PathBuf>,
 }
@@ -363,15 +365,18 @@ impl Datapath {
         for program in Program::ALL {
             load_classifier(&mut ebpf, program.name())?;
         }
-        let flows_id = ebpf
+        let flows_fd = ebpf
             .map(FLOWS)
             .and_then(map_data)
-            .and_then(|data| data.info().ok())
-            .map(|info| info.id())
+            .and_then(|data| {
+                std::os::fd::AsFd::as_fd(data.fd())
+                    .try_clone_to_owned()
+                    .ok()
+            })
             .ok_or(LoadError::MissingMap { name: FLOWS })?;
         Ok(Self {
             ebpf,
-            flows_id,
+            flows_fd,
             attachments: HashMap::new(),
             pin: opts.pin.clone(),
         })

@@ -145,7 +145,16 @@ impl Datapath {
             peers: capacity(PEERS)?,
         };
         let err = |name| move |source| MapError::Map { name, source };
-        let flows = MapData::from_id(self.flows_id)
+        let flows = self
+            .flows_fd
+            .try_clone()
+            .map_err(|io_error| {
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error,
+                })
+            })
+            .and_then(MapData::from_fd)
             .map(Map::HashMap)
             .map_err(err(FLOWS))?;
         Ok(PolicyMaps {
