@@ -237,21 +237,51 @@ CIDR rules within 10%; weir at least 50× the connection rate of a linear
 iptables chain and at least 0.95× that of an nftables set of 10,000; 10,000
 rules applied in under 500 ms.
 
+Why a new connection costs the same at 10 and at 10,000 rules: the first
+packet of a flow makes hash lookups only, whose cost does not grow with
+the number of entries. ENDPOINTS, then IDENTITIES (pod and node addresses);
+for an address IDENTITIES does not hold, PEER_CACHE, an LRU of the
+identities the CIDRS trie gave each peer address, valid while CIDRS_EPOCH
+(bumped by the agent after every change of CIDRS) has not moved; then
+POLICY_EXACT, a hash of the rules of one protocol and one port, for (peer,
+protocol, port) and (any peer, protocol, port). Only port ranges, any-port
+and any-protocol rules live in the POLICY trie, walked after those miss.
+The previous datapath walked LPM tries on every new connection (the policy
+trie up to four times, and the CIDRS trie after a missed exact lookup for
+a CIDR peer), and a trie walk grows with the trie: 1.048× at 10,000 rules
+and 1.24× at 10,000 CIDR rules. The row "every peer address new" is the
+cache's worst case: each connection goes to an address never seen, and
+walks the CIDRS trie once and inserts the address into the LRU; a later
+connection to the same address costs what the "10,000 CIDR rules" row
+shows.
+
+The 50× target against the linear iptables chain is a ceiling of this
+setup, not of weir: unfiltered, the connect loop itself tops out at about
+the rate weir reaches, so weir can be at most about 4× the chain here. A
+fairer comparison would measure each filter's own cost per new connection
+rather than the loop's rate, e.g. the connect() latency added to the
+unfiltered one (median of many sequential connects on an idle CPU), or the
+kernel time spent in the netfilter hook and in weir's programs per SYN
+from \`perf\`; it is not done here.
+
 How it is measured ([\`tests/benches/enforce.rs\`](../tests/benches/enforce.rs)):
 
-- **Per-packet cost**: three datapaths are loaded side by side; in each the
+- **Per-packet cost**: four datapaths are loaded side by side; in each the
   test-run device (loopback) is an endpoint in enforce mode, isolated for
   egress, and \`weir_from_pod\` runs through \`BPF_PROG_TEST_RUN\` on an
-  allowed IPv4/TCP flow. "10 rules": 9 POLICY entries for other peers and
-  the matching one; "10,000 rules": 9,999 others (1,000 peer identities × 10
-  ports) and the matching one; "10,000 CIDR rules": 10,000 /24s in CIDRS,
-  one rule per prefix, the peer an address no exact entry knows, found by
-  longest-prefix match. New connection: distinct SYNs (the source port
-  varies), each run once (\`repeat = 1\`), the three cases and \`weir_floor\`
-  alternating frame by frame; established: one flow, \`repeat\` runs in one
-  syscall. "vs 10 rules" is the median of the per-round ratios to the
-  10-rule case. The bench checks that every case drops a port no rule
-  names, allows the flow, and creates one flow entry per SYN.
+  allowed IPv4/TCP flow. Rules are single-port, in POLICY_EXACT, where the
+  agent puts them. "10 rules": 9 entries for other peers and the matching
+  one; "10,000 rules": 9,999 others (1,000 peer identities × 10 ports) and
+  the matching one; "10,000 CIDR rules": 10,000 /24s in CIDRS, one rule per
+  prefix, the peer an address no exact entry knows, found by longest-prefix
+  match and then cached; "every peer address new": the same maps, each new
+  connection to another address in the prefixes, none seen before. New
+  connection: distinct SYNs (the source port varies), each run once
+  (\`repeat = 1\`), the four cases and \`weir_floor\` alternating frame by
+  frame; established: one flow, \`repeat\` runs in one syscall. "vs 10 rules"
+  is the median of the per-round ratios to the 10-rule case. The bench
+  checks that every case drops a port no rule names, allows the flow, and
+  creates one flow entry per SYN.
 - **Connection rate**: the lab [\`tests/benches/lab.yaml\`](../tests/benches/lab.yaml)
   (two pods on one bridge); a listener in the server pod's netns accepts and
   closes, a thread in the client pod's netns (\`setns\`) connects and closes
@@ -271,11 +301,11 @@ How it is measured ([\`tests/benches/enforce.rs\`](../tests/benches/enforce.rs))
   saw the traffic. Every rule added is removed after each run and on
   failure. Client, server, softirq work and the filters share the 2 vCPUs.
 - **Apply time**: \`weir_generator::datapath::compile\` of 100 NetworkPolicies
-  (each: 10 peer workloads × 10 ports: 10,000 POLICY entries) over 1,000
-  pods with fresh identities, \`Entries::of_state\` (the agent's ABI
-  entries), then one map update per entry through \`PolicyMaps\` into a
-  freshly loaded datapath (identities, CIDRs, policy, peers, then
-  endpoints), end to end in the bench process.
+  (each: 10 peer workloads × 10 ports: 10,000 POLICY_EXACT entries) over
+  1,000 pods with fresh identities, \`Entries::of_state\` (the agent's ABI
+  entries), then the enforcer's writes (\`entries::plan\` from empty maps,
+  through \`PolicyMapsIo\`: identities, CIDRs, peers, rules, then endpoints)
+  into a freshly loaded datapath, end to end in the bench process.
 EOF
 
 mv "$tmp/benchmarks.md" "$OUT"
