@@ -170,6 +170,36 @@ impl Node {
         }
     }
 
+    /// Cilium's own datapath (no endpoint routes): the `cilium_host` /
+    /// `cilium_net` veth pair on the node holding `gateway`, with the pod
+    /// CIDR `cidr` routed through `cilium_host`.
+    pub fn add_cilium_host(&self, gateway: &str, cidr: &str) {
+        self.ns.ip(&[
+            "link",
+            "add",
+            "cilium_host",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "cilium_net",
+        ]);
+        self.ns.ip(&["link", "set", "cilium_host", "up"]);
+        self.ns.ip(&["link", "set", "cilium_net", "up"]);
+        self.ns.ip(&["addr", "add", gateway, "dev", "cilium_host"]);
+        self.ns.ip(&["route", "add", cidr, "dev", "cilium_host"]);
+    }
+
+    /// A Cilium pod: an `lxc…` veth without a route of its own (BPF
+    /// programs forward to it).
+    #[must_use]
+    pub fn add_cilium_pod(&self, host_veth: &str, ip: Ipv4Addr) -> Pod {
+        let pod = NetNs::new();
+        self.ns.add_veth(host_veth, &pod, "eth0");
+        pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+        Pod::new(pod, ip, host_veth)
+    }
+
     /// Write `/proc/sys/<path>` inside the node.
     pub fn sysctl(&self, path: &str, value: &str) {
         let file = format!("/proc/sys/{path}");

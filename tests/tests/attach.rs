@@ -4,7 +4,7 @@
 //! and a new veth. Then an agent fed an inventory without veth names
 //! attaches to a Calico-style node and reports a flow between two pods.
 //!
-//! Addresses: 10.191.0.0/16 .. 10.196.0.0/16 and fd00:10:196::/64, all
+//! Addresses: 10.191.0.0/16 .. 10.198.0.0/16 and fd00:10:196::/64, all
 //! inside node namespaces.
 
 use std::{
@@ -222,6 +222,23 @@ fn kindnet_and_ptp_pods_are_found_by_their_route_also_when_recreated() {
     let outcomes = discover(&node, &mut discoverer, &pods);
     assert_eq!(outcomes[0], found(&node, "veth11223344", Method::Route));
     assert_eq!(outcomes[1], found(&node, "veth7a8b9c0d", Method::Route));
+}
+
+#[test]
+fn cilium_pods_routed_through_cilium_host_are_found_by_their_namespace() {
+    let node = Node::new();
+    node.add_cilium_host("10.197.1.1/32", "10.197.1.0/24");
+    let a = node.add_cilium_pod("lxc1a2b3c4d5e6f", v4(10, 197, 1, 5));
+    let b = node.add_cilium_pod("lxc6f5e4d3c2b1a", v4(10, 197, 1, 6));
+    let outcomes = discover(&node, &mut Discoverer::new(), &[("a", a.ip), ("b", b.ip)]);
+    // Never `cilium_host`, a veth whose peer is on the node.
+    assert_eq!(
+        outcomes,
+        vec![
+            found(&node, "lxc1a2b3c4d5e6f", Method::Namespace),
+            found(&node, "lxc6f5e4d3c2b1a", Method::Namespace),
+        ]
+    );
 }
 
 #[test]

@@ -56,12 +56,12 @@ pub fn by_route(ip: IpAddr, route: &Route, host: &HostTables) -> Located {
                 return Located::Unknown;
             };
             match link.kind {
-                LinkKind::Veth => Located::Veth {
+                LinkKind::Veth if link.is_pod_veth() => Located::Veth {
                     ifindex: link.index,
                     method: Method::Route,
                 },
                 LinkKind::Bridge => by_fdb(ip, link.index, host),
-                LinkKind::Other => Located::Elsewhere,
+                LinkKind::Veth | LinkKind::Other => Located::Elsewhere,
             }
         }
     }
@@ -84,7 +84,7 @@ fn by_fdb(ip: IpAddr, bridge: u32, host: &HostTables) -> Located {
         .filter(|e| e.mac == mac && !e.local && e.bridge.is_none_or(|b| b == bridge))
         .find_map(|e| host.links.get(&e.port).filter(|l| l.master == Some(bridge)));
     match port {
-        Some(port) if port.kind == LinkKind::Veth => Located::Veth {
+        Some(port) if port.is_pod_veth() => Located::Veth {
             ifindex: port.index,
             method: Method::Neighbour,
         },
@@ -309,6 +309,20 @@ mod tests {
                 ifindex: 12,
                 method: Method::Route
             }
+        );
+        // Cilium's own datapath routes pods through `cilium_host`, a veth
+        // whose peer (`cilium_net`) is on the node: not a pod's.
+        let mut cilium = host.clone();
+        cilium.links.insert(
+            20,
+            Link {
+                peer: Some(21),
+                ..link(20, "cilium_host", LinkKind::Veth)
+            },
+        );
+        assert_eq!(
+            by_route(ip("10.191.1.7"), &unicast(20), &cilium),
+            Located::Elsewhere
         );
         // Another node's pod: through the IPIP tunnel or the uplink.
         assert_eq!(

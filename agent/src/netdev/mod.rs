@@ -20,21 +20,23 @@
 //!    another node's pod.
 //! 3. **Namespaces**, for a bridged pod the node has no entry for (a pod
 //!    that has not talked to the node yet, or a stale entry of a recreated
-//!    pod): the pod's network namespace (`/run/netns/*`, `/proc/<pid>/ns/net`,
+//!    pod), and for a pod routed out of a node device although the caller
+//!    says it runs here (Cilium without endpoint routes sends local pods
+//!    through `cilium_host`, a veth whose peer is on the node, so never
+//!    taken for a pod's): the pod's network namespace (`/run/netns/*`, `/proc/<pid>/ns/net`,
 //!    each once) that holds the IP on a veth names its peer (`IFLA_LINK`);
 //!    the host veth must name it back and carry the namespace's id.
 //!
 //! Answers are cached by pod (namespace/name and IPs) while the interface
 //! exists under the same name; a recreated pod brings a new interface and
 //! is found again. Namespaces are scanned at most every
-//! [`RESCAN_INTERVAL`] unless a new bridged IP is waiting.
+//! [`RESCAN_INTERVAL`] unless an IP is waiting that the last scan did not
+//! already miss.
 //!
 //! Limits: a pod whose address is not on a veth (macvlan, ipvlan, SR-IOV)
-//! has no host veth to find; Cilium's own datapath (not chaining) routes
-//! pods through `cilium_host`, so its `lxc*` veths are found only if a
-//! namespace is bridged, i.e. not at all; an address reached through an
-//! interface the kernel dropped between two lookups waits for the next
-//! resync.
+//! has no host veth to find; a namespace the agent may not enter is
+//! skipped; an address reached through an interface the kernel dropped
+//! between two lookups waits for the next resync.
 
 pub mod decide;
 pub mod netns;
@@ -162,8 +164,9 @@ impl Discoverer {
         let mut rtnl = Rtnl::open()?;
         let host = HostTables::new(rtnl.links()?, rtnl.neighbours()?, rtnl.fdb()?);
         let mut outcomes = Vec::with_capacity(pods.len());
-        // Pods on a bridge the tables did not resolve: (pod, [(ip, bridge)]).
-        let mut bridged: Vec<(usize, Vec<(IpAddr, u32)>)> = Vec::new();
+        // Pods the tables did not place, for the namespaces to tell:
+        // (pod, [(ip, the bridge it is routed to)]).
+        let mut unplaced: Vec<(usize, Vec<(IpAddr, Option<u32>)>)> = Vec::new();
         for (i, pod) in pods.iter().enumerate() {
             if let Some(found) = self.cached(pod, &host) {
                 outcomes.push(Outcome::Found(found));
@@ -183,7 +186,13 @@ impl Discoverer {
             outcomes.push(match combine(&answers) {
                 Located::Veth { ifindex, method } => found(&host, ifindex, method),
                 Located::Node => Outcome::Node,
-                Located::Elsewhere => Outcome::Elsewhere,
+                // The caller says the pod runs here: a namespace may still
+                // hold it behind a route through a node device (Cilium
+                // without endpoint routes, via `cilium_host`).
+                Located::Elsewhere => {
+                    unplaced.push((i, pod.ips.iter().map(|ip| (*ip, None)).collect()));
+                    Outcome::Elsewhere
+                }
                 Located::Unknown => Outcome::Pending,
                 Located::OnBridge { .. } => {
                     let ips = pod
@@ -191,18 +200,18 @@ impl Discoverer {
                         .iter()
                         .zip(&answers)
                         .filter_map(|(ip, a)| match a {
-                            Located::OnBridge { bridge } => Some((*ip, *bridge)),
+                            Located::OnBridge { bridge } => Some((*ip, Some(*bridge))),
                             _ => None,
                         })
                         .collect();
-                    bridged.push((i, ips));
+                    unplaced.push((i, ips));
                     Outcome::Pending
                 }
             });
         }
         let mut namespaces_read = 0;
-        if !bridged.is_empty() {
-            let waiting: HashSet<IpAddr> = bridged
+        if !unplaced.is_empty() {
+            let waiting: HashSet<IpAddr> = unplaced
                 .iter()
                 .flat_map(|(_, ips)| ips.iter().map(|(ip, _)| *ip))
                 .collect();
@@ -210,10 +219,10 @@ impl Discoverer {
                 let namespaces = scan(&mut rtnl);
                 namespaces_read = namespaces.len();
                 let mut missed = HashSet::new();
-                for (i, ips) in &bridged {
-                    let hit = ips.iter().find_map(|(ip, bridge)| {
-                        by_namespace(*ip, &host, &namespaces, Some(*bridge))
-                    });
+                for (i, ips) in &unplaced {
+                    let hit = ips
+                        .iter()
+                        .find_map(|(ip, bridge)| by_namespace(*ip, &host, &namespaces, *bridge));
                     match hit {
                         Some(ifindex) => outcomes[*i] = found(&host, ifindex, Method::Namespace),
                         None => missed.extend(ips.iter().map(|(ip, _)| *ip)),

@@ -35,6 +35,16 @@ pub struct Link {
     pub peer_netnsid: Option<i32>,
 }
 
+impl Link {
+    /// A veth whose peer lives in another namespace: what a pod's host
+    /// end is. A veth pair within the node (Cilium's `cilium_host` /
+    /// `cilium_net`) is not.
+    #[must_use]
+    pub fn is_pod_veth(&self) -> bool {
+        self.kind == LinkKind::Veth && self.peer_netnsid.is_some()
+    }
+}
+
 /// An ARP or NDP entry of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Neighbour {
