@@ -592,7 +592,7 @@ fn edge(source: &str, target: &str, port: u64) -> (String, String, u64) {
 /// An idle TCP connection from the client to the server's port 9000,
 /// opened before any agent runs: no probe ever sees a packet of it, so
 /// only the pod's sockets (setns into its namespace) tell of it.
-fn hold_connection(lab: &Lab, from: &str, to_ip: &str) -> Child {
+fn hold_connection(lab: &Lab, from: &str, to_ip: &str) -> Holder {
     let mut holder = Command::new(weir_bin())
         .args(["lab", "--lab", &lab.name, "exec", from, "--", "python3", "-c"])
         .arg(format!(
@@ -608,7 +608,17 @@ fn hold_connection(lab: &Lab, from: &str, to_ip: &str) -> Child {
     )
     .expect("holder output");
     assert_eq!(line.trim(), "open");
-    holder
+    Holder(holder)
+}
+
+/// The connection holder, killed on drop (also when the test panics).
+struct Holder(Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -634,7 +644,7 @@ fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
         .and_then(|p| p["ips"][0].as_str())
         .unwrap_or_else(|| panic!("server's IP in {status}"))
         .to_owned();
-    let mut holder = hold_connection(&lab, &client, &server_ip);
+    let holder = hold_connection(&lab, &client, &server_ip);
     let probed = edge("app/client", "app/server", 8080);
     let held = edge("app/client", "app/server", 9000);
 
@@ -687,8 +697,7 @@ fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
     let learned = eventually(Duration::from_secs(10), || {
         agent.edges().contains(&held).then_some(())
     });
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert!(
         learned.is_some(),
         "with SYS_ADMIN the open connection is learned: {:?}\n{}",
