@@ -116,6 +116,9 @@ pub struct Discovery {
 
 type PodKey = (String, String);
 
+/// A pod IP the tables did not place, and the bridge it is routed to.
+type Unplaced = (IpAddr, Option<u32>);
+
 /// Finds pods' host interfaces and remembers them.
 #[derive(Debug, Default)]
 pub struct Discoverer {
@@ -166,7 +169,7 @@ impl Discoverer {
         let mut outcomes = Vec::with_capacity(pods.len());
         // Pods the tables did not place, for the namespaces to tell:
         // (pod, [(ip, the bridge it is routed to)]).
-        let mut unplaced: Vec<(usize, Vec<(IpAddr, Option<u32>)>)> = Vec::new();
+        let mut unplaced: Vec<(usize, Vec<Unplaced>)> = Vec::new();
         for (i, pod) in pods.iter().enumerate() {
             if let Some(found) = self.cached(pod, &host) {
                 outcomes.push(Outcome::Found(found));
