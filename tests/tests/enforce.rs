@@ -172,8 +172,17 @@ fn the_learned_shop_is_enforced_and_the_unobserved_is_dropped() {
             .unwrap_or(0.0)
             >= 1.0
     );
+    // The graph draws the drop; what was let through leaves it out.
     let graph = agent.get_json("/api/graph");
-    let edges: BTreeSet<(String, String)> = graph["edges"]
+    let verdict = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .find(|e| e["id"] == "shop/loadgen->data/store")
+        .map(|e| e["verdict"].clone());
+    assert_eq!(verdict, Some("dropped".into()), "{graph:#}");
+    let passed = agent.get_json("/api/graph?verdict=forwarded");
+    let edges: BTreeSet<(String, String)> = passed["edges"]
         .as_array()
         .expect("edges")
         .iter()
@@ -186,8 +195,12 @@ fn the_learned_shop_is_enforced_and_the_unobserved_is_dropped() {
         .collect();
     assert!(
         !edges.contains(&("shop/loadgen".to_owned(), "data/store".to_owned())),
-        "{graph:#}"
+        "{passed:#}"
     );
+    let suggestion = agent
+        .get_text("/api/policies?namespace=data")
+        .expect("suggestion");
+    assert!(!suggestion.contains("loadgen"), "{suggestion}");
 
     // observe is the kill switch.
     set_mode(&agent, "shop", "observe");

@@ -481,3 +481,108 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        aggregator::{Aggregator, Options},
+        api::{self, AppState, auth::Token},
+        metrics::Metrics,
+    };
+
+    /// An agent API (without an enforcer) whose token is `right`, on a
+    /// local port; the thread serves until the test process ends.
+    fn serve() -> reqwest::Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState::new(
+            Arc::new(Aggregator::new(Options::default(), Arc::clone(&metrics))),
+            metrics,
+            Arc::default(),
+            "node",
+        )
+        .with_token(Token::new("right", "test").unwrap());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    axum::serve(listener, api::app(state)).await.unwrap();
+                });
+        });
+        url.parse().unwrap()
+    }
+
+    fn set_mode(server: &reqwest::Url, token: Option<&str>, file: &std::path::Path) -> String {
+        let args = SetModeArgs {
+            server: ServerArgs {
+                server: server.clone(),
+            },
+            token: TokenArgs {
+                token: token.map(str::to_owned),
+                token_file: file.to_owned(),
+            },
+            namespace: "shop".to_owned(),
+            mode: Mode::Audit,
+            kube: false,
+        };
+        format!("{:#}", run_mode(&ModeCommand::Set(args)).unwrap_err())
+    }
+
+    #[test]
+    fn a_refused_change_says_how_to_pass_the_token() {
+        let server = serve();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("api-token");
+
+        let error = set_mode(&server, None, &missing);
+        assert!(
+            error.contains("needs its API token") && error.contains(&missing.display().to_string()),
+            "{error}"
+        );
+        let error = set_mode(&server, Some("wrong"), &missing);
+        assert!(error.contains("the token given was refused"), "{error}");
+
+        // The right token, from the file: the change reaches the agent
+        // (which has no enforcer here).
+        std::fs::write(&missing, "right\n").unwrap();
+        let error = set_mode(&server, None, &missing);
+        assert!(!error.contains("token"), "{error}");
+        assert!(error.contains("enforcement is not available"), "{error}");
+        // --token wins over the file.
+        let error = set_mode(&server, Some("wrong"), &missing);
+        assert!(error.contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn tokens_come_from_the_flag_then_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        let args = |token: Option<&str>| TokenArgs {
+            token: token.map(str::to_owned),
+            token_file: file.clone(),
+        };
+        assert!(
+            matches!(args(None).resolve(), ApiToken::Missing(why) if why.contains("cannot be read"))
+        );
+        std::fs::write(&file, "  \n").unwrap();
+        assert!(matches!(args(None).resolve(), ApiToken::Missing(why) if why.contains("empty")));
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(args(None).resolve(), ApiToken::Token("from-file".into()));
+        assert_eq!(
+            args(Some(" flag ")).resolve(),
+            ApiToken::Token("flag".into())
+        );
+        assert_eq!(
+            args(Some("")).resolve(),
+            ApiToken::Token("from-file".into())
+        );
+    }
+}
