@@ -226,18 +226,24 @@ impl Agent {
     /// Start `weir agent --source lab:<lab> EXTRA...` and wait for `/healthz`.
     #[must_use]
     pub fn start(lab: &Lab, extra: &[&str]) -> Self {
+        Self::start_with(lab, &format!("lab:{}", lab.name), extra, &[])
+    }
+
+    /// Start `weir agent --source SOURCE EXTRA...` with `env` added to its
+    /// environment, and wait until it attached to every pod of `lab`.
+    #[must_use]
+    pub fn start_with(lab: &Lab, source: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let listen = free_local_addr();
         let log = std::env::temp_dir().join(format!(
             "{}.log",
             unique_name(&format!("{}-agent-", lab.name))
         ));
         let log_file = std::fs::File::create(&log).expect("agent log file");
-        let source = format!("lab:{}", lab.name);
         let listen_arg = listen.to_string();
         let mut args = vec![
             "agent",
             "--source",
-            &source,
+            source,
             "--listen",
             &listen_arg,
             "--sweep-interval",
@@ -273,6 +279,7 @@ impl Agent {
             .args(&args)
             .env("RUST_LOG", "info,weir_agent=debug")
             .env("WEIR_TOKEN", api_token())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

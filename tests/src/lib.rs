@@ -1,6 +1,7 @@
 //! Helpers for weir privileged integration tests.
 
 pub mod cni;
+pub mod fake_apiserver;
 pub mod harness;
 pub mod netns;
 pub mod packets;

@@ -1,0 +1,350 @@
+//! The lab as a node of a cluster: its pods, namespaces and Services served
+//! as API objects by a fake API server, the agent on `--source kube`. It
+//! must attach to every pod and attribute flows exactly as an agent on
+//! `--source lab` does for the same traffic; a namespace relabelled
+//! `weir.dev/mode=enforce` with a NetworkPolicy pushed through the watch
+//! turns the datapath to enforcement, and relabelled `observe` turns it
+//! back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use weir_integration_tests::{
+    fake_apiserver::{FakeApiServer, namespace},
+    harness::{Agent, Lab, eventually, unique_name, weir_ok},
+};
+
+const LAB: &str = r"apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: kube}
+spec: {podCIDR: 10.181.0.0/16}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: front}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: back}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: front}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: lab, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: front, labels: {app: client}}
+spec: {containers: [{name: c, image: lab}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: back}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: lab, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: back, labels: {app: db}}
+spec: {containers: [{name: db, image: lab, ports: [{containerPort: 5432}]}]}
+";
+
+/// Back's pods accept web's connections to 8080 only.
+fn allow_web_to_api() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "api-from-web", "namespace": "back", "uid": "np-api-from-web"},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "front"}},
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                }],
+                "ports": [{"port": 8080, "protocol": "TCP"}],
+            }],
+        },
+    })
+}
+
+struct Pods {
+    client: String,
+    web: String,
+    api: String,
+    db: String,
+}
+
+/// The test's traffic: each connection twice.
+fn drive(lab: &Lab, pods: &Pods) {
+    for _ in 0..2 {
+        assert!(
+            lab.probe(&pods.client, &pods.web, "80/TCP"),
+            "client -> web"
+        );
+        assert!(lab.probe(&pods.web, &pods.api, "8080/TCP"), "web -> api");
+        assert!(
+            lab.probe(&pods.client, &pods.db, "5432/TCP"),
+            "client -> db"
+        );
+    }
+}
+
+/// (source, target, port, protocol, connections) of every graph edge.
+type Edge = (String, String, u64, String, u64);
+
+fn graph_edges(agent: &Agent) -> BTreeSet<Edge> {
+    let graph = agent.get_json("/api/graph");
+    let mut edges = BTreeSet::new();
+    for e in graph["edges"].as_array().expect("edges") {
+        for p in e["ports"].as_array().expect("ports") {
+            edges.insert((
+                e["source"].as_str().expect("source").to_owned(),
+                e["target"].as_str().expect("target").to_owned(),
+                p["port"].as_u64().expect("port"),
+                p["protocol"].as_str().expect("protocol").to_owned(),
+                e["connections"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    edges
+}
+
+/// The graph's nodes without times and counters: how pods were attributed.
+fn graph_nodes(agent: &Agent) -> BTreeSet<String> {
+    let graph = agent.get_json("/api/graph");
+    graph["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n["id"], "kind": n["kind"], "namespace": n["namespace"],
+                "workload": n["workload"], "labels": n["labels"], "pods": n["pods"],
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// `weir observe -o json`, each record cut to what attribution decides:
+/// both ends without their ephemeral ports, the protocol, the verdict.
+fn flows(agent: &Agent, filters: &[&str]) -> Vec<Value> {
+    let url = agent.url();
+    let mut args = vec!["observe", "--server", &url, "--last", "1000", "-o", "json"];
+    args.extend_from_slice(filters);
+    weir_ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("observe -o json is JSON lines"))
+        .collect()
+}
+
+fn attribution(flow: &Value) -> String {
+    let (protocol, l4) = flow["l4"]
+        .as_object()
+        .and_then(|l4| l4.iter().next())
+        .map_or((None, &Value::Null), |(k, v)| (Some(k.clone()), v));
+    json!({
+        "source": flow["source"],
+        "destination": flow["destination"],
+        "ip": flow["IP"],
+        "protocol": protocol,
+        "destination_port": l4["destination_port"],
+        "direction": flow["traffic_direction"],
+        "is_reply": flow["is_reply"],
+        "verdict": flow["verdict"],
+        "endpoint": flow["weir"]["endpoint"]["pod"],
+        "initiator": flow["weir"]["initiator"],
+    })
+    .to_string()
+}
+
+/// What an agent reported for [`drive`]'s traffic, once the sweep brought
+/// every connection.
+fn report(agent: &Agent) -> (BTreeSet<Edge>, BTreeSet<String>, BTreeSet<String>) {
+    let edges = eventually(Duration::from_secs(10), || {
+        let edges = graph_edges(agent);
+        (edges.len() == 3 && edges.iter().all(|e| e.4 >= 2)).then_some(edges)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "graph incomplete: {:#}\nlog:\n{}",
+            agent.get_json("/api/graph"),
+            agent.log_text()
+        )
+    });
+    let flows = flows(agent, &[]).iter().map(attribution).collect();
+    (edges, graph_nodes(agent), flows)
+}
+
+fn modes(agent: &Agent) -> Value {
+    agent.get_json("/api/modes")
+}
+
+#[test]
+fn the_kube_source_attaches_attributes_and_follows_namespace_modes() {
+    let lab = Lab::up("kube", LAB);
+    let pods = Pods {
+        client: lab.pod("front", "client"),
+        web: lab.pod("front", "web-"),
+        api: lab.pod("back", "api-"),
+        db: lab.pod("back", "db-0"),
+    };
+    let pod_count = lab.status()["pods"].as_array().map_or(0, Vec::len);
+    assert_eq!(pod_count, 4, "{}", lab.status());
+
+    // The reference: the same traffic through the lab source.
+    let reference = {
+        let agent = Agent::start(&lab, &[]);
+        drive(&lab, &pods);
+        report(&agent)
+    };
+
+    let node = unique_name("kube-node-");
+    let api = FakeApiServer::for_lab(&lab.status(), &node, &BTreeMap::new());
+    let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
+    let agent = Agent::start_with(
+        &lab,
+        "kube",
+        &["--node-name", &node],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    assert_eq!(
+        agent.metric("weir_attached_interfaces"),
+        Some(pod_count as f64),
+        "attached to every lab pod"
+    );
+    for resource in ["pods", "namespaces", "networkpolicies"] {
+        assert!(
+            api.open_watches(resource) >= 1,
+            "the agent watches {resource} after listing"
+        );
+    }
+    let healthz = agent.get_json("/healthz");
+    assert_eq!(healthz["source"]["source"], "kube", "{healthz:#}");
+    assert_eq!(healthz["attached_pods"], pod_count, "{healthz:#}");
+
+    drive(&lab, &pods);
+    let observed = report(&agent);
+    assert_eq!(observed.0, reference.0, "graph edges (kube vs lab source)");
+    assert_eq!(observed.1, reference.1, "graph nodes (kube vs lab source)");
+    assert_eq!(observed.2, reference.2, "flow records (kube vs lab source)");
+    for (from, to) in [
+        (&pods.client, &pods.web),
+        (&pods.web, &pods.api),
+        (&pods.client, &pods.db),
+    ] {
+        let pod_name = |p: &str| p.split_once('/').map(|(_, n)| n.to_owned());
+        assert!(
+            observed.2.iter().any(|f| {
+                let f: Value = serde_json::from_str(f).expect("JSON");
+                f["source"]["pod_name"].as_str().map(str::to_owned) == pod_name(from)
+                    && f["destination"]["pod_name"].as_str().map(str::to_owned) == pod_name(to)
+            }),
+            "a flow record {from} -> {to}: {:#?}",
+            observed.2
+        );
+    }
+    assert!(
+        reference.0.contains(&(
+            "front/web".to_owned(),
+            "back/api".to_owned(),
+            8080,
+            "TCP".to_owned(),
+            2
+        )),
+        "{:?}",
+        reference.0
+    );
+
+    // Enforce `back` by label, with a policy that lets web reach api only.
+    api.apply("ADDED", allow_web_to_api());
+    let enforce = BTreeMap::from([("weir.dev/mode".to_owned(), "enforce".to_owned())]);
+    api.apply("MODIFIED", namespace("back", &enforce));
+    eventually(Duration::from_secs(10), || {
+        (modes(&agent)["modes"]["back"] == "enforce").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "back never enforced: {:#}\nlog:\n{}",
+            modes(&agent),
+            agent.log_text()
+        )
+    });
+    eventually(Duration::from_secs(10), || {
+        (!lab.probe(&pods.client, &pods.db, "5432/TCP")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("client -> db is never dropped:\n{}", agent.log_text()));
+    assert!(
+        lab.probe(&pods.web, &pods.api, "8080/TCP"),
+        "web -> api is allowed"
+    );
+    assert!(
+        lab.probe(&pods.client, &pods.web, "80/TCP"),
+        "front stays observed"
+    );
+    let pod_of = |e: &Value| {
+        format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap_or(""),
+            e["pod_name"].as_str().unwrap_or("")
+        )
+    };
+    let drop = eventually(Duration::from_secs(10), || {
+        flows(&agent, &["--verdict", "DROPPED"])
+            .into_iter()
+            .find(|f| pod_of(&f["source"]) == pods.client && pod_of(&f["destination"]) == pods.db)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no DROPPED record client -> db: {:#?}\nlog:\n{}",
+            flows(&agent, &[]),
+            agent.log_text()
+        )
+    });
+    assert_eq!(drop["l4"]["TCP"]["destination_port"], 5432, "{drop:#}");
+    assert_eq!(
+        drop["weir"]["policy"]["policies"],
+        json!(["back/api-from-web"]),
+        "the pushed NetworkPolicy decided: {drop:#}"
+    );
+    assert_eq!(
+        drop["weir"]["policy"]["reason"], "peer-not-allowed",
+        "{drop:#}"
+    );
+    assert!(
+        flows(&agent, &["--verdict", "DROPPED"])
+            .iter()
+            .all(|f| pod_of(&f["destination"]) == pods.db),
+        "only client -> db is dropped"
+    );
+
+    // Relabelled observe: the connection works again.
+    let observe = BTreeMap::from([("weir.dev/mode".to_owned(), "observe".to_owned())]);
+    api.apply("MODIFIED", namespace("back", &observe));
+    eventually(Duration::from_secs(10), || {
+        (modes(&agent)["modes"]["back"] == "observe").then_some(())
+    })
+    .unwrap_or_else(|| panic!("back never observed again: {:#}", modes(&agent)));
+    eventually(Duration::from_secs(10), || {
+        lab.probe(&pods.client, &pods.db, "5432/TCP").then_some(())
+    })
+    .unwrap_or_else(|| panic!("client -> db stays dropped:\n{}", agent.log_text()));
+    assert_eq!(
+        api.watches("namespaces"),
+        1,
+        "one namespace watch carried every change"
+    );
+}
