@@ -2,7 +2,7 @@
 // falling back to what the graph already says when those cannot answer.
 
 import * as api from './client.js';
-import { el, fill, kv, chips, fmtCount, fmtBytes, fmtAgo, verdictBadge, portLabel } from './dom.js';
+import { el, fill, kv, chips, fmtCount, fmtBytes, fmtAgo, verdictBadge, portLabel, externalLabel } from './dom.js';
 
 export class Details {
   constructor(root, { graphLookup }) {
@@ -47,7 +47,7 @@ export class Details {
     const pods = n.pods || [];
     const podRows = pods.map((p) => (typeof p === 'string' ? { name: p } : p));
     return el('div.details', { 'data-kind': 'node', 'data-id': n.id },
-      el('h2', {}, n.kind === 'external' ? n.id : `${n.namespace ?? n.group}/${n.workload ?? n.name}`),
+      el('h2', {}, n.kind === 'external' ? externalLabel(n) : `${n.namespace ?? n.group}/${n.workload ?? n.name}`),
       kv([
         ['Kind', n.kind],
         n.namespace ? ['Namespace', n.namespace] : null,

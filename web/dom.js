@@ -89,3 +89,8 @@ export function durationMs(text) {
   if (!m) return null;
   return Number(m[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2]];
 }
+
+/** An external address, with the name the pod source gives it when it has one. */
+export function externalLabel(n) {
+  return n.name && n.name !== n.id ? `${n.name} · ${n.id}` : n.id;
+}

@@ -7,7 +7,7 @@
 
 import cytoscape from './cytoscape.esm.min.mjs';
 import { layout as layoutSync, placeNew, COL_W, ROW_H } from './layout.js';
-import { portLabel } from './dom.js';
+import { portLabel, externalLabel } from './dom.js';
 
 const COLORS = { forwarded: '#2f9e6e', audit: '#e39a16', dropped: '#d64545' };
 const GROUP_PREFIX = 'group:';
@@ -133,7 +133,7 @@ function styles(large = false) {
 
 function nodeData(n, modes) {
   const group = n.group || n.namespace || 'external';
-  const label = n.kind === 'external' ? n.id : (n.name || n.workload || n.id);
+  const label = n.kind === 'external' ? externalLabel(n) : (n.name || n.workload || n.id);
   return {
     id: n.id,
     parent: GROUP_PREFIX + group,

@@ -65,6 +65,9 @@ test('the graph shows the shop: workloads in namespace boxes, the edges between 
   assert.deepEqual(shownEdges, api.edges.map((e) => e.id || `${e.source}->${e.target}`).sort());
   const label = await page.evaluate(() => window.weir.graph.cy.getElementById('shop/frontend->shop/catalog').data('label'));
   assert.equal(label, '3550/TCP');
+  // The lab's ExternalHost name comes with the address.
+  const external = await page.evaluate(() => window.weir.graph.cy.getElementById('203.0.113.10').data('label'));
+  assert.equal(external, 'payments · 203.0.113.10');
   const stats = await page.textContent('#stats');
   assert.match(stats, /6 workloads · 1 external · \d+ edges/);
   // The README's picture, from this very page, when asked for.

@@ -180,7 +180,11 @@ impl AppState {
     /// Host names of external addresses the pod source knows.
     #[must_use]
     pub fn host_names(&self) -> BTreeMap<IpAddr, String> {
-        BTreeMap::new()
+        self.resolver
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .known_hosts()
+            .clone()
     }
 
     /// Serve the enforcer's endpoints through `handle`.

@@ -41,7 +41,8 @@ impl LabSource {
 }
 
 /// The inventory a lab state describes: every pod with its host veth and
-/// ports, namespaces with their labels, Services; no external hosts.
+/// ports, namespaces with their labels, Services. External hosts are not
+/// pods: only their names are kept, for the UI to show.
 #[must_use]
 pub fn inventory(state: &LabState) -> Inventory {
     Inventory {
@@ -67,6 +68,11 @@ pub fn inventory(state: &LabState) -> Inventory {
             })
             .collect(),
         services: state.services.iter().map(service).collect(),
+        known_hosts: state
+            .external_hosts
+            .iter()
+            .flat_map(|h| h.ips.iter().map(|ip| (*ip, h.name.clone())))
+            .collect(),
         ..Inventory::default()
     }
 }
@@ -129,7 +135,7 @@ impl Source for LabSource {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{collections::BTreeMap, path::Path};
 
     use super::*;
     use crate::lab::{plan::plan, spec::parse_str};
@@ -168,6 +174,11 @@ spec: {ips: [203.0.113.10]}
         std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
         let inv = source.snapshot().unwrap();
         assert_eq!(inv.pods.len(), 2, "external hosts are not pods");
+        assert_eq!(
+            inv.known_hosts,
+            BTreeMap::from([("203.0.113.10".parse().unwrap(), "pay".to_owned())]),
+            "external hosts are named"
+        );
         assert!(inv.pods.iter().all(|p| p.host_veth.is_some()));
         assert!(
             inv.pods

@@ -75,6 +75,7 @@ fn shop_resolver() -> SharedResolver {
             pod("shop", "cart", "cart-a", "10.0.0.2", 7070),
             pod("data", "db", "db-0", "10.0.1.9", 5432),
         ],
+        known_hosts: BTreeMap::from([("198.51.100.7".parse().unwrap(), "payments".to_owned())]),
         ..Inventory::default()
     };
     Arc::new(RwLock::new(Arc::new(Resolver::new(&inventory, |_| None))))

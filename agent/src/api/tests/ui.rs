@@ -52,6 +52,24 @@ const DNS: &str = "203.0.113.5->shop/cart";
 const DROPPED: &str = "shop/frontend->198.51.100.7";
 
 #[tokio::test]
+async fn external_nodes_carry_the_names_the_source_knows() {
+    let (status, _, body) = get(ui_state(), "/api/graph").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let name_of = |id: &str| {
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap_or_else(|| panic!("no node {id} in {json}"))["name"]
+            .clone()
+    };
+    assert_eq!(name_of("198.51.100.7"), "payments", "a named host");
+    assert_eq!(name_of("203.0.113.5"), "203.0.113.5", "an unnamed address");
+}
+
+#[tokio::test]
 async fn graph_filters_select_ports_of_edges() {
     let cases: &[(&str, &[&str])] = &[
         ("", &[DB, CART, DROPPED, DNS]),
@@ -382,11 +400,7 @@ async fn node_details_list_pods_ports_and_edges() {
     let (_, json) = get_json(ui_state(), "/api/node?id=198.51.100.7").await;
     assert_eq!(
         (&json["kind"], &json["group"], &json["name"]),
-        (
-            &"external".into(),
-            &"external".into(),
-            &"198.51.100.7".into()
-        )
+        (&"external".into(), &"external".into(), &"payments".into())
     );
     assert_eq!(json["edges_in"][0]["verdict"], "dropped");
     assert_eq!(json["pods"], serde_json::json!([]));
