@@ -136,7 +136,12 @@ echo "==> weir verify --strict: do they allow exactly what was observed?"
 echo
 echo "==> readiness (weir status)"
 "$WEIR" status --server "$SERVER"
+TOKEN=$(cat "$RUN_DIR/state/api-token")
 cat <<MSG
+
+The web UI: $SERVER/#token=$TOKEN
+  (the token, also in $RUN_DIR/state/api-token, authorizes changes:
+   WEIR_TOKEN=\$(cat $RUN_DIR/state/api-token) $WEIR mode set --server $SERVER data audit)
 
 The agent keeps running on $SERVER:
   $WEIR observe --server $SERVER -f        follow flows
