@@ -11,16 +11,13 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::networking::v1::{
-        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
-        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-    },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use proptest::{collection::vec, option, prelude::*, sample::select};
 use support::{
-    labels as label_map, pod, policies,
-    strategies::{labels, namespace_selector, selector},
+    NAMESPACES, labels as label_map, pod, policies,
+    strategies::{labels, namespace_selector, policy, selector},
     xyz_cluster,
 };
 use weir_generator::{
@@ -77,7 +74,6 @@ fn ip(s: &str) -> IpAddr {
 // ---------------------------------------------------------------------------
 // (1) Differential: judge == evaluator on random clusters and policies.
 
-const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PORT_NAMES: [&str; 3] = ["http", "dns", "metrics"];
 const PORT_NUMBERS: [u16; 4] = [53, 80, 81, 8080];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
@@ -166,61 +162,6 @@ fn port() -> impl Strategy<Value = NetworkPolicyPort> {
         port,
         protocol,
     })
-}
-
-type RuleParts = (
-    Option<Vec<NetworkPolicyPeer>>,
-    Option<Vec<NetworkPolicyPort>>,
-);
-
-fn rule() -> impl Strategy<Value = RuleParts> {
-    (
-        option::of(vec(peer(), 0..=2)),
-        option::of(vec(port(), 0..=2)),
-    )
-}
-
-const POLICY_TYPES: [Option<&[&str]>; 5] = [
-    None,
-    Some(&[]),
-    Some(&["Ingress"]),
-    Some(&["Egress"]),
-    Some(&["Ingress", "Egress"]),
-];
-
-fn policy() -> impl Strategy<Value = NetworkPolicy> {
-    (
-        select(&NAMESPACES[..]),
-        option::of(selector()),
-        select(&POLICY_TYPES[..])
-            .prop_map(|t| t.map(|t| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())),
-        option::of(vec(rule(), 0..=2)),
-        option::of(vec(rule(), 0..=2)),
-    )
-        .prop_map(
-            |(ns, pod_selector, policy_types, ingress, egress)| NetworkPolicy {
-                metadata: ObjectMeta {
-                    namespace: Some(ns.to_owned()),
-                    ..Default::default()
-                },
-                spec: Some(NetworkPolicySpec {
-                    pod_selector,
-                    policy_types,
-                    ingress: ingress.map(|rules| {
-                        rules
-                            .into_iter()
-                            .map(|(from, ports)| NetworkPolicyIngressRule { from, ports })
-                            .collect()
-                    }),
-                    egress: egress.map(|rules| {
-                        rules
-                            .into_iter()
-                            .map(|(to, ports)| NetworkPolicyEgressRule { ports, to })
-                            .collect()
-                    }),
-                }),
-            },
-        )
 }
 
 fn named_port() -> impl Strategy<Value = (Option<&'static str>, u16, Protocol)> {
@@ -439,7 +380,7 @@ proptest! {
     #[test]
     fn datapath_agrees_with_evaluator(
         cluster in cluster(),
-        pols in vec(policy(), 0..=5),
+        pols in vec(policy(peer, port), 0..=5),
         externals in vec(external(), 4),
     ) {
         differential(&cluster, pols, &externals)?;

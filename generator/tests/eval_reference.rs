@@ -9,16 +9,13 @@ mod support;
 use std::net::IpAddr;
 
 use k8s_openapi::{
-    api::networking::v1::{
-        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
-        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-    },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use proptest::{collection::vec, option, prelude::*, sample::select};
 use support::{
-    pod, reference,
-    strategies::{labels, namespace_selector, selector},
+    NAMESPACES, pod, reference,
+    strategies::{labels, namespace_selector, policy, selector},
 };
 use weir_generator::{
     cluster::{Cluster, ClusterPod},
@@ -26,7 +23,6 @@ use weir_generator::{
     model::Protocol,
 };
 
-const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PORT_NAMES: [&str; 3] = ["http", "dns", "metrics"];
 const PORT_NUMBERS: [u16; 4] = [53, 80, 81, 8080];
 const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
@@ -103,65 +99,6 @@ fn port() -> impl Strategy<Value = NetworkPolicyPort> {
         port,
         protocol,
     })
-}
-
-type RuleParts = (
-    Option<Vec<NetworkPolicyPeer>>,
-    Option<Vec<NetworkPolicyPort>>,
-);
-
-fn rule() -> impl Strategy<Value = RuleParts> {
-    (
-        option::of(vec(peer(), 0..=2)),
-        option::of(vec(port(), 0..=2)),
-    )
-}
-
-/// Every shape of `policyTypes`, the empty list included.
-const POLICY_TYPES: [Option<&[&str]>; 5] = [
-    None,
-    Some(&[]),
-    Some(&["Ingress"]),
-    Some(&["Egress"]),
-    Some(&["Ingress", "Egress"]),
-];
-
-fn policy_types() -> impl Strategy<Value = Option<Vec<String>>> {
-    select(&POLICY_TYPES[..]).prop_map(|t| t.map(|t| t.iter().map(|s| (*s).to_owned()).collect()))
-}
-
-fn policy() -> impl Strategy<Value = NetworkPolicy> {
-    (
-        select(&NAMESPACES[..]),
-        option::of(selector()),
-        policy_types(),
-        option::of(vec(rule(), 0..=2)),
-        option::of(vec(rule(), 0..=2)),
-    )
-        .prop_map(
-            |(ns, pod_selector, policy_types, ingress, egress)| NetworkPolicy {
-                metadata: ObjectMeta {
-                    namespace: Some(ns.to_owned()),
-                    ..Default::default()
-                },
-                spec: Some(NetworkPolicySpec {
-                    pod_selector,
-                    policy_types,
-                    ingress: ingress.map(|rules| {
-                        rules
-                            .into_iter()
-                            .map(|(from, ports)| NetworkPolicyIngressRule { from, ports })
-                            .collect()
-                    }),
-                    egress: egress.map(|rules| {
-                        rules
-                            .into_iter()
-                            .map(|(to, ports)| NetworkPolicyEgressRule { ports, to })
-                            .collect()
-                    }),
-                }),
-            },
-        )
 }
 
 fn named_port() -> impl Strategy<Value = (Option<&'static str>, u16, Protocol)> {
@@ -271,7 +208,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn evaluator_agrees_with_reference(cluster in cluster(), policies in vec(policy(), 0..=4)) {
+    fn evaluator_agrees_with_reference(cluster in cluster(), policies in vec(policy(peer, port), 0..=4)) {
         check(&cluster, policies)?;
     }
 }
