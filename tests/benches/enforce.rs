@@ -67,7 +67,7 @@ use weir_integration_tests::{
     },
 };
 
-use common::{median, range, require_root};
+use common::{LabPod, lab_pod, median, range, require_root};
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_OK: i32 = 0;
@@ -458,37 +458,6 @@ const FIRST_SPORT: u16 = 1024;
 const CHAIN: &str = "WEIRBENCH";
 const NFT_TABLE: &str = "weirbench";
 
-struct Pod {
-    netns: String,
-    host_veth: String,
-    ip: Ipv4Addr,
-}
-
-fn pod(status: &Value, name: &str) -> Pod {
-    let pods = status["pods"].as_array().expect("status.pods");
-    let pod = pods
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no pod {name} in the lab: {status}"));
-    let field = |key: &str| {
-        pod[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("pod {name} has no {key}: {pod}"))
-            .to_owned()
-    };
-    Pod {
-        netns: field("netns"),
-        host_veth: field("hostVeth"),
-        ip: field_ip(&pod["ips"][0]),
-    }
-}
-
-fn field_ip(v: &Value) -> Ipv4Addr {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an IPv4 address: {v}"))
-}
-
 fn enter(netns: &str) {
     let file = File::open(format!("/run/netns/{netns}"))
         .unwrap_or_else(|e| panic!("opening netns {netns}: {e}"));
@@ -511,7 +480,7 @@ fn serve(netns: String) {
 }
 
 /// Connect + close (RST) loop from `client`'s netns: connections per second.
-fn connect_rate(client: &Pod, server: Ipv4Addr, seconds: u64) -> (f64, u64) {
+fn connect_rate(client: &LabPod, server: Ipv4Addr, seconds: u64) -> (f64, u64) {
     let netns = client.netns.clone();
     thread::scope(|s| {
         s.spawn(move || {
@@ -677,7 +646,7 @@ impl Drop for Firewall {
 
 /// weir with 10,000 rules: the client's endpoint enforces egress, the
 /// server is its allowed peer; both veths carry the programs.
-fn weir_enforcing(client: &Pod, server: &Pod) -> Datapath {
+fn weir_enforcing(client: &LabPod, server: &LabPod) -> Datapath {
     let mut datapath = must(
         "loading the datapath",
         Datapath::load(&LoadOptions::default()),
@@ -706,7 +675,7 @@ fn connection_rate() {
     }
     let lab = Lab::up("wenf", include_str!("lab.yaml"));
     let status = lab.status();
-    let (client, server) = (pod(&status, "client"), pod(&status, "server"));
+    let (client, server) = (lab_pod(&status, "client"), lab_pod(&status, "server"));
     serve(server.netns.clone());
     let fw = Firewall {
         client: client.ip,

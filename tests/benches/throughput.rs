@@ -31,40 +31,11 @@ use weir_ebpf::{
 };
 use weir_integration_tests::harness::Lab;
 
-use common::{median, range, require_root};
+use common::{LabPod, lab_pod, median, range, require_root};
 
 const ROUNDS: usize = 7;
 const SECONDS: u32 = 3;
 const PORT: &str = "5201";
-
-/// A pod of the bench lab, from `weir lab status -o json`.
-struct Pod {
-    netns: String,
-    host_veth: String,
-    ip: String,
-}
-
-fn pod(status: &Value, name: &str) -> Pod {
-    let pods = status["pods"].as_array().expect("status.pods");
-    let pod = pods
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no pod {name} in the lab: {status}"));
-    let field = |key: &str| {
-        pod[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("pod {name} has no {key}: {pod}"))
-            .to_owned()
-    };
-    Pod {
-        netns: field("netns"),
-        host_veth: field("hostVeth"),
-        ip: pod["ips"][0]
-            .as_str()
-            .unwrap_or_else(|| panic!("pod {name} has no IP: {pod}"))
-            .to_owned(),
-    }
-}
 
 /// `iperf3 -s` inside a pod, killed on drop.
 struct Server(Child);
@@ -89,9 +60,16 @@ impl Drop for Server {
 }
 
 /// Runs the iperf3 client in `client`'s namespace and returns its JSON report.
-fn iperf(client: &Pod, server: &Pod, seconds: u32, extra: &[&str]) -> Result<Value, String> {
+fn iperf(client: &LabPod, server: &LabPod, seconds: u32, extra: &[&str]) -> Result<Value, String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", &client.netns, "iperf3", "-c", &server.ip])
+        .args([
+            "netns",
+            "exec",
+            &client.netns,
+            "iperf3",
+            "-c",
+            &server.ip.to_string(),
+        ])
         .args(["-p", PORT, "-J", "-t", &seconds.to_string()])
         .args(extra)
         .output()
@@ -114,13 +92,13 @@ fn number(report: &Value, path: &[&str]) -> f64 {
 }
 
 /// TCP throughput in Gbit/s, as received.
-fn tcp(client: &Pod, server: &Pod) -> f64 {
+fn tcp(client: &LabPod, server: &LabPod) -> f64 {
     let report = iperf(client, server, SECONDS, &[]).unwrap_or_else(|e| panic!("{e}"));
     number(&report, &["end", "sum_received", "bits_per_second"]) / 1e9
 }
 
 /// 64-byte UDP datagrams the receiver got, per second.
-fn udp(client: &Pod, server: &Pod) -> f64 {
+fn udp(client: &LabPod, server: &LabPod) -> f64 {
     let report = iperf(client, server, SECONDS, &["-u", "-l", "64", "-b", "0"])
         .unwrap_or_else(|e| panic!("{e}"));
     let received = &["end", "sum_received"];
@@ -129,7 +107,7 @@ fn udp(client: &Pod, server: &Pod) -> f64 {
 }
 
 /// Waits until the server answers (iperf3 -s needs a moment to listen).
-fn wait_for_server(client: &Pod, server: &Pod) {
+fn wait_for_server(client: &LabPod, server: &LabPod) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match iperf(client, server, 1, &[]) {
@@ -140,7 +118,7 @@ fn wait_for_server(client: &Pod, server: &Pod) {
     }
 }
 
-fn attach(pods: &[&Pod]) -> Datapath {
+fn attach(pods: &[&LabPod]) -> Datapath {
     let mut datapath = Datapath::load(&LoadOptions::default())
         .unwrap_or_else(|e| panic!("loading the datapath: {e:#}"));
     for pod in pods {
@@ -179,7 +157,7 @@ fn main() {
 
     let lab = Lab::up("wbench", include_str!("lab.yaml"));
     let status = lab.status();
-    let (client, server) = (pod(&status, "client"), pod(&status, "server"));
+    let (client, server) = (lab_pod(&status, "client"), lab_pod(&status, "server"));
     let server_process = Server::start(&server.netns);
     wait_for_server(&client, &server);
 
