@@ -137,34 +137,9 @@ impl DesiredFile {
     /// # Errors
     /// See [`DesiredError`].
     pub fn load(&self) -> Result<Desired, DesiredError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Desired::default()),
-            Err(source) => {
-                return Err(DesiredError::Io {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let corrupt = |detail: String| DesiredError::Corrupt {
-            path: self.path.clone(),
-            detail,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        let found = value
-            .get("format_version")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| corrupt("no format_version".to_owned()))?;
-        if found > FORMAT_VERSION {
-            return Err(DesiredError::NewerFormat {
-                path: self.path.clone(),
-                found,
-            });
-        }
-        let file: File = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        Ok(file.desired)
+        Ok(read_versioned::<File>(&self.path)?
+            .map(|file| file.desired)
+            .unwrap_or_default())
     }
 
     /// Replace the file's content, atomically.
@@ -172,17 +147,59 @@ impl DesiredFile {
     /// # Errors
     /// See [`DesiredError`].
     pub fn save(&self, desired: &Desired) -> Result<(), DesiredError> {
-        let io = |source| DesiredError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let text = serde_json::to_vec_pretty(&File {
-            format_version: FORMAT_VERSION,
-            desired: desired.clone(),
-        })
-        .map_err(|e| io(std::io::Error::other(e)))?;
-        write_atomically(&self.path, &text).map_err(io)
+        write_versioned(
+            &self.path,
+            serde_json::to_vec_pretty(&File {
+                format_version: FORMAT_VERSION,
+                desired: desired.clone(),
+            }),
+        )
     }
+}
+
+/// A file of this format: `Ok(None)` when it does not exist; a newer
+/// `format_version` or one that does not parse is an error and the file
+/// is left as it is.
+fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, DesiredError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DesiredError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let corrupt = |detail: String| DesiredError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    let found = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| corrupt("no format_version".to_owned()))?;
+    if found > FORMAT_VERSION {
+        return Err(DesiredError::NewerFormat {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+/// Write `encoded` (a file of this format) atomically.
+fn write_versioned(path: &Path, encoded: serde_json::Result<Vec<u8>>) -> Result<(), DesiredError> {
+    let io = |source| DesiredError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = encoded.map_err(|e| io(std::io::Error::other(e)))?;
+    write_atomically(path, &bytes).map_err(io)
 }
 
 /// Temp file, fsync, rename: a crash leaves the old content or the new.
@@ -235,28 +252,7 @@ impl IdentitiesFile {
     /// # Errors
     /// An unreadable, corrupt or newer file (the caller starts afresh).
     pub fn load(&self) -> Result<Option<Identities>, DesiredError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(DesiredError::Io {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let corrupt = |detail: String| DesiredError::Corrupt {
-            path: self.path.clone(),
-            detail,
-        };
-        let file: SavedFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        if file.format_version > FORMAT_VERSION {
-            return Err(DesiredError::NewerFormat {
-                path: self.path.clone(),
-                found: file.format_version,
-            });
-        }
-        Ok(Some(file.identities))
+        Ok(read_versioned::<SavedFile>(&self.path)?.map(|file| file.identities))
     }
 
     /// Replace the file's content, atomically.
@@ -264,16 +260,13 @@ impl IdentitiesFile {
     /// # Errors
     /// See [`DesiredError`].
     pub fn save(&self, identities: &Identities) -> Result<(), DesiredError> {
-        let io = |source| DesiredError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let text = serde_json::to_vec(&SavedFile {
-            format_version: FORMAT_VERSION,
-            identities: identities.clone(),
-        })
-        .map_err(|e| io(std::io::Error::other(e)))?;
-        write_atomically(&self.path, &text).map_err(io)
+        write_versioned(
+            &self.path,
+            serde_json::to_vec(&SavedFile {
+                format_version: FORMAT_VERSION,
+                identities: identities.clone(),
+            }),
+        )
     }
 }
 
