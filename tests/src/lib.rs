@@ -6,3 +6,4 @@ pub mod harness;
 pub mod netns;
 pub mod packets;
 pub mod shop;
+pub mod test_run;

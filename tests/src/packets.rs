@@ -221,3 +221,15 @@ fn finish(step: PacketBuilderStep<IpHeaders>, l4: L4) -> Vec<u8> {
     written.expect("etherparse writes the frame");
     out
 }
+
+/// An IPv4/TCP frame with these `flags`.
+pub fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    frame(
+        ipv4(src, dst),
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+    )
+}

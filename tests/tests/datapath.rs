@@ -9,7 +9,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -21,8 +21,8 @@ use weir_ebpf::{
     abi::{
         ABI_VERSION, CNT_FRAGMENT, CNT_ICMP_CONTROL, CNT_MAX, CNT_NEW_FLOWS, CNT_NON_IP,
         CNT_PACKETS, CNT_PARSE_ERROR, CNT_RINGBUF_FULL, CNT_TABLE_FULL, CNT_UNSUPPORTED_L4,
-        EVENT_NEW_FLOW, FAMILY_IPV4, FAMILY_IPV6, FLOW_F_ANNOUNCED, FLOW_F_CLOSING,
-        FLOW_F_INITIATOR_GUESSED, FlowEvent, FlowKey, FlowStats, INITIATOR_LOCAL, INITIATOR_REMOTE,
+        EVENT_NEW_FLOW, FLOW_F_ANNOUNCED, FLOW_F_CLOSING, FLOW_F_INITIATOR_GUESSED, FlowEvent,
+        FlowKey, FlowStats, INITIATOR_LOCAL, INITIATOR_REMOTE,
     },
     loader::{
         AttachError, AttachMode, Datapath, DetachError, Floor, FlowTable, LoadOptions, Program,
@@ -33,7 +33,9 @@ use weir_integration_tests::{
     packets::{
         ETH_LEN, IPV4_LEN, IPV6_LEN, Ip, L4, Vlan, echo, frame, ipv4, ipv6, sctp, tagged_frame,
         tcp::{ACK, FIN, PSH, SYN},
+        tcp4,
     },
+    test_run::{key, must},
 };
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -49,11 +51,6 @@ const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
-
-/// Unwraps with the whole error chain in the panic message.
-fn must<T, E: Into<anyhow::Error>>(what: &str, result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("{what}: {:#}", e.into()))
-}
 
 /// A freshly loaded datapath with its flow table taken out.
 struct Harness {
@@ -118,55 +115,6 @@ impl Harness {
     fn counter(&self, index: usize) -> u64 {
         self.counters()[index]
     }
-}
-
-fn lo_ifindex() -> u32 {
-    must("if_nametoindex(lo)", nix::net::if_::if_nametoindex("lo"))
-}
-
-fn addr16(ip: IpAddr) -> [u8; 16] {
-    let mut out = [0; 16];
-    match ip {
-        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => out = v6.octets(),
-    }
-    out
-}
-
-/// The key the programs build for a test-run frame (loopback ifindex).
-fn key(
-    proto: u8,
-    local: impl Into<IpAddr>,
-    local_port: u16,
-    remote: impl Into<IpAddr>,
-    remote_port: u16,
-) -> FlowKey {
-    let (local, remote) = (local.into(), remote.into());
-    FlowKey {
-        ifindex: lo_ifindex(),
-        family: if local.is_ipv4() {
-            FAMILY_IPV4
-        } else {
-            FAMILY_IPV6
-        },
-        proto,
-        local_addr: addr16(local),
-        remote_addr: addr16(remote),
-        local_port,
-        remote_port,
-        ..FlowKey::default()
-    }
-}
-
-fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
-    frame(
-        ipv4(src, dst),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-        },
-    )
 }
 
 fn len(frame: &[u8]) -> u64 {

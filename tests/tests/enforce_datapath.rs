@@ -22,11 +22,11 @@ use weir_ebpf::{
     abi::{
         CNT_AUDIT, CNT_DROPPED, CNT_EVENTS_LIMITED, CNT_MAX, CNT_NEW_FLOWS, CidrKeyData,
         DIR_EGRESS, DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_RULES_EGRESS,
-        EP_RULES_INGRESS, EndpointInfo, FAMILY_IPV4, FAMILY_IPV6, FLOW_F_ANNOUNCED, FlowEvent,
-        FlowKey, FlowStats, ID_ANY, ID_HOST, ID_WORLD, IpKey, MODE_AUDIT, MODE_ENFORCE,
-        MODE_OBSERVE, POLICY_KEY_FIXED_BITS, PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue,
-        REASON_DEFAULT_DENY, REASON_NONE, REASON_PEER_NOT_ALLOWED, REASON_PORT_NOT_ALLOWED,
-        VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+        EP_RULES_INGRESS, EndpointInfo, FLOW_F_ANNOUNCED, FlowEvent, FlowKey, FlowStats, ID_ANY,
+        ID_HOST, ID_WORLD, IpKey, MODE_AUDIT, MODE_ENFORCE, MODE_OBSERVE, POLICY_KEY_FIXED_BITS,
+        PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue, REASON_DEFAULT_DENY, REASON_NONE,
+        REASON_PEER_NOT_ALLOWED, REASON_PORT_NOT_ALLOWED, VERDICT_AUDIT, VERDICT_DROPPED,
+        VERDICT_FORWARDED,
     },
     loader::{Datapath, FlowTable, LoadOptions, PolicyMaps, Program},
 };
@@ -35,7 +35,9 @@ use weir_integration_tests::{
     packets::{
         L4, echo, frame, ipv4, ipv6,
         tcp::{ACK, SYN},
+        tcp4,
     },
+    test_run::{addr16, family, key, lo_ifindex, must},
 };
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -55,32 +57,6 @@ const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 /// Identities: the pod's own, and some peers.
 const POD_ID: u32 = 1000;
 const PEER_ID: u32 = 1001;
-
-/// Unwraps with the whole error chain in the panic message.
-fn must<T, E: Into<anyhow::Error>>(what: &str, result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("{what}: {:#}", e.into()))
-}
-
-fn lo_ifindex() -> u32 {
-    must("if_nametoindex(lo)", nix::net::if_::if_nametoindex("lo"))
-}
-
-fn addr16(ip: IpAddr) -> [u8; 16] {
-    let mut out = [0; 16];
-    match ip {
-        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => out = v6.octets(),
-    }
-    out
-}
-
-fn family(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        FAMILY_IPV4
-    } else {
-        FAMILY_IPV6
-    }
-}
 
 /// A port range as LPM prefixes: (first port, prefix bits), largest aligned
 /// blocks first, as the compiler stores it.
@@ -275,38 +251,6 @@ impl Harness {
     fn counters(&self) -> [u64; CNT_MAX] {
         must("reading counters", self.datapath.counters())
     }
-}
-
-/// The key of a flow at lo.
-fn key(
-    proto: u8,
-    local: impl Into<IpAddr>,
-    local_port: u16,
-    remote: impl Into<IpAddr>,
-    remote_port: u16,
-) -> FlowKey {
-    let (local, remote) = (local.into(), remote.into());
-    FlowKey {
-        ifindex: lo_ifindex(),
-        family: family(local),
-        proto,
-        local_addr: addr16(local),
-        remote_addr: addr16(remote),
-        local_port,
-        remote_port,
-        ..FlowKey::default()
-    }
-}
-
-fn tcp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
-    frame(
-        ipv4(src, dst),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-        },
-    )
 }
 
 fn udp4(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
