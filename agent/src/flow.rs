@@ -165,8 +165,13 @@ pub struct Observation {
     /// True when no handshake was seen and the first packet decided the
     /// initiator (a flow already open when the probes attached).
     pub initiator_guessed: bool,
-    /// True for the first report of a flow: it counts as a new connection.
+    /// True for the first report of a connection: a new flow table entry,
+    /// or an entry a new connection reopened (a reused 5-tuple).
     pub new_flow: bool,
+    /// New connections this report counts: 1 for a new flow, more when the
+    /// 5-tuple was reused several times since the last report (the timing
+    /// and verdict fields are the latest connection's), 0 otherwise.
+    pub connections: u32,
     /// True for the last report: the flow expired from the table.
     pub closed: bool,
     /// Packets sent by the pod since the last report.

@@ -81,13 +81,16 @@ impl Default for Expiry {
     }
 }
 
-/// Counters already reported for one flow.
+/// Counters already reported for one flow table entry.
 #[derive(Clone, Copy, Debug, Default)]
 struct Reported {
     packets_from_pod: u64,
     bytes_from_pod: u64,
     packets_to_pod: u64,
     bytes_to_pod: u64,
+    /// Connections of the entry reported ([`FlowStats::connections`]): a
+    /// reused 5-tuple reopens the entry for a new connection.
+    connections: u32,
 }
 
 /// What one sweep found.
@@ -147,11 +150,16 @@ impl FlowTracker {
     /// counters (the sweep brings them). `None` for an event that does not
     /// describe a trackable flow, or a flow already reported.
     pub fn on_event(&mut self, event: &FlowEvent, clock: Clock) -> Option<Observation> {
-        if event.kind != abi::EVENT_NEW_FLOW || self.reported.contains_key(&event.key) {
+        let known = self.reported.get(&event.key).map(|r| r.connections);
+        // A connection already reported (by a sweep that read the entry
+        // before its announcement was drained) is not reported again.
+        if event.kind != abi::EVENT_NEW_FLOW || known.is_some_and(|c| event.connection <= c) {
             return None;
         }
         let mut obs = base_observation(&event.key, event.initiator, event.flags)?;
-        self.reported.insert(event.key, Reported::default());
+        let reported = self.reported.entry(event.key).or_default();
+        obs.connections = event.connection.saturating_sub(reported.connections).max(1);
+        reported.connections = event.connection;
         let time = clock.to_unix(event.timestamp_ns);
         obs.new_flow = true;
         obs.first_seen = time;
@@ -176,6 +184,14 @@ impl FlowTracker {
         Some(obs)
     }
 
+    /// Undo the report of `obs`, which never reached the aggregator (its
+    /// queue was full): the next sweep reports its connections again.
+    pub fn unreport(&mut self, key: &FlowKey, obs: &Observation) {
+        if let Some(reported) = self.reported.get_mut(key) {
+            reported.connections = reported.connections.saturating_sub(obs.connections);
+        }
+    }
+
     /// A full read of the kernel flow table at monotonic time `now_ns`.
     pub fn sweep(
         &mut self,
@@ -187,8 +203,23 @@ impl FlowTracker {
         let mut seen = HashMap::with_capacity(self.reported.len());
         for (key, stats) in entries {
             sweep.entries += 1;
-            let new_flow = !self.reported.contains_key(&key);
-            let before = self.reported.get(&key).copied().unwrap_or_default();
+            let before = self.reported.get(&key).copied();
+            // The counters only grow, within an entry: fewer means the entry
+            // was deleted (expired, or by the enforcer) and made again.
+            let known = before.is_some_and(|b| {
+                stats.connections >= b.connections
+                    && stats.packets_from_pod >= b.packets_from_pod
+                    && stats.packets_to_pod >= b.packets_to_pod
+            });
+            let before = before.filter(|_| known).unwrap_or_default();
+            // New connections: a new entry, or one reopened by a new
+            // connection on its 5-tuple since the last report.
+            let connections = if known {
+                stats.connections.saturating_sub(before.connections)
+            } else {
+                stats.connections.max(1)
+            };
+            let new_flow = connections > 0;
             let idle = Duration::from_nanos(now_ns.saturating_sub(stats.last_seen_ns));
             let timeout = if stats.flags & abi::FLOW_F_CLOSING != 0 {
                 self.expiry.closing
@@ -203,9 +234,10 @@ impl FlowTracker {
                 bytes_from_pod: stats.bytes_from_pod.saturating_sub(before.bytes_from_pod),
                 packets_to_pod: stats.packets_to_pod.saturating_sub(before.packets_to_pod),
                 bytes_to_pod: stats.bytes_to_pod.saturating_sub(before.bytes_to_pod),
+                connections: 0,
             };
             let changed = delta.packets_from_pod + delta.packets_to_pod > 0;
-            if new_flow {
+            if new_flow && !known {
                 sweep.recovered += 1;
             }
             if closed {
@@ -218,6 +250,7 @@ impl FlowTracker {
                         bytes_from_pod: stats.bytes_from_pod,
                         packets_to_pod: stats.packets_to_pod,
                         bytes_to_pod: stats.bytes_to_pod,
+                        connections: stats.connections,
                     },
                 );
             }
@@ -228,6 +261,7 @@ impl FlowTracker {
                 continue;
             };
             obs.new_flow = new_flow;
+            obs.connections = connections;
             obs.closed = closed;
             obs.packets_from_pod = delta.packets_from_pod;
             obs.bytes_from_pod = delta.bytes_from_pod;
@@ -279,6 +313,7 @@ fn base_observation(key: &FlowKey, initiator: u8, flags: u8) -> Option<Observati
         initiator,
         initiator_guessed: flags & abi::FLOW_F_INITIATOR_GUESSED != 0,
         new_flow: false,
+        connections: 0,
         closed: false,
         packets_from_pod: 0,
         bytes_from_pod: 0,
@@ -337,6 +372,7 @@ mod tests {
             bytes_to_pod: packets * 60,
             initiator: abi::INITIATOR_LOCAL,
             flags,
+            connections: 1,
             ..FlowStats::default()
         }
     }
@@ -348,6 +384,7 @@ mod tests {
             initiator: abi::INITIATOR_LOCAL,
             timestamp_ns: SEC,
             key: k,
+            connection: 1,
             ..FlowEvent::default()
         }
     }
@@ -423,6 +460,77 @@ mod tests {
         assert_eq!(s.expired, vec![key(1)]);
         assert!(s.observations[0].closed && !s.observations[0].new_flow);
         assert!(t.is_empty());
+    }
+
+    fn reopened(packets: u64, first_seen_ns: u64, connections: u32) -> FlowStats {
+        FlowStats {
+            first_seen_ns,
+            last_seen_ns: first_seen_ns,
+            connections,
+            ..stats(packets, first_seen_ns, 0)
+        }
+    }
+
+    #[test]
+    fn a_reused_tuple_is_a_new_connection_with_its_own_first_seen() {
+        let clock = Clock::from_readings(0, 0);
+        let mut t = FlowTracker::new(Expiry::default());
+        let s = t.sweep([(key(1), reopened(4, SEC, 1))], 2 * SEC, clock);
+        assert_eq!(s.observations[0].connections, 1);
+
+        // Reopened once, seen by the sweep first: one new connection with
+        // its own first packet, and counters as deltas of the same entry.
+        let s = t.sweep([(key(1), reopened(6, 3 * SEC, 2))], 4 * SEC, clock);
+        let o = &s.observations[0];
+        assert!(o.new_flow);
+        assert_eq!(
+            (o.connections, o.first_seen, o.packets_from_pod),
+            (2 - 1, 3 * SEC, 2)
+        );
+        assert_eq!(s.recovered, 0, "the entry was known");
+        // Its announcement, drained later, is not a second one.
+        let mut late = event(key(1));
+        late.connection = 2;
+        assert!(t.on_event(&late, clock).is_none());
+
+        // Announced first: counted by the event, then the sweep brings the
+        // counters only.
+        late.connection = 3;
+        late.timestamp_ns = 5 * SEC;
+        let o = t.on_event(&late, clock).expect("a new connection");
+        assert_eq!((o.connections, o.first_seen), (1, 5 * SEC));
+        let s = t.sweep([(key(1), reopened(7, 5 * SEC, 3))], 6 * SEC, clock);
+        assert_eq!(s.observations.len(), 1);
+        assert!(!s.observations[0].new_flow);
+        assert_eq!(s.observations[0].connections, 0);
+        assert_eq!(s.observations[0].packets_from_pod, 1);
+
+        // Reopened three times between two sweeps: three connections.
+        let s = t.sweep([(key(1), reopened(9, 7 * SEC, 6))], 8 * SEC, clock);
+        assert_eq!(s.observations[0].connections, 3);
+    }
+
+    #[test]
+    fn an_entry_made_again_is_new_even_under_a_known_key() {
+        let clock = Clock::from_readings(0, 0);
+        let mut t = FlowTracker::new(Expiry::default());
+        t.sweep([(key(1), reopened(5, SEC, 2))], 2 * SEC, clock);
+        // Deleted (by the enforcer) and made again between two sweeps.
+        let s = t.sweep([(key(1), reopened(1, 3 * SEC, 1))], 4 * SEC, clock);
+        let o = &s.observations[0];
+        assert!(o.new_flow);
+        assert_eq!((o.connections, o.packets_from_pod), (1, 1));
+    }
+
+    #[test]
+    fn an_announcement_that_never_reached_the_aggregator_is_swept_again() {
+        let clock = Clock::from_readings(0, 0);
+        let mut t = FlowTracker::new(Expiry::default());
+        let o = t.on_event(&event(key(1)), clock).expect("new");
+        t.unreport(&key(1), &o);
+        let s = t.sweep([(key(1), reopened(1, SEC, 1))], 2 * SEC, clock);
+        assert!(s.observations[0].new_flow);
+        assert_eq!(s.observations[0].connections, 1);
     }
 
     #[test]

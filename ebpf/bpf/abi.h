@@ -16,7 +16,7 @@
 
 #include <linux/types.h>
 
-#define WEIR_ABI_VERSION 2
+#define WEIR_ABI_VERSION 3
 
 /* Address families as stored in flow_key.family. */
 #define WEIR_FAMILY_IPV4 4
@@ -43,7 +43,7 @@
  * exported as metrics: losses are counted, never silent.
  */
 #define WEIR_CNT_PACKETS 0         /* packets seen by the programs */
-#define WEIR_CNT_NEW_FLOWS 1       /* flow table entries created */
+#define WEIR_CNT_NEW_FLOWS 1       /* flow table entries created or reopened */
 #define WEIR_CNT_RINGBUF_FULL 2    /* new-flow events lost: ring buffer full */
 #define WEIR_CNT_TABLE_FULL 3      /* flows not tracked: flow table full */
 #define WEIR_CNT_PARSE_ERROR 4     /* truncated or malformed headers */
@@ -81,6 +81,13 @@ struct flow_key {
  * from a per-CPU clock read once per tick (it may lag by two ticks, and only
  * drives idle expiry). Counters are updated with atomic adds; the agent reads
  * deltas.
+ *
+ * One entry can carry several TCP connections in turn: a SYN without ACK on
+ * an entry that saw FIN or RST is a new connection on a reused 5-tuple (as
+ * conntrack sees it). The entry is then reopened in place: `connections`
+ * grows by one, first_seen_ns, the TCP flags, initiator, flags, verdict and
+ * reason are the new connection's, and the packet and byte counters keep
+ * growing (the agent reads them as deltas).
  */
 struct flow_stats {
 	__u64 first_seen_ns;
@@ -97,9 +104,11 @@ struct flow_stats {
 	__u8 icmp_code;
 	__u8 verdict;            /* WEIR_VERDICT_*, decided on the first packet */
 	__u8 reason;             /* WEIR_REASON_* when not forwarded */
+	__u32 connections;       /* connections carried: 1, +1 per reopening */
+	__u32 _pad0;
 } __attribute__((aligned(8)));
 
-/* Ring-buffer record announcing a new flow table entry. */
+/* Ring-buffer record announcing a new flow table entry, or a reopened one. */
 struct flow_event {
 	__u16 version; /* WEIR_ABI_VERSION */
 	__u8 kind;     /* WEIR_EVENT_* */
@@ -115,6 +124,8 @@ struct flow_event {
 	__u8 direction; /* WEIR_DIR_* checked (the endpoint's side) */
 	__u8 _pad0;
 	__u32 peer_identity; /* identity the peer resolved to (0: none) */
+	__u32 connection;    /* flow_stats.connections of the announced connection */
+	__u32 _pad1;
 } __attribute__((aligned(8)));
 
 /*
@@ -253,8 +264,8 @@ struct peer_cache_value {
 } __attribute__((aligned(4)));
 
 _Static_assert(sizeof(struct flow_key) == 48, "flow_key ABI");
-_Static_assert(sizeof(struct flow_stats) == 56, "flow_stats ABI");
-_Static_assert(sizeof(struct flow_event) == 72, "flow_event ABI");
+_Static_assert(sizeof(struct flow_stats) == 64, "flow_stats ABI");
+_Static_assert(sizeof(struct flow_event) == 80, "flow_event ABI");
 _Static_assert(sizeof(struct endpoint_info) == 8, "endpoint_info ABI");
 _Static_assert(sizeof(struct ip_key) == 20, "ip_key ABI");
 _Static_assert(sizeof(struct cidr_key) == 24, "cidr_key ABI");

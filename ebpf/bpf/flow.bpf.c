@@ -70,6 +70,9 @@
  *     (weir_event_cost_ns, weir_event_bucket_ns: 1000/s, burst 100 by
  *     default); a suppressed event is counted in WEIR_CNT_EVENTS_LIMITED and
  *     its entry stays without WEIR_FLOW_F_ANNOUNCED, so the sweep reports it.
+ *   - A new TCP connection on the 5-tuple of an entry that saw FIN or RST
+ *     (a client reusing a source port before the old entry expired) is
+ *     judged again: see reopen().
  *   Limitations: mid-stream TCP (no SYN, e.g. after the entry expired) is
  *   judged as a new flow from whichever side sends first; non-first IP
  *   fragments, ICMP errors and IP protocols other than TCP/UDP/SCTP/ICMP are
@@ -372,6 +375,8 @@ static __noinline void fill_event(struct flow_event *ev, const struct flow_key *
 	ev->direction = j->direction;
 	ev->_pad0 = 0;
 	ev->peer_identity = j->peer;
+	ev->connection = stats->connections;
+	ev->_pad1 = 0;
 }
 
 /*
@@ -578,6 +583,7 @@ static __always_inline int new_flow(const struct flow_key *key, const struct par
 	stats.icmp_code = p->icmp_code;
 	stats.verdict = j->verdict;
 	stats.reason = j->reason;
+	stats.connections = 1;
 
 	if (j->verdict != WEIR_VERDICT_FORWARDED && !verdict_event_allowed(now)) {
 		limited = true;
@@ -633,6 +639,67 @@ static __always_inline void decide(const struct flow_key *key, struct judgment *
 		judge(ep, key, j);
 }
 
+/*
+ * Whether a packet of an existing entry opens a new connection on its
+ * 5-tuple: a TCP SYN without ACK (OPENER_SENDER) after FIN or RST, as a
+ * client that reuses a source port sends while the old connection's entry
+ * waits for its closing expiry. conntrack starts a new connection there too.
+ */
+static __always_inline bool reopens(const struct flow_stats *stats, const struct flow_key *key,
+				    const struct parsed *p)
+{
+	return (stats->flags & WEIR_FLOW_F_CLOSING) && key->proto == IPPROTO_TCP &&
+	       p->opener == OPENER_SENDER;
+}
+
+/*
+ * A new connection on an entry's 5-tuple (reopens()): the entry is restarted
+ * in place for it, as new_flow() would have made it, except that the packet
+ * and byte counters keep growing (the agent reads deltas) and `connections`
+ * grows by one. It is judged again and announced again. `connections` is
+ * bumped last, with an atomic add (a full barrier), so a sweep that sees the
+ * new count also sees the new connection's first_seen_ns and verdict.
+ */
+static __always_inline int reopen(struct flow_stats *stats, const struct flow_key *key,
+				  const struct parsed *p, __u64 len, const bool from_pod)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct flow_event *ev;
+	bool limited = false;
+	struct judgment j;
+	__u8 flags;
+
+	decide(key, &j, from_pod);
+	if (j.verdict != WEIR_VERDICT_FORWARDED && !verdict_event_allowed(now)) {
+		limited = true;
+		ev = NULL;
+	} else {
+		ev = bpf_ringbuf_reserve(&EVENTS, sizeof(*ev), 0);
+	}
+	flags = closing_flag(p->tcp_flags);
+	if (ev)
+		flags |= WEIR_FLOW_F_ANNOUNCED;
+	stats->first_seen_ns = now;
+	stats->tcp_flags_from_pod = 0;
+	stats->tcp_flags_to_pod = 0;
+	stats->initiator = initiator_of(p->opener, from_pod);
+	stats->flags = flags;
+	stats->verdict = j.verdict;
+	stats->reason = j.reason;
+	account(stats, p, len, now, from_pod);
+	__sync_fetch_and_add(&stats->connections, 1);
+	count(WEIR_CNT_NEW_FLOWS);
+	if (ev) {
+		fill_event(ev, key, stats, p, &j);
+		bpf_ringbuf_submit(ev, 0);
+	} else if (limited) {
+		count(WEIR_CNT_EVENTS_LIMITED);
+	} else {
+		count(WEIR_CNT_RINGBUF_FULL);
+	}
+	return apply(j.verdict);
+}
+
 static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 {
 	void *data = (void *)(long)skb->data;
@@ -655,6 +722,8 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 	/* one lookup; the clock is read after it, as each path needs */
 	stats = bpf_map_lookup_elem(&FLOWS, &key);
 	if (stats) {
+		if (reopens(stats, &key, &p))
+			return reopen(stats, &key, &p, skb->len, from_pod);
 		account(stats, &p, skb->len, last_seen_clock(), from_pod);
 		/* the flow's verdict: no lookup unless it was denied */
 		if (stats->verdict == WEIR_VERDICT_FORWARDED)

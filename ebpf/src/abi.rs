@@ -15,7 +15,7 @@ use std::{
 };
 
 /// `WEIR_ABI_VERSION`: bumped on any incompatible change of an event layout.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 
 /// `WEIR_FAMILY_IPV4`: [`FlowKey::family`] of an IPv4 flow.
 pub const FAMILY_IPV4: u8 = 4;
@@ -196,9 +196,17 @@ pub struct FlowStats {
     pub verdict: u8,
     /// `REASON_*` when not forwarded.
     pub reason: u8,
+    /// Connections the entry has carried: 1, plus one each time a new TCP
+    /// connection reopened it (a SYN on a reused 5-tuple after FIN or RST).
+    /// The timestamps, flags, initiator and verdict are the latest
+    /// connection's; the packet and byte counters are the sum of all.
+    pub connections: u32,
+    /// Padding; always zero.
+    pub _pad0: u32,
 }
 
-/// `struct flow_event`: the ring-buffer record announcing a new flow entry.
+/// `struct flow_event`: the ring-buffer record announcing a new flow entry,
+/// or a new connection that reopened one.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
@@ -230,6 +238,10 @@ pub struct FlowEvent {
     pub _pad0: u8,
     /// Identity the peer resolved to (0: not judged).
     pub peer_identity: u32,
+    /// [`FlowStats::connections`] of the announced connection.
+    pub connection: u32,
+    /// Padding; always zero.
+    pub _pad1: u32,
 }
 
 /// `struct endpoint_info`: the `ENDPOINTS` value (key: host veth ifindex).
@@ -398,7 +410,7 @@ const _: () = {
     assert!(offset_of!(FlowKey, remote_port) == 42);
     assert!(offset_of!(FlowKey, _pad1) == 44);
 
-    assert!(size_of::<FlowStats>() == 56);
+    assert!(size_of::<FlowStats>() == 64);
     assert!(offset_of!(FlowStats, first_seen_ns) == 0);
     assert!(offset_of!(FlowStats, last_seen_ns) == 8);
     assert!(offset_of!(FlowStats, packets_from_pod) == 16);
@@ -413,8 +425,10 @@ const _: () = {
     assert!(offset_of!(FlowStats, icmp_code) == 53);
     assert!(offset_of!(FlowStats, verdict) == 54);
     assert!(offset_of!(FlowStats, reason) == 55);
+    assert!(offset_of!(FlowStats, connections) == 56);
+    assert!(offset_of!(FlowStats, _pad0) == 60);
 
-    assert!(size_of::<FlowEvent>() == 72);
+    assert!(size_of::<FlowEvent>() == 80);
     assert!(offset_of!(FlowEvent, version) == 0);
     assert!(offset_of!(FlowEvent, kind) == 2);
     assert!(offset_of!(FlowEvent, initiator) == 3);
@@ -429,6 +443,8 @@ const _: () = {
     assert!(offset_of!(FlowEvent, direction) == 66);
     assert!(offset_of!(FlowEvent, _pad0) == 67);
     assert!(offset_of!(FlowEvent, peer_identity) == 68);
+    assert!(offset_of!(FlowEvent, connection) == 72);
+    assert!(offset_of!(FlowEvent, _pad1) == 76);
 
     assert!(size_of::<EndpointInfo>() == 8);
     assert!(offset_of!(EndpointInfo, identity) == 0);
@@ -674,6 +690,8 @@ impl FlowEvent {
             direction: r.u8(),
             _pad0: r.u8(),
             peer_identity: r.u32(),
+            connection: r.u32(),
+            _pad1: r.u32(),
         })
     }
 }
@@ -683,7 +701,7 @@ mod tests {
     use super::*;
 
     fn event_bytes(version: u16) -> Vec<u8> {
-        let mut b = Vec::with_capacity(72);
+        let mut b = Vec::with_capacity(80);
         b.extend_from_slice(&version.to_ne_bytes());
         b.extend_from_slice(&[
             EVENT_NEW_FLOW,
@@ -705,6 +723,8 @@ mod tests {
         b.extend_from_slice(&[0; 4]);
         b.extend_from_slice(&[VERDICT_DROPPED, REASON_PORT_NOT_ALLOWED, DIR_EGRESS, 0]);
         b.extend_from_slice(&300u32.to_ne_bytes());
+        b.extend_from_slice(&2u32.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
         b
     }
 
@@ -726,6 +746,7 @@ mod tests {
         assert_eq!(event.reason, REASON_PORT_NOT_ALLOWED);
         assert_eq!(event.direction, DIR_EGRESS);
         assert_eq!(event.peer_identity, 300);
+        assert_eq!(event.connection, 2);
     }
 
     #[test]
@@ -745,11 +766,11 @@ mod tests {
 
     #[test]
     fn rejects_short_records() {
-        for len in [0, 1, 16, 63, 64, 71] {
+        for len in [0, 1, 16, 63, 64, 71, 72, 79] {
             let bytes = &event_bytes(ABI_VERSION)[..len];
             assert_eq!(
                 FlowEvent::from_bytes(bytes),
-                Err(DecodeError::TooShort { len, expected: 72 })
+                Err(DecodeError::TooShort { len, expected: 80 })
             );
         }
     }

@@ -164,6 +164,8 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("icmp_code", offset_of!(FlowStats, icmp_code)),
             ("verdict", offset_of!(FlowStats, verdict)),
             ("reason", offset_of!(FlowStats, reason)),
+            ("connections", offset_of!(FlowStats, connections)),
+            ("_pad0", offset_of!(FlowStats, _pad0)),
         ],
     );
     check(
@@ -185,6 +187,8 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("direction", offset_of!(FlowEvent, direction)),
             ("_pad0", offset_of!(FlowEvent, _pad0)),
             ("peer_identity", offset_of!(FlowEvent, peer_identity)),
+            ("connection", offset_of!(FlowEvent, connection)),
+            ("_pad1", offset_of!(FlowEvent, _pad1)),
         ],
     );
     check(

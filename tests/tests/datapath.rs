@@ -32,7 +32,7 @@ use weir_integration_tests::{
     netns::{NetNs, require_root},
     packets::{
         ETH_LEN, IPV4_LEN, IPV6_LEN, Ip, L4, Vlan, echo, frame, ipv4, ipv6, sctp, tagged_frame,
-        tcp::{ACK, FIN, PSH, SYN},
+        tcp::{ACK, FIN, PSH, RST, SYN},
         tcp4,
     },
     test_run::{key, must},
@@ -214,6 +214,105 @@ fn existing_flow_accumulates_per_direction() {
     assert!(s.last_seen_ns >= s.first_seen_ns);
     assert_eq!(h.counter(CNT_NEW_FLOWS), 1);
     assert_eq!(h.counter(CNT_PACKETS), 4);
+}
+
+/// A client that reuses its source port while the old connection's entry
+/// still waits for its closing expiry opens a new connection: the entry is
+/// reopened for it (counted, its own first packet time, initiator and
+/// flags, announced again), and the counters keep adding up.
+#[test]
+fn a_syn_after_fin_on_the_same_tuple_is_a_new_connection() {
+    let mut h = Harness::new();
+    let mut ring = must("taking the ring buffer", h.datapath.take_ring_buf());
+    let k = key(IPPROTO_TCP, POD, 40000, PEER, 80);
+    let first = [
+        (true, tcp4(POD, 40000, PEER, 80, SYN)),
+        (false, tcp4(PEER, 80, POD, 40000, SYN | ACK)),
+        (true, tcp4(POD, 40000, PEER, 80, ACK)),
+        (true, tcp4(POD, 40000, PEER, 80, FIN | ACK)),
+        (false, tcp4(PEER, 80, POD, 40000, FIN | ACK)),
+        (true, tcp4(POD, 40000, PEER, 80, ACK)),
+    ];
+    for (from_pod, frame) in &first {
+        if *from_pod {
+            h.pod_sends(frame);
+        } else {
+            h.pod_receives(frame);
+        }
+    }
+    let old = h.stats(&k);
+    assert_eq!(old.connections, 1);
+    assert_ne!(old.flags & FLOW_F_CLOSING, 0);
+    let announced = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>| {
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            events.push(must("decoding the event", FlowEvent::from_bytes(&item)));
+        }
+        events
+    };
+    assert_eq!(announced(&mut ring).len(), 1);
+
+    // a retransmitted ACK of the old connection is not a new one
+    h.pod_sends(&tcp4(POD, 40000, PEER, 80, ACK));
+    assert_eq!(h.stats(&k).connections, 1);
+
+    std::thread::sleep(Duration::from_millis(2));
+    let syn = tcp4(POD, 40000, PEER, 80, SYN);
+    h.pod_sends(&syn);
+    let new = h.stats(&k);
+    assert_eq!(new.connections, 2, "{new:?}");
+    assert!(
+        new.first_seen_ns > old.last_seen_ns,
+        "its own first packet time"
+    );
+    assert_eq!(new.initiator, INITIATOR_LOCAL);
+    assert_eq!(new.flags & FLOW_F_CLOSING, 0, "the new connection is open");
+    assert_eq!((new.tcp_flags_from_pod, new.tcp_flags_to_pod), (SYN, 0));
+    assert_eq!(
+        new.packets_from_pod,
+        old.packets_from_pod + 2,
+        "counters add up"
+    );
+    assert_eq!(new.packets_to_pod, old.packets_to_pod);
+    let events = announced(&mut ring);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].key, k);
+    assert_eq!(events[0].connection, 2);
+    assert_eq!(events[0].timestamp_ns, new.first_seen_ns);
+    assert_eq!(h.counter(CNT_NEW_FLOWS), 2);
+
+    // the new connection's own packets are its own, once
+    h.pod_receives(&tcp4(PEER, 80, POD, 40000, SYN | ACK));
+    h.pod_sends(&tcp4(POD, 40000, PEER, 80, ACK));
+    assert_eq!(h.stats(&k).connections, 2);
+    assert!(announced(&mut ring).is_empty());
+
+    // after a reset, the peer may open the same tuple the other way round
+    h.pod_receives(&tcp4(PEER, 80, POD, 40000, RST));
+    h.pod_receives(&tcp4(PEER, 80, POD, 40000, SYN));
+    let third = h.stats(&k);
+    assert_eq!(third.connections, 3);
+    assert_eq!(third.initiator, INITIATOR_REMOTE);
+    assert_eq!(announced(&mut ring)[0].connection, 3);
+}
+
+/// Only a bare SYN reopens, and only TCP: a SYN-ACK or a UDP datagram on a
+/// closing entry belongs to the flow there is.
+#[test]
+fn only_a_bare_tcp_syn_reopens_a_closing_entry() {
+    let h = Harness::new();
+    let k = key(IPPROTO_TCP, POD, 40000, PEER, 80);
+    h.pod_sends(&tcp4(POD, 40000, PEER, 80, SYN));
+    h.pod_receives(&tcp4(PEER, 80, POD, 40000, RST | ACK));
+    h.pod_receives(&tcp4(PEER, 80, POD, 40000, SYN | ACK));
+    h.pod_sends(&tcp4(POD, 40000, PEER, 80, FIN | ACK));
+    assert_eq!(h.stats(&k).connections, 1);
+    // a SYN on an entry that never closed is a retransmission
+    let open = key(IPPROTO_TCP, POD, 40001, PEER, 80);
+    h.pod_sends(&tcp4(POD, 40001, PEER, 80, SYN));
+    h.pod_sends(&tcp4(POD, 40001, PEER, 80, SYN));
+    assert_eq!(h.stats(&open).connections, 1);
+    assert_eq!(h.counter(CNT_NEW_FLOWS), 2);
 }
 
 // ---- UDP, SCTP, ICMP ----

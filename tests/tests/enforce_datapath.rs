@@ -34,7 +34,7 @@ use weir_integration_tests::{
     netns::{NetNs, require_root},
     packets::{
         L4, echo, frame, ipv4, ipv6,
-        tcp::{ACK, SYN},
+        tcp::{ACK, FIN, SYN},
         tcp4,
     },
     test_run::{addr16, family, key, lo_ifindex, must},
@@ -668,6 +668,54 @@ fn enforcing_a_namespace_keeps_its_established_flows() {
     );
     assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, ACK)), TC_ACT_UNSPEC);
     assert_eq!(h.pod_sends(&tcp4(POD, 40001, PEER, 80, SYN)), TC_ACT_SHOT);
+}
+
+/// A new connection on a reused 5-tuple is judged again: the namespace went
+/// to enforce while the old connection was open (kept, as established
+/// connections are), and after its FIN the client's next SYN from the same
+/// port is a new connection, which the policy denies.
+#[test]
+fn a_new_connection_on_a_reused_tuple_is_judged_again() {
+    let mut h = Harness::new();
+    h.identity(PEER, PEER_ID);
+    h.endpoint(MODE_OBSERVE, 0);
+    let k = key(IPPROTO_TCP, POD, 40000, PEER, 80);
+    assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, SYN)), TC_ACT_UNSPEC);
+    h.endpoint(MODE_ENFORCE, EGRESS_WITH_RULES);
+    h.allow(DIR_EGRESS, PEER_ID, IPPROTO_TCP, (443, 443));
+    for (from_pod, frame) in [
+        (false, tcp4(PEER, 80, POD, 40000, SYN | ACK)),
+        (true, tcp4(POD, 40000, PEER, 80, ACK)),
+        (true, tcp4(POD, 40000, PEER, 80, FIN | ACK)),
+        (false, tcp4(PEER, 80, POD, 40000, FIN | ACK)),
+    ] {
+        let action = if from_pod {
+            h.pod_sends(&frame)
+        } else {
+            h.pod_receives(&frame)
+        };
+        assert_eq!(action, TC_ACT_UNSPEC, "the established connection is kept");
+    }
+    assert_eq!(h.verdict(&k), (VERDICT_FORWARDED, REASON_NONE));
+    h.events();
+
+    assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, SYN)), TC_ACT_SHOT);
+    let s = h.stats(&k);
+    assert_eq!(s.connections, 2);
+    assert_eq!(
+        (s.verdict, s.reason),
+        (VERDICT_DROPPED, REASON_PORT_NOT_ALLOWED)
+    );
+    let events = h.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        (events[0].connection, events[0].verdict, events[0].direction),
+        (2, VERDICT_DROPPED, DIR_EGRESS)
+    );
+    // its retransmission stays dropped, as part of the new connection
+    assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, SYN)), TC_ACT_SHOT);
+    assert_eq!(h.stats(&k).connections, 2);
+    assert_eq!(h.counters()[CNT_DROPPED], 2);
 }
 
 // ---- connection tracking ----

@@ -236,7 +236,7 @@ impl Aggregator {
                         last_seen: obs.last_seen,
                         ..EdgeStats::default()
                     };
-                    count_verdict(&mut delta, obs.verdict);
+                    count_verdict(&mut delta, obs.verdict, obs.connections);
                     self.merge(key, &delta, obs.verdict);
                 }
                 return Folded::Duplicate;
@@ -256,14 +256,12 @@ impl Aggregator {
         let mut delta = EdgeStats {
             packets: obs.packets_from_pod + obs.packets_to_pod,
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
-            connections: u64::from(obs.new_flow),
+            connections: u64::from(obs.connections),
             first_seen: obs.first_seen,
             last_seen: obs.last_seen,
             ..EdgeStats::default()
         };
-        if obs.new_flow {
-            count_verdict(&mut delta, obs.verdict);
-        }
+        count_verdict(&mut delta, obs.verdict, obs.connections);
         match (self.merge(key, &delta, obs.verdict), obs.verdict) {
             (_, Verdict::Dropped) => Folded::Dropped,
             (true, _) => Folded::NewEdge,
@@ -530,12 +528,14 @@ pub struct GraphView {
     pub version: u64,
 }
 
-fn count_verdict(stats: &mut EdgeStats, verdict: Verdict) {
+/// Counts `connections` new connections under their verdict.
+fn count_verdict(stats: &mut EdgeStats, verdict: Verdict, connections: u32) {
     let counts = &mut stats.verdicts;
+    let n = u64::from(connections);
     match verdict {
-        Verdict::Forwarded => counts.forwarded += 1,
-        Verdict::Audit => counts.audit += 1,
-        Verdict::Dropped => counts.dropped += 1,
+        Verdict::Forwarded => counts.forwarded += n,
+        Verdict::Audit => counts.audit += n,
+        Verdict::Dropped => counts.dropped += n,
     }
 }
 

@@ -75,6 +75,7 @@ pub(crate) fn obs(ifindex: u32, local: &str, remote: &str, initiator: Initiator)
         initiator,
         initiator_guessed: false,
         new_flow: true,
+        connections: 1,
         closed: false,
         packets_from_pod: 1,
         bytes_from_pod: 60,

@@ -33,6 +33,7 @@ fn local_initiator_makes_an_edge_to_the_peer_port() {
     assert_eq!(agg.fold(&o, &r), Folded::NewEdge);
     let mut update = o.clone();
     update.new_flow = false;
+    update.connections = 0;
     assert_eq!(agg.fold(&update, &r), Folded::Edge);
 
     let g = agg.graph();
@@ -145,6 +146,7 @@ fn only_flow_starts_and_ends_make_records_and_the_ring_is_bounded() {
     let mut o = obs(1, "10.0.0.1:1", "10.0.1.9:5432", Initiator::Local);
     agg.fold(&o, &r);
     o.new_flow = false;
+    o.connections = 0;
     agg.fold(&o, &r);
     assert_eq!(agg.record_count(), 1);
     o.closed = true;
@@ -285,6 +287,7 @@ fn verdicts_are_counted_per_edge_and_drops_kept_apart() {
     // Later reports of a flow count bytes, not connections or verdicts.
     let mut update = audited.clone();
     update.new_flow = false;
+    update.connections = 0;
     agg.fold(&update, &r);
 
     let view = agg.view();
@@ -333,4 +336,20 @@ fn the_responders_report_adds_its_denial_not_a_connection() {
         (drops.connections, drops.packets, drops.verdicts.dropped),
         (0, 0, 1)
     );
+}
+
+#[test]
+fn every_connection_of_a_reused_tuple_counts() {
+    let resolver = shop();
+    let agg = Aggregator::new(Options::default(), Arc::new(Metrics::new()));
+    let first = obs(1, "10.0.0.1:40000", "10.0.1.9:5432", Initiator::Local);
+    agg.fold(&first, &resolver);
+    // the same 5-tuple reopened three times before the next sweep
+    let mut reopened = first.clone();
+    reopened.connections = 3;
+    agg.fold(&reopened, &resolver);
+    let graph = agg.graph();
+    let stats = graph.edges.values().next().expect("one edge");
+    assert_eq!(stats.connections, 4);
+    assert_eq!(stats.verdicts.forwarded, 4);
 }

@@ -188,7 +188,9 @@ impl DatapathTask {
             self.metrics.observed(EventSource::Ringbuf);
             if let Some(mut obs) = self.tracker.on_event(event, clock) {
                 self.settle(&mut obs);
-                if self.tx.try_send(obs).is_err() {
+                if let Err(error) = self.tx.try_send(obs) {
+                    // The sweep reports it instead, as a new connection.
+                    self.tracker.unreport(&event.key, &error.into_inner());
                     self.metrics.channel_dropped();
                 }
             }

@@ -103,6 +103,7 @@ pub(super) fn open_connections(
                 initiator,
                 initiator_guessed: false,
                 new_flow: true,
+                connections: 1,
                 closed: false,
                 packets_from_pod: 0,
                 bytes_from_pod: 0,
