@@ -380,3 +380,129 @@ fn the_shop_is_learned_exported_verified_and_survives_a_restart() {
     ]);
     assert_eq!(out.status.code(), Some(0), "offline verify: {out:?}");
 }
+
+/// A store saved with `edges` edges, closed cleanly, as bytes.
+fn saved_store(dir: &Path, edges: u16) -> Vec<u8> {
+    use weir_generator::model::{
+        EdgeKey, EdgeStats, FlowGraph, NodeId, Protocol, WorkloadKind, WorkloadRef,
+    };
+    let (store, _) = weir_agent::store::Store::open(dir, 1).unwrap();
+    let mut graph = FlowGraph::default();
+    for port in 0..edges {
+        graph.record(
+            EdgeKey {
+                source: NodeId::Workload(WorkloadRef::new("shop", WorkloadKind::Deployment, "web")),
+                target: NodeId::External("192.0.2.1".parse().unwrap()),
+                protocol: Protocol::Tcp,
+                port: 1000 + port,
+            },
+            &EdgeStats {
+                packets: 1,
+                connections: 1,
+                first_seen: 2,
+                last_seen: 3,
+                ..EdgeStats::default()
+            },
+        );
+    }
+    store.save(&graph, 4).unwrap();
+    drop(store);
+    std::fs::read(dir.join("weir.redb")).unwrap()
+}
+
+/// A damaged store (cut to 4 KiB, cut in half, garbage in the middle)
+/// stops the agent with a message naming the file and what to do, without
+/// a panic, and the file stays as it was; `--repair-store` starts with
+/// what can be read and says what was lost.
+#[test]
+fn a_damaged_store_stops_the_agent_cleanly_and_repair_store_keeps_what_reads() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bytes = saved_store(scratch.path(), 300);
+    // Garbage over the middle one of the pages that hold rows.
+    let mut garbage = bytes.clone();
+    let row_pages: Vec<usize> = (0..bytes.len() / 4096)
+        .filter(|p| {
+            bytes[p * 4096..(p + 1) * 4096]
+                .windows(7)
+                .any(|w| w == b"\"port\":")
+        })
+        .collect();
+    let page = row_pages[row_pages.len() / 2];
+    garbage[page * 4096..(page + 1) * 4096].fill(0xA5);
+    for (damage, damaged) in [
+        ("cut to 4 KiB", bytes[..4096].to_vec()),
+        ("cut in half", bytes[..bytes.len() / 2].to_vec()),
+        ("garbage in the middle", garbage),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("weir.redb");
+        std::fs::write(&store, &damaged).unwrap();
+        let state_dir = dir.path().to_str().unwrap();
+        // A port already taken stops a repaired agent once it got that far.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = taken.local_addr().unwrap().to_string();
+        let agent = |extra: &[&str]| {
+            let mut args = vec![
+                "agent",
+                "--state-dir",
+                state_dir,
+                "--no-pin",
+                "--listen",
+                &listen,
+                "--source",
+                "inventory:/nonexistent/weir-test-inventory.yaml",
+            ];
+            args.extend_from_slice(extra);
+            Command::new(weir_integration_tests::harness::weir_bin())
+                .args(&args)
+                .env("WEIR_TOKEN", weir_integration_tests::harness::api_token())
+                .output()
+                .unwrap()
+        };
+        let out = agent(&[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{damage}: started\n{stderr}");
+        assert_ne!(out.status.code(), Some(101), "{damage}: panicked\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{damage}:\n{stderr}");
+        assert!(
+            stderr.contains(&store.display().to_string()),
+            "{damage}:\n{stderr}"
+        );
+        assert!(stderr.contains("--repair-store"), "{damage}:\n{stderr}");
+        assert_eq!(
+            std::fs::read(&store).unwrap(),
+            damaged,
+            "{damage}: the store changed"
+        );
+
+        // Repaired: what was recovered and lost is said, the damaged file
+        // kept. (The port taken stops the agent right after.)
+        let out = agent(&["--repair-store"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{damage}:\n{stderr}");
+        assert!(stderr.contains("lost"), "{damage}:\n{stderr}");
+        let kept: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("weir.redb.damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{damage}:\n{stderr}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), damaged, "{damage}");
+        assert!(
+            stderr.contains(&kept[0].display().to_string()),
+            "{damage}:\n{stderr}"
+        );
+        let (_, loaded) = weir_agent::store::Store::open(dir.path(), 5).unwrap();
+        if damage == "cut to 4 KiB" {
+            assert!(stderr.contains("nothing could be recovered"), "{stderr}");
+            assert!(loaded.graph.edges.is_empty());
+        } else {
+            let recovered = loaded.graph.edges.len();
+            assert!(recovered > 0, "{damage}:\n{stderr}");
+            assert!(
+                stderr.contains(&format!("recovered {recovered} edges")),
+                "{damage}:\n{stderr}"
+            );
+        }
+    }
+}

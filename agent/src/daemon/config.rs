@@ -57,6 +57,11 @@ pub struct AgentArgs {
     /// survives restarts and upgrades.
     #[arg(long, default_value = "/var/lib/weir", env = "WEIR_STATE_DIR")]
     pub state_dir: PathBuf,
+    /// Start even when the store in --state-dir is damaged: keep what can
+    /// be read of it in a new store (saying what was lost) and move the
+    /// damaged file aside. Without it, a damaged store stops the agent.
+    #[arg(long)]
+    pub repair_store: bool,
     /// How often the learned graph is saved when it changed (and once more
     /// at shutdown).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -218,6 +223,8 @@ pub struct Config {
     pub channel_capacity: usize,
     /// State directory (the store).
     pub state_dir: PathBuf,
+    /// `--repair-store`.
+    pub repair_store: bool,
     /// Store save period.
     pub save_interval: Duration,
     /// How readiness is judged.
@@ -280,6 +287,7 @@ impl TryFrom<AgentArgs> for Config {
             ringbuf_bytes: args.ringbuf_bytes,
             channel_capacity: args.channel_capacity,
             state_dir: args.state_dir,
+            repair_store: args.repair_store,
             save_interval: args.save_interval,
             readiness: ReadinessOptions {
                 quiet_period: args.quiet_period,

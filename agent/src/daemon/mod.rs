@@ -79,8 +79,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     ));
     // The learned graph comes back before anything folds; a store that
     // cannot be read stops the agent rather than start learning afresh.
-    let (store, loaded) = Store::open(&config.state_dir, crate::store::unix_now())
-        .context("cannot open the agent's store")?;
+    let (store, loaded) = open_store(&config)?;
     // Only the agent that holds the store may replace the token file.
     let token_path = token::save(&config.state_dir, &api_token, &token_origin)?;
     aggregator.restore(&loaded.graph);
@@ -218,6 +217,24 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .context("cannot save the learned graph at shutdown")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store, repaired when asked: a damaged one stops the agent otherwise,
+/// and is never written.
+fn open_store(config: &Config) -> anyhow::Result<(Store, crate::store::Loaded)> {
+    let now = crate::store::unix_now();
+    if !config.repair_store {
+        return Store::open(&config.state_dir, now).context("cannot open the agent's store");
+    }
+    let (store, loaded, repair) =
+        Store::repair(&config.state_dir, now).context("cannot repair the agent's store")?;
+    match repair {
+        crate::store::Repair::Intact => {
+            info!(store = %store.path().display(), "{repair}");
+        }
+        _ => warn!(store = %store.path().display(), "{repair}"),
+    }
+    Ok((store, loaded))
 }
 
 async fn fold_loop(

@@ -20,7 +20,14 @@
 //! a weir store, or whose rows do not parse, is reported with its path and
 //! left untouched: the agent never overwrites what it cannot read.
 
+mod check;
+mod salvage;
+
+pub use salvage::How;
+
 use std::{
+    fs::File,
+    io::Read as _,
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{
@@ -34,7 +41,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use redb::{
-    Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    Builder, Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition,
 };
 use serde::{Deserialize, Serialize};
@@ -76,7 +83,12 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The file is not a readable weir store; it was left untouched.
-    #[error("{} is corrupt or not a weir store (left untouched): {detail}", path.display())]
+    #[error(
+        "{} is corrupt or not a weir store (left untouched): {detail}; \
+         `weir agent --repair-store` keeps what can be read of it (the damaged file is kept beside it), \
+         or move it away to start learning afresh",
+        path.display()
+    )]
     Corrupt {
         /// The store file.
         path: PathBuf,
@@ -164,17 +176,73 @@ impl From<NodeRow> for NodeId {
 impl Store {
     /// Open (or create) the store in `dir`, creating `dir` if needed, and
     /// read what it holds. A new store starts its observation window at
-    /// `now` (Unix ns).
+    /// `now` (Unix ns). A damaged file is refused and left as it is
+    /// ([`check`]): [`Store::repair`] keeps what can be read of it.
     ///
     /// # Errors
     /// See [`StoreError`]: a newer format, a corrupt file, a store in use.
     pub fn open(dir: &Path, now: u64) -> Result<(Self, Loaded), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
+        let (path, file, bytes) = lock_and_read(dir)?;
+        if !bytes.is_empty() {
+            check::examine(&bytes).map_err(|detail| StoreError::Corrupt {
+                path: path.clone(),
+                detail,
+            })?;
+        }
+        Self::open_locked(path, file, now)
+    }
+
+    /// Open the store in `dir` as [`Store::open`] does, but keep what can
+    /// be read of a damaged one: the damaged file is renamed beside it
+    /// (never removed), and a new store starts with what it held.
+    ///
+    /// # Errors
+    /// As [`Store::open`], except that damage is repaired.
+    pub fn repair(dir: &Path, now: u64) -> Result<(Self, Loaded, Repair), StoreError> {
+        let (path, file, bytes) = lock_and_read(dir)?;
+        let damage = if bytes.is_empty() {
+            None
+        } else {
+            check::examine(&bytes).err()
+        };
+        let Some(damage) = damage else {
+            let (store, loaded) = Self::open_locked(path, file, now)?;
+            return Ok((store, loaded, Repair::Intact));
+        };
+        let salvaged = salvage::salvage(bytes, now);
+        let kept = keep_damaged(&path)?;
+        // The damaged file keeps its lock until the new one is ours.
+        let (store, mut loaded) =
+            Self::open(dir, salvaged.as_ref().map_or(now, |s| s.window_start))?;
+        drop(file);
+        let repair = match salvaged {
+            Some(salvaged) => {
+                let saved_at = salvaged.saved_at.unwrap_or(now);
+                store.save(&salvaged.graph, saved_at)?;
+                loaded = Loaded {
+                    graph: salvaged.graph,
+                    window_start: salvaged.window_start,
+                    saved_at: Some(saved_at),
+                };
+                Repair::Recovered {
+                    damage,
+                    kept,
+                    workloads: loaded.graph.workloads.len(),
+                    edges: loaded.graph.edges.len(),
+                    dropped_rows: salvaged.dropped_rows,
+                    saved_at: salvaged.saved_at,
+                    how: salvaged.how,
+                }
+            }
+            None => Repair::Nothing { damage, kept },
+        };
+        Ok((store, loaded, repair))
+    }
+
+    /// redb on the file `path`, whose lock `file` holds and whose bytes
+    /// were examined.
+    fn open_locked(path: PathBuf, file: File, now: u64) -> Result<(Self, Loaded), StoreError> {
+        let db = Builder::new().create_file(file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
                 StoreError::Corrupt {
@@ -214,114 +282,31 @@ impl Store {
         }
     }
 
-    fn corrupt(&self, detail: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            detail,
-        }
-    }
-
     /// Read the graph, or initialise a new store.
     fn load(&self, now: u64) -> Result<Loaded, StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.db_error(e))?;
-        let meta = match read.open_table(META) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(self.db_error(e)),
-        };
-        let get = |key: &str| -> Result<Option<u64>, StoreError> {
-            match &meta {
-                None => Ok(None),
-                Some(table) => Ok(table
-                    .get(key)
-                    .map_err(|e| self.db_error(e))?
-                    .map(|v| v.value())),
-            }
-        };
-        let Some(version) = get(KEY_VERSION)? else {
-            if meta.is_some() || self.has_rows(&read)? {
-                return Err(self.corrupt("data without a format version".to_owned()));
-            }
-            drop(read);
-            self.initialise(now)?;
-            return Ok(Loaded {
-                graph: FlowGraph::default(),
-                window_start: now,
-                saved_at: None,
-            });
-        };
-        if version > FORMAT_VERSION {
-            return Err(StoreError::NewerFormat {
+        let read = read_graph(&self.db, now, Rows::Strict).map_err(|e| match e {
+            ReadError::Db(e) => self.db_error(e),
+            ReadError::Corrupt(detail) => StoreError::Corrupt {
                 path: self.path.clone(),
-                found: version,
+                detail,
+            },
+            ReadError::Newer(found) => StoreError::NewerFormat {
+                path: self.path.clone(),
+                found,
                 supported: FORMAT_VERSION,
-            });
-        }
-        if version == 0 {
-            return Err(self.corrupt("format version 0".to_owned()));
-        }
-        let window_start = get(KEY_WINDOW_START)?.unwrap_or(now);
-        let saved_at = get(KEY_SAVED_AT)?;
-
-        let mut graph = FlowGraph::default();
-        match read.open_table(WORKLOADS) {
-            Ok(table) => {
-                for row in table.iter().map_err(|e| self.db_error(e))? {
-                    let (key, value) = row.map_err(|e| self.db_error(e))?;
-                    let (key, value) = (key.value(), value.value());
-                    let workload: WorkloadRef = serde_json::from_str(key)
-                        .map_err(|e| self.corrupt(format!("workloads row {key:?}: {e}")))?;
-                    let info: WorkloadInfo = serde_json::from_str(value)
-                        .map_err(|e| self.corrupt(format!("workloads row {key:?}: {e}")))?;
-                    graph.workloads.insert(workload, info);
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.db_error(e)),
-        }
-        match read.open_table(EDGES) {
-            Ok(table) => {
-                for row in table.iter().map_err(|e| self.db_error(e))? {
-                    let (key, value) = row.map_err(|e| self.db_error(e))?;
-                    let (key, value) = (key.value(), value.value());
-                    let edge: EdgeRow = serde_json::from_str(key)
-                        .map_err(|e| self.corrupt(format!("edges row {key:?}: {e}")))?;
-                    let stats: EdgeStats = serde_json::from_str(value)
-                        .map_err(|e| self.corrupt(format!("edges row {key:?}: {e}")))?;
-                    graph.edges.insert(
-                        EdgeKey {
-                            source: edge.source.into(),
-                            target: edge.target.into(),
-                            protocol: edge.protocol,
-                            port: edge.port,
-                        },
-                        stats,
-                    );
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.db_error(e)),
-        }
-        Ok(Loaded {
-            graph,
-            window_start,
-            saved_at,
-        })
-    }
-
-    fn has_rows(&self, read: &redb::ReadTransaction) -> Result<bool, StoreError> {
-        for table in [WORKLOADS, EDGES] {
-            match read.open_table(table) {
-                Ok(t) => {
-                    if t.len().map_err(|e| self.db_error(e))? > 0 {
-                        return Ok(true);
-                    }
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(self.db_error(e)),
+            },
+        })?;
+        match read {
+            Some((loaded, _)) => Ok(loaded),
+            None => {
+                self.initialise(now)?;
+                Ok(Loaded {
+                    graph: FlowGraph::default(),
+                    window_start: now,
+                    saved_at: None,
+                })
             }
         }
-        Ok(false)
     }
 
     fn initialise(&self, now: u64) -> Result<(), StoreError> {
@@ -376,6 +361,282 @@ impl Store {
                 .map_err(|e| self.db_error(e))?;
         }
         write.commit().map_err(|e| self.db_error(e))
+    }
+}
+
+/// What [`Store::repair`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// The store was not damaged: nothing was done.
+    Intact,
+    /// Part of a damaged store was recovered into a new one.
+    Recovered {
+        /// What was wrong with it.
+        damage: String,
+        /// Where the damaged file was moved.
+        kept: PathBuf,
+        /// Workloads recovered.
+        workloads: usize,
+        /// Edges recovered.
+        edges: usize,
+        /// Rows that did not read and were left out.
+        dropped_rows: u64,
+        /// When the recovered graph had been saved, Unix ns (`None`: the
+        /// store had no save yet).
+        saved_at: Option<u64>,
+        /// How it was recovered.
+        how: How,
+    },
+    /// Nothing of the damaged store could be read: a new one starts empty.
+    Nothing {
+        /// What was wrong with it.
+        damage: String,
+        /// Where the damaged file was moved.
+        kept: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Intact => f.write_str("the store is intact, nothing to repair"),
+            Self::Recovered {
+                damage,
+                kept,
+                workloads,
+                edges,
+                dropped_rows,
+                saved_at,
+                how,
+            } => {
+                write!(
+                    f,
+                    "the store was {damage}; recovered {edges} edges and {workloads} workloads"
+                )?;
+                let at = saved_at.map_or_else(|| "never".to_owned(), crate::api::record::rfc3339);
+                match how {
+                    How::LastGoodCommit => write!(
+                        f,
+                        " as saved at {at}: what was learned after that save is lost"
+                    )?,
+                    How::RowByRow => write!(
+                        f,
+                        " row by row from the pages left (newest save found: {at}): \
+                         edges and workloads whose pages were lost are missing, \
+                         and what was learned after that save is lost"
+                    )?,
+                }
+                if *dropped_rows > 0 {
+                    write!(
+                        f,
+                        ", and {dropped_rows} rows that did not read were left out"
+                    )?;
+                }
+                write!(f, "; the damaged file is kept as {}", kept.display())
+            }
+            Self::Nothing { damage, kept } => write!(
+                f,
+                "the store was {damage}; nothing could be recovered: everything learned is lost and \
+                 learning starts afresh; the damaged file is kept as {}",
+                kept.display()
+            ),
+        }
+    }
+}
+
+/// Why the graph could not be read from a database.
+enum ReadError {
+    Db(redb::Error),
+    Corrupt(String),
+    Newer(u64),
+}
+
+impl<E: Into<redb::Error>> From<E> for ReadError {
+    fn from(e: E) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// What a row that does not parse does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Stops the read: the store is corrupt.
+    Strict,
+    /// Is left out and counted (a repair).
+    Lenient,
+}
+
+/// The graph in `db` and how many rows were left out, or `None` for a
+/// database without a weir store in it yet.
+fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64)>, ReadError> {
+    let read = db.begin_read()?;
+    let meta = match read.open_table(META) {
+        Ok(table) => Some(table),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let get = |key: &str| -> Result<Option<u64>, ReadError> {
+        match &meta {
+            None => Ok(None),
+            Some(table) => Ok(table.get(key)?.map(|v| v.value())),
+        }
+    };
+    let Some(version) = get(KEY_VERSION)? else {
+        if meta.is_some() || has_rows(&read)? {
+            return Err(ReadError::Corrupt(
+                "data without a format version".to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    if version > FORMAT_VERSION {
+        return Err(ReadError::Newer(version));
+    }
+    if version == 0 {
+        return Err(ReadError::Corrupt("format version 0".to_owned()));
+    }
+    let window_start = get(KEY_WINDOW_START)?.unwrap_or(now);
+    let saved_at = get(KEY_SAVED_AT)?;
+
+    let mut dropped = 0_u64;
+    let mut bad = |what: String| -> Result<(), ReadError> {
+        match rows {
+            Rows::Strict => Err(ReadError::Corrupt(what)),
+            Rows::Lenient => {
+                dropped += 1;
+                Ok(())
+            }
+        }
+    };
+    let mut graph = FlowGraph::default();
+    match read.open_table(WORKLOADS) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let Ok((key, value)) = row else {
+                    bad("a workloads row does not read".to_owned())?;
+                    continue;
+                };
+                let (key, value) = (key.value(), value.value());
+                match (
+                    serde_json::from_str::<WorkloadRef>(key),
+                    serde_json::from_str::<WorkloadInfo>(value),
+                ) {
+                    (Ok(workload), Ok(info)) => {
+                        graph.workloads.insert(workload, info);
+                    }
+                    (Err(e), _) | (_, Err(e)) => bad(format!("workloads row {key:?}: {e}"))?,
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match read.open_table(EDGES) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let Ok((key, value)) = row else {
+                    bad("an edges row does not read".to_owned())?;
+                    continue;
+                };
+                let (key, value) = (key.value(), value.value());
+                match (
+                    serde_json::from_str::<EdgeRow>(key),
+                    serde_json::from_str::<EdgeStats>(value),
+                ) {
+                    (Ok(edge), Ok(stats)) => {
+                        graph.edges.insert(
+                            EdgeKey {
+                                source: edge.source.into(),
+                                target: edge.target.into(),
+                                protocol: edge.protocol,
+                                port: edge.port,
+                            },
+                            stats,
+                        );
+                    }
+                    (Err(e), _) | (_, Err(e)) => bad(format!("edges row {key:?}: {e}"))?,
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some((
+        Loaded {
+            graph,
+            window_start,
+            saved_at,
+        },
+        dropped,
+    )))
+}
+
+fn has_rows(read: &redb::ReadTransaction) -> Result<bool, ReadError> {
+    for table in [WORKLOADS, EDGES] {
+        match read.open_table(table) {
+            Ok(t) => {
+                if t.len()? > 0 {
+                    return Ok(true);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
+}
+
+/// Create `dir`, open (or create) the store file in it, lock it as redb
+/// does (one agent per store; redb takes the same lock on the same file
+/// again) and read it whole.
+fn lock_and_read(dir: &Path) -> Result<(PathBuf, File, Vec<u8>), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join(FILE_NAME);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse { path }),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io_error(&path, e))?;
+    Ok((path, file, bytes))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Database {
+        path: path.to_owned(),
+        source: Box::new(redb::StorageError::Io(e).into()),
+    }
+}
+
+/// Move the damaged store aside, to a name no file has yet.
+fn keep_damaged(path: &Path) -> Result<PathBuf, StoreError> {
+    let stamp = unix_now() / 1_000_000_000;
+    let mut n = 0_u32;
+    loop {
+        let suffix = if n == 0 {
+            format!("redb.damaged-{stamp}")
+        } else {
+            format!("redb.damaged-{stamp}-{n}")
+        };
+        let kept = path.with_extension(suffix);
+        if !kept.exists() {
+            return std::fs::rename(path, &kept)
+                .map(|()| kept)
+                .map_err(|e| io_error(path, e));
+        }
+        n += 1;
     }
 }
 
@@ -571,7 +832,7 @@ mod tests {
         assert!(message.contains("version 2"), "{message}");
         // Still there, still the newer version.
         let err = Store::open(dir.path(), 4).unwrap_err();
-        assert!(matches!(err, StoreError::NewerFormat { .. }));
+        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
     }
 
     #[test]
@@ -678,3 +939,6 @@ mod tests {
         assert_eq!(store.path(), nested.join(FILE_NAME));
     }
 }
+
+#[cfg(test)]
+mod damage_tests;
