@@ -88,9 +88,10 @@ const EXTERNALS: [&str; 6] = [
 ];
 /// (cidr, excepts strictly inside it), nested into each other so that
 /// one policy's prefixes fall inside another's excepts. Pods are
-/// 10.0.0.0/24 and fd00::/64: several blocks contain them, which must not
-/// matter.
-const BLOCKS: [(&str, &[&str]); 10] = [
+/// 10.0.0.1..=6 and fd00::1..=6: several blocks hold them and several
+/// excepts cut some of them out, so pods are matched by selectors, by
+/// blocks, or both.
+const BLOCKS: [(&str, &[&str]); 13] = [
     ("192.0.2.0/24", &["192.0.2.0/25", "192.0.2.192/26"]),
     ("0.0.0.0/0", &["192.0.2.0/24", "10.0.0.0/8"]),
     ("10.0.0.0/8", &["10.9.0.0/16"]),
@@ -101,6 +102,9 @@ const BLOCKS: [(&str, &[&str]); 10] = [
     ("10.0.0.0/24", &[]),
     ("10.9.0.0/16", &["10.9.9.0/24"]),
     ("::/0", &["fd00::/8"]),
+    ("10.0.0.0/29", &["10.0.0.2/32", "10.0.0.4/31"]),
+    ("10.0.0.4/30", &["10.0.0.6/32"]),
+    ("fd00::/64", &["fd00::2/128", "fd00::4/126"]),
 ];
 /// Destination ports probed: range edges (ranges are `n..=n+d`, d < 30).
 const PROBE_PORTS: [u16; 12] = [1, 53, 54, 80, 81, 85, 109, 110, 8080, 8095, 8110, 65535];
@@ -231,14 +235,18 @@ fn cluster() -> impl Strategy<Value = Cluster> {
 fn name(e: &Endpoint<'_>) -> String {
     match e {
         Endpoint::Pod(ClusterPod { meta, .. }) => format!("{}/{}", meta.namespace, meta.name),
+        Endpoint::PodAt(ClusterPod { meta, .. }, ip) => {
+            format!("{}/{}@{ip}", meta.namespace, meta.name)
+        }
         Endpoint::External(ip) => ip.to_string(),
     }
 }
 
-fn ips(e: &Endpoint<'_>) -> Vec<IpAddr> {
+/// The address the datapath sees for `e`.
+fn address(e: &Endpoint<'_>) -> IpAddr {
     match e {
-        Endpoint::Pod(p) => p.meta.ips.clone(),
-        Endpoint::External(ip) => vec![*ip],
+        Endpoint::PodAt(_, ip) | Endpoint::External(ip) => *ip,
+        Endpoint::Pod(_) => unreachable!("the datapath sees pods at an address"),
     }
 }
 
@@ -324,7 +332,11 @@ fn differential(
     }
 
     let eval = Evaluator::new(&set, cluster);
-    let mut endpoints: Vec<Endpoint<'_>> = cluster.pods.iter().map(Endpoint::Pod).collect();
+    let mut endpoints: Vec<Endpoint<'_>> = cluster
+        .pods
+        .iter()
+        .flat_map(|p| p.meta.ips.iter().map(move |&ip| Endpoint::PodAt(p, ip)))
+        .collect();
     endpoints.extend(EXTERNALS.iter().map(|a| Endpoint::External(ip(a))));
     endpoints.extend(externals.iter().copied().map(Endpoint::External));
     for source in &endpoints {
@@ -343,28 +355,22 @@ fn differential(
                         (destination, source, Direction::Ingress, &verdict.ingress),
                     ];
                     for (subject, other, direction, want) in sides {
-                        let Endpoint::Pod(subject) = subject else {
+                        let Some(subject) = subject.pod() else {
                             continue;
                         };
-                        for peer_ip in ips(other) {
-                            let j = state.judge(
-                                &PodKey::of(subject),
-                                direction,
-                                peer_ip,
-                                protocol,
-                                port,
-                            );
-                            prop_assert_eq!(j.allowed, want.allowed());
-                            if let Err(e) = agree(&state, subject, direction, j, want) {
-                                return Err(TestCaseError::fail(format!(
-                                    "{} -> {} {protocol}/{port}, {direction} at {} (peer {peer_ip} \
-                                     = identity {}): {e}\n datapath: {j:?}\n evaluator: {want:?}",
-                                    name(source),
-                                    name(destination),
-                                    name(&Endpoint::Pod(subject)),
-                                    j.peer,
-                                )));
-                            }
+                        let peer_ip = address(other);
+                        let j =
+                            state.judge(&PodKey::of(subject), direction, peer_ip, protocol, port);
+                        prop_assert_eq!(j.allowed, want.allowed());
+                        if let Err(e) = agree(&state, subject, direction, j, want) {
+                            return Err(TestCaseError::fail(format!(
+                                "{} -> {} {protocol}/{port}, {direction} at {} (peer {peer_ip} \
+                                 = identity {}): {e}\n datapath: {j:?}\n evaluator: {want:?}",
+                                name(source),
+                                name(destination),
+                                name(&Endpoint::Pod(subject)),
+                                j.peer,
+                            )));
                         }
                     }
                 }
@@ -842,14 +848,91 @@ spec:
     let world = judge("192.0.2.1", Protocol::Tcp, 80);
     assert_eq!(world.peer, ID_WORLD);
     assert_eq!(world.reason, Reason::Denied(DenyReason::PeerNotAllowed));
-    // Pods in 10/8 are pods, not CIDRs: x/b is not allowed by the ipBlock.
+    // A pod in 10/8 is matched by the ipBlock too: its own identity, then
+    // the CIDR identity of its address.
     let pod_peer = judge("10.0.1.11", Protocol::Tcp, 80);
     assert_eq!(pod_peer.peer, state.endpoints[&key("x", "b")].identity);
-    assert!(!pod_peer.allowed);
+    assert!(pod_peer.allowed, "{pod_peer:?}");
     assert_eq!(
         state.endpoints[&key("x", "a")].flags,
         EP_ISOLATED_EGRESS | EP_RULES_EGRESS
     );
+}
+
+#[test]
+fn ipblock_matches_pod_addresses_after_their_identity() {
+    // x/a: ingress TCP 80 from y/* by block except y/b, and from z/b by
+    // selector in the same rule; UDP 53 from 10.0.3.0/24 (z's pods).
+    let cluster = xyz_cluster();
+    let (state, ids) = compile_yaml(
+        "
+metadata: {namespace: x, name: in}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.2.0/24, except: [10.0.2.11/32]}
+    - {namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: b}}}
+    ports: [{port: 80}]
+  - from: [{ipBlock: {cidr: 10.0.3.0/24}}]
+    ports: [{port: 53, protocol: UDP}]
+  - from: [{ipBlock: {cidr: 10.0.1.0/24}}]
+",
+        &cluster,
+    );
+    let cidr = |s: &str| {
+        ids.identity(&IdentityKey::Cidr(s.parse().unwrap()))
+            .unwrap()
+    };
+    let judge = |peer: &str, protocol, port| {
+        state.judge(&key("x", "a"), Direction::Ingress, ip(peer), protocol, port)
+    };
+    let id = |ns, name| state.endpoints[&key(ns, name)].identity;
+    assert_eq!(
+        state.resolve_cidr(ip("10.0.2.10")),
+        Some(cidr("10.0.2.0/24"))
+    );
+    assert_eq!(
+        state.resolve_cidr(ip("10.0.2.11")),
+        Some(cidr("10.0.2.11/32"))
+    );
+    assert_eq!(state.resolve_cidr(ip("192.0.2.1")), None);
+
+    let ya = judge("10.0.2.10", Protocol::Tcp, 80);
+    assert_eq!(
+        (ya.allowed, ya.reason, ya.peer),
+        (true, Reason::Rule(1), id("y", "a"))
+    );
+    // y/b is excepted and no selector matches it; on 81 y/a is a peer of
+    // the rule, the wrong port.
+    let yb = judge("10.0.2.11", Protocol::Tcp, 80);
+    assert_eq!(yb.reason, Reason::Denied(DenyReason::PeerNotAllowed));
+    assert_eq!(
+        judge("10.0.2.10", Protocol::Tcp, 81).reason,
+        Reason::Denied(DenyReason::PortNotAllowed)
+    );
+    // z/b by selector, z/a by the UDP 53 block only.
+    assert!(judge("10.0.3.11", Protocol::Tcp, 80).allowed);
+    assert!(!judge("10.0.3.10", Protocol::Tcp, 80).allowed);
+    assert_eq!(
+        judge("10.0.3.10", Protocol::Udp, 53).reason,
+        Reason::Rule(2)
+    );
+    // x's own pods by the any-port block, ICMP included (the trie).
+    assert_eq!(
+        judge("10.0.1.11", Protocol::Icmp, 0).reason,
+        Reason::Rule(3)
+    );
+    assert_eq!(
+        judge("10.0.1.11", Protocol::Sctp, 9).reason,
+        Reason::Rule(3)
+    );
+    // Addresses outside the cluster in the same blocks, as before.
+    assert_eq!(
+        judge("10.0.2.99", Protocol::Tcp, 80).peer,
+        cidr("10.0.2.0/24")
+    );
+    assert!(judge("10.0.2.99", Protocol::Tcp, 80).allowed);
 }
 
 #[test]

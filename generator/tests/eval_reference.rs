@@ -33,14 +33,18 @@ const EXTERNALS: [&str; 5] = [
     "10.9.9.9",
     "2001:db8::1",
 ];
-/// (cidr, excepts strictly inside it).
-const BLOCKS: [(&str, &[&str]); 6] = [
+/// (cidr, excepts strictly inside it). Pods are 10.0.0.1..=6 (the even
+/// ones also fd00::<n>): several blocks and excepts slice them.
+const BLOCKS: [(&str, &[&str]); 9] = [
     ("192.0.2.0/24", &["192.0.2.0/25", "192.0.2.192/26"]),
     ("0.0.0.0/0", &["192.0.2.0/24", "10.0.0.0/8"]),
     ("10.0.0.0/8", &["10.9.0.0/16"]),
     ("198.51.100.0/24", &[]),
     ("192.0.2.0/28", &["192.0.2.10/32"]),
     ("2001:db8::/32", &["2001:db8::/64"]),
+    ("10.0.0.0/29", &["10.0.0.2/32", "10.0.0.4/31"]),
+    ("10.0.0.4/30", &["10.0.0.6/32"]),
+    ("fd00::/64", &["fd00::2/128"]),
 ];
 
 fn peer() -> impl Strategy<Value = NetworkPolicyPeer> {
@@ -122,13 +126,13 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             cluster.namespaces.insert(ns.to_owned(), l);
         }
         for (i, (ns, l, ports)) in (1u8..).zip(pods) {
-            cluster.pods.push(pod(
-                ns,
-                &format!("p{i}"),
-                l,
-                IpAddr::from([10, 0, 0, i]),
-                &ports,
-            ));
+            let mut p = pod(ns, &format!("p{i}"), l, IpAddr::from([10, 0, 0, i]), &ports);
+            if i % 2 == 0 {
+                p.meta
+                    .ips
+                    .push(IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i)]));
+            }
+            cluster.pods.push(p);
         }
         cluster
     })
@@ -141,7 +145,11 @@ fn check(cluster: &Cluster, mut policies: Vec<NetworkPolicy>) -> Result<(), Test
     let set = PolicySet::new(policies.clone())
         .map_err(|e| TestCaseError::fail(format!("generated policy rejected: {e}")))?;
     let eval = Evaluator::new(&set, cluster);
+    // Each pod as a whole and at each of its addresses.
     let mut endpoints: Vec<Endpoint<'_>> = cluster.pods.iter().map(Endpoint::Pod).collect();
+    for p in &cluster.pods {
+        endpoints.extend(p.meta.ips.iter().map(|&ip| Endpoint::PodAt(p, ip)));
+    }
     endpoints.extend(
         EXTERNALS
             .iter()
@@ -200,6 +208,9 @@ fn check(cluster: &Cluster, mut policies: Vec<NetworkPolicy>) -> Result<(), Test
 fn name(e: &Endpoint<'_>) -> String {
     match e {
         Endpoint::Pod(ClusterPod { meta, .. }) => format!("{}/{}", meta.namespace, meta.name),
+        Endpoint::PodAt(ClusterPod { meta, .. }, ip) => {
+            format!("{}/{}@{ip}", meta.namespace, meta.name)
+        }
         Endpoint::External(ip) => ip.to_string(),
     }
 }

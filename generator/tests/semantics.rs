@@ -808,34 +808,208 @@ spec:
 }
 
 #[test]
-fn ip_block_never_matches_pods() {
-    // 10.0.0.0/8 holds every pod IP, yet pods are matched by selectors only.
+fn ip_block_matches_pod_addresses() {
+    // 10.0.0.0/8 holds every pod IP (x: 10.0.1.x, y: 10.0.2.x, z: 10.0.3.x):
+    // an ipBlock matches any address, a pod's too (Calico, Antrea and the
+    // upstream e2e suite).
     run(
         "metadata: {namespace: x, name: pod-cidr}
 spec:
   podSelector: {}
   ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]",
-        &Expect::all().deny("*", "x/*", "*"),
+        &Expect::all()
+            .deny("*", "x/*", "*")
+            .allow("pods", "x/*", "*"),
+        &[
+            (
+                "y/a",
+                "x/a",
+                "tcp/80",
+                NOT_ISOLATED,
+                "allowed by x/pod-cidr spec.ingress[0]",
+            ),
+            (
+                "ext",
+                "x/a",
+                "tcp/80",
+                NOT_APPLICABLE,
+                "denied (peer-not-allowed) by x/pod-cidr",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn egress_to_ip_block_reaches_pods_and_the_outside() {
+    run(
+        "metadata: {namespace: x, name: to-anywhere}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 0.0.0.0/0}}]}]",
+        &Expect::all(),
         &[(
-            "y/a",
             "x/a",
+            "y/b",
             "tcp/80",
+            "allowed by x/to-anywhere spec.egress[0]",
             NOT_ISOLATED,
-            "denied (peer-not-allowed) by x/pod-cidr",
         )],
     );
 }
 
 #[test]
-fn egress_to_ip_block_only_reaches_the_outside() {
+fn egress_to_a_server_in_a_cidr_block() {
+    // Upstream e2e: "should allow egress access to server in CIDR block"
+    // (the server pod's /32).
     run(
-        "metadata: {namespace: x, name: to-internet}
+        "metadata: {namespace: x, name: to-server}
 spec:
-  podSelector: {}
+  podSelector: {matchLabels: {pod: a}}
   policyTypes: [Egress]
-  egress: [{to: [{ipBlock: {cidr: 0.0.0.0/0}}]}]",
-        &Expect::all().deny("x/*", "*", "*").allow("x/*", "ext", "*"),
-        &[],
+  egress: [{to: [{ipBlock: {cidr: 10.0.2.11/32}}]}]",
+        &Expect::all().deny("x/a", "*", "*").allow("x/a", "y/b", "*"),
+        &[(
+            "x/a",
+            "y/c",
+            "tcp/80",
+            "denied (peer-not-allowed) by x/to-server",
+            NOT_ISOLATED,
+        )],
+    );
+}
+
+#[test]
+fn egress_except_clause_on_pod_addresses() {
+    // Upstream e2e: "should enforce except clause while egress access to
+    // server in CIDR block": y's pods are 10.0.2.0/24, y/b is excepted.
+    run(
+        "metadata: {namespace: x, name: to-y-but-b}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.0.2.0/24, except: [10.0.2.11/32]}}]}]",
+        &Expect::all()
+            .deny("x/a", "*", "*")
+            .allow("x/a", "y/a, y/c", "*"),
+        &[(
+            "x/a",
+            "y/b",
+            "tcp/80",
+            "denied (peer-not-allowed) by x/to-y-but-b",
+            NOT_ISOLATED,
+        )],
+    );
+}
+
+#[test]
+fn an_excepted_pod_address_allowed_by_another_peer_or_policy() {
+    // Upstream e2e: "should ensure an IP overlapping both IPBlock.CIDR and
+    // IPBlock.Except is allowed": the except only takes the address out of
+    // that ipBlock; another policy's block (y/b) or the same rule's
+    // selector (z/b) still matches it.
+    run(
+        "metadata: {namespace: x, name: cidr-except}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 10.0.0.0/16, except: [10.0.2.11/32, 10.0.3.0/24]}
+    - {namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: b}}}
+---
+metadata: {namespace: x, name: the-except}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.0.2.11/32}}]}]",
+        &Expect::all().deny("x/a", "ext, z/a, z/c", "*"),
+        &[
+            (
+                "x/a",
+                "y/b",
+                "tcp/80",
+                "allowed by x/the-except spec.egress[0]",
+                NOT_ISOLATED,
+            ),
+            (
+                "x/a",
+                "z/b",
+                "tcp/80",
+                "allowed by x/cidr-except spec.egress[0]",
+                NOT_ISOLATED,
+            ),
+            (
+                "x/a",
+                "z/a",
+                "tcp/80",
+                "denied (peer-not-allowed) by x/cidr-except, x/the-except",
+                NOT_ISOLATED,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn ip_block_and_selectors_mixed_on_ingress() {
+    // Upstream e2e mixes ipBlock with selectors: x/a takes TCP 80 from
+    // z's pods by selector and from y's by block, except y/a and y/b
+    // (10.0.2.10/31).
+    run(
+        "metadata: {namespace: x, name: mixed}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {ns: z}}
+    - ipBlock: {cidr: 10.0.2.0/24, except: [10.0.2.10/31]}
+    ports: [{port: 80}]",
+        &Expect::all()
+            .deny("*", "x/a", "*")
+            .allow("z/*, y/c", "x/a", "tcp/80"),
+        &[
+            (
+                "y/c",
+                "x/a",
+                "tcp/81",
+                NOT_ISOLATED,
+                "denied (port-not-allowed) by x/mixed",
+            ),
+            (
+                "y/b",
+                "x/a",
+                "tcp/80",
+                NOT_ISOLATED,
+                "denied (peer-not-allowed) by x/mixed",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn egress_named_ports_need_a_selector_not_an_ip_block() {
+    // weir's documented restriction, fail-closed: an egress rule's named
+    // port resolves on a destination pod a selector matched; y/a matched
+    // by its address only gets the numbered port.
+    run(
+        "metadata: {namespace: x, name: named}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.2.10/32}}, {namespaceSelector: {matchLabels: {ns: z}}}]
+    ports: [{port: serve-80-tcp}, {port: 81, protocol: UDP}]",
+        &Expect::all()
+            .deny("x/a", "*", "*")
+            .allow("x/a", "z/*", "tcp/80, udp/81")
+            .allow("x/a", "y/a", "udp/81"),
+        &[(
+            "x/a",
+            "y/a",
+            "tcp/80",
+            "denied (port-not-allowed) by x/named",
+            NOT_ISOLATED,
+        )],
     );
 }
 

@@ -67,23 +67,29 @@ impl Judgement {
 
 impl DatapathState {
     /// The identity the datapath gives `ip`: the exact address in
-    /// IDENTITIES, else the longest prefix of CIDRS, else [`ID_WORLD`].
+    /// IDENTITIES, else [`resolve_cidr`](Self::resolve_cidr), else
+    /// [`ID_WORLD`].
     #[must_use]
     pub fn resolve(&self, ip: IpAddr) -> u32 {
         if let Some(&id) = self.ips.get(&ip) {
             return id;
         }
+        self.resolve_cidr(ip).unwrap_or(ID_WORLD)
+    }
+
+    /// The identity of the longest CIDRS prefix holding `ip`, if any: an
+    /// external address's identity, and a pod address's second one (an
+    /// `ipBlock` matches pods too).
+    #[must_use]
+    pub fn resolve_cidr(&self, ip: IpAddr) -> Option<u32> {
         let max = match ip {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => 128,
         };
-        (0..=max)
-            .rev()
-            .find_map(|len| {
-                let net = IpNet::new(ip, len).expect("len <= max").trunc();
-                self.cidrs.get(&net).copied()
-            })
-            .unwrap_or(ID_WORLD)
+        (0..=max).rev().find_map(|len| {
+            let net = IpNet::new(ip, len).expect("len <= max").trunc();
+            self.cidrs.get(&net).copied()
+        })
     }
 
     /// The POLICY_EXACT lookup: the rule of exactly this (endpoint,
@@ -151,8 +157,13 @@ impl DatapathState {
     ///    peer, protocol, port) unless ICMP; then POLICY (longest port
     ///    prefix each): (peer, protocol), (peer, any protocol), (any peer,
     ///    protocol), (any peer, any protocol).
-    /// 5. Denied: port-not-allowed if PEERS has (endpoint, dir, peer) or
-    ///    (endpoint, dir, any), else peer-not-allowed.
+    /// 5. A pod peer (its address in IDENTITIES) with a CIDR identity too
+    ///    ([`resolve_cidr`](Self::resolve_cidr)), for the `ipBlock`s that
+    ///    hold its address: POLICY_EXACT (cidr, protocol, port) unless
+    ///    ICMP, then POLICY (cidr, protocol), (cidr, any protocol).
+    /// 6. Denied: port-not-allowed if PEERS has (endpoint, dir, peer),
+    ///    (endpoint, dir, cidr) or (endpoint, dir, any), else
+    ///    peer-not-allowed.
     #[must_use]
     pub fn judge(
         &self,
@@ -198,13 +209,35 @@ impl DatapathState {
                 return done(true, Reason::Rule(rule));
             }
         }
-        let named = [peer, ID_ANY].into_iter().any(|p| {
-            self.peers.contains(&PeerKey {
-                endpoint: ep.identity,
-                direction,
-                peer: p,
-            })
-        });
+        let cidr = if self.ips.contains_key(&peer_ip) {
+            self.resolve_cidr(peer_ip)
+        } else {
+            None
+        };
+        if let Some(c) = cidr {
+            let exact = protocol
+                .has_ports()
+                .then(|| self.lookup_exact(ep.identity, direction, proto, c, port))
+                .flatten();
+            let rule = exact.or_else(|| {
+                [proto, 0]
+                    .into_iter()
+                    .find_map(|pr| self.lookup_rule(ep.identity, direction, pr, c, port))
+            });
+            if let Some(rule) = rule {
+                return done(true, Reason::Rule(rule));
+            }
+        }
+        let named = [Some(peer), cidr, Some(ID_ANY)]
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                self.peers.contains(&PeerKey {
+                    endpoint: ep.identity,
+                    direction,
+                    peer: p,
+                })
+            });
         done(
             false,
             Reason::Denied(if named {

@@ -20,12 +20,16 @@
 //!   address that is no pod, no node and in no `ipBlock` prefix).
 //! - **Peer resolution** (kernel and [`DatapathState::judge`]): the exact
 //!   address in IDENTITIES (pods, node), else the longest prefix in CIDRS
-//!   (the kernel remembers it per address until CIDRS changes), else WORLD. A pod's address therefore always resolves to the pod's
-//!   identity, never to a CIDR: `ipBlock` matches endpoints outside the
-//!   cluster only, as the evaluator decides. "In cidr and not in an except"
-//!   is the set of trie prefixes inside cidr and not inside an except (the
-//!   longest match of an address in cidr is one of them exactly when the
-//!   address is in no except), each allowed one by one.
+//!   (the kernel remembers it per address until CIDRS changes), else WORLD.
+//!   `ipBlock` matches pod addresses too, as the evaluator decides: a pod
+//!   peer whose rules by pod identity (and any peer) miss is looked up
+//!   again by the CIDR identity of its address (the longest CIDRS prefix,
+//!   remembered the same way), so a pod's traffic is matched by its
+//!   selectors or by the blocks that hold its address, with two sets of
+//!   lookups at most whatever the number of rules. "In cidr and not in an
+//!   except" is the set of trie prefixes inside cidr and not inside an
+//!   except (the longest match of an address in cidr is one of them
+//!   exactly when the address is in no except), each allowed one by one.
 //! - **Endpoints** (every pod; the agent keeps its node's): identity, the
 //!   mode of its namespace ([`Input::modes`], else [`Input::default_mode`]),
 //!   and the `EP_*` flags: isolated for a direction if some policy of its
@@ -44,8 +48,9 @@
 //!   [`port_prefixes`]; a name → the `containerPort`s of that name and
 //!   protocol of the *destination*: for ingress the endpoint's pods, for
 //!   egress the peer's pods (an egress rule with a named port and no `to`
-//!   is expanded to every pod identity; to a CIDR or the world a named
-//!   port matches nothing). **If pods of one identity disagree on a named
+//!   is expanded to every pod identity; to a CIDR identity, a pod's address
+//!   included, a named port matches nothing: the evaluator's documented
+//!   restriction). **If pods of one identity disagree on a named
 //!   port's number, every resolved number is allowed for all of them**:
 //!   the datapath cannot tell them apart; a pod template that names ports
 //!   differently per replica is the only way to get there.

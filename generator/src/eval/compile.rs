@@ -54,7 +54,8 @@ pub(super) enum Peer {
         namespaces: Namespaces,
         pods: Selector,
     },
-    /// `ipBlock`: matches external endpoints only (see the module docs).
+    /// `ipBlock`: matches any address in `cidr` and in no `except`, a
+    /// pod's too (see the module docs).
     IpBlock { cidr: IpNet, except: Vec<IpNet> },
 }
 

@@ -33,13 +33,24 @@
 //!   `ingress`/`egress` absent or empty under a listed type denies that
 //!   direction, `ingress: [{}]` allows all of it.
 //!
-//! **`ipBlock` matches endpoints outside the cluster only, never pods**,
-//! whatever their IP. The API reference leaves it to the implementation
-//! ("ipBlock ... is intended for cluster-external IPs"), and the common
-//! dataplanes (Calico, Cilium) resolve a pod's traffic to the pod's identity
-//! before they look at CIDRs, so a pod is matched by selectors only. A flow
-//! whose side is a pod the resolver knows is an [`Endpoint::Pod`]; only an
-//! unknown address is an [`Endpoint::External`].
+//! **`ipBlock` matches an address, pod or not**: a pod's address in the
+//! block's `cidr` and in none of its `except`s matches it, as with Calico,
+//! Antrea and kube-router, and as the upstream e2e suite asserts ("should
+//! allow egress access to server in CIDR block", "should ensure an IP
+//! overlapping both IPBlock.CIDR and IPBlock.Except is allowed"). An
+//! address in an `except` is only not matched by *that* peer: the rule's
+//! other peers (a `podSelector`) may still match the pod. A flow whose side
+//! is a pod the resolver knows is an [`Endpoint::PodAt`] (the address the
+//! flow used) or an [`Endpoint::Pod`] (a pod as a whole, for a view by
+//! workload: an `ipBlock` matches it when it matches one of its addresses);
+//! only an unknown address is an [`Endpoint::External`].
+//!
+//! One restriction, fail-closed, that the datapath imposes (it keys a named
+//! port by the destination pod's identity, and an `ipBlock` by prefix): an
+//! egress rule's named port matches a destination pod that one of the
+//! rule's selectors matches (or every pod, when the rule has no peers),
+//! never one that only an `ipBlock` matches. Ingress rules resolve named
+//! ports on the selected pod itself, whatever matched the peer.
 //!
 //! ```
 //! use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -174,10 +185,25 @@ impl PolicySet {
 /// One side of a flow.
 #[derive(Clone, Copy, Debug)]
 pub enum Endpoint<'a> {
-    /// A pod of the cluster.
+    /// A pod of the cluster, at any of its addresses: an `ipBlock` matches
+    /// it when it matches one of them (a view by workload, where the
+    /// address is not known).
     Pod(&'a ClusterPod),
+    /// A pod of the cluster at one of its addresses, the one the flow used.
+    PodAt(&'a ClusterPod, IpAddr),
     /// An address that is no pod of the cluster.
     External(IpAddr),
+}
+
+impl<'a> Endpoint<'a> {
+    /// The pod, unless the endpoint is outside the cluster.
+    #[must_use]
+    pub const fn pod(&self) -> Option<&'a ClusterPod> {
+        match *self {
+            Self::Pod(pod) | Self::PodAt(pod, _) => Some(pod),
+            Self::External(_) => None,
+        }
+    }
 }
 
 /// A connection initiation: `source` opens `protocol`/`port` on `destination`.
@@ -486,11 +512,11 @@ impl<'a> Evaluator<'a> {
 
     /// The pod a direction is about, and the other side.
     fn sides<'f>(flow: &Flow<'f>, direction: Direction) -> Option<(&'f ClusterPod, Endpoint<'f>)> {
-        match (direction, flow.source, flow.destination) {
-            (Direction::Egress, Endpoint::Pod(pod), other)
-            | (Direction::Ingress, other, Endpoint::Pod(pod)) => Some((pod, other)),
-            _ => None,
-        }
+        let (subject, other) = match direction {
+            Direction::Egress => (flow.source, flow.destination),
+            Direction::Ingress => (flow.destination, flow.source),
+        };
+        subject.pod().map(|pod| (pod, other))
     }
 
     fn direction(&self, flow: &Flow<'_>, direction: Direction) -> DirectionVerdict {
@@ -542,10 +568,7 @@ impl<'a> Evaluator<'a> {
         flow: &Flow<'_>,
         mut on_allow: impl FnMut(&CompiledPolicy, usize) -> bool,
     ) -> (bool, Scan) {
-        let destination = match flow.destination {
-            Endpoint::Pod(pod) => Some(pod),
-            Endpoint::External(_) => None,
-        };
+        let destination = flow.destination.pod();
         let mut scan = Scan::default();
         let mut allowed = false;
         for &i in policies {
@@ -557,10 +580,15 @@ impl<'a> Evaluator<'a> {
                 .enumerate()
             {
                 scan.any_rule = true;
-                if !self.peer_matches(rule, &policy.id.namespace, other) {
+                let matched = self.peer_matches(rule, &policy.id.namespace, other);
+                if matched == PeerMatch::None {
                     continue;
                 }
                 scan.any_peer = true;
+                // Egress: the destination is the peer, whose named ports
+                // count only when a selector matched it (module docs).
+                let named = direction == Direction::Ingress || matched == PeerMatch::Pod;
+                let destination = destination.filter(|_| named);
                 if port_matches(rule, flow.protocol, flow.port, destination) {
                     allowed = true;
                     if on_allow(policy, index) {
@@ -572,27 +600,54 @@ impl<'a> Evaluator<'a> {
         (allowed, scan)
     }
 
-    fn peer_matches(&self, rule: &Rule, policy_namespace: &str, other: Endpoint<'_>) -> bool {
+    /// How the rule's peers match the other side: a selector (or no
+    /// peers) beats an `ipBlock` only, which only matters for named ports.
+    fn peer_matches(&self, rule: &Rule, policy_namespace: &str, other: Endpoint<'_>) -> PeerMatch {
         let Some(peers) = &rule.peers else {
-            return true;
+            return PeerMatch::Pod;
         };
-        peers.iter().any(|peer| match (peer, other) {
-            (Peer::IpBlock { .. }, Endpoint::External(ip)) => peer.matches_ip(ip),
-            (Peer::IpBlock { .. }, Endpoint::Pod(_))
-            | (Peer::Pods { .. }, Endpoint::External(_)) => false,
-            (Peer::Pods { namespaces, pods }, Endpoint::Pod(pod)) => {
-                let ns = pod.meta.namespace.as_str();
-                let ns_ok = match namespaces {
-                    Namespaces::Own => ns == policy_namespace,
-                    Namespaces::Matching(selector) => {
-                        let labels = self.cluster.namespaces.get(ns);
-                        selector.matches_with(|k| namespace_label(labels, ns, k))
+        let mut matched = PeerMatch::None;
+        for peer in peers {
+            match (peer, other) {
+                (Peer::IpBlock { .. }, Endpoint::External(ip) | Endpoint::PodAt(_, ip)) => {
+                    if peer.matches_ip(ip) {
+                        matched = PeerMatch::Address;
                     }
-                };
-                ns_ok && pods.matches(&pod.meta.labels)
+                }
+                (Peer::IpBlock { .. }, Endpoint::Pod(pod)) => {
+                    if pod.meta.ips.iter().any(|&ip| peer.matches_ip(ip)) {
+                        matched = PeerMatch::Address;
+                    }
+                }
+                (Peer::Pods { .. }, Endpoint::External(_)) => {}
+                (Peer::Pods { namespaces, pods }, Endpoint::Pod(pod) | Endpoint::PodAt(pod, _)) => {
+                    let ns = pod.meta.namespace.as_str();
+                    let ns_ok = match namespaces {
+                        Namespaces::Own => ns == policy_namespace,
+                        Namespaces::Matching(selector) => {
+                            let labels = self.cluster.namespaces.get(ns);
+                            selector.matches_with(|k| namespace_label(labels, ns, k))
+                        }
+                    };
+                    if ns_ok && pods.matches(&pod.meta.labels) {
+                        return PeerMatch::Pod;
+                    }
+                }
             }
-        })
+        }
+        matched
     }
+}
+
+/// What matched the other side of a flow in a rule's peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerMatch {
+    /// Nothing.
+    None,
+    /// An `ipBlock` only.
+    Address,
+    /// A selector, or the rule has no peers (everyone).
+    Pod,
 }
 
 /// A namespace's label, with `kubernetes.io/metadata.name` always present.

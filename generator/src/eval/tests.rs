@@ -222,6 +222,51 @@ fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: [u8; 4]) -> ClusterPod
 }
 
 #[test]
+fn ip_block_matches_a_pod_at_the_address_of_the_flow() {
+    // A dual-stack pod: the v4 block matches it at its v4 address, not at
+    // its v6 one; as a whole (no address known) at any of them.
+    let set = PolicySet::new(vec![with_spec(
+        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/24, except: [10.0.0.2/32]}}]}]",
+    )])
+    .unwrap();
+    let mut client = pod("y", "client", &[("app", "client")], [10, 0, 0, 1]);
+    let v6: IpAddr = "fd00::1".parse().unwrap();
+    client.meta.ips.push(v6);
+    let excepted = pod("y", "other", &[("app", "client")], [10, 0, 0, 2]);
+    let server = pod("x", "server", &[("app", "server")], [10, 0, 1, 1]);
+    let cluster = Cluster {
+        pods: vec![client, excepted, server],
+        ..Cluster::default()
+    };
+    let eval = Evaluator::new(&set, &cluster);
+    let [client, excepted, server] = [&cluster.pods[0], &cluster.pods[1], &cluster.pods[2]];
+    let from = |source| {
+        eval.evaluate(&Flow {
+            source,
+            destination: Endpoint::Pod(server),
+            protocol: Protocol::Tcp,
+            port: 80,
+        })
+        .ingress
+    };
+    let allowed = DirectionVerdict::Allowed {
+        rules: vec![RuleRef {
+            policy: PolicyRef {
+                namespace: "x".into(),
+                name: "p".into(),
+            },
+            direction: Direction::Ingress,
+            index: 0,
+        }],
+    };
+    assert_eq!(from(Endpoint::PodAt(client, client.meta.ips[0])), allowed);
+    assert_eq!(from(Endpoint::Pod(client)), allowed);
+    assert!(!from(Endpoint::PodAt(client, v6)).allowed());
+    assert!(!from(Endpoint::Pod(excepted)).allowed());
+    assert!(!from(Endpoint::PodAt(excepted, excepted.meta.ips[0])).allowed());
+}
+
+#[test]
 fn pods_outside_the_cluster_snapshot_are_selected_on_the_fly() {
     let set = PolicySet::new(vec![with_spec(
         "  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: http}]}]",

@@ -28,7 +28,7 @@ pub fn evaluate(
 ) -> (bool, bool) {
     let egress = match source {
         Endpoint::External(_) => true,
-        Endpoint::Pod(pod) => pod_allows(
+        Endpoint::Pod(pod) | Endpoint::PodAt(pod, _) => pod_allows(
             policies,
             cluster,
             pod,
@@ -41,7 +41,7 @@ pub fn evaluate(
     };
     let ingress = match destination {
         Endpoint::External(_) => true,
-        Endpoint::Pod(pod) => pod_allows(
+        Endpoint::Pod(pod) | Endpoint::PodAt(pod, _) => pod_allows(
             policies,
             cluster,
             pod,
@@ -106,14 +106,21 @@ fn pod_allows(
                 .collect()
         };
         for (peers, ports) in rules {
-            let peer_ok = peers.is_empty()
-                || peers
-                    .iter()
-                    .any(|p| peer_matches(p, &policy_namespace, cluster, other));
+            let by_selector = peers.is_empty()
+                || peers.iter().any(|p| {
+                    p.ip_block.is_none() && peer_matches(p, &policy_namespace, cluster, other)
+                });
+            let by_block = peers.iter().any(|p| {
+                p.ip_block.is_some() && peer_matches(p, &policy_namespace, cluster, other)
+            });
+            let peer_ok = by_selector || by_block;
+            // weir's restriction: an egress rule's named port resolves on a
+            // destination pod that a selector matched, not an ipBlock only.
+            let named_ok = direction == "Ingress" || by_selector;
             let port_ok = ports.is_empty()
                 || ports
                     .iter()
-                    .any(|p| port_matches(p, destination, protocol, port));
+                    .any(|p| port_matches(p, destination, named_ok, protocol, port));
             if peer_ok && port_ok {
                 return true;
             }
@@ -129,19 +136,23 @@ fn peer_matches(
     other: Endpoint<'_>,
 ) -> bool {
     if let Some(block) = &peer.ip_block {
-        // ipBlock: outside the cluster only.
-        let Endpoint::External(ip) = other else {
-            return false;
+        // ipBlock: any address, a pod's too (a pod as a whole: any of its
+        // addresses).
+        let ips = match other {
+            Endpoint::External(ip) | Endpoint::PodAt(_, ip) => vec![ip],
+            Endpoint::Pod(pod) => pod.meta.ips.clone(),
         };
-        return in_cidr(ip, &block.cidr)
-            && !block
-                .except
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .any(|e| in_cidr(ip, e));
+        return ips.into_iter().any(|ip| {
+            in_cidr(ip, &block.cidr)
+                && !block
+                    .except
+                    .clone()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| in_cidr(ip, e))
+        });
     }
-    let Endpoint::Pod(pod) = other else {
+    let (Endpoint::Pod(pod) | Endpoint::PodAt(pod, _)) = other else {
         return false;
     };
     let namespace_ok = match &peer.namespace_selector {
@@ -168,6 +179,7 @@ fn peer_matches(
 fn port_matches(
     rule_port: &NetworkPolicyPort,
     destination: Endpoint<'_>,
+    named_ok: bool,
     protocol: Protocol,
     port: u16,
 ) -> bool {
@@ -187,7 +199,8 @@ fn port_matches(
         }
         Some(IntOrString::String(name)) => match destination {
             Endpoint::External(_) => false,
-            Endpoint::Pod(pod) => pod.ports.iter().any(|cp| {
+            _ if !named_ok => false,
+            Endpoint::Pod(pod) | Endpoint::PodAt(pod, _) => pod.ports.iter().any(|cp| {
                 cp.name.as_deref() == Some(name.as_str())
                     && cp.protocol.as_str() == rule_protocol
                     && cp.port == port
