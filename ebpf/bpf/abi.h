@@ -250,9 +250,10 @@ struct peer_key {
 } __attribute__((aligned(4)));
 
 /*
- * PEER_CACHE: LRU hash ip_key -> what the CIDRS trie gave an address that
- * IDENTITIES does not hold (a CIDR identity or WEIR_ID_WORLD), so that the
- * trie is walked once per peer address, not once per new connection.
+ * PEER_CACHE: LRU hash ip_key -> what the CIDRS trie gave a peer address (a
+ * CIDR identity or WEIR_ID_WORLD; for a pod's address, the second identity
+ * an ipBlock matches it by), so that the trie is walked once per peer
+ * address, not once per new connection.
  * CIDRS_EPOCH (an array of one __u32) is bumped by the agent after every
  * change of CIDRS; an entry found under another epoch is stale and looked
  * up again. The programs read the epoch before walking the trie, so an

@@ -22,7 +22,7 @@
  *             PEERS: the enforcement state written by the agent (see
  *             "Enforcement" below and abi.h).
  *   PEER_CACHE  LRU of the identities the CIDRS trie gave peer addresses
- *             (written here, invalidated by CIDRS_EPOCH): see peer_identity().
+ *             (written here, invalidated by CIDRS_EPOCH): see cidr_identity().
  *   EVENT_RATE  per-CPU token bucket for the events of denied flows
  *             (internal): see verdict_event_allowed().
  *
@@ -47,11 +47,19 @@
  *     that direction: DEFAULT_DENY. Else two POLICY_EXACT lookups, then four
  *     POLICY lookups (judge()); a miss is PORT_NOT_ALLOWED when PEERS names
  *     the peer (or any peer), PEER_NOT_ALLOWED otherwise.
+ *   - ipBlock matches pod addresses too (NetworkPolicy as Calico, Antrea
+ *     and the upstream e2e suite read it): when the rules by a pod peer's
+ *     identity and by any peer miss, the CIDR identity of its address (the
+ *     longest CIDRS prefix, remembered in PEER_CACHE like an external
+ *     address's) gets one POLICY_EXACT and two POLICY lookups, and PEERS
+ *     one more on the deny path.
  *   - Cost of an allowed new flow whatever the number of rules: a pod peer
  *     on an exact port is three hash lookups (ENDPOINTS, IDENTITIES,
  *     POLICY_EXACT); a CIDR peer adds PEER_CACHE and the one-entry
  *     CIDRS_EPOCH array, and walks the CIDRS trie only the first time its
- *     address is seen after a change of CIDRS.
+ *     address is seen after a change of CIDRS; a pod peer allowed by an
+ *     ipBlock only pays its misses by identity first, then those two and
+ *     one POLICY_EXACT hit.
  *   - ICMP/ICMPv6 echo has no ports: only "any protocol" rules (protocol 0,
  *     stored with any port, i.e. port prefix 0) match it; the lookups use
  *     protocol 0 and port 0.
@@ -380,50 +388,60 @@ static __noinline void fill_event(struct flow_event *ev, const struct flow_key *
 }
 
 /*
- * The identity of the peer's address: exact, then longest prefix, then
- * world. The trie's answer is remembered per address in PEER_CACHE under
- * the CIDRS_EPOCH read before the walk: the agent bumps the epoch after it
+ * The identity the CIDRS trie gives an address: its longest prefix, else
+ * world. The answer is remembered per address in PEER_CACHE under the
+ * CIDRS_EPOCH read before the walk: the agent bumps the epoch after it
  * changes CIDRS, so a remembered answer is never older than the trie it
  * came from claims (a walk that raced a change is stored under the old
- * epoch and found stale at once). IDENTITIES comes first, so a pod address
- * never reaches the cache, and a cached answer of an address that has
- * since become a pod is never read.
+ * epoch and found stale at once). Pod addresses are cached too: an ipBlock
+ * matches them (the second identity of a pod peer, see judge()).
  */
-static __always_inline __u32 peer_identity(const struct flow_key *key)
+static __always_inline __u32 cidr_identity(const struct ip_key *ip)
 {
 	struct peer_cache_value cached;
 	struct peer_cache_value *hit;
-	struct ip_key ip;
 	struct cidr_key cidr;
-	__u32 identity;
 	__u32 zero = 0;
 	__u32 *epoch;
 	__u32 *id;
-
-	__builtin_memset(&ip, 0, sizeof(ip));
-	ip.family = key->family;
-	__builtin_memcpy(ip.addr, key->remote_addr, sizeof(ip.addr));
-	id = bpf_map_lookup_elem(&IDENTITIES, &ip);
-	if (id)
-		return *id;
+	__u32 identity;
 
 	epoch = bpf_map_lookup_elem(&CIDRS_EPOCH, &zero);
 	cached.epoch = epoch ? *epoch : 0;
-	hit = bpf_map_lookup_elem(&PEER_CACHE, &ip);
+	hit = bpf_map_lookup_elem(&PEER_CACHE, ip);
 	if (hit && hit->epoch == cached.epoch)
 		return hit->identity;
 
 	__builtin_memset(&cidr, 0, sizeof(cidr));
 	/* IPv4 keys have zeroes after the 4 address bytes: the full length works */
 	cidr.prefixlen = 32 + 128;
-	cidr.family = key->family;
-	__builtin_memcpy(cidr.addr, key->remote_addr, sizeof(cidr.addr));
+	cidr.family = ip->family;
+	__builtin_memcpy(cidr.addr, ip->addr, sizeof(cidr.addr));
 	id = bpf_map_lookup_elem(&CIDRS, &cidr);
 	identity = id ? *id : WEIR_ID_WORLD;
 	cached.identity = identity;
 	/* best effort: a failed update only means the next flow walks again */
-	bpf_map_update_elem(&PEER_CACHE, &ip, &cached, BPF_ANY);
+	bpf_map_update_elem(&PEER_CACHE, ip, &cached, BPF_ANY);
 	return identity;
+}
+
+/*
+ * The identity of the peer's address: exact (a pod, the node: *pod set),
+ * else cidr_identity().
+ */
+static __always_inline __u32 peer_identity(const struct flow_key *key, struct ip_key *ip,
+					   bool *pod)
+{
+	__u32 *id;
+
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->family = key->family;
+	__builtin_memcpy(ip->addr, key->remote_addr, sizeof(ip->addr));
+	id = bpf_map_lookup_elem(&IDENTITIES, ip);
+	*pod = id != NULL;
+	if (id)
+		return *id;
+	return cidr_identity(ip);
 }
 
 /* One POLICY_EXACT lookup: (endpoint, direction, protocol, port, peer). */
@@ -458,11 +476,15 @@ static __noinline int judge(const struct endpoint_info *ep, const struct flow_ke
 	struct policy_exact_key ek;
 	struct policy_key pk;
 	struct peer_key peer;
+	struct ip_key ip;
+	__u32 cidr = WEIR_ID_WORLD;
+	bool named;
+	bool pod;
 	__u16 port;
 
 	j->verdict = WEIR_VERDICT_FORWARDED;
 	j->reason = WEIR_REASON_NONE;
-	j->peer = peer_identity(key);
+	j->peer = peer_identity(key, &ip, &pod);
 	if (j->peer == WEIR_ID_HOST || !(ep->flags & isolated))
 		return 0;
 
@@ -473,16 +495,14 @@ static __noinline int judge(const struct endpoint_info *ep, const struct flow_ke
 
 	/* the destination port of the first packet: the peer's on egress */
 	port = j->direction == WEIR_DIR_EGRESS ? key->remote_port : key->local_port;
-	if (!icmp) {
-		/* the common case: a rule naming this protocol and port */
-		__builtin_memset(&ek, 0, sizeof(ek));
-		ek.endpoint = ep->identity;
-		ek.direction = j->direction;
-		ek.proto = key->proto;
-		ek.port = bpf_htons(port);
-		if (exact_allows(&ek, j->peer) || exact_allows(&ek, WEIR_ID_ANY))
-			return 0;
-	}
+	__builtin_memset(&ek, 0, sizeof(ek));
+	ek.endpoint = ep->identity;
+	ek.direction = j->direction;
+	ek.proto = key->proto;
+	ek.port = bpf_htons(port);
+	/* the common case: a rule naming this protocol and port */
+	if (!icmp && (exact_allows(&ek, j->peer) || exact_allows(&ek, WEIR_ID_ANY)))
+		return 0;
 	/* ranges, any port, any protocol */
 	__builtin_memset(&pk, 0, sizeof(pk));
 	pk.prefixlen = WEIR_POLICY_KEY_FIXED_BITS + 16;
@@ -497,18 +517,36 @@ static __noinline int judge(const struct endpoint_info *ep, const struct flow_ke
 		return 0;
 	if (policy_allows(&pk, WEIR_ID_ANY, 0))
 		return 0;
+	/*
+	 * A pod peer's address may be in an ipBlock too: its CIDR identity,
+	 * looked up last so that rules by pod identity cost what they did.
+	 */
+	if (pod) {
+		cidr = cidr_identity(&ip);
+		if (cidr != WEIR_ID_WORLD) {
+			if (!icmp && exact_allows(&ek, cidr))
+				return 0;
+			if (!icmp && policy_allows(&pk, cidr, key->proto))
+				return 0;
+			if (policy_allows(&pk, cidr, 0))
+				return 0;
+		}
+	}
 
 	__builtin_memset(&peer, 0, sizeof(peer));
 	peer.endpoint = ep->identity;
 	peer.direction = j->direction;
 	peer.peer = j->peer;
-	if (bpf_map_lookup_elem(&PEERS, &peer)) {
-		j->reason = WEIR_REASON_PORT_NOT_ALLOWED;
-	} else {
-		peer.peer = WEIR_ID_ANY;
-		j->reason = bpf_map_lookup_elem(&PEERS, &peer) ? WEIR_REASON_PORT_NOT_ALLOWED
-							       : WEIR_REASON_PEER_NOT_ALLOWED;
+	named = bpf_map_lookup_elem(&PEERS, &peer) != NULL;
+	if (!named && cidr != WEIR_ID_WORLD) {
+		peer.peer = cidr;
+		named = bpf_map_lookup_elem(&PEERS, &peer) != NULL;
 	}
+	if (!named) {
+		peer.peer = WEIR_ID_ANY;
+		named = bpf_map_lookup_elem(&PEERS, &peer) != NULL;
+	}
+	j->reason = named ? WEIR_REASON_PORT_NOT_ALLOWED : WEIR_REASON_PEER_NOT_ALLOWED;
 deny:
 	j->verdict = ep->mode == WEIR_MODE_AUDIT ? WEIR_VERDICT_AUDIT : WEIR_VERDICT_DROPPED;
 	return 0;

@@ -46,6 +46,7 @@ const TC_ACT_SHOT: i32 = 2;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -438,7 +439,7 @@ fn cidr_identities_are_longest_prefix_matches() {
     // 192.168.0.0/16 except 192.168.1.0/24: the except has its own identity
     h.cidr(Ipv4Addr::new(192, 168, 0, 0), 16, CIDR_ID);
     h.cidr(Ipv4Addr::new(192, 168, 1, 0), 24, EXCEPT_ID);
-    // an exact entry wins over the prefixes
+    // an exact entry (a pod) is its own identity, and in the block too
     h.identity(Ipv4Addr::new(192, 168, 5, 6), PEER_ID);
     h.allow(DIR_EGRESS, CIDR_ID, IPPROTO_TCP, (80, 80));
     h.endpoint(MODE_ENFORCE, EGRESS_WITH_RULES);
@@ -455,7 +456,10 @@ fn cidr_identities_are_longest_prefix_matches() {
         h.pod_sends(&tcp4(POD, 40000, excepted, 80, SYN)),
         TC_ACT_SHOT
     );
-    assert_eq!(h.pod_sends(&tcp4(POD, 40000, exact, 80, SYN)), TC_ACT_SHOT);
+    assert_eq!(
+        h.pod_sends(&tcp4(POD, 40000, exact, 80, SYN)),
+        TC_ACT_UNSPEC
+    );
     assert_eq!(
         h.pod_sends(&tcp4(POD, 40000, outside, 80, SYN)),
         TC_ACT_SHOT
@@ -476,8 +480,121 @@ fn cidr_identities_are_longest_prefix_matches() {
         [
             (inside, CIDR_ID, REASON_NONE),
             (excepted, EXCEPT_ID, REASON_PEER_NOT_ALLOWED),
-            (exact, PEER_ID, REASON_PEER_NOT_ALLOWED),
+            (exact, PEER_ID, REASON_NONE),
             (outside, ID_WORLD, REASON_PEER_NOT_ALLOWED),
+        ]
+    );
+}
+
+#[test]
+fn ip_blocks_match_pod_addresses_after_their_identity() {
+    // Pods 10.0.0.2 (PEER_ID) and 10.0.0.3 (STRANGER_ID), v6 fd00::2 (PEER_ID):
+    // 10.0.0.0/24 except 10.0.0.3/32 on TCP 80 (the upstream "except clause"
+    // scenario), the except itself by selector on UDP 53, fd00::/64 on any
+    // protocol (ICMP included, the POLICY trie), and PEER_ID by identity on
+    // TCP 81.
+    const STRANGER_ID: u32 = 1002;
+    const CIDR_ID: u32 = 2000;
+    const EXCEPT_ID: u32 = 2001;
+    const CIDR6_ID: u32 = 2002;
+    let mut h = Harness::new();
+    h.identity(PEER, PEER_ID);
+    h.identity(STRANGER, STRANGER_ID);
+    h.identity(PEER6, PEER_ID);
+    h.cidr(Ipv4Addr::new(10, 0, 0, 0), 24, CIDR_ID);
+    h.cidr(STRANGER, 32, EXCEPT_ID);
+    h.cidr(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0), 64, CIDR6_ID);
+    h.allow(DIR_EGRESS, CIDR_ID, IPPROTO_TCP, (80, 80));
+    h.allow(DIR_EGRESS, STRANGER_ID, IPPROTO_UDP, (53, 53));
+    h.allow(DIR_EGRESS, CIDR6_ID, 0, (0, 0));
+    h.allow(DIR_EGRESS, PEER_ID, IPPROTO_TCP, (81, 81));
+    h.endpoint(MODE_ENFORCE, EGRESS_WITH_RULES);
+
+    let cases: [(Vec<u8>, FlowKey, i32, u8); 8] = [
+        // by the block (its CIDR identity), on the block's port only
+        (
+            tcp4(POD, 40000, PEER, 80, SYN),
+            key(IPPROTO_TCP, POD, 40000, PEER, 80),
+            TC_ACT_UNSPEC,
+            REASON_NONE,
+        ),
+        (
+            tcp4(POD, 40001, PEER, 82, SYN),
+            key(IPPROTO_TCP, POD, 40001, PEER, 82),
+            TC_ACT_SHOT,
+            REASON_PORT_NOT_ALLOWED,
+        ),
+        // by identity, as before
+        (
+            tcp4(POD, 40002, PEER, 81, SYN),
+            key(IPPROTO_TCP, POD, 40002, PEER, 81),
+            TC_ACT_UNSPEC,
+            REASON_NONE,
+        ),
+        // the except: not by the block, by its selector on UDP 53
+        (
+            tcp4(POD, 40003, STRANGER, 80, SYN),
+            key(IPPROTO_TCP, POD, 40003, STRANGER, 80),
+            TC_ACT_SHOT,
+            REASON_PORT_NOT_ALLOWED,
+        ),
+        (
+            udp4(POD, 40004, STRANGER, 53),
+            key(IPPROTO_UDP, POD, 40004, STRANGER, 53),
+            TC_ACT_UNSPEC,
+            REASON_NONE,
+        ),
+        // a pod in no block with no rule of its own
+        (
+            tcp4(POD, 40005, Ipv4Addr::new(10, 0, 1, 9), 80, SYN),
+            key(IPPROTO_TCP, POD, 40005, Ipv4Addr::new(10, 0, 1, 9), 80),
+            TC_ACT_SHOT,
+            REASON_PEER_NOT_ALLOWED,
+        ),
+        // IPv6 pod address: any protocol by the block, ICMPv6 echo too
+        (
+            frame(
+                ipv6(POD6, PEER6),
+                L4::Udp {
+                    sport: 40006,
+                    dport: 9,
+                },
+            ),
+            key(IPPROTO_UDP, POD6, 40006, PEER6, 9),
+            TC_ACT_UNSPEC,
+            REASON_NONE,
+        ),
+        (
+            frame(
+                ipv6(POD6, PEER6),
+                L4::Icmpv6 {
+                    kind: 128,
+                    code: 0,
+                    rest: echo(7, 1),
+                },
+            ),
+            key(IPPROTO_ICMPV6, POD6, 7, PEER6, 0),
+            TC_ACT_UNSPEC,
+            REASON_NONE,
+        ),
+    ];
+    for (packet, flow, action, reason) in cases {
+        assert_eq!(h.pod_sends(&packet), action, "{flow:?}");
+        assert_eq!(h.stats(&flow).reason, reason, "{flow:?}");
+    }
+    // The peer identity reported is the pod's own.
+    let peers: Vec<u32> = h.events().iter().map(|e| e.peer_identity).collect();
+    assert_eq!(
+        peers,
+        [
+            PEER_ID,
+            PEER_ID,
+            PEER_ID,
+            STRANGER_ID,
+            STRANGER_ID,
+            ID_WORLD,
+            PEER_ID,
+            PEER_ID
         ]
     );
 }
