@@ -28,6 +28,22 @@ use weir_integration_tests::harness::{Agent, Lab, eventually, weir, weir_ok};
 
 const EXTERNAL: &str = "198.51.100.20";
 
+/// Pod addresses, fixed so that ipBlocks can name them: namespace x, y, z
+/// is 10.171.1, .2, .3; pod a, b, c is .10, .11, .12.
+fn pod_ip(ns: &str, pod: &str) -> String {
+    let n = ["x", "y", "z"]
+        .iter()
+        .position(|&x| x == ns)
+        .expect("x, y or z")
+        + 1;
+    let p = ["a", "b", "c"]
+        .iter()
+        .position(|&x| x == pod)
+        .expect("a, b or c")
+        + 10;
+    format!("10.171.{n}.{p}")
+}
+
 fn lab_yaml() -> String {
     let mut yaml = String::from(
         "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {name: conformance}\n\
@@ -47,7 +63,9 @@ fn lab_yaml() -> String {
                  \x20   - {{name: serve-80-tcp, containerPort: 80, protocol: TCP}}\n\
                  \x20   - {{name: serve-81-tcp, containerPort: 81, protocol: TCP}}\n\
                  \x20   - {{name: serve-80-udp, containerPort: 80, protocol: UDP}}\n\
-                 \x20   - {{name: serve-81-udp, containerPort: 81, protocol: UDP}}\n"
+                 \x20   - {{name: serve-81-udp, containerPort: 81, protocol: UDP}}\n\
+                 status: {{podIP: {}}}\n",
+                pod_ip(ns, pod)
             )
             .unwrap();
         }
@@ -62,7 +80,8 @@ fn lab_yaml() -> String {
 }
 
 /// The scenarios: the policy sets of generator/tests/semantics.rs (ipBlocks
-/// moved to the lab's external range).
+/// moved to the lab's external range and pod addresses), with the upstream
+/// e2e suite's ipBlock scenarios on pod addresses.
 const SCENARIOS: &[(&str, &str)] = &[
     ("no policies", ""),
     (
@@ -162,6 +181,23 @@ const SCENARIOS: &[(&str, &str)] = &[
     (
         "egress to ipBlock",
         "metadata: {namespace: x, name: to-internet}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 0.0.0.0/0}}]}]",
+    ),
+    (
+        "egress to a server in a CIDR block (upstream e2e)",
+        "metadata: {namespace: x, name: to-server}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 10.171.2.11/32}}]}]",
+    ),
+    (
+        "egress except clause on pod addresses (upstream e2e)",
+        "metadata: {namespace: x, name: to-y-but-b}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 10.171.2.0/24, except: [10.171.2.11/32]}}]}]",
+    ),
+    (
+        "an IP in both cidr and except is allowed by another peer or policy (upstream e2e)",
+        "metadata: {namespace: x, name: cidr-except}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.171.0.0/16, except: [10.171.2.11/32, 10.171.3.0/24]}\n    - {namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: b}}}\n---\n\
+         metadata: {namespace: x, name: the-except}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 10.171.2.11/32}}]}]",
+    ),
+    (
+        "ipBlock on pod addresses mixed with selectors on ingress (upstream e2e)",
+        "metadata: {namespace: x, name: mixed}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: z}}\n    - ipBlock: {cidr: 10.171.2.0/24, except: [10.171.2.10/31]}\n    ports: [{port: 80}]",
     ),
     (
         "policies are a union",
