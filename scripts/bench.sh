@@ -12,7 +12,7 @@
 #   generator   learner time and peak memory at 1k/10k pods and 100k/1M
 #               flow records; evaluator throughput
 #   enforce     enforcement: per-packet cost at 10 / 10,000 rules and 10,000
-#               CIDRs; new-connection rate between lab pods under iptables
+#               CIDRs (a pod peer in one too); new-connection rate between lab pods under iptables
 #               (linear), nftables (set) and weir; time to apply 10,000
 #               rules                             tests/benches/enforce.rs
 #
@@ -255,6 +255,18 @@ walks the CIDRS trie once and inserts the address into the LRU; a later
 connection to the same address costs what the "10,000 CIDR rules" row
 shows.
 
+An ipBlock matches pod addresses too (as Calico, Antrea and the upstream
+e2e suite have it), so a pod peer has two identities: its own (from
+IDENTITIES) and the CIDR identity of its address (from PEER_CACHE, the
+trie walked once per address and CIDRS_EPOCH, as for an external peer).
+The lookups by the pod's identity and by any peer come first, so rules by
+selector cost what they did; only when they all miss does the CIDR
+identity get one POLICY_EXACT and two POLICY lookups. The row "the peer a
+pod in one" is that path: a pod address inside one of the 10,000 /24s,
+with no rule of its own, allowed by its prefix's rule; its cost is a fixed
+number of lookups more than the "10,000 CIDR rules" row, and does not
+grow with the number of rules.
+
 The 50× target against the linear iptables chain is a ceiling of this
 setup, not of weir: unfiltered, the connect loop itself tops out at about
 the rate weir reaches, so weir can be at most about 4× the chain here. A
@@ -266,7 +278,7 @@ from \`perf\`; it is not done here.
 
 How it is measured ([\`tests/benches/enforce.rs\`](../tests/benches/enforce.rs)):
 
-- **Per-packet cost**: four datapaths are loaded side by side; in each the
+- **Per-packet cost**: five datapaths are loaded side by side; in each the
   test-run device (loopback) is an endpoint in enforce mode, isolated for
   egress, and \`weir_from_pod\` runs through \`BPF_PROG_TEST_RUN\` on an
   allowed IPv4/TCP flow. Rules are single-port, in POLICY_EXACT, where the
@@ -275,9 +287,11 @@ How it is measured ([\`tests/benches/enforce.rs\`](../tests/benches/enforce.rs))
   the matching one; "10,000 CIDR rules": 10,000 /24s in CIDRS, one rule per
   prefix, the peer an address no exact entry knows, found by longest-prefix
   match and then cached; "every peer address new": the same maps, each new
-  connection to another address in the prefixes, none seen before. New
+  connection to another address in the prefixes, none seen before; "the
+  peer a pod in one": the CIDR maps, the peer's address also in IDENTITIES
+  as a pod whose identity no rule names, allowed by its /24. New
   connection: distinct SYNs (the source port varies), each run once
-  (\`repeat = 1\`), the four cases and \`weir_floor\` alternating frame by
+  (\`repeat = 1\`), the five cases and \`weir_floor\` alternating frame by
   frame; established: one flow, \`repeat\` runs in one syscall. "vs 10 rules"
   is the median of the per-round ratios to the 10-rule case. The bench
   checks that every case drops a port no rule names, allows the flow, and

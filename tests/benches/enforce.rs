@@ -5,10 +5,11 @@
 //!
 //! `cargo bench -p weir-integration-tests --bench enforce` (root, iptables
 //! and nft installed, the `weir` binary built) prints markdown tables for
-//! docs/benchmarks.md.
+//! docs/benchmarks.md; `-- per-packet`, `-- connection-rate` or `-- apply`
+//! runs those sections only.
 //!
 //! Method:
-//! - per packet: four datapaths are loaded side by side, each with the
+//! - per packet: five datapaths are loaded side by side, each with the
 //!   test-run device (lo) as an endpoint in ENFORCE mode, isolated for
 //!   egress, and `weir_from_pod` runs on an allowed TCP flow. "10 rules":
 //!   9 rules for other peers and the matching one; "10,000 rules": 9,999
@@ -16,7 +17,10 @@
 //!   rules": 10,000 /24s in CIDRS, one rule per prefix, the peer found by
 //!   longest-prefix match (then remembered in PEER_CACHE); "every peer
 //!   address new": the same maps, each new connection to an address not
-//!   seen before, so each walks the CIDRS trie (the cache's worst case).
+//!   seen before, so each walks the CIDRS trie (the cache's worst case);
+//!   "the peer a pod in one": the CIDR maps, the peer's address also a pod
+//!   in IDENTITIES with no rule of its own, allowed by its /24 (an ipBlock
+//!   matches pod addresses: the lookups by pod identity miss first).
 //!   Rules are single-port, in POLICY_EXACT where the agent puts them.
 //!   New connection: distinct source ports, each run once (`repeat = 1`),
 //!   floor interleaved on the same frames; established: one flow, `repeat`
@@ -316,6 +320,15 @@ fn cidr_rules(f: &mut Filler<'_>) -> Ipv4Addr {
     cidr_peer()
 }
 
+/// The CIDR case with the peer a pod: its address in IDENTITIES under a pod
+/// identity no rule names, allowed by the /24 that holds it (an ipBlock
+/// matches pod addresses).
+fn cidr_rules_pod_peer(f: &mut Filler<'_>) -> Ipv4Addr {
+    let peer = cidr_rules(f);
+    f.identity(peer, PEER_ID);
+    peer
+}
+
 fn per_packet() {
     let cpu = pin_to_last_cpu();
     let floor = must("loading the floor program", Floor::load());
@@ -332,6 +345,10 @@ fn per_packet() {
         }),
         load_case("10,000 CIDR rules", cidr_rules),
         fresh,
+        load_case(
+            "10,000 CIDR rules, the peer a pod in one",
+            cidr_rules_pod_peer,
+        ),
     ];
     // Enforcement is on: a port no rule names is dropped.
     for case in &cases {
@@ -937,12 +954,30 @@ fn apply_time() {
     }
 }
 
+/// Sections to run: every one, or those named on the command line
+/// (`cargo bench ... --bench enforce -- per-packet apply`).
+const SECTIONS: [&str; 3] = ["per-packet", "connection-rate", "apply"];
+
 fn main() {
     require_root("enforce bench");
-    println!("**Per-packet cost**\n");
-    per_packet();
-    println!("**New-connection rate between two lab pods**\n");
-    connection_rate();
-    println!("**Time to apply 10,000 rules**\n");
-    apply_time();
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let Some(bad) = named.iter().find(|a| !SECTIONS.contains(&a.as_str())) {
+        panic!("unknown section {bad:?} (expected one of {SECTIONS:?})");
+    }
+    let run = |section: &str| named.is_empty() || named.iter().any(|a| a == section);
+    if run("per-packet") {
+        println!("**Per-packet cost**\n");
+        per_packet();
+    }
+    if run("connection-rate") {
+        println!("**New-connection rate between two lab pods**\n");
+        connection_rate();
+    }
+    if run("apply") {
+        println!("**Time to apply 10,000 rules**\n");
+        apply_time();
+    }
 }
