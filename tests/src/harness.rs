@@ -340,6 +340,12 @@ impl Agent {
             .to_owned()
     }
 
+    /// The agent's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The API base URL.
     #[must_use]
     pub fn url(&self) -> String {

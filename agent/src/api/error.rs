@@ -87,6 +87,40 @@ pub enum ApiError {
         /// The `Origin` header.
         origin: String,
     },
+    /// A request URI over the limit.
+    #[error("request URI of {len} bytes is longer than the limit of {limit} bytes")]
+    UriTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Request header fields over the limit.
+    #[error("request has {what}, more than the limit of {limit}")]
+    HeadersTooLarge {
+        /// What the request has (`120 header fields`).
+        what: String,
+        /// The limit it exceeds (`100 fields`).
+        limit: String,
+    },
+    /// A request body over `--max-body-size`.
+    #[error(
+        "request body is larger than the agent's limit of {} (weir agent --max-body-size)",
+        bytes(*limit)
+    )]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A request body not received within `--body-read-timeout`.
+    #[error(
+        "request body not received within {} (weir agent --body-read-timeout)",
+        humantime::format_duration(*after)
+    )]
+    BodyTimeout {
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// Any other error status, with the text it came with (axum's own
     /// rejections: method not allowed, body too large, a bad path).
     #[error("{message}")]
@@ -96,6 +130,17 @@ pub enum ApiError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// A size as given to `--max-body-size`: `64 MiB`, `1536 bytes`.
+fn bytes(n: usize) -> String {
+    [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find(|(_, unit)| n >= *unit && n.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{n} bytes"),
+            |(name, unit)| format!("{} {name}", n / unit),
+        )
 }
 
 impl ApiError {
@@ -118,6 +163,10 @@ impl ApiError {
             }
             Self::EnforcementUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

@@ -36,8 +36,10 @@ pub mod events;
 pub mod flows;
 pub mod graph;
 pub mod learn;
+pub mod limits;
 pub mod record;
 pub mod review;
+pub mod server;
 
 use std::{
     collections::BTreeMap,
@@ -49,7 +51,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Path, State, rejection::PathRejection},
+    extract::{DefaultBodyLimit, Path, State, rejection::PathRejection},
     http::{HeaderMap, Method, Uri, header},
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
@@ -90,6 +92,8 @@ pub struct AppState {
     pub enforcer: Option<crate::enforce::task::EnforcerHandle>,
     /// What a request that changes state must present.
     pub token: Token,
+    /// Request URI, header and body limits.
+    pub limits: limits::RequestLimits,
 }
 
 /// Every namespace's mode at one moment.
@@ -143,6 +147,7 @@ impl AppState {
             learning: Learning::default(),
             enforcer: None,
             token: Token::generate().expect("the system's random source works"),
+            limits: limits::RequestLimits::default(),
         }
     }
 
@@ -150,6 +155,13 @@ impl AppState {
     #[must_use]
     pub fn with_token(mut self, token: Token) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Apply `limits` to requests.
+    #[must_use]
+    pub fn with_limits(mut self, limits: limits::RequestLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -240,6 +252,12 @@ pub fn app(state: AppState) -> Router {
         .route("/{file}", get(asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bodies arrive read and checked by `limits::limit`.
+        .layer(DefaultBodyLimit::max(state.limits.max_body()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

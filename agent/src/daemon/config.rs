@@ -28,6 +28,22 @@ pub struct AgentArgs {
     /// Address of the HTTP API and UI.
     #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_LISTEN")]
     pub listen: SocketAddr,
+    /// Most HTTP connections open at once; beyond it new connections wait
+    /// until one closes.
+    #[arg(long, default_value_t = crate::api::server::DEFAULT_MAX_CONNECTIONS, env = "WEIR_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Time an HTTP connection has to send a whole request head (line and
+    /// headers), from its opening or its previous answer; then it is closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a request has to send its whole body (408 after it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Largest request body (413 above it): a policy set to apply or
+    /// verify. The default holds as many small policies as the rule maps
+    /// can (units: KiB, MiB, GiB; KB, MB, GB).
+    #[arg(long, default_value = "64MiB", env = "WEIR_MAX_BODY_SIZE")]
+    pub max_body_size: bytesize::ByteSize,
     /// Name of this node (defaults to the host name).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -207,6 +223,10 @@ pub struct Config {
     pub source: SourceSpec,
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// HTTP connection limits.
+    pub server: crate::api::server::ServerOptions,
+    /// HTTP request limits.
+    pub request_limits: crate::api::limits::RequestLimits,
     /// Node name.
     pub node_name: String,
     /// Sweep period.
@@ -266,6 +286,23 @@ impl TryFrom<AgentArgs> for Config {
             !args.save_interval.is_zero() && !args.coverage_window.is_zero(),
             "--save-interval and --coverage-window must be positive"
         );
+        ensure!(
+            args.max_connections > 0,
+            "--max-connections must be positive"
+        );
+        ensure!(
+            !args.header_read_timeout.is_zero() && !args.body_read_timeout.is_zero(),
+            "--header-read-timeout and --body-read-timeout must be positive"
+        );
+        let max_body = usize::try_from(args.max_body_size.as_u64())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--max-body-size must be positive and fit in memory, got {}",
+                    args.max_body_size
+                )
+            })?;
         let node_name = match args.node_name {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -276,6 +313,14 @@ impl TryFrom<AgentArgs> for Config {
         Ok(Self {
             source: args.source,
             listen: args.listen,
+            server: crate::api::server::ServerOptions {
+                max_connections: args.max_connections,
+                header_read_timeout: args.header_read_timeout,
+            },
+            request_limits: crate::api::limits::RequestLimits::new(
+                max_body,
+                args.body_read_timeout,
+            ),
             node_name,
             sweep_interval: args.sweep_interval,
             resync_interval: args.resync_interval,

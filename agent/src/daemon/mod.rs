@@ -147,7 +147,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         readiness: config.readiness,
     })
     .with_enforcer(enforcer.clone())
-    .with_token(api_token.clone());
+    .with_token(api_token.clone())
+    .with_limits(config.request_limits.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -170,14 +171,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         ),
     }
     let followers = Arc::clone(&aggregator);
-    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
+    api::server::serve(listener, api::app(state), config.server, async move {
         shutdown_signal().await;
         info!("shutting down");
         let _ = shutdown_tx.send(true);
         // Open `weir observe -f` streams would hold the shutdown forever.
         followers.close_followers();
-    });
-    server.await.context("HTTP server failed")?;
+    })
+    .await
+    .context("HTTP server failed")?;
 
     // The datapath task does a last sweep and detaches; the fold task ends
     // when its channel closes.

@@ -534,4 +534,5 @@ mod enforce {
 }
 
 mod security;
+mod server;
 mod ui;
