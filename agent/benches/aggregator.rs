@@ -170,6 +170,7 @@ fn flows(rng: &mut Rng) -> Vec<Observation> {
                 initiator,
                 initiator_guessed: false,
                 new_flow: false,
+                connections: 0,
                 closed: false,
                 packets_from_pod: 10,
                 bytes_from_pod: 1_500,
