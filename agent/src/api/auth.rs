@@ -6,9 +6,12 @@
 //!   TOKEN`; without it, or with a wrong one, the answer is 401 with
 //!   `WWW-Authenticate: Bearer`. Tokens are compared in constant time.
 //! - No CORS headers are ever sent, so no other site's page can read an
-//!   answer; a change whose `Origin` names another host than the one it was
-//!   sent to is refused (403) before the token is looked at: a browser on
-//!   another site cannot be made to send one (CSRF).
+//!   answer; a request whose `Origin` names another host than the one it
+//!   was sent to is refused (403) before the token is looked at: a browser
+//!   on another site cannot be made to send a change (CSRF), nor to hold
+//!   a stream (`/api/events`, `follow=true`) or run a verify for nothing.
+//!   Browsers send `Origin` on every cross-origin request but simple GETs
+//!   (`<img>`, `<script>`), which cannot read the answer either.
 //! - Every answer says `X-Content-Type-Options: nosniff`, `Referrer-Policy:
 //!   no-referrer` and `X-Frame-Options: DENY`; an error answer that is not
 //!   JSON yet (axum's own: method not allowed, body too large) is rewritten
@@ -148,15 +151,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then(|| token.trim_start())
 }
 
-/// Refuse state changes without the token or from another origin.
+/// Refuse requests from another origin, and state changes without the
+/// token.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if changes_state(request.method(), request.uri().path()) {
-        if let Some(origin) = cross_origin(request.headers()) {
-            return ApiError::CrossOrigin { origin }.into_response();
+    if let Some(origin) = cross_origin(request.headers()) {
+        return ApiError::CrossOrigin {
+            origin: super::error::shorten(&origin),
         }
-        if !bearer(request.headers()).is_some_and(|t| state.token.matches(t)) {
-            return ApiError::Unauthorized.into_response();
-        }
+        .into_response();
+    }
+    if changes_state(request.method(), request.uri().path())
+        && !bearer(request.headers()).is_some_and(|t| state.token.matches(t))
+    {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
 }

@@ -121,6 +121,15 @@ pub enum ApiError {
         /// The deadline.
         after: std::time::Duration,
     },
+    /// A request naming a host this agent does not answer to (DNS
+    /// rebinding).
+    #[error(
+        "host {host:?} is not allowed: this agent answers to its addresses, localhost and the names of --allowed-host"
+    )]
+    HostNotAllowed {
+        /// The `Host` header, shortened.
+        host: String,
+    },
     /// Any other error status, with the text it came with (axum's own
     /// rejections: method not allowed, body too large, a bad path).
     #[error("{message}")]
@@ -130,6 +139,19 @@ pub enum ApiError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// The most characters of a client's value an error message repeats.
+pub const MAX_ECHO: usize = 64;
+
+/// `value` cut to [`MAX_ECHO`] characters, saying how long it was: an
+/// error message repeats what the client sent, not all of it.
+#[must_use]
+pub fn shorten(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO) {
+        None => value.to_owned(),
+        Some((end, _)) => format!("{}... ({} bytes)", &value[..end], value.len()),
+    }
 }
 
 /// A size as given to `--max-body-size`: `64 MiB`, `1536 bytes`.
@@ -152,7 +174,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Self::CrossOrigin { .. } | Self::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Status { code, .. } => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }

@@ -35,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod graph;
+pub mod host;
 pub mod learn;
 pub mod limits;
 pub mod record;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub token: Token,
     /// Request URI, header and body limits.
     pub limits: limits::RequestLimits,
+    /// Host names answered to besides addresses and localhost.
+    pub hosts: host::AllowedHosts,
 }
 
 /// Every namespace's mode at one moment.
@@ -148,6 +151,7 @@ impl AppState {
             enforcer: None,
             token: Token::generate().expect("the system's random source works"),
             limits: limits::RequestLimits::default(),
+            hosts: host::AllowedHosts::default(),
         }
     }
 
@@ -162,6 +166,13 @@ impl AppState {
     #[must_use]
     pub fn with_limits(mut self, limits: limits::RequestLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Answer requests naming `hosts` too.
+    #[must_use]
+    pub fn with_allowed_hosts(mut self, hosts: host::AllowedHosts) -> Self {
+        self.hosts = hosts;
         self
     }
 
@@ -261,6 +272,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::check,
         ))
         .layer(axum::middleware::from_fn(auth::headers))
         .with_state(state)

@@ -28,6 +28,16 @@ pub struct AgentArgs {
     /// Address of the HTTP API and UI.
     #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_LISTEN")]
     pub listen: SocketAddr,
+    /// A host name the API answers to besides its addresses and localhost
+    /// (`NAME`, `*.DOMAIN`, `*` for any; repeat or separate with commas):
+    /// a request naming another is refused, against DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME",
+        env = "WEIR_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Most HTTP connections open at once; beyond it new connections wait
     /// until one closes.
     #[arg(long, default_value_t = crate::api::server::DEFAULT_MAX_CONNECTIONS, env = "WEIR_MAX_CONNECTIONS")]
@@ -227,6 +237,8 @@ pub struct Config {
     pub server: crate::api::server::ServerOptions,
     /// HTTP request limits.
     pub request_limits: crate::api::limits::RequestLimits,
+    /// Host names the API answers to.
+    pub allowed_hosts: crate::api::host::AllowedHosts,
     /// Node name.
     pub node_name: String,
     /// Sweep period.
@@ -317,6 +329,8 @@ impl TryFrom<AgentArgs> for Config {
                 max_connections: args.max_connections,
                 header_read_timeout: args.header_read_timeout,
             },
+            allowed_hosts: crate::api::host::AllowedHosts::new(&args.allowed_hosts)
+                .map_err(anyhow::Error::msg)?,
             request_limits: crate::api::limits::RequestLimits::new(
                 max_body,
                 args.body_read_timeout,

@@ -148,7 +148,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     })
     .with_enforcer(enforcer.clone())
     .with_token(api_token.clone())
-    .with_limits(config.request_limits.clone());
+    .with_limits(config.request_limits.clone())
+    .with_allowed_hosts(config.allowed_hosts.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -93,11 +93,107 @@ async fn reads_and_verify_need_no_token() {
         state(),
         "POST",
         "/api/verify",
-        &[(header::ORIGIN, "http://evil.example")],
+        &[],
         "kind: NetworkPolicy\nmetadata: {name: x, namespace: data}\nspec: {podSelector: {}}\n",
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+#[tokio::test]
+async fn other_host_names_are_refused_with_403_json() {
+    let hosts = host::AllowedHosts::new(&["weir.weir-system.svc".to_owned()]).unwrap();
+    let paths = [
+        "/api/graph",
+        "/api/flows",
+        "/api/events",
+        "/api/flows?follow=true",
+        "/healthz",
+        "/",
+    ];
+    for path in paths {
+        for refused in [
+            "attacker.example:9090",
+            "attacker.example",
+            "127.0.0.1.nip.io:9090",
+        ] {
+            let (status, headers, json) = send(
+                state().with_allowed_hosts(hosts.clone()),
+                "GET",
+                path,
+                &[(header::HOST, refused)],
+                Body::empty(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {refused}");
+            assert_eq!(json["status"], 403);
+            assert!(json["error"].as_str().unwrap().contains(refused), "{json}");
+            assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+        }
+    }
+    // A change from a rebound name is refused before its token is looked at.
+    let (status, _, _) = send(
+        state(),
+        "PUT",
+        "/api/modes/shop",
+        &[
+            (header::HOST, "attacker.example:9090"),
+            (header::AUTHORIZATION, BEARER),
+        ],
+        r#"{"mode": "enforce"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for accepted in [
+        "127.0.0.1:9090",
+        "127.0.0.1",
+        "[::1]:9090",
+        "10.244.0.7:9090",
+        "localhost:9090",
+        "localhost",
+        "weir.weir-system.svc:9090",
+    ] {
+        let response = app(state().with_allowed_hosts(hosts.clone()))
+            .oneshot(
+                Request::get("/api/graph")
+                    .header(header::HOST, accepted)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{accepted}");
+    }
+}
+
+#[tokio::test]
+async fn cross_origin_reads_and_streams_are_refused() {
+    for path in ["/api/graph", "/api/events", "/api/flows?follow=true"] {
+        let (status, _, json) = send(
+            state(),
+            "GET",
+            path,
+            &[
+                (header::HOST, "127.0.0.1:9090"),
+                (header::ORIGIN, "http://evil.example"),
+            ],
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");
+    }
+    let (status, _, json) = send(
+        state(),
+        "POST",
+        "/api/verify",
+        &[
+            (header::HOST, "127.0.0.1:9090"),
+            (header::ORIGIN, "http://evil.example"),
+        ],
+        "kind: NetworkPolicy\nmetadata: {name: x, namespace: data}\nspec: {podSelector: {}}\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
 }
 
 #[tokio::test]
