@@ -222,15 +222,16 @@ pub async fn set_mode(
 ) -> Result<Json<ModesJson>, ApiError> {
     let Path(namespace) = path?;
     let Json(body) = body?;
-    let mode: Mode = body
-        .mode
-        .parse()
-        .map_err(
-            |e: weir_generator::datapath::UnknownMode| ApiError::BadParameter {
-                name: "mode",
-                reason: e.to_string(),
-            },
-        )?;
+    let mode: Mode =
+        body.mode
+            .parse()
+            .map_err(
+                |weir_generator::datapath::UnknownMode(value)| ApiError::BadField {
+                    name: "mode",
+                    reason: weir_generator::datapath::UnknownMode(super::error::shorten(&value))
+                        .to_string(),
+                },
+            )?;
     let handle = enforcer(&state)?;
     change(handle, Change::SetMode { namespace, mode }).await?;
     let view = handle.view();

@@ -21,6 +21,14 @@ pub enum ApiError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A field of a JSON request body has a bad value.
+    #[error("bad request body: field `{name}`: {reason}")]
+    BadField {
+        /// The field.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The query string does not parse (unknown or repeated parameter).
     #[error("bad query: {reason}")]
     BadQuery {
@@ -154,6 +162,17 @@ pub fn shorten(value: &str) -> String {
     }
 }
 
+/// The longest error message sent: a message that repeats a long value
+/// the client sent (a parser's, a policy's) is cut.
+pub const MAX_MESSAGE: usize = 2048;
+
+fn cap(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        None => message,
+        Some((end, _)) => format!("{}... ({} bytes in all)", &message[..end], message.len()),
+    }
+}
+
 /// A size as given to `--max-body-size`: `64 MiB`, `1536 bytes`.
 fn bytes(n: usize) -> String {
     [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
@@ -170,9 +189,10 @@ impl ApiError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadParameter { .. } | Self::BadQuery { .. } | Self::BadBody { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadParameter { .. }
+            | Self::BadQuery { .. }
+            | Self::BadBody { .. }
+            | Self::BadField { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::CrossOrigin { .. } | Self::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Status { code, .. } => {
@@ -196,7 +216,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({ "error": self.to_string(), "status": status.as_u16() });
+        let body = serde_json::json!({ "error": cap(self.to_string()), "status": status.as_u16() });
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
         }

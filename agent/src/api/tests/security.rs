@@ -385,3 +385,61 @@ async fn malformed_requests_are_4xx_json() {
         );
     }
 }
+
+#[tokio::test]
+async fn bad_body_values_are_named_as_body_fields_and_not_echoed_whole() {
+    let auth = [
+        (header::AUTHORIZATION, BEARER),
+        (header::CONTENT_TYPE, "application/json"),
+    ];
+    let (status, _, json) = send(
+        state(),
+        "PUT",
+        "/api/modes/shop",
+        &auth,
+        r#"{"mode": "block"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error = json["error"].as_str().unwrap();
+    assert!(
+        error.contains("request body: field `mode`") && error.contains("\"block\""),
+        "{error}"
+    );
+    assert!(!error.contains("query"), "{error}");
+
+    let huge = "x".repeat(1024 * 1024);
+    let cases = [
+        (
+            "PUT",
+            "/api/modes/shop",
+            format!(r#"{{"mode": "{huge}"}}"#),
+            "expected observe, audit or enforce",
+        ),
+        (
+            "PUT",
+            "/api/modes/shop",
+            format!(r#"{{"mode": "audit", "{huge}": 1}}"#),
+            "bytes in all",
+        ),
+        (
+            "POST",
+            "/api/verify",
+            format!(
+                "kind: NetworkPolicy\nmetadata: {{name: {huge}, namespace: data}}\nspec: {{podSelector: {{}}, policyTypes: [{huge}]}}\n"
+            ),
+            "",
+        ),
+    ];
+    for (method, uri, body, says) in cases {
+        let (status, _, json) = send(state(), method, uri, &auth, body).await;
+        assert!(status.is_client_error(), "{method} {uri}: {status}");
+        let error = json["error"].as_str().unwrap();
+        assert!(
+            error.len() <= error::MAX_MESSAGE + 64,
+            "{method} {uri}: an error of {} bytes",
+            error.len()
+        );
+        assert!(error.contains(says), "{method} {uri}: {error}");
+    }
+}
