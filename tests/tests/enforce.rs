@@ -4,7 +4,7 @@
 //! (the pinned datapath keeps enforcing, a new agent adopts it); refused
 //! input (an invalid set, an overflow) changing nothing; audit mode.
 //!
-//! Each test has its own lab (podCIDR octets 161-169), state directory and
+//! Each test has its own lab (podCIDR octets 161-170), state directory and
 //! pin directory.
 
 use std::{collections::BTreeSet, time::Duration};
@@ -205,6 +205,74 @@ fn the_learned_shop_is_enforced_and_the_unobserved_is_dropped() {
     // observe is the kill switch.
     set_mode(&agent, "shop", "observe");
     assert!(lab.probe(&loadgen, &lab.pod("shop", "catalog-"), "3550/TCP"));
+}
+
+/// A connection dropped at its target's ingress is let out by its source's
+/// egress (the source's namespace is observed): the two copies of the same
+/// connection meet, the drop wins, and neither the export nor `--apply`
+/// reopens what the policy blocked. The drop is drawn with both verdicts.
+#[test]
+fn a_connection_dropped_at_its_target_is_never_learned_nor_reopened_by_apply() {
+    let lab = Lab::up("enx", &shop_yaml(169));
+    let agent = Agent::start(&lab, &[]);
+    let server = agent.url();
+    let work = tempfile::tempdir().expect("work dir");
+    let out = apply_file(&agent, work.path(), "store.yaml", STORE_FROM_CART);
+    assert!(out.status.success(), "{out:?}");
+    set_mode(&agent, "data", "enforce");
+
+    let cart = lab.pod("shop", "cartservice-");
+    let catalog = lab.pod("shop", "catalog-");
+    let store = lab.pod("data", "store-");
+    assert!(
+        lab.probe(&cart, &store, "6379/TCP"),
+        "the policy allows cart"
+    );
+    assert!(
+        !lab.probe(&catalog, &store, "6379/TCP"),
+        "catalog -> store must be dropped at the store"
+    );
+    let drop = verdict_record(&agent, "DROPPED", &catalog, &store);
+    assert_eq!(drop["traffic_direction"], "INGRESS", "{drop:#}");
+    // The learned edge of cart -> store is there: the reports were folded.
+    eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph?verdict=forwarded");
+        graph["edges"]
+            .as_array()?
+            .iter()
+            .any(|e| e["id"] == "shop/cartservice->data/store")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no cart edge: {:#}", agent.get_json("/api/graph")));
+    // Past a sweep, so the source's swept copy is folded too.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let export = weir_ok(&["export", "--server", &server, "--namespace", "data"]);
+    assert!(export.contains("cartservice"), "{export}");
+    assert!(!export.contains("catalog"), "{export}");
+    let graph = agent.get_json("/api/graph");
+    let edge = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .find(|e| e["id"] == "shop/catalog->data/store")
+        .cloned()
+        .unwrap_or_else(|| panic!("the drop is drawn: {graph:#}"));
+    assert_eq!(edge["verdict"], "dropped", "{edge:#}");
+    let port = &edge["ports"][0];
+    assert!(
+        port["verdicts"]["forwarded"].as_u64() >= Some(1)
+            && port["verdicts"]["dropped"].as_u64() >= Some(1),
+        "both ends' verdicts: {edge:#}"
+    );
+
+    let applied = weir_ok(&["export", "--server", &server, "--apply"]);
+    assert!(applied.contains("enforced"), "{applied}");
+    assert!(lab.probe(&cart, &store, "6379/TCP"));
+    assert!(
+        !lab.probe(&catalog, &store, "6379/TCP"),
+        "--apply must not reopen what the policy blocked"
+    );
 }
 
 #[test]

@@ -17,22 +17,30 @@
 //!   (`weir_initiator_unknown_total`), not guessed (Hubble keeps "unknown"
 //!   as its own state too). Its flow records still reach `/api/flows`.
 //! - Two pods attached on this node: both veths report the connection. Only
-//!   the initiator's report counts; the responder's report (initiator
-//!   remote, and the remote address is an attached pod) is skipped.
-//!   Flow records keep both reports, as Hubble shows both observation
-//!   points.
+//!   the initiator's report counts packets and bytes; the responder's
+//!   report (initiator remote, and the remote address is an attached pod)
+//!   brings its verdict. Flow records keep both reports, as Hubble shows
+//!   both observation points.
 //! - A flow the datapath dropped (enforce mode) makes no edge of the learned
 //!   graph: it was seen, not allowed, and the learned graph is what the
 //!   cluster lets through (forwarded and audited traffic). Drops are kept
 //!   apart, under the same edge keys ([`Aggregator::view`]), for the UI to
 //!   draw; they are in the flow records too and counted by
 //!   `weir_policy_verdicts_total{verdict="DROPPED"}`.
+//! - A connection is learned only if it was allowed at both ends. Between
+//!   two attached pods each end judges its own side (egress at the
+//!   initiator's veth, ingress at the responder's), so the two reports of
+//!   one connection meet under its [`ConnKey`] (protocol and both ends'
+//!   addresses): the initiator's counters are held until the responder's
+//!   report says it let the connection in (or until the initiator's flow
+//!   ends without one), and go to the drops when either end dropped it,
+//!   whichever report comes first. A drop seen later (its event was rate
+//!   limited, so a sweep brings it) moves the connection's counters out of
+//!   the learned edge, which goes away if nothing else made it.
 //! - Every edge counts its connections by verdict (a flow's first report
-//!   counts). The responder's report of a connection between two attached
-//!   pods, skipped otherwise, still counts its verdict when it is not
-//!   FORWARDED: the ingress check is made at the responder's veth, so a
-//!   connection its egress let out and its target's ingress denied counts
-//!   once as forwarded and once as audit or dropped.
+//!   counts), at both ends: a connection its source's egress let out and
+//!   its target's ingress denied counts once as forwarded and once as
+//!   audit or dropped.
 //!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
@@ -42,10 +50,10 @@
 mod record;
 
 use std::{
-    collections::BTreeMap,
-    net::IpAddr,
+    collections::{BTreeMap, HashMap, hash_map},
+    net::{IpAddr, SocketAddr},
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
 };
@@ -103,8 +111,12 @@ pub enum Folded {
     UnknownInitiator,
     /// Skipped: the pod behind the veth is unknown.
     UnresolvedEndpoint,
-    /// Skipped: the datapath dropped the flow (enforce mode).
+    /// Skipped: the datapath dropped the flow (enforce mode), at this end
+    /// or at the other.
     Dropped,
+    /// Held: a connection between two attached pods whose responder has not
+    /// reported yet.
+    Held,
 }
 
 /// The aggregator; share it as `Arc<Aggregator>`.
@@ -126,6 +138,8 @@ pub struct Aggregator {
     edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
     /// Connections the datapath dropped, by the edge they would have made.
     drops: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    /// Connections between two attached pods, until both ends are done.
+    conns: Mutex<Conns>,
     /// Bumped by every change to the graph: the store saves only when it
     /// moved.
     changes: AtomicU64,
@@ -161,6 +175,97 @@ struct EdgeSlot {
     port: u16,
 }
 
+/// One connection, whichever end reports it: the key both reports of a
+/// connection between two attached pods meet under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    protocol: Protocol,
+    initiator: SocketAddr,
+    responder: SocketAddr,
+}
+
+/// Where a connection's counters are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Nowhere yet: its responder has not said whether it let it in.
+    Held,
+    /// On the learned edge.
+    Learned,
+    /// With the drops.
+    Dropped,
+}
+
+/// A connection between two attached pods, as its two reports told it.
+#[derive(Debug)]
+struct Conn {
+    edge: EdgeSlot,
+    place: Place,
+    /// Everything it counted so far, wherever it is.
+    stats: EdgeStats,
+    initiator_seen: bool,
+    responder_seen: bool,
+    initiator_closed: bool,
+    responder_closed: bool,
+    /// The latest verdict of each end.
+    initiator_verdict: Verdict,
+    responder_verdict: Verdict,
+}
+
+impl Conn {
+    fn new(edge: EdgeSlot) -> Self {
+        Self {
+            edge,
+            place: Place::Held,
+            stats: EdgeStats::default(),
+            initiator_seen: false,
+            responder_seen: false,
+            initiator_closed: false,
+            responder_closed: false,
+            initiator_verdict: Verdict::Forwarded,
+            responder_verdict: Verdict::Forwarded,
+        }
+    }
+
+    /// Where it belongs now: dropped at either end, else learned once the
+    /// responder let it in (or the initiator's flow ended without a word
+    /// from the responder: nothing dropped it that this node saw).
+    fn wanted(&self) -> Place {
+        if self.initiator_verdict == Verdict::Dropped || self.responder_verdict == Verdict::Dropped
+        {
+            Place::Dropped
+        } else if self.initiator_seen && (self.responder_seen || self.initiator_closed) {
+            Place::Learned
+        } else {
+            Place::Held
+        }
+    }
+}
+
+/// The connections between attached pods, with a bound on forgotten ones.
+#[derive(Debug, Default)]
+struct Conns {
+    map: HashMap<ConnKey, Conn, Hasher>,
+    /// The latest report time seen (Unix ns): the clock of [`Conns::expire`].
+    now: u64,
+    folds: u64,
+}
+
+/// A connection nobody reported for this long is forgotten (its entries
+/// expired from the kernel's table long before, or were deleted without a
+/// last report).
+const CONN_FORGET_NS: u64 = 10 * 60 * 1_000_000_000;
+
+impl Conns {
+    fn expire(&mut self) {
+        self.folds += 1;
+        if !self.folds.is_multiple_of(1024) {
+            return;
+        }
+        let horizon = self.now.saturating_sub(CONN_FORGET_NS);
+        self.map.retain(|_, c| c.stats.last_seen >= horizon);
+    }
+}
+
 impl Aggregator {
     /// An empty aggregator.
     #[must_use]
@@ -175,6 +280,7 @@ impl Aggregator {
             pods_recorded: AtomicUsize::new(0),
             edges: DashMap::with_hasher(Hasher::default()),
             drops: DashMap::with_hasher(Hasher::default()),
+            conns: Mutex::new(Conns::default()),
             changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
         }
@@ -221,26 +327,6 @@ impl Aggregator {
         };
         let (source, target) = match obs.initiator {
             Initiator::Local => (local, remote),
-            Initiator::Remote if resolver.is_attached(obs.remote.ip()) => {
-                // The initiator's report counts the connection; this one
-                // only adds the ingress verdict, when it denied.
-                if obs.new_flow && obs.verdict != Verdict::Forwarded {
-                    let key = EdgeSlot {
-                        source: remote,
-                        target: local,
-                        protocol: obs.protocol,
-                        port,
-                    };
-                    let mut delta = EdgeStats {
-                        first_seen: obs.first_seen,
-                        last_seen: obs.last_seen,
-                        ..EdgeStats::default()
-                    };
-                    count_verdict(&mut delta, obs.verdict, obs.connections);
-                    self.merge(key, &delta, obs.verdict);
-                }
-                return Folded::Duplicate;
-            }
             Initiator::Remote => (remote, local),
             Initiator::Unknown => {
                 self.metrics.unknown_initiator();
@@ -253,6 +339,10 @@ impl Aggregator {
             protocol: obs.protocol,
             port,
         };
+        // Both ends on this node: the two reports of the connection meet.
+        if resolver.is_attached(obs.remote.ip()) {
+            return self.fold_paired(key, obs);
+        }
         let mut delta = EdgeStats {
             packets: obs.packets_from_pod + obs.packets_to_pod,
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
@@ -267,6 +357,121 @@ impl Aggregator {
             (true, _) => Folded::NewEdge,
             (false, _) => Folded::Edge,
         }
+    }
+
+    /// One end's report of a connection between two attached pods: the
+    /// initiator's brings its counters, the responder's its verdict (and
+    /// never counters: they are the same packets). The connection's
+    /// counters go where [`Conn::wanted`] says, and move when that changes.
+    fn fold_paired(&self, edge: EdgeSlot, obs: &Observation) -> Folded {
+        let initiator_end = obs.initiator == Initiator::Local;
+        let (initiator, responder) = if initiator_end {
+            (obs.local, obs.remote)
+        } else {
+            (obs.remote, obs.local)
+        };
+        let key = ConnKey {
+            protocol: obs.protocol,
+            initiator,
+            responder,
+        };
+        let mut delta = EdgeStats {
+            first_seen: obs.first_seen,
+            last_seen: obs.last_seen,
+            ..EdgeStats::default()
+        };
+        if initiator_end {
+            delta.packets = obs.packets_from_pod + obs.packets_to_pod;
+            delta.bytes = obs.bytes_from_pod + obs.bytes_to_pod;
+            delta.connections = u64::from(obs.connections);
+            count_verdict(&mut delta, obs.verdict, obs.connections);
+        } else if obs.verdict != Verdict::Forwarded {
+            // The ingress check's own verdict, next to the egress one.
+            count_verdict(&mut delta, obs.verdict, obs.connections);
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.now = conns.now.max(obs.last_seen);
+        conns.expire();
+        let conn = match conns.map.entry(key) {
+            hash_map::Entry::Occupied(e) => e.into_mut(),
+            // A responder's late report of a connection already settled and
+            // forgotten adds nothing: its verdict was counted.
+            hash_map::Entry::Vacant(_) if !initiator_end && !obs.new_flow => {
+                return Folded::Duplicate;
+            }
+            hash_map::Entry::Vacant(e) => e.insert(Conn::new(edge)),
+        };
+        if initiator_end {
+            conn.initiator_seen = true;
+            conn.initiator_closed |= obs.closed;
+            conn.initiator_verdict = obs.verdict;
+        } else {
+            conn.responder_seen = true;
+            conn.responder_closed |= obs.closed;
+            conn.responder_verdict = obs.verdict;
+        }
+        let before = conn.stats;
+        conn.stats.merge(&delta);
+        let (was, now) = (conn.place, conn.wanted());
+        conn.place = now;
+        let edge = conn.edge;
+        let stats = conn.stats;
+        if conn.initiator_closed && conn.responder_closed {
+            conns.map.remove(&key);
+        }
+        drop(conns);
+        if was == now {
+            if now != Place::Held {
+                self.merge_into(now, edge, &delta);
+            }
+        } else {
+            if was != Place::Held {
+                self.unmerge(was, edge, &before);
+            }
+            if now != Place::Held {
+                self.merge_into(now, edge, &stats);
+            }
+        }
+        match now {
+            _ if !initiator_end => Folded::Duplicate,
+            Place::Held => Folded::Held,
+            Place::Dropped => Folded::Dropped,
+            Place::Learned => Folded::Edge,
+        }
+    }
+
+    fn merge_into(&self, place: Place, edge: EdgeSlot, stats: &EdgeStats) {
+        let verdict = if place == Place::Dropped {
+            Verdict::Dropped
+        } else {
+            Verdict::Forwarded
+        };
+        self.merge(edge, stats, verdict);
+    }
+
+    /// Take a connection's counters back out of an edge; an edge left with
+    /// no connection and no packet goes away (nothing else made it).
+    fn unmerge(&self, place: Place, edge: EdgeSlot, stats: &EdgeStats) {
+        let map = if place == Place::Dropped {
+            &self.drops
+        } else {
+            &self.edges
+        };
+        let emptied = map.get_mut(&edge).is_some_and(|mut e| {
+            e.packets = e.packets.saturating_sub(stats.packets);
+            e.bytes = e.bytes.saturating_sub(stats.bytes);
+            e.connections = e.connections.saturating_sub(stats.connections);
+            let v = &mut e.verdicts;
+            v.forwarded = v.forwarded.saturating_sub(stats.verdicts.forwarded);
+            v.audit = v.audit.saturating_sub(stats.verdicts.audit);
+            v.dropped = v.dropped.saturating_sub(stats.verdicts.dropped);
+            e.connections == 0 && e.packets == 0
+        });
+        if emptied {
+            map.remove(&edge);
+            self.metrics.set_graph_edges(self.edges.len());
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Fold `delta` into the edge (the drops' for a dropped flow); whether

@@ -86,7 +86,11 @@ fn a_connection_between_attached_pods_counts_once() {
     let r = shop();
     let at_frontend = obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local);
     let at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
-    assert_eq!(agg.fold(&at_frontend, &r), Folded::NewEdge);
+    assert_eq!(agg.fold(&at_frontend, &r), Folded::Held);
+    assert!(
+        agg.graph().edges.is_empty(),
+        "held until the responder reports"
+    );
     assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
     let g = agg.graph();
     let stats = g.edges[&key(w("shop", "frontend"), w("shop", "cart"), 7070)];
@@ -221,6 +225,7 @@ fn snapshots_are_deterministic_whatever_the_fold_order() {
     let flows = [
         obs(1, "10.0.0.1:1", "10.0.1.9:5432", Initiator::Local),
         obs(1, "10.0.0.1:2", "10.0.0.2:7070", Initiator::Local),
+        obs(2, "10.0.0.2:7070", "10.0.0.1:2", Initiator::Remote),
         obs(2, "10.0.0.2:3", "198.51.100.1:443", Initiator::Local),
         obs(2, "10.0.0.2:7070", "10.0.1.9:9", Initiator::Remote),
     ];
@@ -245,6 +250,10 @@ fn restore_then_graph_gives_the_saved_graph_and_folds_add_on_top() {
         &r,
     );
     before.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote),
+        &r,
+    );
+    before.fold(
         &obs(1, "10.0.0.1:43211", "203.0.113.9:443", Initiator::Local),
         &r,
     );
@@ -261,6 +270,10 @@ fn restore_then_graph_gives_the_saved_graph_and_folds_add_on_top() {
     let changes = after.changes();
     after.fold(
         &obs(1, "10.0.0.1:43212", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    after.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.0.1:43212", Initiator::Remote),
         &r,
     );
     assert_ne!(after.changes(), changes);
@@ -314,7 +327,89 @@ fn verdicts_are_counted_per_edge_and_drops_kept_apart() {
 }
 
 #[test]
-fn the_responders_report_adds_its_denial_not_a_connection() {
+fn a_connection_its_target_dropped_is_not_learned_whichever_report_comes_first() {
+    let r = shop();
+    let cart = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    let at_frontend = obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local);
+    let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    at_cart.verdict = crate::flow::Verdict::Dropped;
+    at_cart.packets_to_pod = 3;
+    for responder_first in [false, true] {
+        let agg = aggregator();
+        if responder_first {
+            assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
+            assert_eq!(agg.fold(&at_frontend, &r), Folded::Dropped);
+        } else {
+            assert_eq!(agg.fold(&at_frontend, &r), Folded::Held);
+            assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
+        }
+        // The source's retransmissions, swept later, follow the connection.
+        let mut retry = at_frontend.clone();
+        (retry.new_flow, retry.connections) = (false, 0);
+        assert_eq!(agg.fold(&retry, &r), Folded::Dropped);
+        let view = agg.view();
+        assert!(view.graph.edges.is_empty(), "{:?}", view.graph.edges);
+        // The edge shows both verdicts: let out at the source, dropped at
+        // the target; one connection, the initiator's packets only.
+        let drops = view.drops[&cart];
+        assert_eq!(
+            (
+                drops.connections,
+                drops.packets,
+                drops.verdicts.forwarded,
+                drops.verdicts.dropped
+            ),
+            (1, 4, 1, 1)
+        );
+    }
+}
+
+#[test]
+fn a_drop_seen_after_the_connection_was_learned_takes_it_back() {
+    let agg = aggregator();
+    let r = shop();
+    let cart = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    // Another connection on the same edge, let in at both ends.
+    agg.fold(
+        &obs(1, "10.0.0.1:1000", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.0.1:1000", Initiator::Remote),
+        &r,
+    );
+    // This one's initiator flow ends before its target's report (its drop
+    // event was rate limited): learned for now...
+    let mut at_frontend = obs(1, "10.0.0.1:2000", "10.0.0.2:7070", Initiator::Local);
+    at_frontend.closed = true;
+    assert_eq!(agg.fold(&at_frontend, &r), Folded::Edge);
+    assert_eq!(agg.graph().edges[&cart].connections, 2);
+    // ... until the sweep brings the drop.
+    let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:2000", Initiator::Remote);
+    at_cart.verdict = crate::flow::Verdict::Dropped;
+    agg.fold(&at_cart, &r);
+    let view = agg.view();
+    let learned = view.graph.edges[&cart];
+    assert_eq!(
+        (
+            learned.connections,
+            learned.packets,
+            learned.verdicts.forwarded
+        ),
+        (1, 2, 1)
+    );
+    assert_eq!(view.drops[&cart].connections, 1);
+
+    // An edge only dropped connections made goes away.
+    let agg = aggregator();
+    agg.fold(&at_frontend, &r);
+    agg.fold(&at_cart, &r);
+    assert!(agg.graph().edges.is_empty());
+    assert_eq!(agg.edge_count(), 0);
+}
+
+#[test]
+fn a_connection_let_in_at_the_target_after_an_audit_is_learned() {
     let agg = aggregator();
     let r = shop();
     let cart = key(w("shop", "frontend"), w("shop", "cart"), 7070);
@@ -323,19 +418,24 @@ fn the_responders_report_adds_its_denial_not_a_connection() {
         &r,
     );
     let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
-    at_cart.verdict = crate::flow::Verdict::Dropped;
+    at_cart.verdict = crate::flow::Verdict::Audit;
     assert_eq!(agg.fold(&at_cart, &r), Folded::Duplicate);
-    // A forwarded responder report adds nothing.
-    let at_cart_ok = obs(2, "10.0.0.2:7070", "10.0.0.1:43299", Initiator::Remote);
-    assert_eq!(agg.fold(&at_cart_ok, &r), Folded::Duplicate);
     let view = agg.view();
     let learned = view.graph.edges[&cart];
-    assert_eq!((learned.connections, learned.verdicts.forwarded), (1, 1));
-    let drops = view.drops[&cart];
     assert_eq!(
-        (drops.connections, drops.packets, drops.verdicts.dropped),
-        (0, 0, 1)
+        (
+            learned.connections,
+            learned.verdicts.forwarded,
+            learned.verdicts.audit
+        ),
+        (1, 1, 1)
     );
+    assert!(view.drops.is_empty());
+    // A forwarded responder report of an unknown, old connection adds nothing.
+    let mut late = obs(2, "10.0.0.2:7070", "10.0.0.1:43299", Initiator::Remote);
+    late.new_flow = false;
+    assert_eq!(agg.fold(&late, &r), Folded::Duplicate);
+    assert_eq!(agg.graph().edges[&cart].connections, 1);
 }
 
 #[test]

@@ -21,10 +21,15 @@ fn serve() -> SocketAddr {
         Arc::clone(&metrics),
     ));
     let r = shop();
+    // The cart's own report lets the connection in (it is held until then).
     aggregator.fold(
         &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
         &r,
     );
+    let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    at_cart.new_flow = false;
+    at_cart.connections = 0;
+    aggregator.fold(&at_cart, &r);
     let mut icmp = obs(2, "10.0.0.2:9", "[2001:db8::1]:9", Initiator::Remote);
     icmp.protocol = Protocol::IcmpV6;
     icmp.local = "[fd00::2]:9".parse().unwrap();

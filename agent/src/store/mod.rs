@@ -919,7 +919,7 @@ mod tests {
         assert!(persister.save_if_changed().unwrap(), "the first save saves");
         assert!(!persister.save_if_changed().unwrap());
         aggregator.fold(
-            &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+            &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
             &shop(),
         );
         assert!(persister.save_if_changed().unwrap());

@@ -149,7 +149,7 @@ async fn graph_versions_grow_with_every_fold() {
     let state = ui_state();
     let (_, before) = get_json(state.clone(), "/api/graph").await;
     state.aggregator.fold(
-        &obs(1, "10.0.0.1:50000", "10.0.0.2:7070", Initiator::Local),
+        &obs(1, "10.0.0.1:50000", "10.0.1.9:5432", Initiator::Local),
         &shop(),
     );
     let (_, after) = get_json(state, "/api/graph").await;
