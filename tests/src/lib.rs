@@ -5,5 +5,6 @@ pub mod fake_apiserver;
 pub mod harness;
 pub mod netns;
 pub mod packets;
+pub mod policy_set;
 pub mod shop;
 pub mod test_run;

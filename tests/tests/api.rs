@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weir_integration_tests::harness::{Agent, Lab, eventually};
+use weir_integration_tests::{
+    harness::{Agent, Lab, eventually, weir},
+    policy_set::small_policies,
+};
 
 const LAB: &str = "apiVersion: lab.weir.dev/v1alpha1
 kind: Lab
@@ -133,4 +136,60 @@ fn idle_connections_are_bounded_and_closed() {
     let took = healthz_time(&agent);
     assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
     drop((held, waiting));
+}
+
+/// `weir policy apply` of 10,000 small NetworkPolicies (3 MB of YAML, over
+/// the 2 MB the HTTP framework allowed by default) succeeds; a set over
+/// `--max-body-size` is refused with a JSON error naming the limit and the
+/// flag, and changes nothing.
+#[test]
+fn ten_thousand_policies_apply_through_the_cli() {
+    let lab = Lab::up("api", LAB);
+    let agent = Agent::start(&lab, &["--max-body-size", "8MiB"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let apply = |n: usize| {
+        let path = dir.path().join(format!("{n}.yaml"));
+        let yaml = small_policies("a", "web", n, 0);
+        std::fs::write(&path, &yaml).expect("write policies");
+        let out = weir(&[
+            "policy",
+            "apply",
+            "--server",
+            &agent.url(),
+            "-f",
+            &path.to_string_lossy(),
+        ]);
+        (yaml.len(), out)
+    };
+    let enforced = || {
+        agent.get_json("/api/policies/enforced")["policies"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+
+    let (bytes, out) = apply(10_000);
+    assert!(bytes > 2_500_000, "only {bytes} bytes of YAML");
+    assert!(
+        out.status.success(),
+        "weir policy apply of 10,000 policies ({bytes} bytes) failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(enforced(), 10_000);
+
+    // Over the limit (9 MB): refused before the agent parses it.
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/api/policies/enforced", agent.url()))
+        .bearer_auth(agent.token())
+        .body(small_policies("a", "web", 30_000, 0))
+        .send()
+        .expect("the agent answers");
+    assert_eq!(answer.status().as_u16(), 413);
+    let json: serde_json::Value = answer.json().expect("a JSON error");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("8 MiB") && error.contains("--max-body-size"),
+        "{json}"
+    );
+    assert_eq!(enforced(), 10_000, "a refused set changed the enforced one");
 }
