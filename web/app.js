@@ -7,6 +7,7 @@ import { Filters, applyFilter } from './filters.js';
 import { Details } from './details.js';
 import { Policies } from './policies.js';
 import { Modes } from './modes.js';
+import { degradedText } from './dom.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -82,6 +83,13 @@ function render() {
   renderStats();
 }
 
+/** A full flow table or ring buffer: say so above the graph. */
+function renderDegraded(data) {
+  const text = degradedText(data.degraded, data.incomplete);
+  $('degraded-text').textContent = text;
+  $('degraded').classList.toggle('hidden', !text);
+}
+
 function renderStats() {
   const workloads = state.shown.nodes.filter((n) => n.kind !== 'external').length;
   const external = state.shown.nodes.length - workloads;
@@ -110,6 +118,7 @@ async function fetchGraph() {
   try {
     const data = await api.get('/api/graph', filters.query());
     state.graph = normalise(data);
+    renderDegraded(data);
     state.loaded = true;
     state.failures = 0;
     state.updatedAt = new Date();

@@ -91,6 +91,21 @@ export function durationMs(text) {
 }
 
 /** An external address, with the name the pod source gives it when it has one. */
+/**
+ * What the agent lost, for the banner: `degraded` of /api/graph (a full
+ * flow table leaves connections out; a full ring buffer only delays them).
+ * Empty when nothing was lost.
+ */
+export function degradedText(degraded, incomplete) {
+  if (!degraded?.length) return '';
+  const parts = degraded.map((e) => {
+    const when = e.until ? `from ${e.from} to ${e.until}` : `since ${e.from}, ongoing`;
+    return `${e.message} (${when})`;
+  });
+  const head = incomplete ? 'The graph is incomplete.' : 'The agent is degraded.';
+  return `${head} ${parts.join(' ')}`;
+}
+
 export function externalLabel(n) {
   return n.name && n.name !== n.id ? `${n.name} · ${n.id}` : n.id;
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod daemon;
 pub mod enforce;
 pub mod flow;
+pub mod health;
 pub mod lab;
 pub mod learn;
 pub mod metrics;

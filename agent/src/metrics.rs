@@ -297,6 +297,12 @@ impl Metrics {
         self.flow_table_capacity.set(gauge_value(capacity));
     }
 
+    /// The flow table's capacity as last set.
+    #[must_use]
+    pub fn flow_table_capacity(&self) -> u64 {
+        u64::try_from(self.flow_table_capacity.get()).unwrap_or(0)
+    }
+
     /// Set the number of graph edges.
     pub fn set_graph_edges(&self, edges: usize) {
         self.graph_edges.set(gauge_value(edges as u64));

@@ -48,3 +48,32 @@ test('an agent answering errors shows them', async () => {
   assert.match(text, /internal error/);
   await page.close();
 });
+
+test('losses of the agent show a banner, and it goes when they end', async () => {
+  const page = await newPage(browser.context);
+  let degraded = [{
+    reason: 'flow_table_full',
+    message: 'flow table full (64 entries): 900 packets of new connections went untracked (120.0/s); those connections are missing from the graph: raise --flow-table-entries',
+    incomplete: true,
+    from: '2026-01-01T10:00:00Z',
+    until: null,
+    lost: 900,
+    rate_per_second: 120,
+  }];
+  await page.route('**/api/graph**', async (route) => {
+    const response = await route.fetch();
+    const graph = await response.json();
+    await route.fulfill({ response, json: { ...graph, incomplete: degraded.length > 0, degraded } });
+  });
+  await page.goto(`${AGENT}/`);
+  const banner = page.locator('#degraded:not(.hidden)');
+  await banner.waitFor({ timeout: 15000 });
+  const text = await banner.textContent();
+  assert.match(text, /graph is incomplete/);
+  assert.match(text, /flow table full \(64 entries\)/);
+  assert.match(text, /since 2026-01-01T10:00:00Z, ongoing/);
+  degraded = [];
+  await page.evaluate(() => window.weir.refresh());
+  await page.locator('#degraded.hidden').waitFor({ state: 'attached', timeout: 15000 });
+  await page.close();
+});

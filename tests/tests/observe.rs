@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
-use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
+use weir_integration_tests::harness::{Agent, Lab, PinDir, eventually, weir_ok};
 
 /// The lab, in its own address range: tests run in parallel, each with a lab.
 fn lab_yaml(subnet: u8) -> String {
@@ -358,6 +358,137 @@ fn a_stalled_agent_loses_ring_buffer_events_and_the_sweep_recovers_every_connect
         lost > 0.0,
         "the ring buffer overflowed, so losses are counted"
     );
+    // And said where a person looks: degraded, but the graph is complete.
+    let health = agent.get_json("/healthz");
+    assert_eq!(health["status"], "degraded", "{health:#}");
+    assert_eq!(
+        health["degraded"][0]["reason"], "ringbuf_full",
+        "{health:#}"
+    );
+    assert!(
+        health["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("ring buffer full") && r.contains("--ringbuf-bytes")),
+        "{health:#}"
+    );
+    let graph = agent.get_json("/api/graph");
+    assert_eq!(graph["incomplete"], false, "{:#}", graph["degraded"]);
+    assert_eq!(graph["degraded"][0]["reason"], "ringbuf_full");
+    assert!(
+        agent.log_text().contains("ring buffer full"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+/// `connections` UDP sends from distinct source ports of `from` to the
+/// dns pod: as many new flows.
+fn udp_burst(lab: &Lab, from: &str, to_ip: &str, first_port: u32, connections: u32) {
+    let out = lab.cmd(&[
+        "exec",
+        from,
+        "--",
+        "python3",
+        "-c",
+        &format!(
+            "import socket\nfor i in range({connections}):\n  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  s.bind(('', {first_port} + i))\n  s.sendto(b'x', ('{to_ip}', 53))\n  s.close()"
+        ),
+    ]);
+    assert!(out.status.success(), "traffic: {out:?}");
+}
+
+/// A flow table too small for a burst: connections go uncounted, and the
+/// agent says so everywhere a person looks (a warning with the rate,
+/// /healthz degraded with the reason, the graph and `weir status` flagged
+/// incomplete for that time), then that it is over.
+#[test]
+fn a_full_flow_table_degrades_the_agent_and_flags_the_graph_until_it_recovers() {
+    let lab = Lab::up("full", &lab_yaml(173));
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--flow-table-entries",
+            "16",
+            "--flow-idle-timeout",
+            "2s",
+            "--loss-clear-after",
+            "4s",
+        ],
+    );
+    let client = lab.pod("front", "client");
+    let dns = lab.pod("infra", "dns");
+    let dns_ip = pod_ip(&lab, &dns, false);
+    assert_eq!(agent.get_json("/healthz")["status"], "ok");
+
+    udp_burst(&lab, &client, &dns_ip, 20000, 200);
+    let health = eventually(Duration::from_secs(10), || {
+        let health = agent.get_json("/healthz");
+        (health["status"] == "degraded").then_some(health)
+    })
+    .unwrap_or_else(|| panic!("not degraded: {:#}", agent.get_json("/healthz")));
+    assert_eq!(
+        health["degraded"][0]["reason"], "flow_table_full",
+        "{health:#}"
+    );
+    assert_eq!(health["degraded"][0]["incomplete"], true, "{health:#}");
+    assert_eq!(health["flow_table_capacity"], 16, "{health:#}");
+    let reason = health["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("flow table full (16 entries)"), "{reason}");
+    assert!(reason.contains("--flow-table-entries"), "{reason}");
+
+    let graph = agent.get_json("/api/graph");
+    assert_eq!(graph["incomplete"], true, "{graph:#}");
+    let episode = &graph["degraded"][0];
+    assert!(
+        episode["from"].as_str().is_some_and(|f| !f.is_empty()),
+        "{episode:#}"
+    );
+    assert!(episode["until"].is_null(), "{episode:#}");
+    assert!(
+        episode["lost"].as_u64().is_some_and(|n| n > 0),
+        "{episode:#}"
+    );
+
+    let status = weir_ok(&["status", "--server", &agent.url()]);
+    assert!(status.contains("INCOMPLETE from"), "{status}");
+    assert!(status.contains("flow table full"), "{status}");
+    let log = agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("flow table full")
+            && l.contains("rate_per_second")),
+        "{log}"
+    );
+
+    // No loss for the quiet period: healthy again, and the log says so;
+    // the graph keeps the flag for the time it missed connections.
+    let health = eventually(Duration::from_secs(20), || {
+        let health = agent.get_json("/healthz");
+        (health["status"] == "ok").then_some(health)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "still degraded: {:#}\n{}",
+            agent.get_json("/healthz"),
+            agent.log_text()
+        )
+    });
+    assert_eq!(health["reasons"], serde_json::json!([]));
+    assert!(
+        agent.log_text().contains("flow table full ended"),
+        "{}",
+        agent.log_text()
+    );
+    let graph = agent.get_json("/api/graph");
+    assert_eq!(graph["incomplete"], true, "{graph:#}");
+    assert!(
+        graph["degraded"][0]["until"].is_string(),
+        "{:#}",
+        graph["degraded"]
+    );
+    // A window after the loss is complete.
+    let later = agent.get_json("/api/graph?since=1s");
+    assert_eq!(later["incomplete"], false, "{:#}", later["degraded"]);
 }
 
 #[test]
@@ -488,4 +619,30 @@ fn connections_open_before_the_agent_started_are_learned_with_their_direction() 
         "client -> web, never the reverse"
     );
     assert_eq!(graph["edges"][0]["connections"], 1, "counted once");
+}
+
+/// A restart with another `--flow-table-entries` adopts the pinned table
+/// as it is: the agent says so, and reports the table's real capacity.
+#[test]
+fn a_pinned_flow_table_keeps_its_size_and_the_agent_reports_it() {
+    let lab = Lab::up("resize", &lab_yaml(175));
+    let pins = PinDir::new("resize");
+    let pin_arg = pins.arg();
+    let mut first = Agent::start(&lab, &["--pin-dir", &pin_arg, "--flow-table-entries", "64"]);
+    assert_eq!(first.metric("weir_flow_table_capacity"), Some(64.0));
+    // Killed: the pins stay, as after a crash or an upgrade.
+    first.kill();
+    let second = Agent::start(
+        &lab,
+        &["--pin-dir", &pin_arg, "--flow-table-entries", "128"],
+    );
+    let log = second.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("pinned map FLOWS was adopted")
+            && l.contains("(64), not the 128 asked for")),
+        "{log}"
+    );
+    assert_eq!(second.metric("weir_flow_table_capacity"), Some(64.0));
+    assert_eq!(second.get_json("/healthz")["flow_table_capacity"], 64);
 }

@@ -40,6 +40,14 @@ pub struct GraphJson {
     pub nodes: Vec<NodeJson>,
     /// Ordered by source, then target.
     pub edges: Vec<EdgeJson>,
+    /// Connections are missing for some time of the window: the flow
+    /// table was full (`degraded` says when and how many).
+    #[serde(default)]
+    pub incomplete: bool,
+    /// Losses during the window: a full flow table (connections missing)
+    /// or ring buffer (flows found later), each with its time.
+    #[serde(default)]
+    pub degraded: Vec<crate::health::Episode>,
 }
 
 /// A node.
@@ -466,6 +474,8 @@ pub fn build(view: &GraphView, decor: &Decor<'_>, filter: &GraphFilter, now: u64
             .iter()
             .map(|((s, t), ports)| edge_json(s, t, ports))
             .collect(),
+        incomplete: false,
+        degraded: Vec::new(),
     }
 }
 
@@ -484,5 +494,8 @@ pub async fn graph(
         mode_of: &|ns| modes.of(ns),
         name_of: &|ip| names.get(&ip).cloned(),
     };
-    Ok(Json(build(&view, &decor, &filter, now)))
+    let mut json = build(&view, &decor, &filter, now);
+    json.degraded = state.health.episodes(filter.since);
+    json.incomplete = json.degraded.iter().any(|e| e.incomplete);
+    Ok(Json(json))
 }

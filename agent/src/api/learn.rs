@@ -194,6 +194,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReport>,
 pub async fn status_report(state: &AppState) -> Result<StatusReport, ApiError> {
     let (graph, cluster) = inputs(state);
     let learning = state.learning;
+    let degraded = state.health.episodes(None);
     blocking(move || -> Result<StatusReport, ApiError> {
         let suggestion =
             weir_generator::synth::synthesize(&graph, &cluster, &SuggestOptions::default().synth());
@@ -204,14 +205,17 @@ pub async fn status_report(state: &AppState) -> Result<StatusReport, ApiError> {
             tracing::error!(%error, "the suggestion does not validate");
             ApiError::Internal
         })?;
-        Ok(analysis::readiness(
+        let mut report = analysis::readiness(
             &set,
             &graph,
             &cluster,
             crate::store::unix_now(),
             learning.window_start,
             learning.readiness,
-        ))
+        );
+        report.incomplete = degraded.iter().any(|e| e.incomplete);
+        report.degraded = degraded;
+        Ok(report)
     })
     .await?
 }

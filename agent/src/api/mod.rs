@@ -97,6 +97,8 @@ pub struct AppState {
     pub limits: limits::RequestLimits,
     /// Host names answered to besides addresses and localhost.
     pub hosts: host::AllowedHosts,
+    /// The agent's losses (full flow table, full ring buffer).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Every namespace's mode at one moment.
@@ -152,6 +154,7 @@ impl AppState {
             token: Token::generate().expect("the system's random source works"),
             limits: limits::RequestLimits::default(),
             hosts: host::AllowedHosts::default(),
+            health: Arc::default(),
         }
     }
 
@@ -208,6 +211,13 @@ impl AppState {
             .unwrap_or_else(PoisonError::into_inner)
             .known_hosts()
             .clone()
+    }
+
+    /// Report the losses `health` tracks.
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Serve the enforcer's endpoints through `handle`.
@@ -317,8 +327,14 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
             resolver.source_health().cloned(),
         )
     };
+    // Degraded while something is lost: the reasons say what and what to do.
+    let degraded = state.health.ongoing();
+    let reasons: Vec<&str> = degraded.iter().map(|e| e.message.as_str()).collect();
     Json(serde_json::json!({
-        "status": "ok",
+        "status": if degraded.is_empty() { "ok" } else { "degraded" },
+        "reasons": reasons,
+        "degraded": degraded,
+        "flow_table_capacity": state.metrics.flow_table_capacity(),
         "node_name": &*state.node_name,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),

@@ -73,6 +73,10 @@ pub struct AgentArgs {
     /// Capacity of the kernel flow table.
     #[arg(long, default_value_t = 65_536)]
     pub flow_table_entries: u32,
+    /// A loss (full flow table, full ring buffer) stops degrading the agent
+    /// after this long without one.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, hide = true)]
+    pub loss_clear_after: Duration,
     /// Size of the new-flow ring buffer in bytes (a power of two, at least one page).
     #[arg(long, default_value_t = 256 * 1024)]
     pub ringbuf_bytes: u32,
@@ -249,6 +253,8 @@ pub struct Config {
     pub expiry: Expiry,
     /// Kernel flow table capacity.
     pub flow_table_entries: u32,
+    /// Time without a loss after which the agent is healthy again.
+    pub loss_clear_after: Duration,
     /// Ring buffer bytes.
     pub ringbuf_bytes: u32,
     /// Datapath -> aggregator queue capacity.
@@ -343,6 +349,7 @@ impl TryFrom<AgentArgs> for Config {
                 closing: args.flow_closing_timeout,
             },
             flow_table_entries: args.flow_table_entries,
+            loss_clear_after: args.loss_clear_after,
             ringbuf_bytes: args.ringbuf_bytes,
             channel_capacity: args.channel_capacity,
             state_dir: args.state_dir,

@@ -33,6 +33,7 @@ use super::{
 use crate::{
     enforce::NodeView,
     flow::Observation,
+    health::Health,
     metrics::{EventSource, KernelCounters, Metrics},
     netdev::{Discoverer, Outcome, PodQuery},
     resolve::{Inventory, Resolver, Source},
@@ -47,8 +48,10 @@ pub(super) struct DatapathTask {
     tracker: FlowTracker,
     source: Box<dyn Source>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     resolver: SharedResolver,
     tx: mpsc::Sender<Observation>,
+    /// The flow table's real capacity (a pinned table keeps its own).
     flow_table_entries: u32,
     sweep_interval: Duration,
     resync_interval: Duration,
@@ -81,6 +84,7 @@ impl DatapathTask {
     pub(super) fn start(
         config: &Config,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
         resolver: SharedResolver,
         tx: mpsc::Sender<Observation>,
         node: watch::Sender<Option<Arc<NodeView>>>,
@@ -96,6 +100,23 @@ impl DatapathTask {
         if let Some(dir) = datapath.pin_dir() {
             info!(pin_dir = %dir.display(), "datapath pinned: it keeps running when the agent stops");
         }
+        // Pinned maps keep their size: say so, and report the real one.
+        for size in datapath.resized_maps() {
+            warn!(
+                map = size.map,
+                asked = size.requested,
+                size = size.actual,
+                "the pinned map {} was adopted with the size an earlier agent gave it ({}), not the {} asked for; \
+                 it keeps that size while pinned: `weir agent --cleanup` (which also ends enforcement until the \
+                 next start) and a restart apply the new size",
+                size.map,
+                size.actual,
+                size.requested
+            );
+        }
+        let flow_table_entries = datapath.flow_table_capacity();
+        health.set_flow_table_capacity(u64::from(flow_table_entries));
+        metrics.set_flow_table(0, u64::from(flow_table_entries));
         let policy_maps = datapath.take_policy_maps().context("enforcement maps")?;
         let ring = datapath.take_ring_buf().context("ring buffer")?;
         // SAFETY: the AsyncFd owns the RingBuf, which owns the map's fd, so
@@ -108,6 +129,16 @@ impl DatapathTask {
             .map_err(|e| e.into_parts().1)
             .context("cannot poll the ring buffer")?;
         let table = datapath.take_flow_table().context("flow table")?;
+        // The baseline of the loss counters: what adopted maps counted
+        // before this agent is not its to report.
+        match datapath.counters() {
+            Ok(c) => health.kernel_totals(
+                c[abi::CNT_TABLE_FULL],
+                c[abi::CNT_RINGBUF_FULL],
+                Clock::now().to_unix(monotonic_now_ns()),
+            ),
+            Err(error) => warn!(%error, "cannot read kernel counters"),
+        }
         let lab = match &config.source {
             SourceSpec::Lab(name) => Some(name.clone()),
             SourceSpec::Inventory(_) | SourceSpec::Kube => None,
@@ -119,9 +150,10 @@ impl DatapathTask {
             tracker: FlowTracker::new(config.expiry),
             source,
             metrics,
+            health,
             resolver,
             tx,
-            flow_table_entries: config.flow_table_entries,
+            flow_table_entries,
             sweep_interval: config.sweep_interval,
             resync_interval: config.resync_interval,
             ifindexes: BTreeMap::new(),
@@ -236,20 +268,27 @@ impl DatapathTask {
             }
         }
         match self.datapath.counters() {
-            Ok(c) => self.metrics.set_kernel_counters(&KernelCounters {
-                packets: c[abi::CNT_PACKETS],
-                new_flows: c[abi::CNT_NEW_FLOWS],
-                ringbuf_full: c[abi::CNT_RINGBUF_FULL],
-                table_full: c[abi::CNT_TABLE_FULL],
-                parse_errors: c[abi::CNT_PARSE_ERROR],
-                non_ip: c[abi::CNT_NON_IP],
-                fragments: c[abi::CNT_FRAGMENT],
-                unsupported_l4: c[abi::CNT_UNSUPPORTED_L4],
-                icmp_control: c[abi::CNT_ICMP_CONTROL],
-                dropped: c[abi::CNT_DROPPED],
-                audit: c[abi::CNT_AUDIT],
-                events_limited: c[abi::CNT_EVENTS_LIMITED],
-            }),
+            Ok(c) => {
+                self.health.kernel_totals(
+                    c[abi::CNT_TABLE_FULL],
+                    c[abi::CNT_RINGBUF_FULL],
+                    clock.to_unix(now),
+                );
+                self.metrics.set_kernel_counters(&KernelCounters {
+                    packets: c[abi::CNT_PACKETS],
+                    new_flows: c[abi::CNT_NEW_FLOWS],
+                    ringbuf_full: c[abi::CNT_RINGBUF_FULL],
+                    table_full: c[abi::CNT_TABLE_FULL],
+                    parse_errors: c[abi::CNT_PARSE_ERROR],
+                    non_ip: c[abi::CNT_NON_IP],
+                    fragments: c[abi::CNT_FRAGMENT],
+                    unsupported_l4: c[abi::CNT_UNSUPPORTED_L4],
+                    icmp_control: c[abi::CNT_ICMP_CONTROL],
+                    dropped: c[abi::CNT_DROPPED],
+                    audit: c[abi::CNT_AUDIT],
+                    events_limited: c[abi::CNT_EVENTS_LIMITED],
+                });
+            }
             Err(error) => warn!(error = %error, "cannot read kernel counters"),
         }
     }

@@ -35,6 +35,7 @@ use crate::{
     api::{self, AppState, Learning, SharedResolver},
     enforce::{Enforcer, store::DesiredFile, task::SharedExplain},
     flow::{Observation, Verdict},
+    health::Health,
     metrics::Metrics,
     resolve::Resolve as _,
     store::{Persister, Store},
@@ -70,6 +71,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     )
     .context("cannot set up the API token")?;
     let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(config.loss_clear_after));
     let aggregator = Arc::new(Aggregator::new(
         AggregatorOptions {
             node_name: config.node_name.clone(),
@@ -104,6 +106,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (datapath, policy_maps) = datapath::DatapathTask::start(
         &config,
         Arc::clone(&metrics),
+        Arc::clone(&health),
         Arc::clone(&resolver),
         tx,
         node_tx,
@@ -147,6 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         readiness: config.readiness,
     })
     .with_enforcer(enforcer.clone())
+    .with_health(Arc::clone(&health))
     .with_token(api_token.clone())
     .with_limits(config.request_limits.clone())
     .with_allowed_hosts(config.allowed_hosts.clone());

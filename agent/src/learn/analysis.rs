@@ -332,6 +332,13 @@ pub struct StatusReport {
     pub edges: usize,
     /// Per namespace, in order.
     pub namespaces: Vec<NamespaceReadiness>,
+    /// Connections are missing from the graph for some time (the flow
+    /// table was full): `degraded` says when.
+    #[serde(default)]
+    pub incomplete: bool,
+    /// Losses since the agent started, each with its time.
+    #[serde(default)]
+    pub degraded: Vec<crate::health::Episode>,
 }
 
 /// Readiness of every namespace with a workload in the graph. `policies`
@@ -430,6 +437,8 @@ pub fn readiness(
         window_seconds: options.window.as_secs(),
         edges: graph.edges.len(),
         namespaces,
+        incomplete: false,
+        degraded: Vec::new(),
     }
 }
 

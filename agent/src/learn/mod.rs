@@ -706,6 +706,23 @@ pub fn status_table(status: &StatusReport) -> String {
             humantime::format_duration(Duration::from_secs(status.window_seconds)),
         );
     }
+    for e in &status.degraded {
+        let until = e
+            .until
+            .as_ref()
+            .map_or_else(|| "now (ongoing)".to_owned(), Clone::clone);
+        let _ = writeln!(
+            out,
+            "{} from {} to {until}: {}",
+            if e.incomplete {
+                "INCOMPLETE"
+            } else {
+                "DEGRADED"
+            },
+            e.from,
+            e.message
+        );
+    }
     for row in &rows {
         let cells: Vec<String> = row
             .iter()

@@ -330,6 +330,21 @@ pub struct Datapath {
     flows_fd: std::os::fd::OwnedFd,
     attachments: HashMap<String, attach::Links>,
     pin: Option<PathBuf>,
+    /// Each sized map's real size (a pinned map keeps the size it was
+    /// created with).
+    sizes: Vec<MapSize>,
+}
+
+/// A map's size: what [`LoadOptions`] asked for, and what it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSize {
+    /// The map's name.
+    pub map: &'static str,
+    /// The size asked for (entries; bytes for the ring buffer).
+    pub requested: u32,
+    /// The size it has: another one when it was adopted from the pin
+    /// directory, created by an agent that asked for another size.
+    pub actual: u32,
 }
 
 impl Datapath {
@@ -365,6 +380,22 @@ impl Datapath {
         for program in Program::ALL {
             load_classifier(&mut ebpf, program.name())?;
         }
+        let sizes = opts
+            .map_sizes()
+            .into_iter()
+            .map(|(map, requested)| {
+                let actual = ebpf
+                    .map(map)
+                    .and_then(map_data)
+                    .and_then(|data| data.info().ok())
+                    .map_or(requested, |info| info.max_entries());
+                MapSize {
+                    map,
+                    requested,
+                    actual,
+                }
+            })
+            .collect();
         let flows_fd = ebpf
             .map(FLOWS)
             .and_then(map_data)
@@ -379,7 +410,28 @@ impl Datapath {
             flows_fd,
             attachments: HashMap::new(),
             pin: opts.pin.clone(),
+            sizes,
         })
+    }
+
+    /// Maps whose size is not the one asked for: adopted from the pin
+    /// directory, they kept the size an earlier agent created them with.
+    #[must_use]
+    pub fn resized_maps(&self) -> Vec<MapSize> {
+        self.sizes
+            .iter()
+            .filter(|s| s.actual != s.requested)
+            .copied()
+            .collect()
+    }
+
+    /// The flow table's real capacity (a pinned table's own).
+    #[must_use]
+    pub fn flow_table_capacity(&self) -> u32 {
+        self.sizes
+            .iter()
+            .find(|s| s.map == FLOWS)
+            .map_or(0, |s| s.actual)
     }
 
     /// The pin directory of [`LoadOptions::pin`].
