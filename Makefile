@@ -7,11 +7,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WEIR_DEBUG := target/debug/weir
 WEIR_RELEASE := target/release/weir
-APT_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables iperf3 bpftool python3 python3-venv procps chromium
+# What each target needs from apt: building and the demo (the lab, the
+# agent, curl and python3 in scripts/demo.sh) need BUILD_PACKAGES only;
+# the tests add iperf3, bpftool, python3-venv and Chromium (UI tests).
+BUILD_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables python3 procps
+TEST_PACKAGES := iperf3 bpftool python3-venv chromium
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down clean
+.PHONY: help deps testdeps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
@@ -21,28 +25,35 @@ help:
 	@echo "make lint      rustfmt and clippy"
 
 # Installs only what is missing, so a warm machine does not touch apt.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES)
+apt_install = @missing=""; for p in $(1); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; \
 	fi
 
+deps:
+	$(call apt_install,$(BUILD_PACKAGES))
+
+testdeps: deps
+	$(call apt_install,$(TEST_PACKAGES))
+
 # Python tools the privileged tests call, in a venv under target/:
 # kubernetes-validate checks `weir export` output against the Kubernetes
 # OpenAPI schemas (tests/tests/learn.rs fails without it, never skips).
 VENV := target/venv
-pydeps: deps
+pydeps: testdeps
 	@test -x $(VENV)/bin/kubernetes-validate || { \
 	  python3 -m venv $(VENV) && \
 	  $(VENV)/bin/python -m pip install --quiet kubernetes-validate; }
 
 # The UI's end-to-end tests (tests/tests/ui.rs): Debian's Chromium (in
-# APT_PACKAGES) driven by playwright-core, pinned in tests/e2e/package-lock.json
+# TEST_PACKAGES) driven by playwright-core, pinned in tests/e2e/package-lock.json
 # and installed into tests/e2e/node_modules; no browser is ever downloaded.
 E2E_MODULES := tests/e2e/node_modules/.package-lock.json
-e2edeps: deps $(E2E_MODULES)
+e2edeps: testdeps $(E2E_MODULES)
 $(E2E_MODULES): tests/e2e/package.json tests/e2e/package-lock.json
 	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q nodejs npm; }
 	cd tests/e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
@@ -70,7 +81,7 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-unit: deps
+test-unit: testdeps
 	$(CARGO) test --workspace --exclude weir-integration-tests
 
 # The privileged tests: real kernel, real eBPF, network namespaces. They fail
@@ -80,7 +91,7 @@ test-privileged: build pydeps helm e2edeps
 
 test: test-unit test-privileged
 
-bench: deps
+bench: testdeps
 	$(CARGO) build --release -p weir -p weir-generator -p weir-integration-tests --all-targets
 	scripts/bench.sh
 
