@@ -19,6 +19,7 @@ pub mod flow;
 pub mod health;
 pub mod lab;
 pub mod learn;
+pub mod manifest;
 pub mod metrics;
 pub mod netdev;
 pub mod observe;

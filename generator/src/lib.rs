@@ -22,5 +22,6 @@ pub mod datapath;
 pub mod eval;
 pub mod identity;
 pub mod model;
+pub mod names;
 pub mod selector;
 pub mod synth;

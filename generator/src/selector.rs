@@ -95,9 +95,15 @@ impl Selector {
     ///
     /// # Errors
     ///
-    /// An unknown operator, `In`/`NotIn` without values, or
-    /// `Exists`/`DoesNotExist` with values.
+    /// An unknown operator, `In`/`NotIn` without values,
+    /// `Exists`/`DoesNotExist` with values, or a key or value that is not
+    /// a valid label key or value.
     pub fn new(selector: &LabelSelector, field_path: &str) -> Result<Self, SelectorError> {
+        crate::names::labels(
+            selector.match_labels.iter().flatten(),
+            &format!("{field_path}.matchLabels"),
+        )
+        .map_err(|(field, reason)| SelectorError { field, reason })?;
         let labels = selector
             .match_labels
             .iter()
@@ -150,6 +156,11 @@ fn compile_requirement(
     let err = |field: String, reason: String| SelectorError { field, reason };
     if req.key.is_empty() {
         return Err(err(format!("{path}.key"), "must not be empty".into()));
+    }
+    crate::names::label_key(&req.key).map_err(|reason| err(format!("{path}.key"), reason))?;
+    for (i, value) in req.values.iter().flatten().enumerate() {
+        crate::names::label_value(value)
+            .map_err(|reason| err(format!("{path}.values[{i}]"), reason))?;
     }
     let Some(operator) = Operator::parse(&req.operator) else {
         return Err(err(

@@ -24,7 +24,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use weir_generator::datapath::Mode;
+use weir_generator::{datapath::Mode, names};
 
 use super::{AppState, error::ApiError, learn::YAML};
 use crate::{
@@ -126,12 +126,10 @@ pub async fn apply(
     let handle = enforcer(&state)?;
     let mut replace = BTreeSet::new();
     for ns in raw.replace.iter().flat_map(|r| r.split(',')) {
-        if ns.is_empty() {
-            return Err(ApiError::BadParameter {
-                name: "replace",
-                reason: "empty namespace name".to_owned(),
-            });
-        }
+        names::dns1123_label(ns).map_err(|reason| ApiError::BadParameter {
+            name: "replace",
+            reason,
+        })?;
         replace.insert(ns.to_owned());
     }
     let loaded = policies::parse("request body", &body).map_err(|e| ApiError::BadPolicies {
@@ -173,12 +171,27 @@ pub async fn apply(
     }))
 }
 
+/// A name from the URL path, checked as the API server checks it: a
+/// namespace stored in `enforce.json` must be one a cluster could have.
+fn path_name(
+    segment: &str,
+    value: &str,
+    valid: fn(&str) -> Result<(), String>,
+) -> Result<(), ApiError> {
+    valid(value).map_err(|reason| ApiError::Status {
+        code: 400,
+        message: format!("bad path segment `{segment}`: {reason}"),
+    })
+}
+
 /// `DELETE /api/policies/enforced/{namespace}/{name}`.
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((namespace, name)) = path?;
+    path_name("namespace", &namespace, names::dns1123_label)?;
+    path_name("name", &name, names::dns1123_subdomain)?;
     let handle = enforcer(&state)?;
     let policy = format!("{namespace}/{name}");
     let outcome = change(handle, Change::Delete { namespace, name }).await?;
@@ -221,6 +234,7 @@ pub async fn set_mode(
     body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Result<Json<ModesJson>, ApiError> {
     let Path(namespace) = path?;
+    path_name("namespace", &namespace, names::dns1123_label)?;
     let Json(body) = body?;
     let mode: Mode =
         body.mode

@@ -29,9 +29,10 @@ use k8s_openapi::{
     },
 };
 use serde::Deserialize;
-use weir_generator::{identity, model::PodMeta, model::Protocol};
+use weir_generator::{identity, model::PodMeta, model::Protocol, names};
 
 use super::names::safe_encode;
+use crate::manifest;
 
 /// API group and version of the lab-only kinds.
 pub const LAB_API_VERSION: &str = "lab.weir.dev/v1alpha1";
@@ -343,39 +344,28 @@ struct Builder {
 const SUPPORTED: &str = "v1 Namespace, Pod, Service, List; apps/v1 Deployment, StatefulSet, DaemonSet; \
      lab.weir.dev/v1alpha1 Lab, ExternalHost";
 
-/// Deserialize with the failing field's path in the error.
+/// Deserialize strictly (see [`manifest`]), with the failing field's path
+/// in the error.
 fn typed<T: serde::de::DeserializeOwned>(
     origin: &Origin,
     value: serde_yaml::Value,
 ) -> Result<T, SpecError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." {
-            "(object)".into()
-        } else {
-            field
-        };
-        invalid(origin, field, e.into_inner().to_string())
-    })
+    manifest::from_value(value).map_err(|e| invalid(origin, e.field, e.reason))
 }
 
 impl Builder {
     fn add_text(&mut self, path: &Path, text: &str) -> Result<(), SpecError> {
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let origin = Origin {
-                path: path.to_owned(),
-                document: index + 1,
-                item: None,
-            };
-            let value =
-                serde_yaml::Value::deserialize(document).map_err(|source| SpecError::Yaml {
-                    origin: origin.clone(),
-                    source,
-                })?;
-            if value.is_null() {
-                continue; // an empty document (`---` at the end)
-            }
-            self.add_object(&origin, value)?;
+        let origin = |document| Origin {
+            path: path.to_owned(),
+            document,
+            item: None,
+        };
+        for document in manifest::documents(text) {
+            let (index, value) = document.map_err(|(index, source)| SpecError::Yaml {
+                origin: origin(index),
+                source,
+            })?;
+            self.add_object(&origin(index), value)?;
         }
         Ok(())
     }
@@ -397,11 +387,8 @@ impl Builder {
         let kind = text_field("kind")?;
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "List") => {
-                let items = match value.get("items") {
-                    Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-                    None | Some(serde_yaml::Value::Null) => Vec::new(),
-                    Some(_) => return Err(invalid(origin, "items", "expected a list")),
-                };
+                let items =
+                    manifest::list_items(&value).map_err(|e| invalid(origin, e.field, e.reason))?;
                 for (i, item) in items.into_iter().enumerate() {
                     if origin.item.is_some() {
                         return Err(invalid(origin, "items", "nested lists are not supported"));
@@ -446,7 +433,7 @@ impl Builder {
     }
 
     fn namespace(&mut self, origin: &Origin, ns: Namespace) -> Result<(), SpecError> {
-        let name = required_name(origin, &ns.metadata, dns_label)?;
+        let name = required_name(origin, &ns.metadata, names::dns1123_label)?;
         if let Some((first, _)) = self.namespaces.get(&name) {
             return Err(invalid(
                 origin,
@@ -460,7 +447,7 @@ impl Builder {
     }
 
     fn pod(&mut self, origin: &Origin, pod: Pod) -> Result<(), SpecError> {
-        required_name(origin, &pod.metadata, dns_subdomain)?;
+        required_name(origin, &pod.metadata, names::dns1123_subdomain)?;
         let ports = match &pod.spec {
             Some(spec) => container_ports(origin, "spec", &spec.containers)?,
             None => Vec::new(),
@@ -499,15 +486,12 @@ impl Builder {
     ) -> Result<(), SpecError> {
         let meta =
             identity::pod_meta(pod).ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
-        if let Some(ns) = pod.metadata.namespace.as_deref()
-            && !dns_label(ns)
-        {
-            return Err(invalid(
-                origin,
-                "metadata.namespace",
-                format!("{ns:?} is not a valid namespace name"),
-            ));
+        if let Some(ns) = pod.metadata.namespace.as_deref() {
+            names::dns1123_label(ns).map_err(|e| invalid(origin, "metadata.namespace", e))?;
         }
+        // A controller's pods carry its template's labels.
+        names::labels(&meta.labels, "metadata.labels")
+            .map_err(|(field, reason)| invalid(origin, field, reason))?;
         let key = (meta.namespace.clone(), meta.name.clone());
         if let Some(first) = self.pods.get(&key) {
             return Err(invalid(
@@ -579,7 +563,7 @@ impl Builder {
     }
 
     fn deployment(&mut self, origin: &Origin, d: Deployment) -> Result<(), SpecError> {
-        let name = required_name(origin, &d.metadata, dns_label)?;
+        let name = required_name(origin, &d.metadata, names::dns1123_label)?;
         let namespace = d
             .metadata
             .namespace
@@ -606,7 +590,7 @@ impl Builder {
     }
 
     fn stateful_set(&mut self, origin: &Origin, s: StatefulSet) -> Result<(), SpecError> {
-        let name = required_name(origin, &s.metadata, dns_label)?;
+        let name = required_name(origin, &s.metadata, names::dns1123_label)?;
         let namespace = s
             .metadata
             .namespace
@@ -632,7 +616,7 @@ impl Builder {
     }
 
     fn daemon_set(&mut self, origin: &Origin, d: DaemonSet) -> Result<(), SpecError> {
-        let name = required_name(origin, &d.metadata, dns_label)?;
+        let name = required_name(origin, &d.metadata, names::dns1123_label)?;
         let namespace = d
             .metadata
             .namespace
@@ -652,7 +636,7 @@ impl Builder {
     }
 
     fn service(&mut self, origin: &Origin, s: Service) -> Result<(), SpecError> {
-        let name = required_name(origin, &s.metadata, dns_label)?;
+        let name = required_name(origin, &s.metadata, names::dns1035_label)?;
         let namespace = s
             .metadata
             .namespace
@@ -735,7 +719,7 @@ impl Builder {
         origin: &Origin,
         host: ExternalHostObject,
     ) -> Result<(), SpecError> {
-        let name = required_name(origin, &host.metadata, dns_label)?;
+        let name = required_name(origin, &host.metadata, names::dns1123_label)?;
         if host.spec.ips.is_empty() {
             return Err(invalid(
                 origin,
@@ -1081,36 +1065,14 @@ fn check_selector(
 fn required_name(
     origin: &Origin,
     meta: &ObjectMeta,
-    valid: fn(&str) -> bool,
+    valid: fn(&str) -> Result<(), String>,
 ) -> Result<String, SpecError> {
     let name = meta
         .name
         .clone()
         .ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
-    if !valid(&name) {
-        return Err(invalid(
-            origin,
-            "metadata.name",
-            format!("{name:?} is not a valid Kubernetes name"),
-        ));
-    }
+    manifest::check_meta(meta, valid).map_err(|e| invalid(origin, e.field, e.reason))?;
     Ok(name)
-}
-
-/// RFC 1123 label: what namespace (and most object) names must be.
-#[must_use]
-pub fn dns_label(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: what pod names must be.
-#[must_use]
-pub fn dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(dns_label)
 }
 
 fn port_number(origin: &Origin, field: &str, n: i32) -> Result<u16, SpecError> {
@@ -1210,7 +1172,7 @@ mod tests {
                 "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 1, protocol: SCTP}]}]}\n".into(),
                 "spec.containers[0].ports[0].protocol: SCTP is not supported",
             ),
-            ("apiVersion: v1\nkind: Pod\nmetadata: {name: P_1}\n".into(), "metadata.name: \"P_1\" is not a valid"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: P_1}\n".into(), "metadata.name: \"P_1\" is not a valid DNS-1123 subdomain"),
             ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 10.1.0.5}\n".into(), "status.podIP: 10.1.0.5 is outside the pod CIDRs"),
             ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n".into(), "document 2: metadata.name: pod default/p is also defined at lab.yaml: document 1"),
             (
@@ -1230,6 +1192,16 @@ mod tests {
             ),
             ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort}\n".into(), "spec.type: NodePort is not supported"),
             (NS.into(), "no pods or external hosts"),
+            // Unknown fields, as kubectl --validate=strict refuses them.
+            (format!("{NS}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, bogus: 1}}\n"), "lab.yaml: document 2: metadata.bogus: unknown field"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 80, protocl: UDP}]}]}\n".into(), "spec.containers[0].ports[0].protocl: unknown field"),
+            ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}, template: {}, replica: 3}\n".into(), "spec.replica: unknown field"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selectr: {app: a}}\n".into(), "spec.selectr: unknown field"),
+            ("apiVersion: v1\nkind: List\nitemz: []\n".into(), "lab.yaml: document 1: itemz: unknown field"),
+            // Names and labels as the API server validates them.
+            ("apiVersion: v1\nkind: Namespace\nmetadata: {name: \"../x\"}\n".into(), "metadata.name: \"../x\" is not a valid DNS-1123 label"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: \"a b\"}}\n".into(), "metadata.labels.app: \"a b\" is not a valid label value"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: 1db}\nspec: {}\n".into(), "metadata.name: \"1db\" is not a valid DNS-1035 label"),
         ];
         for (text, want) in cases {
             let got = error(text);
@@ -1267,6 +1239,26 @@ mod tests {
             spec.namespaces["shop"]["kubernetes.io/metadata.name"],
             "shop"
         );
+    }
+
+    /// The labs the demo, the tests and the benchmarks bring up read
+    /// strictly (no field the types do not have).
+    #[test]
+    fn the_repository_labs_parse() {
+        for (name, text) in [
+            (
+                "deploy/examples/shop.yaml",
+                include_str!("../../../deploy/examples/shop.yaml"),
+            ),
+            (
+                "tests/benches/lab.yaml",
+                include_str!("../../../tests/benches/lab.yaml"),
+            ),
+        ] {
+            if let Err(error) = parse_str(Path::new(name), text) {
+                panic!("{error}");
+            }
+        }
     }
 
     #[test]

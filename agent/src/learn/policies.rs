@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde::Deserialize as _;
 use weir_generator::eval::{PolicyError, PolicySet};
+
+use crate::manifest;
 
 /// Policies that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +56,7 @@ pub enum LoadError {
 /// A policy and where it came from.
 #[derive(Clone, Debug)]
 pub struct Sourced {
-    /// File name (or `request body`).
+    /// File name (or `request body`) and 1-based document index.
     pub source: String,
     /// The policy.
     pub policy: NetworkPolicy,
@@ -67,17 +68,15 @@ pub struct Sourced {
 /// [`LoadError::Document`] for a document that is not a NetworkPolicy.
 pub fn parse(name: &str, text: &str) -> Result<Vec<Sourced>, LoadError> {
     let mut policies = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let fail = |reason: String| LoadError::Document {
+    for document in manifest::documents(text) {
+        let fail = |document: usize, reason: String| LoadError::Document {
             source_name: name.to_owned(),
-            document: index + 1,
+            document,
             reason,
         };
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| fail(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        add(&mut policies, name, value, None).map_err(fail)?;
+        let (index, value) = document.map_err(|(index, e)| fail(index, e.to_string()))?;
+        let origin = format!("{name}: document {index}");
+        add(&mut policies, &origin, value, None).map_err(|reason| fail(index, reason))?;
     }
     Ok(policies)
 }
@@ -102,8 +101,8 @@ fn add(
                     "NetworkPolicy: unsupported apiVersion {api_version:?} (expected networking.k8s.io/v1)"
                 ));
             }
-            let policy: NetworkPolicy = serde_path_to_error::deserialize(value)
-                .map_err(|e| format!("NetworkPolicy: {}: {}", e.path(), e.inner()))?;
+            let policy: NetworkPolicy =
+                manifest::from_value(value).map_err(|e| format!("NetworkPolicy: {e}"))?;
             policies.push(Sourced {
                 source: name.to_owned(),
                 policy,
@@ -111,11 +110,7 @@ fn add(
         }
         "List" | "NetworkPolicyList" => {
             let default_kind = (kind == "NetworkPolicyList").then_some("NetworkPolicy");
-            let items = match value.get("items") {
-                None | Some(serde_yaml::Value::Null) => return Ok(()),
-                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-                Some(_) => return Err(format!("{kind}: `items` is not a list")),
-            };
+            let items = manifest::list_items(&value).map_err(|e| format!("{kind}: {e}"))?;
             for (i, item) in items.into_iter().enumerate() {
                 add(policies, name, item, default_kind)
                     .map_err(|e| format!("{kind} item {i}: {e}"))?;
@@ -218,7 +213,7 @@ mod tests {
         std::fs::write(dir.path().join("README.md"), "not yaml").unwrap();
         let policies = load_dir(dir.path()).unwrap();
         assert_eq!(policies.len(), 3);
-        assert!(policies[0].source.ends_with("data.yml"));
+        assert!(policies[0].source.ends_with("data.yml: document 1"));
     }
 
     #[test]
@@ -244,6 +239,202 @@ mod tests {
         for (text, needle) in cases {
             let err = parse("p.yaml", &text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    /// Every level of a NetworkPolicy with one typo'd field: refused (as
+    /// `kubectl apply --validate=strict` does), naming the file, the
+    /// document and the field's path. Accepting `fromm:` would leave a
+    /// rule that allows every peer.
+    #[test]
+    fn unknown_fields_are_refused_at_every_level() {
+        let cases = [
+            (
+                "metadata: {name: x, namespace: shop, bogus: 1}",
+                "metadata.bogus",
+            ),
+            (
+                "metadata: {name: x, namespace: shop, labelz: {a: b}}",
+                "metadata.labelz",
+            ),
+            (
+                "bogus: 1
+metadata: {name: x, namespace: shop}",
+                "bogus",
+            ),
+            ("spec: {podSelector: {}, ingres: []}", "spec.ingres"),
+            ("spec: {podSelector: {}, egres: []}", "spec.egres"),
+            (
+                "spec: {podSelector: {}, policyType: [Ingress]}",
+                "spec.policyType",
+            ),
+            ("spec: {podSelectors: {}}", "spec.podSelectors"),
+            (
+                "spec: {podSelector: {matchLabel: {app: a}}}",
+                "spec.podSelector.matchLabel",
+            ),
+            (
+                "spec: {podSelector: {matchExpressions: [{key: a, operater: In, values: [b]}]}}",
+                "spec.podSelector.matchExpressions[0].operater",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{fromm: [{podSelector: {matchLabels: {app: nobody}}}]}]}",
+                "spec.ingress[0].fromm",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{from: [], port: []}]}",
+                "spec.ingress[0].port",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{}, {from: [{podselector: {}}]}]}",
+                "spec.ingress[1].from[0].podselector",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabelz: {}}}]}]}",
+                "spec.ingress[0].from[0].namespaceSelector.matchLabelz",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, excepts: [10.1.0.0/16]}}]}]}",
+                "spec.ingress[0].from[0].ipBlock.excepts",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{ports: [{port: 80, protocl: UDP}]}]}",
+                "spec.ingress[0].ports[0].protocl",
+            ),
+            (
+                "spec: {podSelector: {}, ingress: [{ports: [{port: 80, end_port: 90}]}]}",
+                "spec.ingress[0].ports[0].end_port",
+            ),
+            (
+                "spec: {podSelector: {}, egress: [{too: []}]}",
+                "spec.egress[0].too",
+            ),
+            (
+                "spec: {podSelector: {}, egress: [{to: [{ipblock: {cidr: 0.0.0.0/0}}]}]}",
+                "spec.egress[0].to[0].ipblock",
+            ),
+            (
+                "spec: {podSelector: {}, egress: [{to: [{podSelector: {}}], ports: [{prot: 53}]}]}",
+                "spec.egress[0].ports[0].prot",
+            ),
+        ];
+        for (body, field) in cases {
+            let body = if body.starts_with("metadata") || body.starts_with("bogus") {
+                body.to_owned()
+            } else {
+                format!("metadata: {{name: x, namespace: shop}}\n{body}")
+            };
+            let text = format!(
+                "{DENY}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n{body}\n"
+            );
+            let error = parse("p.yaml", &text).unwrap_err().to_string();
+            let want = format!("p.yaml: document 2: NetworkPolicy: {field}: unknown field");
+            assert!(error.starts_with(&want), "want {want:?}\n got {error:?}");
+        }
+        // In a List, and a List's own fields.
+        let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: a, namespace: b}, spec: {ingres: []}}\n";
+        let error = parse("l.yaml", list).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "l.yaml: document 1: List item 0: NetworkPolicy: spec.ingres: unknown field"
+            ),
+            "{error}"
+        );
+        let error = parse("l.yaml", "apiVersion: v1\nkind: List\nitemz: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("l.yaml: document 1: List: itemz: unknown field"),
+            "{error}"
+        );
+    }
+
+    /// Names and labels the API server would refuse, named with the file,
+    /// the document and the field.
+    #[test]
+    fn bad_names_and_labels_are_refused() {
+        let long = "a".repeat(64);
+        let cases = [
+            (
+                "metadata: {name: x, namespace: \"../../etc\"}",
+                "metadata.namespace",
+                "DNS-1123 label",
+            ),
+            (
+                "metadata: {name: x, namespace: Shop}",
+                "metadata.namespace",
+                "DNS-1123 label",
+            ),
+            (
+                "metadata: {name: x, namespace: \"a b\"}",
+                "metadata.namespace",
+                "DNS-1123 label",
+            ),
+            (
+                "metadata: {name: x, namespace: \"a\\0\"}",
+                "metadata.namespace",
+                "DNS-1123 label",
+            ),
+            (
+                &*format!("metadata: {{name: x, namespace: {long}}}"),
+                "metadata.namespace",
+                "no more than 63",
+            ),
+            (
+                "metadata: {name: \"x#frag\", namespace: shop}",
+                "metadata.name",
+                "DNS-1123 subdomain",
+            ),
+            (
+                "metadata: {name: X, namespace: shop}",
+                "metadata.name",
+                "DNS-1123 subdomain",
+            ),
+            (
+                "metadata: {name: x, namespace: shop, labels: {\"a/b/c\": x}}",
+                "metadata.labels",
+                "at most one '/'",
+            ),
+            (
+                "metadata: {name: x, namespace: shop, labels: {app: \"-x\"}}",
+                "metadata.labels.app",
+                "label value",
+            ),
+            (
+                "metadata: {name: x, namespace: shop}\nspec: {podSelector: {matchLabels: {\"Example.com/a\": b}}}",
+                "spec.podSelector.matchLabels",
+                "prefix",
+            ),
+            (
+                "metadata: {name: x, namespace: shop}\nspec: {podSelector: {matchLabels: {app: \"we b\"}}}",
+                "spec.podSelector.matchLabels.app",
+                "label value",
+            ),
+            (
+                "metadata: {name: x, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: \"a b\", operator: Exists}]}}]}]}",
+                "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].key",
+                "label key",
+            ),
+            (
+                "metadata: {name: x, namespace: shop}\nspec: {podSelector: {}, egress: [{to: [{podSelector: {matchExpressions: [{key: a, operator: In, values: [ok, \"no!\"]}]}}]}]}",
+                "spec.egress[0].to[0].podSelector.matchExpressions[0].values[1]",
+                "label value",
+            ),
+        ];
+        for (body, field, why) in cases {
+            let text = format!(
+                "{DENY}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n{body}\n"
+            );
+            let error = parse("p.yaml", &text)
+                .and_then(policy_set)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("p.yaml: document 2: policy ")
+                    && error.contains(&format!(": {field}: "))
+                    && error.contains(why),
+                "{body}: {error}"
+            );
         }
     }
 

@@ -28,9 +28,11 @@ use weir_generator::{
     cluster::{ClusterService, NamedPort, ServicePort, TargetPort},
     identity::pod_meta,
     model::Protocol,
+    names,
 };
 
 use super::{Inventory, LocalPod, Source, SourceError};
+use crate::manifest;
 
 /// Annotation naming a pod's host-side veth.
 pub const HOST_VETH_ANNOTATION: &str = "weir.dev/host-veth";
@@ -90,18 +92,14 @@ struct Head {
 /// a missing or unknown `kind`, or an object that does not fit its kind.
 pub fn parse(path: &Path, text: &str, node_name: Option<&str>) -> Result<Inventory, SourceError> {
     let mut inventory = Inventory::default();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let fail = |reason: String| SourceError::Parse {
+    for document in manifest::documents(text) {
+        let fail = |document: usize, reason: String| SourceError::Parse {
             path: path.to_owned(),
-            document: index + 1,
+            document,
             reason,
         };
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| fail(e.to_string()))?;
-        if value.is_null() {
-            // An empty document (a trailing `---`) declares nothing.
-            continue;
-        }
-        add_object(&mut inventory, value, None, node_name).map_err(fail)?;
+        let (index, value) = document.map_err(|(index, e)| fail(index, e.to_string()))?;
+        add_object(&mut inventory, value, None, node_name).map_err(|reason| fail(index, reason))?;
     }
     // A namespace used by a pod but not declared is assumed, as the API
     // server would have it, with only its name label, and said so: a
@@ -144,7 +142,9 @@ fn add_object(
     let kind = head.kind.as_deref().or(item_kind).ok_or("missing `kind`")?;
     match kind {
         "Pod" => {
-            let pod = Pod::deserialize(value).map_err(|e| format!("Pod: {e}"))?;
+            let pod: Pod = manifest::from_value(value).map_err(|e| format!("Pod: {e}"))?;
+            manifest::check_meta(&pod.metadata, names::dns1123_subdomain)
+                .map_err(|e| format!("Pod: {e}"))?;
             let meta = pod_meta(&pod).ok_or("Pod: missing `metadata.name`")?;
             let on_this_node = match node_name {
                 Some(node) => pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node),
@@ -170,13 +170,18 @@ fn add_object(
             });
         }
         "Service" => {
-            let svc = Service::deserialize(value).map_err(|e| format!("Service: {e}"))?;
+            let svc: Service = manifest::from_value(value).map_err(|e| format!("Service: {e}"))?;
+            manifest::check_meta(&svc.metadata, names::dns1035_label)
+                .map_err(|e| format!("Service: {e}"))?;
             if let Some(service) = cluster_service(svc)? {
                 inventory.services.push(service);
             }
         }
         "Namespace" => {
-            let ns = Namespace::deserialize(value).map_err(|e| format!("Namespace: {e}"))?;
+            let ns: Namespace =
+                manifest::from_value(value).map_err(|e| format!("Namespace: {e}"))?;
+            manifest::check_meta(&ns.metadata, names::dns1123_label)
+                .map_err(|e| format!("Namespace: {e}"))?;
             let name = ns
                 .metadata
                 .name
@@ -187,11 +192,7 @@ fn add_object(
         }
         "List" | "PodList" | "NamespaceList" | "ServiceList" => {
             let default_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
-            let items = match value.get("items") {
-                None | Some(serde_yaml::Value::Null) => return Ok(()),
-                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-                Some(_) => return Err(format!("{kind}: `items` is not a list")),
-            };
+            let items = manifest::list_items(&value).map_err(|e| format!("{kind}: {e}"))?;
             for (i, item) in items.into_iter().enumerate() {
                 add_object(inventory, item, default_kind, node_name)
                     .map_err(|e| format!("{kind} item {i}: {e}"))?;
@@ -432,8 +433,28 @@ status:
                 1,
                 "metadata.name",
             ),
-            ("kind: PodList\nitems: 3\n", 1, "not a list"),
+            ("kind: PodList\nitems: 3\n", 1, "items: expected a list"),
             ("kind: Pod\nmetadata: {name: 3}\nspec: 7\n", 1, "Pod:"),
+            (
+                "kind: Pod\nmetadata: {name: a}\n---\nkind: Pod\nmetadata: {name: b, namespce: x}\n",
+                2,
+                "Pod: metadata.namespce: unknown field",
+            ),
+            (
+                "kind: PodList\nitemz: []\n",
+                1,
+                "PodList: itemz: unknown field",
+            ),
+            (
+                "kind: Namespace\nmetadata: {name: \"a b\"}\n",
+                1,
+                "Namespace: metadata.name: \"a b\" is not a valid DNS-1123 label",
+            ),
+            (
+                "kind: Pod\nmetadata: {name: a, namespace: \"../x\"}\n",
+                1,
+                "Pod: metadata.namespace",
+            ),
         ];
         for (text, document, needle) in cases {
             let err = parse_str(text, None).unwrap_err();

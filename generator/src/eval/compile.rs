@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 
 use super::{Direction, PolicyError, PolicyRef};
-use crate::{model::Protocol, selector::Selector};
+use crate::{model::Protocol, names, selector::Selector};
 
 /// A validated policy.
 #[derive(Clone, Debug)]
@@ -119,6 +119,7 @@ pub(super) fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy, PolicyEr
     if name.is_empty() {
         return Err(invalid(field_err("metadata.name", "must be set")));
     }
+    validate_meta(policy).map_err(invalid)?;
     compile_spec(policy)
         .map_err(invalid)
         .map(|(pod_selector, ingress, egress)| CompiledPolicy {
@@ -130,6 +131,24 @@ pub(super) fn compile(policy: &NetworkPolicy) -> Result<CompiledPolicy, PolicyEr
             ingress,
             egress,
         })
+}
+
+/// `ValidateObjectMeta` for a NetworkPolicy: a DNS-1123 label namespace,
+/// a DNS-1123 subdomain name, valid labels and annotation keys.
+fn validate_meta(policy: &NetworkPolicy) -> Result<(), FieldError> {
+    let meta = &policy.metadata;
+    if let Some(namespace) = &meta.namespace {
+        names::dns1123_label(namespace).map_err(|e| field_err("metadata.namespace", e))?;
+    }
+    if let Some(name) = &meta.name {
+        names::dns1123_subdomain(name).map_err(|e| field_err("metadata.name", e))?;
+    }
+    names::labels(meta.labels.iter().flatten(), "metadata.labels")?;
+    for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        // The API server checks annotation keys lowercased.
+        names::label_key(&key.to_lowercase()).map_err(|e| field_err("metadata.annotations", e))?;
+    }
+    Ok(())
 }
 
 type CompiledSpec = (Selector, Option<Vec<Rule>>, Option<Vec<Rule>>);

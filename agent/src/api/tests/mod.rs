@@ -530,6 +530,52 @@ mod enforce {
         assert_eq!(status, StatusCode::OK);
         let (status, body) = send(&app, "DELETE", "/api/policies/enforced/shop/deny", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+        // Names a cluster could not hold are refused before anything is
+        // stored (they used to land in enforce.json, out of reach).
+        let long = format!("/api/modes/{}", "x".repeat(300));
+        for uri in [
+            "/api/modes/..",
+            "/api/modes/..%2F..%2Fetc",
+            "/api/modes/a%00b",
+            "/api/modes/a%20b",
+            "/api/modes/Shop",
+            long.as_str(),
+        ] {
+            let (status, body) = send(&app, "PUT", uri, r#"{"mode": "enforce"}"#).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert!(
+                body.contains("bad path segment `namespace`"),
+                "{uri}: {body}"
+            );
+        }
+        for uri in [
+            "/api/policies/enforced/a%20b/deny",
+            "/api/policies/enforced/shop/x%23frag",
+            "/api/policies/enforced/shop/..",
+        ] {
+            let (status, body) = send(&app, "DELETE", uri, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        }
+        let (status, body) =
+            send(&app, "POST", "/api/policies/enforced?replace=shop,..", DENY).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body.contains("`replace`") && body.contains("DNS-1123"),
+            "{body}"
+        );
+        let typo = DENY.replace("podSelector: {}", "podSelector: {}, ingres: []");
+        let (status, body) = send(&app, "POST", "/api/policies/enforced", &typo).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body.contains("request body: document 1: NetworkPolicy: spec.ingres: unknown field"),
+            "{body}"
+        );
+        let (_, body) = send(&app, "GET", "/api/modes", "").await;
+        let modes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(modes["modes"].as_object().unwrap().len(), 1, "{body}");
+        let (_, body) = send(&app, "GET", "/api/policies/enforced?format=yaml", "").await;
+        assert!(!body.contains("ingres"), "{body}");
     }
 }
 
