@@ -29,3 +29,17 @@ pub fn init(format: LogFormat) {
     // A second init (tests) keeps the first subscriber; nothing to report.
     drop(result);
 }
+
+/// Print the error a command ends with, once: as a `weir: ...` line for
+/// people (whatever `RUST_LOG` says), or as a log record when the logs are
+/// JSON (a collector reads one format) and errors are logged.
+pub fn report_fatal(format: LogFormat, error: &anyhow::Error) {
+    if matches!(format, LogFormat::Json) && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{error:#}");
+        return;
+    }
+    #[expect(clippy::print_stderr, reason = "the error is the CLI's output")]
+    {
+        eprintln!("weir: {error:#}");
+    }
+}
