@@ -239,7 +239,7 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub source: OfflineArgs,
     /// Only this namespace (repeat for more; all by default).
-    #[arg(short, long = "namespace", value_name = "NS")]
+    #[arg(short, long = "namespace", value_name = "NS", value_parser = crate::policy::namespace_arg)]
     pub namespaces: Vec<String>,
     /// A directory for `<namespace>.yaml` files and a `kustomization.yaml`,
     /// or `-` for one YAML stream on stdout.
@@ -435,7 +435,7 @@ pub fn export_policies(args: &ExportArgs, warn: &mut impl Write) -> anyhow::Resu
         }
         _ => {
             let server = server_url(args.source.server.as_ref())?;
-            let mut url = endpoint(&server, "api/policies");
+            let mut url = endpoint(&server, &["api", "policies"])?;
             {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("format", "json");
@@ -526,7 +526,7 @@ pub fn verify_report(args: &VerifyArgs, warn: &mut impl Write) -> anyhow::Result
             let body = policies_yaml(&loaded)?;
             policies::policy_set(loaded)?;
             let server = server_url(args.source.server.as_ref())?;
-            let url = endpoint(&server, "api/verify");
+            let url = endpoint(&server, &["api", "verify"])?;
             let request = client()?
                 .post(url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/yaml")
@@ -647,7 +647,7 @@ pub fn verify_table(report: &VerifyReport, strict: bool) -> String {
 /// # Errors
 /// The agent cannot be reached or answers with an error.
 pub fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = endpoint(&args.server.server, "api/status");
+    let url = endpoint(&args.server.server, &["api", "status"])?;
     let response = send(client()?.get(url.clone()), &url)?;
     let status: StatusReport = response
         .json()
@@ -747,13 +747,26 @@ pub(crate) fn server_url(server: Option<&Url>) -> anyhow::Result<Url> {
     }
 }
 
-/// `path` under the server's base URL, whether or not it ends with `/`.
-pub(crate) fn endpoint(server: &Url, path: &str) -> Url {
-    let mut base = server.clone();
-    if !base.path().ends_with('/') {
-        base.set_path(&format!("{}/", base.path()));
+/// The URL of an API path under the server's base URL (which may have a
+/// path prefix, with or without a trailing `/`): each segment is
+/// percent-encoded, `/`, `#`, `?` and `%` included, so a name never adds a
+/// path segment, a fragment or a query.
+///
+/// # Errors
+/// An empty, `.` or `..` segment (a URL drops or resolves them), or a
+/// server URL that cannot have a path (`mailto:`).
+pub fn endpoint(server: &Url, segments: &[&str]) -> anyhow::Result<Url> {
+    if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+        bail!("{bad:?} cannot be a segment of a URL path");
     }
-    base.join(path).unwrap_or(base)
+    let mut url = server.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("{server} cannot be the agent's URL"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 pub(crate) fn client() -> anyhow::Result<Client> {

@@ -22,6 +22,7 @@ use crate::api::{
     graph::GraphJson,
     record::{EndpointJson, FlowJson, L4Json},
 };
+use crate::learn::endpoint;
 
 /// Where the agent is.
 #[derive(Debug, clap::Args)]
@@ -54,7 +55,7 @@ pub struct ObserveArgs {
     #[arg(long, default_value_t = 20)]
     pub last: usize,
     /// Only flows from or to pods of this namespace.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::policy::namespace_arg)]
     pub namespace: Option<String>,
     /// Only flows from or to this pod.
     #[arg(long, value_name = "NAMESPACE/POD")]
@@ -118,7 +119,7 @@ fn finish(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// See [`run`].
 pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut url = endpoint(&args.server.server, "api/flows");
+    let mut url = endpoint(&args.server.server, &["api", "flows"])?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("last", &args.last.to_string());
@@ -260,7 +261,7 @@ fn short_time(rfc3339: &str) -> String {
 /// # Errors
 /// See [`run_graph`].
 pub fn graph(args: &GraphArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let url = endpoint(&args.server.server, "api/graph");
+    let url = endpoint(&args.server.server, &["api", "graph"])?;
     let response = get(&url, true)?;
     let graph: GraphJson = response
         .json()
@@ -333,15 +334,6 @@ pub fn graph_table(graph: &GraphJson) -> String {
         table.push('\n');
     }
     table
-}
-
-/// `path` under the server's base URL, whether or not it ends with `/`.
-fn endpoint(server: &Url, path: &str) -> Url {
-    let mut base = server.clone();
-    if !base.path().ends_with('/') {
-        base.set_path(&format!("{}/", base.path()));
-    }
-    base.join(path).unwrap_or(base)
 }
 
 fn get(url: &Url, with_timeout: bool) -> anyhow::Result<reqwest::blocking::Response> {

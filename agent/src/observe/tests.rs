@@ -151,15 +151,56 @@ fn errors_name_the_url_and_the_bad_parameter() {
 }
 
 #[test]
-fn endpoints_keep_a_path_prefix() {
-    let base: Url = "http://host:1/weir".parse().unwrap();
-    assert_eq!(
-        endpoint(&base, "api/graph").as_str(),
-        "http://host:1/weir/api/graph"
-    );
+fn endpoints_keep_a_path_prefix_and_encode_every_segment() {
+    for (base, segments, want) in [
+        (
+            "http://host:1/weir",
+            &["api", "graph"][..],
+            "http://host:1/weir/api/graph",
+        ),
+        (
+            "http://host:1/weir/",
+            &["api", "graph"],
+            "http://host:1/weir/api/graph",
+        ),
+        (
+            "http://host:1",
+            &["api", "graph"],
+            "http://host:1/api/graph",
+        ),
+        (
+            "http://host:1/?q=1#f",
+            &["api", "graph"],
+            "http://host:1/api/graph",
+        ),
+        (
+            "http://host:1",
+            &["api", "modes", "kube-system#oops"],
+            "http://host:1/api/modes/kube-system%23oops",
+        ),
+        (
+            "http://host:1",
+            &["api", "policies", "enforced", "shop", "x#frag"],
+            "http://host:1/api/policies/enforced/shop/x%23frag",
+        ),
+        (
+            "http://host:1",
+            &["api", "modes", "../../x"],
+            "http://host:1/api/modes/..%2F..%2Fx",
+        ),
+        (
+            "http://host:1",
+            &["api", "modes", "a?b c%2F"],
+            "http://host:1/api/modes/a%3Fb%20c%252F",
+        ),
+    ] {
+        let url = endpoint(&base.parse().unwrap(), segments).unwrap();
+        assert_eq!(url.as_str(), want);
+    }
     let base: Url = "http://host:1".parse().unwrap();
-    assert_eq!(
-        endpoint(&base, "api/graph").as_str(),
-        "http://host:1/api/graph"
-    );
+    for bad in ["", ".", ".."] {
+        let error = endpoint(&base, &["api", "modes", bad]).unwrap_err();
+        assert!(error.to_string().contains("cannot be a segment"), "{error}");
+    }
+    assert!(endpoint(&"mailto:a@b".parse().unwrap(), &["api"]).is_err());
 }

@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use weir_generator::datapath::Mode;
+use weir_generator::{datapath::Mode, names};
 
 use crate::{
     api::enforce::{Applied, ModesJson},
@@ -163,8 +163,42 @@ pub struct DeleteArgs {
     #[command(flatten)]
     pub token: TokenArgs,
     /// The policy, as `NAMESPACE/NAME`.
-    #[arg(value_name = "NAMESPACE/NAME")]
-    pub policy: String,
+    #[arg(value_name = "NAMESPACE/NAME", value_parser = policy_arg)]
+    pub policy: PolicyName,
+}
+
+/// A policy's namespace and name, as the API server validates them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyName {
+    /// A DNS-1123 label.
+    pub namespace: String,
+    /// A DNS-1123 subdomain.
+    pub name: String,
+}
+
+/// A namespace argument: a DNS-1123 label, checked before it goes into a
+/// URL or a request (`kube-system#oops` is refused, not sent).
+///
+/// # Errors
+/// Why it is not a namespace name.
+pub fn namespace_arg(s: &str) -> Result<String, String> {
+    names::dns1123_label(s).map(|()| s.to_owned())
+}
+
+/// A `NAMESPACE/NAME` argument.
+///
+/// # Errors
+/// Not of that form, or a part the API server would refuse.
+pub fn policy_arg(s: &str) -> Result<PolicyName, String> {
+    let (namespace, name) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected NAMESPACE/NAME, got {s:?}"))?;
+    names::dns1123_label(namespace).map_err(|e| format!("namespace: {e}"))?;
+    names::dns1123_subdomain(name).map_err(|e| format!("name: {e}"))?;
+    Ok(PolicyName {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// `weir policy list` arguments.
@@ -207,6 +241,7 @@ pub struct SetModeArgs {
     #[command(flatten)]
     pub token: TokenArgs,
     /// The namespace.
+    #[arg(value_parser = namespace_arg)]
     pub namespace: String,
     /// observe, audit or enforce.
     pub mode: Mode,
@@ -259,24 +294,18 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PolicyCommand::Delete(args) => {
-            let Some((ns, name)) = args
-                .policy
-                .split_once('/')
-                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-            else {
-                bail!("expected NAMESPACE/NAME, got {:?}", args.policy);
-            };
+            let PolicyName { namespace, name } = &args.policy;
             let url = learn::endpoint(
                 &args.server.server,
-                &format!("api/policies/enforced/{ns}/{name}"),
-            );
+                &["api", "policies", "enforced", namespace, name],
+            )?;
             args.token
                 .resolve()
                 .send(learn::client()?.delete(url.clone()), &url)?;
-            writeln!(out, "deleted {ns}/{name}")?;
+            writeln!(out, "deleted {namespace}/{name}")?;
         }
         PolicyCommand::List(args) => {
-            let mut url = learn::endpoint(&args.server.server, "api/policies/enforced");
+            let mut url = learn::endpoint(&args.server.server, &["api", "policies", "enforced"])?;
             if args.output == ListOutput::Yaml {
                 url.query_pairs_mut().append_pair("format", "yaml");
             }
@@ -335,7 +364,7 @@ pub fn post_policies(
     body: String,
     replace: &[String],
 ) -> anyhow::Result<Applied> {
-    let mut url = learn::endpoint(server, "api/policies/enforced");
+    let mut url = learn::endpoint(server, &["api", "policies", "enforced"])?;
     if !replace.is_empty() {
         url.query_pairs_mut()
             .append_pair("replace", &replace.join(","));
@@ -445,10 +474,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
             )?;
         }
         ModeCommand::Set(args) => {
-            let url = learn::endpoint(
-                &args.server.server,
-                &format!("api/modes/{}", args.namespace),
-            );
+            let url = learn::endpoint(&args.server.server, &["api", "modes", &args.namespace])?;
             let request = learn::client()?
                 .put(url.clone())
                 .json(&serde_json::json!({ "mode": args.mode }));
@@ -456,7 +482,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
             writeln!(out, "namespace {} is in {} mode", args.namespace, args.mode)?;
         }
         ModeCommand::List(args) => {
-            let url = learn::endpoint(&args.server.server, "api/modes");
+            let url = learn::endpoint(&args.server.server, &["api", "modes"])?;
             let modes: ModesJson = learn::send(learn::client()?.get(url.clone()), &url)?
                 .json()
                 .with_context(|| format!("{url} did not answer with modes"))?;
