@@ -117,3 +117,75 @@ fn an_error_is_printed_once() {
     let record: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
     assert_eq!(record["level"], "ERROR", "{stderr}");
 }
+
+/// `weir verify` offline: a flow file that gives no usable flow is an
+/// error (exit 2), never "pass: 0 observed edge(s)"; other JSON objects
+/// are counted and reported skips.
+#[test]
+fn verify_never_passes_on_no_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("shop.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: deny, namespace: shop}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        "kind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web}}\n\
+         status: {podIP: 10.0.0.1}\n",
+    )
+    .unwrap();
+    let flow = r#"{"time":"2024-01-02T03:04:05Z","verdict":"FORWARDED","IP":{"source":"198.51.100.7","destination":"10.0.0.1"},"l4":{"TCP":{"destination_port":80,"flags":{"SYN":true}}},"destination":{"namespace":"shop","pod_name":"web"},"Type":"L3_L4","traffic_direction":"INGRESS"}"#;
+    let lost = r#"{"lost_events":{"num_events_lost":3}}"#;
+    let verify = |name: &str, text: &str| {
+        let flows = dir.path().join(name);
+        std::fs::write(&flows, text).unwrap();
+        let out = weir(&[
+            "verify",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+            "--inventory",
+            inventory.to_str().unwrap(),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (name, text) in [
+        ("empty.json", String::new()),
+        ("garbage.json", "not json\n{\"IP\": 3}\n[1]\n".to_owned()),
+        ("others.json", format!("{lost}\n{lost}\n")),
+        (
+            "replies.json",
+            flow.replace("\"Type\"", "\"is_reply\":true,\"Type\""),
+        ),
+    ] {
+        let (code, stdout, stderr) = verify(name, &text);
+        assert_eq!(code, Some(2), "{name}: {stdout}{stderr}");
+        assert!(stderr.contains("no usable flow"), "{name}: {stderr}");
+        assert!(!stdout.contains("pass"), "{name}: {stdout}");
+    }
+    let (_, _, stderr) = verify("others.json", &format!("{lost}\n"));
+    assert!(
+        stderr.contains("others.json:1: skipped: not a flow record (an object with lost_events)")
+            && stderr.contains("1 other object(s)"),
+        "{stderr}"
+    );
+    // One usable flow among them: verify runs (and reports the denied
+    // flow: the policy isolates shop/web for ingress).
+    let (code, stdout, stderr) = verify("mixed.json", &format!("{lost}\nnot json\n{flow}\n"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("DENIED"), "{stdout}");
+    assert!(
+        stderr.contains("1 malformed line(s) and 1 other object(s) skipped"),
+        "{stderr}"
+    );
+}

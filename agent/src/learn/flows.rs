@@ -48,11 +48,23 @@ pub struct Parsed {
     pub graph: FlowGraph,
     /// Flow records read.
     pub flows: usize,
-    /// Records that made no edge: replies, unknown initiators, drops,
-    /// non-L3/L4 events, and other objects (lost-event notes).
+    /// Flow records that made no edge: replies, unknown initiators, drops,
+    /// non-L3/L4 events.
     pub skipped: usize,
+    /// JSON objects that are not flows (lost-event notes, node status),
+    /// with what they are.
+    pub not_flows: Vec<BadLine>,
     /// Lines that do not parse.
     pub bad: Vec<BadLine>,
+}
+
+impl Parsed {
+    /// Flow records that made an edge: what a verify or an export can
+    /// stand on. Zero means the input told nothing.
+    #[must_use]
+    pub fn usable(&self) -> usize {
+        self.flows - self.skipped
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,7 +153,10 @@ pub fn parse(text: &str, cluster: &Cluster) -> Parsed {
             continue;
         }
         match parse_line(trimmed) {
-            Ok(None) => parsed.skipped += 1,
+            Ok(None) => parsed.not_flows.push(BadLine {
+                line: line_no,
+                reason: not_a_flow(trimmed),
+            }),
             Ok(Some(flow)) => {
                 parsed.flows += 1;
                 if !fold(&mut parsed.graph, &flow, &index) {
@@ -155,6 +170,14 @@ pub fn parse(text: &str, cluster: &Cluster) -> Parsed {
         }
     }
     parsed
+}
+
+/// What a JSON object that is not a flow is: its keys.
+fn not_a_flow(line: &str) -> String {
+    let keys = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
+        .map(|o| o.keys().take(3).cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    format!("not a flow record (an object with {keys})")
 }
 
 /// One line: a flow, `None` for another object, or why it does not parse.
@@ -414,10 +437,15 @@ mod tests {
         let parsed = parse(WEIR, &inventory());
         assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
         assert_eq!(parsed.flows, 5);
+        assert_eq!(parsed.skipped, 1, "the unknown initiator");
         assert_eq!(
-            parsed.skipped, 2,
-            "the lost-events note and the unknown initiator"
+            parsed.not_flows,
+            [BadLine {
+                line: 4,
+                reason: "not a flow record (an object with lost_events)".to_owned()
+            }]
         );
+        assert_eq!(parsed.usable(), 4);
         let web = w("shop", WorkloadKind::Deployment, "web");
         let db = w("data", WorkloadKind::StatefulSet, "db");
         let tcp = &parsed.graph.edges[&edge(web.clone(), db, Protocol::Tcp, 5432)];

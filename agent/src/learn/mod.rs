@@ -325,14 +325,35 @@ fn offline(
             bad.reason
         )?;
     }
-    if !parsed.bad.is_empty() {
+    for other in &parsed.not_flows {
         writeln!(
             warn,
-            "weir: {}: {} malformed line(s) skipped, {} flow(s) read",
+            "weir: {}:{}: skipped: {}",
+            flows.display(),
+            other.line,
+            other.reason
+        )?;
+    }
+    if !parsed.bad.is_empty() || !parsed.not_flows.is_empty() {
+        writeln!(
+            warn,
+            "weir: {}: {} malformed line(s) and {} other object(s) skipped, {} flow(s) read",
             flows.display(),
             parsed.bad.len(),
+            parsed.not_flows.len(),
             parsed.flows
         )?;
+    }
+    // A gate must never pass because its input was broken or empty.
+    if parsed.usable() == 0 {
+        bail!(
+            "{}: no usable flow ({} flow record(s), none that makes an edge; {} malformed \
+             line(s), {} other object(s)): nothing to check or learn from",
+            flows.display(),
+            parsed.flows,
+            parsed.bad.len(),
+            parsed.not_flows.len()
+        );
     }
     Ok((parsed.graph, cluster))
 }
