@@ -14,7 +14,8 @@
 #   enforce     enforcement: per-packet cost at 10 / 10,000 rules and 10,000
 #               CIDRs (a pod peer in one too); new-connection rate between lab pods under iptables
 #               (linear), nftables (set) and weir; time to apply 10,000
-#               rules                             tests/benches/enforce.rs
+#               rules; `weir policy apply` of 10,000 NetworkPolicies
+#               end to end                        tests/benches/enforce.rs
 #
 # Needs root (BPF, network namespaces), iperf3, iptables, nft, clang-19. Takes 2-4 minutes
 # after the build. The numbers land in docs/benchmarks.md only when every

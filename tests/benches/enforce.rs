@@ -1,7 +1,8 @@
 //! Enforcement cost: per packet by `BPF_PROG_TEST_RUN` at 10 and 10,000
 //! rules and 10,000 CIDR prefixes; the new-connection rate between two lab
-//! pods filtered by a linear iptables chain, an nftables set and weir; and
-//! the time to compile and apply 10,000 rules.
+//! pods filtered by a linear iptables chain, an nftables set and weir; the
+//! time to compile and apply 10,000 rules; and `weir policy apply` of
+//! 10,000 NetworkPolicies end to end.
 //!
 //! `cargo bench -p weir-integration-tests --bench enforce` (root, iptables
 //! and nft installed, the `weir` binary built) prints markdown tables for
@@ -64,11 +65,12 @@ use weir_generator::{
     model::{PodMeta, Protocol, WorkloadKind, WorkloadRef},
 };
 use weir_integration_tests::{
-    harness::Lab,
+    harness::{Agent, Lab, weir},
     packets::{
         L4, frame, ipv4,
         tcp::{ACK, PSH, SYN},
     },
+    policy_set::small_policies,
 };
 
 use common::{LabPod, lab_pod, median, range, require_root};
@@ -956,7 +958,67 @@ fn apply_time() {
 
 /// Sections to run: every one, or those named on the command line
 /// (`cargo bench ... --bench enforce -- per-packet apply`).
-const SECTIONS: [&str; 3] = ["per-packet", "connection-rate", "apply"];
+const SECTIONS: [&str; 4] = ["per-packet", "connection-rate", "apply", "cli-apply"];
+
+/// `weir policy apply -f` of 10,000 small NetworkPolicies to a running
+/// agent whose lab pod they all select: the user's path (the CLI reads,
+/// checks and sends the YAML; the agent reads, checks, compiles and writes
+/// the maps and answers once enforced), timed as the command's wall time.
+/// Run 1 starts from no policy; each later run moves every policy to other
+/// ports (10,000 rules removed, 10,000 added).
+fn cli_apply() {
+    const RUNS: usize = 6;
+    const POLICIES: usize = 10_000;
+    let release = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/weir");
+    if std::env::var_os("WEIR_BIN").is_none() && release.exists() {
+        // SAFETY: no other thread reads the environment now.
+        unsafe { std::env::set_var("WEIR_BIN", &release) };
+    }
+    let lab = Lab::up("wcli", include_str!("lab.yaml"));
+    let agent = Agent::start(&lab, &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = agent.url();
+    let (mut first, mut later, mut bytes) = (0.0, vec![], 0);
+    for run in 0..RUNS {
+        let path = dir.path().join(format!("run{run}.yaml"));
+        let yaml = small_policies("bench", "server", POLICIES, run * POLICIES);
+        bytes = yaml.len();
+        std::fs::write(&path, yaml).expect("write the policies");
+        let path = path.to_string_lossy().into_owned();
+        let t0 = Instant::now();
+        let out = weir(&["policy", "apply", "--server", &url, "-f", &path]);
+        let took = ms(t0.elapsed());
+        assert!(
+            out.status.success(),
+            "weir policy apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if run == 0 {
+            first = took;
+        } else {
+            later.push(took);
+        }
+    }
+    let enforced = agent.get_json("/api/policies/enforced");
+    let count = enforced["policies"].as_array().map_or(0, Vec::len);
+    assert_eq!(count, POLICIES, "enforced policies after the runs");
+    println!(
+        "{POLICIES} NetworkPolicies ({:.1} MB of YAML), each one ingress port from \
+         `app: client` to the lab's server pod, applied with `weir policy apply -f` \
+         (release build) to an agent attached to the lab; wall time of the command.",
+        bytes as f64 / 1e6
+    );
+    println!();
+    println!("| run | ms | range |");
+    println!("|---|---:|---:|");
+    println!("| first apply (no policy before) | {first:.0} | |");
+    println!(
+        "| each policy moved to other ports ({} runs, median) | {:.0} | {} |",
+        later.len(),
+        median(&later),
+        range(&later, 0)
+    );
+}
 
 fn main() {
     require_root("enforce bench");
@@ -979,5 +1041,9 @@ fn main() {
     if run("apply") {
         println!("**Time to apply 10,000 rules**\n");
         apply_time();
+    }
+    if run("cli-apply") {
+        println!("**`weir policy apply` of 10,000 NetworkPolicies**\n");
+        cli_apply();
     }
 }

@@ -63,6 +63,9 @@ impl Default for ServerOptions {
 /// (maps, sockets, the pod source's connections).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
+/// How often a full connection table is reported at most.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// `--header-read-timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,20 +90,18 @@ pub async fn serve(
         .max_header_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEAD_FIELDS);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut warned_full = false;
+    // When the limit was last reported (at most once a minute).
+    let mut warned_full: Option<std::time::Instant> = None;
     loop {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => {
-                warned_full = false;
-                slot
-            }
+            Ok(slot) => slot,
             Err(_) => {
-                if !warned_full {
+                if warned_full.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
                     warn!(
                         max_connections = options.max_connections,
                         "HTTP connection limit reached: new connections wait until one closes (--max-connections)"
                     );
-                    warned_full = true;
+                    warned_full = Some(std::time::Instant::now());
                 }
                 tokio::select! {
                     slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
