@@ -329,9 +329,14 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     };
     // Degraded while something is lost: the reasons say what and what to do.
     let degraded = state.health.ongoing();
-    let reasons: Vec<&str> = degraded.iter().map(|e| e.message.as_str()).collect();
+    let held = state.enforcer.as_ref().and_then(|e| e.view().held.clone());
+    let reasons: Vec<&str> = degraded
+        .iter()
+        .map(|e| e.message.as_str())
+        .chain(held.as_deref())
+        .collect();
     Json(serde_json::json!({
-        "status": if degraded.is_empty() { "ok" } else { "degraded" },
+        "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "reasons": reasons,
         "degraded": degraded,
         "flow_table_capacity": state.metrics.flow_table_capacity(),

@@ -213,13 +213,19 @@ pub struct View {
     pub limits: BTreeMap<&'static str, usize>,
     /// Whether the maps reflect the policies (the pod source was read).
     pub ready: bool,
+    /// Why the pinned maps are kept as they are instead of what is
+    /// desired: the saved file is gone while they still judge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl View {
     /// Whether some namespace is judged (audit or enforce).
     #[must_use]
     pub fn judging(&self) -> bool {
-        self.default_mode != Mode::Observe || self.modes.values().any(|m| *m != Mode::Observe)
+        self.held.is_some()
+            || self.default_mode != Mode::Observe
+            || self.modes.values().any(|m| *m != Mode::Observe)
     }
 }
 
@@ -258,6 +264,8 @@ pub struct Enforcer<M> {
     compiled: DatapathState,
     node: Option<Arc<NodeView>>,
     limits: [usize; 6],
+    /// Set while the pinned maps are kept as found (see [`View::held`]).
+    held: Option<String>,
 }
 
 impl<M: PolicyMapsIo> Enforcer<M> {
@@ -285,6 +293,31 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             }
         };
         let applied = maps.read()?;
+        // The file gone while the pinned maps still judge some pod: a
+        // missing file must not silently end enforcement. Keep the maps as
+        // they are until told (a change through the API).
+        let held = (!file.path().exists()
+            && applied
+                .endpoints
+                .values()
+                .any(|e| e.mode != weir_ebpf::abi::MODE_OBSERVE))
+        .then(|| {
+            let judged = applied
+                .endpoints
+                .values()
+                .filter(|e| e.mode != weir_ebpf::abi::MODE_OBSERVE)
+                .count();
+            let reason = format!(
+                "{} is missing while the pinned maps still judge {judged} pods \
+                 ({} policy entries): enforcement is kept as pinned, frozen, until a change \
+                 through the API (weir mode set, weir policy apply) replaces it; \
+                 restore the file and restart to enforce it again, or `weir agent --cleanup` to end it",
+                file.path().display(),
+                applied.exact.len() + applied.policy.len()
+            );
+            tracing::error!("{reason}");
+            reason
+        });
         let mut limits = maps.capacity();
         for (i, name) in MAPS.iter().enumerate() {
             if let Some(limit) = limit_overrides.get(*name) {
@@ -302,6 +335,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             compiled: DatapathState::default(),
             node: None,
             limits,
+            held,
         })
     }
 
@@ -317,6 +351,15 @@ impl<M: PolicyMapsIo> Enforcer<M> {
     /// As [`Enforcer::change`]; the previous maps stay.
     pub fn set_node(&mut self, node: Arc<NodeView>) -> Result<Outcome, EnforceError> {
         let previous = self.node.replace(Arc::clone(&node));
+        let declared = node.policies.is_some() && node.modes.is_some();
+        if self.held.is_some() && !declared {
+            // Held: the maps stay as the previous agent left them.
+            return Ok(Outcome {
+                writes: 0,
+                rejudged_flows: 0,
+                entries: self.entry_counts(),
+            });
+        }
         let result = if node.policies.is_some() || node.modes.is_some() {
             self.commit_declared(&node)
         } else {
@@ -385,6 +428,19 @@ impl<M: PolicyMapsIo> Enforcer<M> {
     /// See [`EnforceError`].
     pub fn change(&mut self, change: Change) -> Result<Outcome, EnforceError> {
         self.refuse_declared(&change)?;
+        let held = self.held.take();
+        let result = self.apply_change(change);
+        match (&result, held) {
+            (Ok(_), Some(reason)) => tracing::warn!(
+                "told: the pinned enforcement held since start is replaced by what is asked from now on ({reason})"
+            ),
+            (Err(_), held) => self.held = held,
+            (Ok(_), None) => {}
+        }
+        result
+    }
+
+    fn apply_change(&mut self, change: Change) -> Result<Outcome, EnforceError> {
         let mut desired = self.desired.clone();
         match change {
             Change::Apply { policies, replace } => {
@@ -502,6 +558,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             entries: self.entry_counts(),
             limits: MAPS.iter().copied().zip(self.limits).collect(),
             ready: self.node.is_some(),
+            held: self.held.clone(),
         }
     }
 

@@ -332,3 +332,49 @@ fn denied_flows_of_loosened_endpoints_are_judged_again() {
     assert_eq!(outcome.rejudged_flows, 0);
     assert_eq!(e.maps.flows, flows);
 }
+
+#[test]
+fn a_missing_file_keeps_the_pinned_enforcement_until_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = enforcer(dir.path(), FakeMaps::default());
+    e.set_node(node()).unwrap();
+    e.change(apply(&[STORE_FROM_CART])).unwrap();
+    e.change(Change::SetMode {
+        namespace: "data".to_owned(),
+        mode: Mode::Enforce,
+    })
+    .unwrap();
+    let pinned = e.maps.entries.clone();
+
+    // enforce.json deleted; a new agent adopts the pinned maps.
+    std::fs::remove_file(dir.path().join(store::FILE_NAME)).unwrap();
+    let mut again = enforcer(
+        dir.path(),
+        FakeMaps {
+            entries: pinned.clone(),
+            ..FakeMaps::default()
+        },
+    );
+    let held = again.view().held.expect("held");
+    assert!(held.contains("enforce.json is missing"), "{held}");
+    assert!(again.view().judging(), "a clean stop keeps the pins");
+    let outcome = again.set_node(node()).unwrap();
+    assert_eq!(outcome.writes, 0, "{:?}", again.maps.log);
+    assert_eq!(again.maps.entries, pinned, "still enforcing as pinned");
+    assert_eq!(again.maps.entries.endpoints[&13].mode, abi::MODE_ENFORCE);
+
+    // Told: what is asked replaces the pinned state.
+    again
+        .change(Change::SetMode {
+            namespace: "shop".to_owned(),
+            mode: Mode::Audit,
+        })
+        .unwrap();
+    assert!(again.view().held.is_none());
+    assert_eq!(again.maps.entries.endpoints[&13].mode, abi::MODE_OBSERVE);
+
+    // Pinned maps that judge nothing hold nothing.
+    std::fs::remove_file(dir.path().join(store::FILE_NAME)).unwrap();
+    let observing = enforcer(dir.path(), FakeMaps::default());
+    assert!(observing.view().held.is_none());
+}
