@@ -186,6 +186,7 @@ fn flows(rng: &mut Rng) -> Vec<Observation> {
                 reason: weir_agent::flow::DenyReason::None,
                 direction: None,
                 policies: Vec::new(),
+                folded: None,
             }
         })
         .collect()

@@ -149,6 +149,38 @@ impl CheckedDirection {
     }
 }
 
+/// One kernel flow table entry, by what names it: the endpoint's veth and
+/// the 5-tuple as the endpoint sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct EntryKey {
+    /// Host-side veth of the endpoint.
+    pub ifindex: u32,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// The pod's side.
+    pub local: SocketAddr,
+    /// The peer's side.
+    pub remote: SocketAddr,
+}
+
+/// How much of one kernel flow table entry was reported: its cumulative
+/// counters and connections as of a report. The store keeps those of the
+/// folded reports, so that an agent started on the same (pinned) table
+/// reads deltas from there and never folds a packet or a connection twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryCounters {
+    /// Packets sent by the pod.
+    pub packets_from_pod: u64,
+    /// Bytes sent by the pod.
+    pub bytes_from_pod: u64,
+    /// Packets received by the pod.
+    pub packets_to_pod: u64,
+    /// Bytes received by the pod.
+    pub bytes_to_pod: u64,
+    /// Connections the entry carried (a reused 5-tuple reopens it).
+    pub connections: u32,
+}
+
 /// One endpoint's report on one flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
@@ -205,9 +237,23 @@ pub struct Observation {
     /// (`namespace/name`), filled in by the agent for judged flows that
     /// were not forwarded.
     pub policies: Vec<String>,
+    /// The entry's counters once this report is folded (`None`: not a
+    /// report of a kernel entry).
+    pub folded: Option<EntryCounters>,
 }
 
 impl Observation {
+    /// The kernel entry this report is about.
+    #[must_use]
+    pub fn entry(&self) -> EntryKey {
+        EntryKey {
+            ifindex: self.ifindex,
+            protocol: self.protocol,
+            local: self.local,
+            remote: self.remote,
+        }
+    }
+
     /// The responder's port: the port an edge and a policy are about.
     #[must_use]
     pub fn destination_port(&self) -> u16 {

@@ -17,7 +17,9 @@ use std::{
 use weir_ebpf::abi::{self, FlowEvent, FlowKey, FlowStats};
 use weir_generator::model::Protocol;
 
-use crate::flow::{CheckedDirection, DenyReason, Initiator, Observation, Verdict};
+use crate::flow::{
+    CheckedDirection, DenyReason, EntryCounters, EntryKey, Initiator, Observation, Verdict,
+};
 
 /// Converts kernel `CLOCK_MONOTONIC` timestamps to Unix time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,16 +84,7 @@ impl Default for Expiry {
 }
 
 /// Counters already reported for one flow table entry.
-#[derive(Clone, Copy, Debug, Default)]
-struct Reported {
-    packets_from_pod: u64,
-    bytes_from_pod: u64,
-    packets_to_pod: u64,
-    bytes_to_pod: u64,
-    /// Connections of the entry reported ([`FlowStats::connections`]): a
-    /// reused 5-tuple reopens the entry for a new connection.
-    connections: u32,
-}
+type Reported = EntryCounters;
 
 /// What one sweep found.
 #[derive(Debug, Default)]
@@ -146,6 +139,19 @@ impl FlowTracker {
         true
     }
 
+    /// Start from what the store says was folded of the entries of a
+    /// (pinned) table an earlier agent reported: their next reports are
+    /// deltas from there, their connections are not new. A seed whose
+    /// entry is gone, or was made again since, is dropped by the first
+    /// sweep.
+    pub fn seed(&mut self, folded: impl IntoIterator<Item = (EntryKey, EntryCounters)>) {
+        for (entry, counters) in folded {
+            if let Some(key) = flow_key(&entry) {
+                self.reported.insert(key, counters);
+            }
+        }
+    }
+
     /// A ring-buffer announcement: a new flow, reported at once with no
     /// counters (the sweep brings them). `None` for an event that does not
     /// describe a trackable flow, or a flow already reported.
@@ -160,6 +166,7 @@ impl FlowTracker {
         let reported = self.reported.entry(event.key).or_default();
         obs.connections = event.connection.saturating_sub(reported.connections).max(1);
         reported.connections = event.connection;
+        obs.folded = Some(*reported);
         let time = clock.to_unix(event.timestamp_ns);
         obs.new_flow = true;
         obs.first_seen = time;
@@ -240,19 +247,17 @@ impl FlowTracker {
             if new_flow && !known {
                 sweep.recovered += 1;
             }
+            let now_reported = Reported {
+                packets_from_pod: stats.packets_from_pod,
+                bytes_from_pod: stats.bytes_from_pod,
+                packets_to_pod: stats.packets_to_pod,
+                bytes_to_pod: stats.bytes_to_pod,
+                connections: stats.connections,
+            };
             if closed {
                 sweep.expired.push(key);
             } else {
-                seen.insert(
-                    key,
-                    Reported {
-                        packets_from_pod: stats.packets_from_pod,
-                        bytes_from_pod: stats.bytes_from_pod,
-                        packets_to_pod: stats.packets_to_pod,
-                        bytes_to_pod: stats.bytes_to_pod,
-                        connections: stats.connections,
-                    },
-                );
+                seen.insert(key, now_reported);
             }
             if !(new_flow || changed || closed) {
                 continue;
@@ -262,6 +267,7 @@ impl FlowTracker {
             };
             obs.new_flow = new_flow;
             obs.connections = connections;
+            obs.folded = Some(now_reported);
             obs.closed = closed;
             obs.packets_from_pod = delta.packets_from_pod;
             obs.bytes_from_pod = delta.bytes_from_pod;
@@ -329,6 +335,33 @@ fn base_observation(key: &FlowKey, initiator: u8, flags: u8) -> Option<Observati
         reason: DenyReason::None,
         direction: None,
         policies: Vec::new(),
+        folded: None,
+    })
+}
+
+/// The table key of an entry, as the datapath writes it.
+fn flow_key(entry: &EntryKey) -> Option<FlowKey> {
+    let (family, local_addr, remote_addr) = match (entry.local.ip(), entry.remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => {
+            let pad = |a: [u8; 4]| {
+                let mut out = [0; 16];
+                out[..4].copy_from_slice(&a);
+                out
+            };
+            (abi::FAMILY_IPV4, pad(l.octets()), pad(r.octets()))
+        }
+        (IpAddr::V6(l), IpAddr::V6(r)) => (abi::FAMILY_IPV6, l.octets(), r.octets()),
+        _ => return None,
+    };
+    Some(FlowKey {
+        ifindex: entry.ifindex,
+        family,
+        proto: entry.protocol.number(),
+        local_addr,
+        remote_addr,
+        local_port: entry.local.port(),
+        remote_port: entry.remote.port(),
+        ..FlowKey::default()
     })
 }
 
@@ -531,6 +564,34 @@ mod tests {
         let s = t.sweep([(key(1), reopened(1, SEC, 1))], 2 * SEC, clock);
         assert!(s.observations[0].new_flow);
         assert_eq!(s.observations[0].connections, 1);
+    }
+
+    #[test]
+    fn a_seeded_tracker_reads_deltas_from_what_was_folded() {
+        let clock = Clock::from_readings(0, 0);
+        let mut first = FlowTracker::new(Expiry::default());
+        let s = first.sweep([(key(1), reopened(4, SEC, 1))], 2 * SEC, clock);
+        let o = &s.observations[0];
+        let folded = o.folded.expect("a sweep report carries its totals");
+        assert_eq!((folded.packets_from_pod, folded.connections), (4, 1));
+
+        // A new agent on the same table: nothing is new, deltas go on.
+        let mut next = FlowTracker::new(Expiry::default());
+        next.seed([(o.entry(), folded)]);
+        let s = next.sweep([(key(1), reopened(4, SEC, 1))], 3 * SEC, clock);
+        assert!(s.observations.is_empty(), "{:?}", s.observations);
+        assert_eq!(s.recovered, 0);
+        assert!(next.on_event(&event(key(1)), clock).is_none());
+        let s = next.sweep([(key(1), reopened(6, SEC, 1))], 4 * SEC, clock);
+        assert_eq!(s.observations[0].packets_from_pod, 2);
+        assert!(!s.observations[0].new_flow);
+
+        // A seed whose entry was made again since counts it whole.
+        let mut other = FlowTracker::new(Expiry::default());
+        other.seed([(o.entry(), folded)]);
+        let s = other.sweep([(key(1), reopened(1, 5 * SEC, 1))], 6 * SEC, clock);
+        assert!(s.observations[0].new_flow);
+        assert_eq!(s.observations[0].packets_from_pod, 1);
     }
 
     #[test]

@@ -67,7 +67,7 @@ use weir_generator::model::{
 use self::record::Ring;
 pub use self::record::{FlowRecord, SharedRecord};
 use crate::{
-    flow::{Initiator, Observation, Verdict},
+    flow::{EntryCounters, EntryKey, Initiator, Observation, Verdict},
     metrics::{Metrics, Side},
     resolve::Resolve,
 };
@@ -140,6 +140,10 @@ pub struct Aggregator {
     drops: DashMap<EdgeSlot, EdgeStats, Hasher>,
     /// Connections between two attached pods, until both ends are done.
     conns: Mutex<Conns>,
+    /// What was folded of each live kernel flow table entry, saved with the
+    /// graph (under the same gate) so that a restarted agent resumes from
+    /// exactly there: see [`Aggregator::for_store`].
+    entries: Mutex<HashMap<EntryKey, EntryCounters, Hasher>>,
     /// Bumped by every change to the graph: the store saves only when it
     /// moved.
     changes: AtomicU64,
@@ -281,6 +285,7 @@ impl Aggregator {
             edges: DashMap::with_hasher(Hasher::default()),
             drops: DashMap::with_hasher(Hasher::default()),
             conns: Mutex::new(Conns::default()),
+            entries: Mutex::new(HashMap::with_hasher(Hasher::default())),
             changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
         }
@@ -312,6 +317,14 @@ impl Aggregator {
         };
 
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(folded) = obs.folded {
+            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if obs.closed {
+                entries.remove(&obs.entry());
+            } else {
+                entries.insert(obs.entry(), folded);
+            }
+        }
         let local = NodeSlot::Workload(self.intern(&endpoint));
         let remote = match &peer {
             Some(pod) => NodeSlot::Workload(self.intern(pod)),
@@ -550,8 +563,26 @@ impl Aggregator {
     }
 
     fn snapshot(&self, with_drops: bool) -> GraphView {
-        let (mut workloads, edges, drops, version) = {
+        self.snapshot_with(with_drops, false).0
+    }
+
+    fn snapshot_with(
+        &self,
+        with_drops: bool,
+        with_entries: bool,
+    ) -> (GraphView, Vec<(EntryKey, EntryCounters)>) {
+        let (mut workloads, edges, drops, version, entries) = {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            let entries: Vec<(EntryKey, EntryCounters)> = if with_entries {
+                self.entries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let workloads: Vec<(u32, WorkloadRef, Vec<Arc<PodMeta>>)> = self
                 .workloads
                 .iter()
@@ -564,7 +595,7 @@ impl Aggregator {
             } else {
                 Vec::new()
             };
-            (workloads, edges, drops, self.changes())
+            (workloads, edges, drops, self.changes(), entries)
         };
         workloads.sort_unstable_by_key(|(id, ..)| *id);
         let mut graph = FlowGraph::default();
@@ -599,11 +630,14 @@ impl Aggregator {
             .into_iter()
             .filter_map(|(slot, stats)| Some((key(slot)?, stats)))
             .collect();
-        GraphView {
-            graph,
-            drops,
-            version,
-        }
+        (
+            GraphView {
+                graph,
+                drops,
+                version,
+            },
+            entries,
+        )
     }
 
     /// Merge a saved graph (from the store) into this one: its workloads
@@ -669,6 +703,28 @@ impl Aggregator {
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
         self.metrics.set_graph_edges(self.edges.len());
+    }
+
+    /// The learned graph and what was folded of each live kernel entry,
+    /// from one moment: what the store saves. An agent that restarts on the
+    /// same pinned flow table seeds its tracker with the entries (their
+    /// counters are in the graph), so nothing is folded twice, whether the
+    /// last agent stopped or was killed.
+    #[must_use]
+    pub fn for_store(&self) -> (FlowGraph, Vec<(EntryKey, EntryCounters)>) {
+        let (view, mut entries) = self.snapshot_with(false, true);
+        entries.sort_unstable_by_key(|(k, _)| (k.ifindex, k.protocol, k.local, k.remote));
+        (view.graph, entries)
+    }
+
+    /// The folded entries from the store (see [`Aggregator::for_store`]):
+    /// kept until their flows report again, so a save before that keeps
+    /// them too.
+    pub fn restore_entries(&self, entries: &[(EntryKey, EntryCounters)]) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(entries.iter().copied());
     }
 
     /// A number that grows whenever the graph (or its drops) changes, not

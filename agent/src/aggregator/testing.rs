@@ -91,6 +91,7 @@ pub(crate) fn obs(ifindex: u32, local: &str, remote: &str, initiator: Initiator)
         reason: crate::flow::DenyReason::None,
         direction: None,
         policies: Vec::new(),
+        folded: None,
     }
 }
 

@@ -453,3 +453,30 @@ fn every_connection_of_a_reused_tuple_counts() {
     assert_eq!(stats.connections, 4);
     assert_eq!(stats.verdicts.forwarded, 4);
 }
+
+#[test]
+fn the_store_gets_what_was_folded_of_each_live_entry() {
+    let agg = aggregator();
+    let r = shop();
+    let mut o = obs(1, "10.0.0.1:40000", "10.0.1.9:5432", Initiator::Local);
+    let counters = crate::flow::EntryCounters {
+        packets_from_pod: 1,
+        bytes_from_pod: 60,
+        packets_to_pod: 1,
+        bytes_to_pod: 60,
+        connections: 1,
+    };
+    o.folded = Some(counters);
+    agg.fold(&o, &r);
+    let (graph, entries) = agg.for_store();
+    assert_eq!(graph, agg.graph());
+    assert_eq!(entries, vec![(o.entry(), counters)]);
+    // A restored aggregator saves them again until they report.
+    let next = aggregator();
+    next.restore_entries(&entries);
+    assert_eq!(next.for_store().1, entries);
+    // The last report of an entry forgets it.
+    o.closed = true;
+    agg.fold(&o, &r);
+    assert!(agg.for_store().1.is_empty());
+}

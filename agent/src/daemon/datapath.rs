@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     enforce::NodeView,
-    flow::Observation,
+    flow::{EntryCounters, EntryKey, Observation},
     health::Health,
     metrics::{EventSource, KernelCounters, Metrics},
     netdev::{Discoverer, Outcome, PodQuery},
@@ -143,11 +143,12 @@ impl DatapathTask {
             SourceSpec::Lab(name) => Some(name.clone()),
             SourceSpec::Inventory(_) | SourceSpec::Kube => None,
         };
+        let tracker = FlowTracker::new(config.expiry);
         let task = Self {
             datapath,
             ring,
             table,
-            tracker: FlowTracker::new(config.expiry),
+            tracker,
             source,
             metrics,
             health,
@@ -167,6 +168,12 @@ impl DatapathTask {
             discoverer: Discoverer::new(),
         };
         Ok((task, policy_maps))
+    }
+
+    /// What the store holds of the (pinned) table's entries was folded
+    /// already: their reports start from there. Call it before [`Self::run`].
+    pub(super) fn seed(&mut self, folded: &[(EntryKey, EntryCounters)]) {
+        self.tracker.seed(folded.iter().copied());
     }
 
     /// Run until `shutdown` turns true; then sweep once more so the last

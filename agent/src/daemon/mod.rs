@@ -85,6 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Only the agent that holds the store may replace the token file.
     let token_path = token::save(&config.state_dir, &api_token, &token_origin)?;
     aggregator.restore(&loaded.graph);
+    aggregator.restore_entries(&loaded.entries);
     info!(
         store = %store.path().display(),
         edges = loaded.graph.edges.len(),
@@ -103,7 +104,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .open(&config.node_name, &metrics, KUBE_FIRST_LIST_WAIT)
         .await?;
     let (node_tx, node_rx) = watch::channel(None);
-    let (datapath, policy_maps) = datapath::DatapathTask::start(
+    let (mut datapath, policy_maps) = datapath::DatapathTask::start(
         &config,
         Arc::clone(&metrics),
         Arc::clone(&health),
@@ -113,6 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         source,
     )
     .context("cannot start the datapath")?;
+    datapath.seed(&loaded.entries);
     let enforcer = Enforcer::new(
         policy_maps,
         DesiredFile::in_dir(&config.state_dir),

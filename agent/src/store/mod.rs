@@ -40,6 +40,8 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::flow::{EntryCounters, EntryKey};
+
 use redb::{
     Builder, Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition,
@@ -58,6 +60,9 @@ pub const FILE_NAME: &str = "weir.redb";
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const WORKLOADS: TableDefinition<&str, &str> = TableDefinition::new("workloads");
 const EDGES: TableDefinition<&str, &str> = TableDefinition::new("edges");
+/// What was folded of each live kernel flow table entry (JSON
+/// [`EntryKey`] -> JSON [`EntryCounters`]), saved with the graph.
+const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
 
 const KEY_VERSION: &str = "format_version";
 const KEY_WINDOW_START: &str = "window_start";
@@ -129,6 +134,9 @@ pub struct Loaded {
     pub window_start: u64,
     /// When the graph was last saved, Unix ns (`None` for a new store).
     pub saved_at: Option<u64>,
+    /// What the saved graph holds of each kernel flow table entry that was
+    /// live then: a restarted agent's tracker starts from there.
+    pub entries: Vec<(EntryKey, EntryCounters)>,
 }
 
 /// An open store. Its methods block (file I/O): call them from a blocking
@@ -223,6 +231,7 @@ impl Store {
                     graph: salvaged.graph,
                     window_start: salvaged.window_start,
                     saved_at: Some(saved_at),
+                    entries: Vec::new(),
                 };
                 Repair::Recovered {
                     damage,
@@ -304,6 +313,7 @@ impl Store {
                     graph: FlowGraph::default(),
                     window_start: now,
                     saved_at: None,
+                    entries: Vec::new(),
                 })
             }
         }
@@ -327,7 +337,32 @@ impl Store {
     /// # Errors
     /// I/O errors ([`StoreError::Database`]).
     pub fn save(&self, graph: &FlowGraph, now: u64) -> Result<(), StoreError> {
+        self.save_folded(graph, &[], now)
+    }
+
+    /// Replace the stored graph and the folded counters of the kernel
+    /// entries it holds ([`Aggregator::for_store`](crate::aggregator::Aggregator::for_store)),
+    /// atomically, stamped `now` (Unix ns).
+    ///
+    /// # Errors
+    /// I/O errors ([`StoreError::Database`]).
+    pub fn save_folded(
+        &self,
+        graph: &FlowGraph,
+        entries: &[(EntryKey, EntryCounters)],
+        now: u64,
+    ) -> Result<(), StoreError> {
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut table = write.open_table(ENTRIES).map_err(|e| self.db_error(e))?;
+            table.retain(|_, _| false).map_err(|e| self.db_error(e))?;
+            for (key, counters) in entries {
+                let (key, value) = (to_json(key), to_json(counters));
+                table
+                    .insert(key.as_str(), value.as_str())
+                    .map_err(|e| self.db_error(e))?;
+            }
+        }
         {
             let mut workloads = write.open_table(WORKLOADS).map_err(|e| self.db_error(e))?;
             workloads
@@ -561,11 +596,34 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    let mut entries = Vec::new();
+    match read.open_table(ENTRIES) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let Ok((key, value)) = row else {
+                    bad("an entries row does not read".to_owned())?;
+                    continue;
+                };
+                let (key, value) = (key.value(), value.value());
+                match (
+                    serde_json::from_str::<EntryKey>(key),
+                    serde_json::from_str::<EntryCounters>(value),
+                ) {
+                    (Ok(key), Ok(counters)) => entries.push((key, counters)),
+                    (Err(e), _) | (_, Err(e)) => bad(format!("entries row {key:?}: {e}"))?,
+                }
+            }
+        }
+        // Saved by a weir that kept no entries.
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(Some((
         Loaded {
             graph,
             window_start,
             saved_at,
+            entries,
         },
         dropped,
     )))
@@ -674,8 +732,8 @@ impl Persister {
         if changes == self.saved.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let graph = self.aggregator.graph();
-        self.store.save(&graph, unix_now())?;
+        let (graph, entries) = self.aggregator.for_store();
+        self.store.save_folded(&graph, &entries, unix_now())?;
         self.saved.store(changes, Ordering::Relaxed);
         debug!(edges = graph.edges.len(), "graph saved");
         Ok(true)
@@ -929,6 +987,38 @@ mod tests {
         let (_store, loaded) = Store::open(dir.path(), 2).unwrap();
         assert_eq!(loaded.graph, saved);
         assert_eq!(loaded.graph.edges.len(), 1);
+    }
+
+    #[test]
+    fn folded_entries_are_saved_with_the_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = crate::flow::EntryKey {
+            ifindex: 7,
+            protocol: Protocol::Tcp,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "[fd00::2]:80".parse().unwrap(),
+        };
+        let counters = crate::flow::EntryCounters {
+            packets_from_pod: 3,
+            bytes_from_pod: 180,
+            packets_to_pod: 2,
+            bytes_to_pod: 120,
+            connections: 2,
+        };
+        {
+            let (store, loaded) = Store::open(dir.path(), 1).unwrap();
+            assert!(loaded.entries.is_empty());
+            store
+                .save_folded(&graph(), &[(entry, counters)], 2)
+                .unwrap();
+        }
+        let (store, loaded) = Store::open(dir.path(), 3).unwrap();
+        assert_eq!(loaded.graph, graph());
+        assert_eq!(loaded.entries, vec![(entry, counters)]);
+        // A save without entries (a repaired graph) drops them.
+        store.save(&graph(), 4).unwrap();
+        drop(store);
+        assert!(Store::open(dir.path(), 5).unwrap().1.entries.is_empty());
     }
 
     #[test]
