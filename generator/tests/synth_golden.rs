@@ -640,3 +640,45 @@ fn namespace_filter_keeps_peers_outside() {
         s.warnings
     );
 }
+
+// See: issue 10 item 0 (an ipBlock matches pod addresses): an aggregated
+// external prefix over pod addresses excepts them, so the suggestion stays
+// tight for pods while the external address stays allowed.
+#[test]
+fn aggregated_external_prefix_excepts_the_pods_inside_it() {
+    let case = load(&fixtures().join("external-aggregated-over-pods"));
+    let s = synth::synthesize(&case.graph, &case.cluster, &case.options);
+    let set = PolicySet::new(s.policies().cloned().collect()).expect("valid policies");
+    let eval = Evaluator::new(&set, &case.cluster);
+    let pods = |name: &str| -> Vec<Endpoint<'_>> {
+        case.cluster
+            .pods
+            .iter()
+            .filter(|p| p.meta.workload.name == name)
+            .map(|p| Endpoint::PodAt(p, p.meta.ips[0]))
+            .collect()
+    };
+    let backend = pods("backend")[0];
+    let external: IpAddr = "10.244.9.9".parse().expect("address");
+    let outside = Flow {
+        source: backend,
+        destination: Endpoint::External(external),
+        protocol: Protocol::Tcp,
+        port: 443,
+    };
+    assert!(eval.evaluate(&outside).allowed(), "the observed egress");
+    for name in ["gateway", "batch"] {
+        for destination in pods(name) {
+            let flow = Flow {
+                source: backend,
+                destination,
+                protocol: Protocol::Tcp,
+                port: 443,
+            };
+            assert!(
+                !eval.evaluate(&flow).egress.allowed(),
+                "backend -> {name} 443/TCP was never observed but the egress allows it"
+            );
+        }
+    }
+}

@@ -212,7 +212,10 @@ enum Peer {
         namespace: Option<String>,
         selector: BTreeMap<String, String>,
     },
-    Cidr(IpNet),
+    /// An `ipBlock`; `except` holds the addresses of pods inside it, so an
+    /// aggregated prefix never opens traffic to pods (an `ipBlock` matches
+    /// pod addresses too).
+    Cidr { net: IpNet, except: BTreeSet<IpNet> },
 }
 
 impl Peer {
@@ -231,10 +234,11 @@ impl Peer {
                 pod_selector: Some(label_selector(selector)),
                 ip_block: None,
             },
-            Self::Cidr(net) => NetworkPolicyPeer {
+            Self::Cidr { net, except } => NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
                     cidr: net.to_string(),
-                    except: None,
+                    except: (!except.is_empty())
+                        .then(|| except.iter().map(ToString::to_string).collect()),
                 }),
                 ..NetworkPolicyPeer::default()
             },
@@ -314,6 +318,8 @@ struct Index<'c> {
     /// Per namespace: label `k=v` -> indices into `namespaces[ns]`.
     postings: BTreeMap<&'c str, BTreeMap<(&'c str, &'c str), Vec<usize>>>,
     services: BTreeMap<&'c str, Vec<&'c ClusterService>>,
+    /// Every pod address, for the `except`s of aggregated external prefixes.
+    pod_ips: BTreeSet<IpAddr>,
 }
 
 impl<'c> Index<'c> {
@@ -340,11 +346,17 @@ impl<'c> Index<'c> {
         for s in &cluster.services {
             services.entry(s.namespace.as_str()).or_default().push(s);
         }
+        let pod_ips = cluster
+            .pods
+            .iter()
+            .flat_map(|p| p.meta.ips.iter().copied())
+            .collect();
         Self {
             workloads,
             namespaces,
             postings,
             services,
+            pod_ips,
         }
     }
 
@@ -544,7 +556,7 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(src) = &key.source
             && in_scope(&key.source)
         {
-            let peer = peer_of(&key.target, &src.namespace, options, &mut selector_of);
+            let peer = peer_of(&key.target, &src.namespace, options, &index.pod_ips, &mut selector_of);
             let draft = drafts.entry(src.clone()).or_default();
             draft.saw(stats);
             let set = draft.egress.peers.entry(peer).or_default();
@@ -570,7 +582,7 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(dst) = &key.target
             && in_scope(&key.target)
         {
-            let peer = peer_of(&key.source, &dst.namespace, options, &mut selector_of);
+            let peer = peer_of(&key.source, &dst.namespace, options, &index.pod_ips, &mut selector_of);
             let draft = drafts.entry(dst.clone()).or_default();
             draft.saw(stats);
             let set = draft.ingress.peers.entry(peer).or_default();
@@ -727,6 +739,7 @@ fn peer_of(
     node: &NodeId,
     ns: &str,
     options: &Options,
+    pod_ips: &BTreeSet<IpAddr>,
     selector_of: &mut impl FnMut(&WorkloadRef) -> BTreeMap<String, String>,
 ) -> Peer {
     match node {
@@ -734,7 +747,24 @@ fn peer_of(
             namespace: (w.namespace != ns).then(|| w.namespace.clone()),
             selector: selector_of(w),
         },
-        NodeId::External(ip) => Peer::Cidr(external_net(*ip, options.aggregate_external)),
+        NodeId::External(ip) => {
+            let net = external_net(*ip, options.aggregate_external);
+            // An except must be strictly inside its CIDR: a host prefix
+            // (no aggregation) needs none, the address is not a pod's.
+            // Runs of consecutive pod addresses merge into one prefix that
+            // still holds pod addresses only.
+            let hosts: Vec<IpNet> = pod_ips
+                .iter()
+                .filter(|pod| net.contains(*pod))
+                .map(|pod| IpNet::from(*pod))
+                .filter(|host| host.prefix_len() > net.prefix_len())
+                .collect();
+            let except = IpNet::aggregate(&hosts)
+                .into_iter()
+                .filter(|e| e.prefix_len() > net.prefix_len())
+                .collect();
+            Peer::Cidr { net, except }
+        }
     }
 }
 
