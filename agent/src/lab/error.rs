@@ -64,11 +64,13 @@ pub enum LabError {
         /// What needed one.
         what: String,
     },
-    /// The pod CIDR is already routed on this machine.
+    /// A pod or service CIDR is already routed on this machine.
     #[error(
-        "{cidr} overlaps {route} already routed on this machine (dev {dev}); choose another spec.podCIDR in the Lab object"
+        "{field} {cidr} overlaps {route} already routed on this machine (dev {dev}); choose another {field} in the Lab object"
     )]
     CidrInUse {
+        /// The Lab field (`spec.podCIDR`, `spec.serviceCIDR`, ...).
+        field: &'static str,
         /// The lab's range.
         cidr: String,
         /// The existing route.

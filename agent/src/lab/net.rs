@@ -16,40 +16,58 @@ use super::{
     state::LabState,
 };
 
-/// Refuse a pod CIDR that is already routed here (another lab, a real
-/// network): the bridge's route would shadow it or be shadowed.
+/// Refuse a pod or service CIDR that is already routed here (another lab,
+/// a real network): the bridge's route would shadow it or be shadowed, and
+/// a ClusterIP would stand for a real address.
 ///
 /// # Errors
 /// [`LabError::CidrInUse`], or an `ip` failure.
 pub fn check_cidrs_free(state: &LabState) -> Result<()> {
-    let ours: Vec<IpNet> = std::iter::once(IpNet::V4(state.pod_cidr))
-        .chain(state.pod_cidr_v6.map(IpNet::V6))
-        .collect();
+    let mut routes = Vec::new();
     for family in ["-4", "-6"] {
         let out = run("ip", &["-j", family, "route", "show"])?;
-        let routes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-        for route in routes {
-            let dst = route
-                .get("dst")
-                .and_then(|d| d.as_str())
-                .unwrap_or("default");
-            let dev = route.get("dev").and_then(|d| d.as_str()).unwrap_or("?");
-            let Ok(net) = dst
-                .parse::<IpNet>()
-                .or_else(|_| dst.parse::<IpAddr>().map(IpNet::from))
-            else {
-                continue; // "default", multicast, ...
-            };
-            if net.prefix_len() == 0 || is_link_local_v6(net.network()) {
-                continue;
-            }
-            if let Some(cidr) = ours.iter().find(|o| super::spec::overlaps(o, &net)) {
-                return Err(LabError::CidrInUse {
-                    cidr: cidr.to_string(),
-                    route: dst.to_owned(),
-                    dev: dev.to_owned(),
-                });
-            }
+        routes.extend(serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_default());
+    }
+    route_conflict(&lab_cidrs(state), &routes)
+}
+
+/// The lab's ranges, with the Lab field each comes from.
+fn lab_cidrs(state: &LabState) -> Vec<(&'static str, IpNet)> {
+    [
+        ("spec.podCIDR", Some(IpNet::V4(state.pod_cidr))),
+        ("spec.podCIDRv6", state.pod_cidr_v6.map(IpNet::V6)),
+        ("spec.serviceCIDR", Some(IpNet::V4(state.service_cidr))),
+        ("spec.serviceCIDRv6", state.service_cidr_v6.map(IpNet::V6)),
+    ]
+    .into_iter()
+    .filter_map(|(field, net)| Some((field, net?)))
+    .collect()
+}
+
+/// The first of `ours` that a route of `ip -j route show` overlaps.
+fn route_conflict(ours: &[(&'static str, IpNet)], routes: &[serde_json::Value]) -> Result<()> {
+    for route in routes {
+        let dst = route
+            .get("dst")
+            .and_then(|d| d.as_str())
+            .unwrap_or("default");
+        let dev = route.get("dev").and_then(|d| d.as_str()).unwrap_or("?");
+        let Ok(net) = dst
+            .parse::<IpNet>()
+            .or_else(|_| dst.parse::<IpAddr>().map(IpNet::from))
+        else {
+            continue; // "default", multicast, ...
+        };
+        if net.prefix_len() == 0 || is_link_local_v6(net.network()) {
+            continue;
+        }
+        if let Some((field, cidr)) = ours.iter().find(|(_, o)| super::spec::overlaps(o, &net)) {
+            return Err(LabError::CidrInUse {
+                field,
+                cidr: cidr.to_string(),
+                route: dst.to_owned(),
+                dev: dev.to_owned(),
+            });
         }
     }
     Ok(())
@@ -322,4 +340,50 @@ pub fn nft_in(netns_name: &str, ruleset: &str) -> Result<()> {
         Some(ruleset),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lab::{plan::plan, spec::parse_str};
+
+    /// Every range the lab claims is checked against the machine's routes,
+    /// the service CIDRs as much as the pod CIDRs.
+    #[test]
+    fn a_route_over_any_lab_range_is_refused_naming_its_field() {
+        let spec = parse_str(
+            Path::new("lab.yaml"),
+            "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: 10.77.0.0/16, serviceCIDR: 10.200.0.0/16, dualStack: true}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
+        )
+        .unwrap();
+        let state = plan(&"t".parse().unwrap(), &spec).unwrap();
+        let ours = lab_cidrs(&state);
+        let routes = |json: &str| serde_json::from_str::<Vec<serde_json::Value>>(json).unwrap();
+        let cases = [
+            (
+                r#"[{"dst":"default","dev":"eth0"},{"dst":"10.200.3.0/24","dev":"eth9"}]"#,
+                "spec.serviceCIDR 10.200.0.0/16 overlaps 10.200.3.0/24 already routed on this machine (dev eth9)",
+            ),
+            (
+                r#"[{"dst":"10.0.0.0/8","dev":"wg0"}]"#,
+                "spec.podCIDR 10.77.0.0/16 overlaps 10.0.0.0/8",
+            ),
+            (
+                r#"[{"dst":"fd00:96::/120","dev":"eth1"}]"#,
+                "spec.serviceCIDRv6",
+            ),
+            (r#"[{"dst":"fd00:88::5","dev":"eth1"}]"#, "spec.podCIDRv6"),
+        ];
+        for (json, want) in cases {
+            let error = route_conflict(&ours, &routes(json))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(want), "want {want:?}\n got {error:?}");
+        }
+        let clear = r#"[{"dst":"default","dev":"eth0"},{"dst":"192.168.1.0/24","dev":"eth0"},{"dst":"fe80::/64","dev":"eth0"}]"#;
+        assert!(route_conflict(&ours, &routes(clear)).is_ok());
+    }
 }

@@ -341,6 +341,11 @@ struct Builder {
     services: BTreeMap<(String, String), ServiceSpec>,
 }
 
+/// Most pods a lab holds (controllers expanded): each is a network
+/// namespace, a veth pair and an echo server, and `up` creates them one by
+/// one; a file that declares more is refused before anything is made.
+pub const MAX_PODS: usize = 1024;
+
 const SUPPORTED: &str = "v1 Namespace, Pod, Service, List; apps/v1 Deployment, StatefulSet, DaemonSet; \
      lab.weir.dev/v1alpha1 Lab, ExternalHost";
 
@@ -486,6 +491,16 @@ impl Builder {
     ) -> Result<(), SpecError> {
         let meta =
             identity::pod_meta(pod).ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
+        if self.pods.len() >= MAX_PODS {
+            return Err(invalid(
+                origin,
+                "metadata.name",
+                format!(
+                    "pod {}/{} is over the lab's limit of {MAX_PODS} pods (controllers' replicas count)",
+                    meta.namespace, meta.name
+                ),
+            ));
+        }
         if let Some(ns) = pod.metadata.namespace.as_deref() {
             names::dns1123_label(ns).map_err(|e| invalid(origin, "metadata.namespace", e))?;
         }
@@ -1259,6 +1274,32 @@ mod tests {
                 panic!("{error}");
             }
         }
+    }
+
+    /// 5 MB of YAML could declare tens of thousands of pods: the total,
+    /// controllers expanded, is capped before anything is created.
+    #[test]
+    fn the_pod_count_is_capped() {
+        let deployment = |i: usize| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{i}}}\nspec: {{replicas: 256, selector: {{matchLabels: {{app: d{i}}}}}, template: {{metadata: {{labels: {{app: d{i}}}}}}}}}\n"
+            )
+        };
+        let four: Vec<String> = (0..4).map(deployment).collect();
+        assert_eq!(parse(&four.join("---\n")).unwrap().pods.len(), MAX_PODS);
+        let five: Vec<String> = (0..5).map(deployment).collect();
+        let over = error(&five.join("---\n"));
+        assert!(
+            over.starts_with("lab.yaml: document 5: metadata.name: pod default/d4-")
+                && over.ends_with(
+                    "is over the lab's limit of 1024 pods (controllers' replicas count)"
+                ),
+            "{over}"
+        );
+        let pods: String = (0..=MAX_PODS)
+            .map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\n"))
+            .collect();
+        assert!(error(&pods).contains("document 1025: metadata.name: pod default/p1024 is over"));
     }
 
     #[test]
