@@ -556,7 +556,13 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(src) = &key.source
             && in_scope(&key.source)
         {
-            let peer = peer_of(&key.target, &src.namespace, options, &index.pod_ips, &mut selector_of);
+            let peer = peer_of(
+                &key.target,
+                &src.namespace,
+                options,
+                &index.pod_ips,
+                &mut selector_of,
+            );
             let draft = drafts.entry(src.clone()).or_default();
             draft.saw(stats);
             let set = draft.egress.peers.entry(peer).or_default();
@@ -582,7 +588,13 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(dst) = &key.target
             && in_scope(&key.target)
         {
-            let peer = peer_of(&key.source, &dst.namespace, options, &index.pod_ips, &mut selector_of);
+            let peer = peer_of(
+                &key.source,
+                &dst.namespace,
+                options,
+                &index.pod_ips,
+                &mut selector_of,
+            );
             let draft = drafts.entry(dst.clone()).or_default();
             draft.saw(stats);
             let set = draft.ingress.peers.entry(peer).or_default();
