@@ -99,6 +99,9 @@ items:
   - apiVersion: v1
     kind: Namespace
     metadata: {{name: data}}
+  - apiVersion: v1
+    kind: Namespace
+    metadata: {{name: infra}}
 ---
 apiVersion: apps/v1
 kind: Deployment

@@ -341,6 +341,9 @@ struct Builder {
     services: BTreeMap<(String, String), ServiceSpec>,
 }
 
+/// Namespaces every cluster has: objects may use them undeclared.
+const BUILT_IN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// Most pods a lab holds (controllers expanded): each is a network
 /// namespace, a veth pair and an echo server, and `up` creates them one by
 /// one; a file that declares more is refused before anything is made.
@@ -896,13 +899,23 @@ impl Builder {
             .into_iter()
             .map(|(name, (_, labels))| (name, labels))
             .collect();
+        // As the API server refuses an object in a namespace that does not
+        // exist: a typo in `metadata.namespace` must not make a new one.
         let referenced = self
             .pods
-            .keys()
-            .map(|(ns, _)| ns.clone())
-            .chain(self.services.keys().map(|(ns, _)| ns.clone()));
-        for ns in referenced {
-            namespaces.entry(ns).or_default();
+            .values()
+            .map(|p| (&p.origin, &p.meta.namespace))
+            .chain(self.services.values().map(|s| (&s.origin, &s.namespace)));
+        for (origin, ns) in referenced {
+            if BUILT_IN_NAMESPACES.contains(&ns.as_str()) {
+                namespaces.entry(ns.clone()).or_default();
+            } else if !namespaces.contains_key(ns) {
+                return Err(invalid(
+                    origin,
+                    "metadata.namespace",
+                    format!("namespace {ns:?} is not declared (add a v1 Namespace named {ns:?})"),
+                ));
+            }
         }
         for (name, labels) in &mut namespaces {
             // As the API server does since 1.21: lets namespaceSelector pick
@@ -1226,7 +1239,7 @@ mod tests {
 
     #[test]
     fn deployments_expand_like_a_replica_set() {
-        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}]}\n";
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}]}\n";
         let spec = parse(text).unwrap();
         assert_eq!(spec.pods.len(), 3);
         let names: BTreeSet<&str> = spec.pods.iter().map(|p| p.meta.name.as_str()).collect();
@@ -1258,6 +1271,35 @@ mod tests {
 
     /// The labs the demo, the tests and the benchmarks bring up read
     /// strictly (no field the types do not have).
+    #[test]
+    fn objects_in_undeclared_namespaces_are_refused() {
+        let pod = |ns: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: {ns}}}\nspec: {{containers: [{{name: c}}]}}\n"
+            )
+        };
+        let error = parse(&pod("shpo")).unwrap_err().to_string();
+        assert!(
+            error.contains("document 1")
+                && error.contains("metadata.namespace")
+                && error.contains("\"shpo\" is not declared"),
+            "{error}"
+        );
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: nowhere}\nspec: {ports: [{port: 80}]}\n";
+        let error = parse(&format!("{}---\n{service}", pod("default")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("document 2") && error.contains("\"nowhere\" is not declared"),
+            "{error}"
+        );
+        // Built-in namespaces and declared ones, in any order.
+        for ns in ["default", "kube-system"] {
+            parse(&pod(ns)).unwrap();
+        }
+        parse(&format!("{}---\n{NS}", pod("a"))).unwrap();
+    }
+
     #[test]
     fn the_repository_labs_parse() {
         for (name, text) in [
