@@ -495,6 +495,13 @@ pub fn write_export(
         out.write_all(policies.yaml.as_bytes())?;
         return Ok(());
     }
+    // A file name comes from a namespace name, which a flow record or an
+    // agent's answer supplies: only a valid one may become a path.
+    for namespace in policies.files.keys() {
+        if let Err(reason) = weir_generator::names::dns1123_label(namespace) {
+            bail!("refusing to write policies of namespace {namespace:?}: {reason}");
+        }
+    }
     std::fs::create_dir_all(output)
         .with_context(|| format!("cannot create {}", output.display()))?;
     for (namespace, yaml) in &policies.files {
@@ -876,5 +883,25 @@ mod tests {
         );
         write_export(&policies, Path::new("-"), &mut stdout).unwrap();
         assert_eq!(String::from_utf8(stdout).unwrap(), policies.yaml);
+    }
+
+    // A namespace from a crafted flow record must not name a path outside
+    // the output directory (or anything but `<namespace>.yaml`).
+    #[test]
+    fn export_refuses_namespaces_that_are_not_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("policies");
+        for bad in ["../escape", "a/b", "..", "", "UPPER", "x\0y"] {
+            let policies = PoliciesJson {
+                files: BTreeMap::from([(bad.to_owned(), "# x\n".to_owned())]),
+                ..PoliciesJson::default()
+            };
+            let error = write_export(&policies, &out_dir, &mut Vec::new())
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("refusing to write"), "{bad:?}: {error}");
+        }
+        assert!(!dir.path().join("escape.yaml").exists());
+        assert!(!out_dir.exists(), "nothing is written when a name is bad");
     }
 }
