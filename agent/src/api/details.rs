@@ -23,10 +23,10 @@ use weir_generator::{
 };
 
 use super::{
-    AppState, Modes,
+    AppState,
     error::ApiError,
-    graph::{self, Decor, EdgeVerdict, PortJson},
-    record::FlowJson,
+    graph::{self, Decor},
+    wire::{EdgeVerdict, FlowJson, Modes, PortJson},
 };
 use crate::{
     aggregator::{FlowRecord, GraphView},

@@ -12,7 +12,7 @@
 //! - `GET /api/modes`; `PUT /api/modes/{namespace}` with `{"mode": "observe"
 //!   | "audit" | "enforce"}`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::{
     Json,
@@ -23,17 +23,50 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use weir_generator::{datapath::Mode, names};
 
-use super::{AppState, error::ApiError, learn::YAML};
+use super::{
+    AppState,
+    error::ApiError,
+    learn::YAML,
+    wire::{Applied, Deleted, Enforced, Modes},
+};
 use crate::{
     enforce::{
-        Change, EnforceError, Outcome,
+        Change, EnforceError, Outcome, View,
         task::{ChangeError, EnforcerHandle, chain},
     },
     learn::policies,
 };
+
+impl From<&View> for Modes {
+    fn from(view: &View) -> Self {
+        Self {
+            modes: view.modes.clone(),
+            default_mode: view.default_mode,
+        }
+    }
+}
+
+impl From<&View> for Enforced {
+    fn from(view: &View) -> Self {
+        Self {
+            policies: view.policies.clone(),
+            modes: view.modes.clone(),
+            default_mode: view.default_mode,
+            entries: per_map(&view.entries),
+            limits: per_map(&view.limits),
+            ready: view.ready,
+            held: view.held.clone(),
+        }
+    }
+}
+
+/// A count per map, keyed by the map's name.
+fn per_map(counts: &BTreeMap<&'static str, usize>) -> BTreeMap<String, usize> {
+    counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
 
 fn enforcer(state: &AppState) -> Result<&EnforcerHandle, ApiError> {
     state
@@ -76,7 +109,7 @@ pub async fn list(
     let Query(raw) = query?;
     let view = enforcer(&state)?.view();
     match raw.format.as_deref() {
-        None | Some("json") => Ok(Json(&*view).into_response()),
+        None | Some("json") => Ok(Json(Enforced::from(&*view)).into_response()),
         Some("yaml") => {
             let mut body = String::new();
             for policy in &view.policies {
@@ -100,19 +133,6 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct RawApplyQuery {
     replace: Option<String>,
-}
-
-/// What an apply did.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Applied {
-    /// The policies of the request, `namespace/name`.
-    pub applied: Vec<String>,
-    /// Namespaces whose previous policies were removed first.
-    pub replaced_namespaces: Vec<String>,
-    /// Map writes done.
-    pub writes: usize,
-    /// Entries per map afterwards.
-    pub entries: std::collections::BTreeMap<String, usize>,
 }
 
 /// `POST /api/policies/enforced`.
@@ -163,11 +183,7 @@ pub async fn apply(
         applied: names,
         replaced_namespaces: replace.into_iter().collect(),
         writes: outcome.writes,
-        entries: outcome
-            .entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+        entries: per_map(&outcome.entries),
     }))
 }
 
@@ -188,36 +204,23 @@ fn path_name(
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let Path((namespace, name)) = path?;
     path_name("namespace", &namespace, names::dns1123_label)?;
     path_name("name", &name, names::dns1123_subdomain)?;
     let handle = enforcer(&state)?;
     let policy = format!("{namespace}/{name}");
     let outcome = change(handle, Change::Delete { namespace, name }).await?;
-    Ok(Json(serde_json::json!({
-        "deleted": policy,
-        "writes": outcome.writes,
-        "entries": outcome.entries,
-    })))
-}
-
-/// `GET /api/modes` and the answer of `PUT`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ModesJson {
-    /// Namespace -> mode, as set.
-    pub modes: std::collections::BTreeMap<String, Mode>,
-    /// The mode of every other namespace.
-    pub default_mode: Mode,
+    Ok(Json(Deleted {
+        deleted: policy,
+        entries: per_map(&outcome.entries),
+        writes: outcome.writes,
+    }))
 }
 
 /// `GET /api/modes`.
-pub async fn modes(State(state): State<AppState>) -> Result<Json<ModesJson>, ApiError> {
-    let view = enforcer(&state)?.view();
-    Ok(Json(ModesJson {
-        modes: view.modes.clone(),
-        default_mode: view.default_mode,
-    }))
+pub async fn modes(State(state): State<AppState>) -> Result<Json<Modes>, ApiError> {
+    Ok(Json(Modes::from(&*enforcer(&state)?.view())))
 }
 
 /// The body of `PUT /api/modes/{namespace}`.
@@ -232,7 +235,7 @@ pub async fn set_mode(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<ModeBody>, JsonRejection>,
-) -> Result<Json<ModesJson>, ApiError> {
+) -> Result<Json<Modes>, ApiError> {
     let Path(namespace) = path?;
     path_name("namespace", &namespace, names::dns1123_label)?;
     let Json(body) = body?;
@@ -248,9 +251,5 @@ pub async fn set_mode(
             )?;
     let handle = enforcer(&state)?;
     change(handle, Change::SetMode { namespace, mode }).await?;
-    let view = handle.view();
-    Ok(Json(ModesJson {
-        modes: view.modes.clone(),
-        default_mode: view.default_mode,
-    }))
+    Ok(Json(Modes::from(&*handle.view())))
 }

@@ -18,23 +18,14 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures_util::stream::{self, Stream};
-use serde::Serialize;
 
-use super::{AppState, Modes, enforce::ModesJson, graph};
+use super::{
+    AppState, graph,
+    wire::{GraphEvent, Modes},
+};
 
 /// How often a stream looks for changes: at most two events a second.
 pub const PERIOD: Duration = Duration::from_millis(500);
-
-/// The data of a `graph` event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct GraphEvent {
-    /// The graph's version (as `/api/graph` gives it).
-    pub version: u64,
-    /// Nodes in the unfiltered graph.
-    pub nodes: usize,
-    /// Edges (source, target pairs) in the unfiltered graph.
-    pub edges: usize,
-}
 
 struct Watch {
     state: AppState,
@@ -80,11 +71,7 @@ impl Watch {
             }
             let modes = self.state.modes();
             if self.modes.as_ref() != Some(&modes) {
-                let json = ModesJson {
-                    modes: modes.modes.clone(),
-                    default_mode: modes.default_mode,
-                };
-                events.push(Event::default().event("modes").json_data(json).ok()?);
+                events.push(Event::default().event("modes").json_data(&modes).ok()?);
                 self.modes = Some(modes);
             }
             if !events.is_empty() {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use weir_generator::model::Protocol;
 
-use super::{AppState, error::ApiError, record::FlowJson};
+use super::{AppState, error::ApiError, wire::FlowJson};
 use crate::{
     aggregator::{FlowRecord, SharedRecord},
     flow::Verdict,

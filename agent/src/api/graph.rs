@@ -1,4 +1,4 @@
-//! The JSON form of the flow graph (`GET /api/graph`): nodes by id
+//! The flow graph as `GET /api/graph` serves it ([`GraphJson`]): nodes by id
 //! (`namespace/workload`, or the address of an external node) and one edge
 //! per (source, target) pair with its ports, for the UI to draw without
 //! regrouping. Dropped connections are drawn too (they are kept apart from
@@ -18,92 +18,19 @@ use axum::{
     Json,
     extract::{Query, State, rejection::QueryRejection},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use weir_generator::{
     datapath::Mode,
     model::{EdgeKey, EdgeStats, NodeId, Protocol, VerdictCounts},
 };
 
-use super::{AppState, error::ApiError, record::rfc3339};
+use super::{
+    AppState,
+    error::ApiError,
+    record::rfc3339,
+    wire::{EdgeJson, EdgeVerdict, GraphJson, NodeJson, PortJson},
+};
 use crate::aggregator::GraphView;
-
-/// The whole graph.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraphJson {
-    /// Grows whenever the graph changes (the `graph` events carry it).
-    #[serde(default)]
-    pub version: u64,
-    /// When this answer was made, RFC 3339.
-    #[serde(default)]
-    pub generated_at: String,
-    /// Workloads first, then external addresses, each in order.
-    pub nodes: Vec<NodeJson>,
-    /// Ordered by source, then target.
-    pub edges: Vec<EdgeJson>,
-    /// Connections are missing for some time of the window: the flow
-    /// table was full (`degraded` says when and how many).
-    #[serde(default)]
-    pub incomplete: bool,
-    /// Losses during the window: a full flow table (connections missing)
-    /// or ring buffer (flows found later), each with its time.
-    #[serde(default)]
-    pub degraded: Vec<crate::health::Episode>,
-}
-
-/// A node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeJson {
-    /// `namespace/workload`, or the address.
-    pub id: String,
-    /// `workload` or `external`.
-    pub kind: String,
-    /// The namespace, or `external`: what the UI groups nodes by.
-    #[serde(default)]
-    pub group: String,
-    /// A short display name: the workload's name, or for an external
-    /// address a host name when one is known, else the address.
-    #[serde(default)]
-    pub name: String,
-    /// The mode of a workload's namespace (null for external nodes).
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    /// The workload's namespace (null for external nodes).
-    pub namespace: Option<String>,
-    /// The workload's name (null for external nodes).
-    pub workload: Option<String>,
-    /// Labels common to the workload's pods.
-    pub labels: BTreeMap<String, String>,
-    /// Pods seen, by name.
-    pub pods: Vec<String>,
-}
-
-/// The worst verdict seen on an edge or port: dropped > audit > forwarded.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum EdgeVerdict {
-    /// Allowed, or not judged.
-    #[default]
-    Forwarded,
-    /// Denied by the policies, let through (audit mode).
-    Audit,
-    /// Denied and dropped (enforce mode).
-    Dropped,
-}
-
-impl FromStr for EdgeVerdict {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "forwarded" => Ok(Self::Forwarded),
-            "audit" => Ok(Self::Audit),
-            "dropped" => Ok(Self::Dropped),
-            _ => Err(format!("{s:?}: expected forwarded, audit or dropped")),
-        }
-    }
-}
 
 impl EdgeVerdict {
     /// The worst verdict counted. Ports counted before verdicts were (an
@@ -127,60 +54,6 @@ impl EdgeVerdict {
             Self::Dropped => counts.dropped > 0,
         }
     }
-}
-
-/// Connections from one node to another, over every port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeJson {
-    /// `SOURCE->TARGET`.
-    #[serde(default)]
-    pub id: String,
-    /// Initiator's node id.
-    pub source: String,
-    /// Responder's node id.
-    pub target: String,
-    /// The worst verdict of its ports.
-    #[serde(default)]
-    pub verdict: EdgeVerdict,
-    /// Destination ports, sorted.
-    pub ports: Vec<PortJson>,
-    /// Packets, both directions, all ports.
-    pub packets: u64,
-    /// Bytes, both directions, all ports.
-    pub bytes: u64,
-    /// Connections opened.
-    pub connections: u64,
-    /// RFC 3339.
-    pub first_seen: String,
-    /// RFC 3339.
-    pub last_seen: String,
-}
-
-/// A destination port of an edge with its counters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortJson {
-    /// Port number (0 for ICMP).
-    pub port: u16,
-    /// Transport protocol.
-    pub protocol: Protocol,
-    /// Connections opened.
-    #[serde(default)]
-    pub connections: u64,
-    /// Packets, both directions.
-    #[serde(default)]
-    pub packets: u64,
-    /// Bytes, both directions.
-    #[serde(default)]
-    pub bytes: u64,
-    /// RFC 3339.
-    #[serde(default)]
-    pub first_seen: String,
-    /// RFC 3339.
-    #[serde(default)]
-    pub last_seen: String,
-    /// Connections by verdict.
-    #[serde(default)]
-    pub verdicts: VerdictCounts,
 }
 
 impl PortJson {

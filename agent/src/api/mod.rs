@@ -41,6 +41,7 @@ pub mod limits;
 pub mod record;
 pub mod review;
 pub mod server;
+pub mod wire;
 
 use std::{
     collections::BTreeMap,
@@ -57,9 +58,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
 };
-use weir_generator::{cluster::Cluster, datapath::Mode};
+use weir_generator::cluster::Cluster;
 
-use self::{auth::Token, error::ApiError};
+use self::{auth::Token, error::ApiError, wire::Modes};
 use crate::{
     aggregator::Aggregator,
     learn::analysis::ReadinessOptions,
@@ -99,26 +100,6 @@ pub struct AppState {
     pub hosts: host::AllowedHosts,
     /// The agent's losses (full flow table, full ring buffer).
     pub health: Arc<crate::health::Health>,
-}
-
-/// Every namespace's mode at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Modes {
-    /// Namespace -> mode, as set.
-    pub modes: BTreeMap<String, Mode>,
-    /// The mode of every other namespace.
-    pub default_mode: Mode,
-}
-
-impl Modes {
-    /// The mode of `namespace`.
-    #[must_use]
-    pub fn of(&self, namespace: &str) -> Mode {
-        self.modes
-            .get(namespace)
-            .copied()
-            .unwrap_or(self.default_mode)
-    }
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -184,13 +165,7 @@ impl AppState {
     pub fn modes(&self) -> Modes {
         self.enforcer
             .as_ref()
-            .map(|e| {
-                let view = e.view();
-                Modes {
-                    modes: view.modes.clone(),
-                    default_mode: view.default_mode,
-                }
-            })
+            .map(|e| Modes::from(&*e.view()))
             .unwrap_or_default()
     }
 

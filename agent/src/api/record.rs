@@ -1,4 +1,4 @@
-//! The JSON form of a flow record, with Hubble's field names where Hubble
+//! A flow record as the API serves it ([`FlowJson`]), with Hubble's field names where Hubble
 //! has the field (`observer.Flow` as `hubble observe -o json` prints it), so
 //! tools that read Hubble flow logs read weir's. weir's own extras live
 //! under `weir`.
@@ -15,196 +15,17 @@
 //! (`default-deny`, `peer-not-allowed`, `port-not-allowed`), the checked
 //! direction and the policies isolating the pod in that direction.
 
-use std::{collections::BTreeMap, net::IpAddr};
-
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use weir_generator::model::{PodMeta, Protocol};
 
+use super::wire::{
+    EndpointJson, EndpointRefJson, FlowJson, IcmpJson, IpJson, L4Json, PolicyJson, PortsJson,
+    TcpJson, WeirJson, WorkloadJson,
+};
 use crate::{
     aggregator::FlowRecord,
     flow::{CheckedDirection, Initiator, Verdict},
 };
-
-/// One flow, as `/api/flows` and `weir observe -o json` give it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowJson {
-    /// RFC 3339 with nanoseconds.
-    pub time: String,
-    /// `FORWARDED` (allowed, or observe mode), `AUDIT` (denied, passed) or
-    /// `DROPPED`.
-    pub verdict: String,
-    /// `POLICY_DENIED` for a flow the policies deny (Hubble's drop reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drop_reason_desc: Option<String>,
-    /// Addresses.
-    #[serde(rename = "IP")]
-    pub ip: IpJson,
-    /// Transport details.
-    pub l4: L4Json,
-    /// The initiator.
-    pub source: EndpointJson,
-    /// The responder.
-    pub destination: EndpointJson,
-    /// `L3_L4`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-    /// The node that saw the flow.
-    pub node_name: String,
-    /// `EGRESS`, `INGRESS` or `TRAFFIC_DIRECTION_UNKNOWN`.
-    pub traffic_direction: String,
-    /// False for a flow oriented by its initiator; absent when unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_reply: Option<bool>,
-    /// One line for humans, as Hubble's `Summary`.
-    #[serde(rename = "Summary", default)]
-    pub summary: String,
-    /// weir's extras.
-    #[serde(default)]
-    pub weir: WeirJson,
-}
-
-/// Hubble's `IP`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpJson {
-    /// The initiator's address.
-    pub source: IpAddr,
-    /// The responder's address.
-    pub destination: IpAddr,
-    /// `IPv4` or `IPv6`.
-    #[serde(rename = "ipVersion")]
-    pub ip_version: String,
-}
-
-/// Hubble's `l4`: one key naming the protocol.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum L4Json {
-    /// TCP.
-    #[serde(rename = "TCP")]
-    Tcp(TcpJson),
-    /// UDP.
-    #[serde(rename = "UDP")]
-    Udp(PortsJson),
-    /// SCTP.
-    #[serde(rename = "SCTP")]
-    Sctp(PortsJson),
-    /// ICMP for IPv4.
-    #[serde(rename = "ICMPv4")]
-    Icmp(IcmpJson),
-    /// ICMP for IPv6.
-    #[serde(rename = "ICMPv6")]
-    IcmpV6(IcmpJson),
-}
-
-/// Ports of a UDP or SCTP flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortsJson {
-    /// The initiator's port.
-    pub source_port: u16,
-    /// The responder's port.
-    pub destination_port: u16,
-}
-
-/// Ports and flags of a TCP flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcpJson {
-    /// The initiator's port.
-    pub source_port: u16,
-    /// The responder's port.
-    pub destination_port: u16,
-    /// Flags seen so far, both directions, as Hubble's `{"SYN": true}`.
-    #[serde(default)]
-    pub flags: BTreeMap<String, bool>,
-}
-
-/// ICMP type and code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IcmpJson {
-    /// ICMP type.
-    #[serde(rename = "type")]
-    pub kind: u8,
-    /// ICMP code.
-    pub code: u8,
-}
-
-/// Hubble's `Endpoint`, as far as weir knows it: empty for an address
-/// outside the cluster.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointJson {
-    /// The pod's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The pod's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-    /// `k8s:key=value`, sorted, as Cilium writes pod labels.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<String>,
-    /// The pod's workload.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub workloads: Vec<WorkloadJson>,
-}
-
-/// Hubble's `Workload`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkloadJson {
-    /// Name of the top owner.
-    pub name: String,
-    /// Its kind (`Deployment`, ...).
-    pub kind: String,
-}
-
-/// weir's extras.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WeirJson {
-    /// Packets in this report, both directions.
-    pub packets: u64,
-    /// Bytes in this report, both directions.
-    pub bytes: u64,
-    /// `local`, `remote` or `unknown`, seen from the reporting endpoint.
-    pub initiator: String,
-    /// The reporting endpoint.
-    pub endpoint: EndpointRefJson,
-    /// The flow's first report.
-    pub new_flow: bool,
-    /// The flow's last report.
-    pub closed: bool,
-    /// The flow's first packet, RFC 3339 (offline learning replays the
-    /// counters an edge had live).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_seen: Option<String>,
-    /// The flow's last packet as of this report, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<String>,
-    /// Why the policies deny the flow (audit and dropped flows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyJson>,
-}
-
-/// Why a flow was denied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyJson {
-    /// `default-deny`, `peer-not-allowed` or `port-not-allowed`.
-    pub reason: String,
-    /// `INGRESS` or `EGRESS`: the direction that was checked, seen from the
-    /// reporting endpoint's pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direction: Option<String>,
-    /// The policies (`namespace/name`) that isolate the pod in that
-    /// direction: none of their rules allows the flow.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policies: Vec<String>,
-}
-
-/// The veth that reported a flow, and its pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRefJson {
-    /// Interface index of the host-side veth.
-    pub ifindex: u32,
-    /// `namespace/pod`, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-}
 
 /// Hubble's TCP flag names, by bit (`tcphdr` order).
 const TCP_FLAGS: [(u8, &str); 8] = [

@@ -198,8 +198,8 @@ pub struct Outcome {
     pub entries: BTreeMap<&'static str, usize>,
 }
 
-/// What is enforced, for `GET /api/policies/enforced` and `/api/modes`.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What is enforced (the API converts it to its JSON form).
+#[derive(Clone, Debug, Default)]
 pub struct View {
     /// The enforced policies, by namespace and name.
     pub policies: Vec<NetworkPolicy>,
@@ -215,7 +215,6 @@ pub struct View {
     pub ready: bool,
     /// Why the pinned maps are kept as they are instead of what is
     /// desired: the saved file is gone while they still judge.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
 }
 

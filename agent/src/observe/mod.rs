@@ -18,10 +18,7 @@ use reqwest::{Url, blocking::Client};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use weir_generator::model::Protocol;
 
-use crate::api::{
-    graph::GraphJson,
-    record::{EndpointJson, FlowJson, L4Json},
-};
+use crate::api::wire::{EndpointJson, FlowJson, GraphJson, L4Json};
 use crate::learn::endpoint;
 
 /// Where the agent is.

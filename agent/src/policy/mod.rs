@@ -18,7 +18,6 @@
 //! to `<state-dir>/api-token`, `/var/lib/weir/api-token` by default).
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     io::{self, Write},
     path::PathBuf,
@@ -26,11 +25,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weir_generator::{datapath::Mode, names};
 
 use crate::{
-    api::enforce::{Applied, ModesJson},
+    api::wire::{Applied, Enforced, Modes},
     learn::{self, policies},
     observe::{Output, ServerArgs},
 };
@@ -318,7 +316,7 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
                 ListOutput::Table => {
-                    let view: serde_json::Value = response
+                    let view: Enforced = response
                         .json()
                         .with_context(|| format!("{url} did not answer with policies"))?;
                     out.write_all(policy_table(&view).as_bytes())?;
@@ -381,22 +379,8 @@ pub fn post_policies(
 
 /// The enforced policies for people.
 #[must_use]
-pub fn policy_table(view: &serde_json::Value) -> String {
-    let policies: Vec<NetworkPolicy> = view
-        .get("policies")
-        .cloned()
-        .and_then(|p| serde_json::from_value(p).ok())
-        .unwrap_or_default();
-    let modes: BTreeMap<String, Mode> = view
-        .get("modes")
-        .cloned()
-        .and_then(|m| serde_json::from_value(m).ok())
-        .unwrap_or_default();
-    let default_mode: Mode = view
-        .get("default_mode")
-        .cloned()
-        .and_then(|m| serde_json::from_value(m).ok())
-        .unwrap_or_default();
+pub fn policy_table(view: &Enforced) -> String {
+    let modes = view.modes();
     let mut rows = vec![[
         "NAMESPACE".to_owned(),
         "NAME".to_owned(),
@@ -405,32 +389,31 @@ pub fn policy_table(view: &serde_json::Value) -> String {
         "INGRESS RULES".to_owned(),
         "EGRESS RULES".to_owned(),
     ]];
-    for p in &policies {
+    for p in &view.policies {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let spec = p.spec.clone().unwrap_or_default();
         rows.push([
             ns.clone(),
             p.metadata.name.clone().unwrap_or_default(),
-            modes.get(&ns).copied().unwrap_or(default_mode).to_string(),
+            modes.of(&ns).to_string(),
             spec.policy_types.unwrap_or_default().join(","),
             spec.ingress.map_or(0, |r| r.len()).to_string(),
             spec.egress.map_or(0, |r| r.len()).to_string(),
         ]);
     }
     let mut out = table(&rows);
-    if let Some(entries) = view.get("entries").and_then(|e| e.as_object()) {
-        let limits = view.get("limits").and_then(|e| e.as_object());
-        let maps: Vec<String> = entries
-            .iter()
-            .map(|(map, n)| {
-                let limit = limits
-                    .and_then(|l| l.get(map))
-                    .map_or_else(String::new, |l| format!("/{l}"));
-                format!("{map} {n}{limit}")
-            })
-            .collect();
-        let _ = writeln!(out, "maps: {}", maps.join(", "));
-    }
+    let maps: Vec<String> = view
+        .entries
+        .iter()
+        .map(|(map, n)| {
+            let limit = view
+                .limits
+                .get(map)
+                .map_or_else(String::new, |l| format!("/{l}"));
+            format!("{map} {n}{limit}")
+        })
+        .collect();
+    let _ = writeln!(out, "maps: {}", maps.join(", "));
     out
 }
 
@@ -483,7 +466,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
         }
         ModeCommand::List(args) => {
             let url = learn::endpoint(&args.server.server, &["api", "modes"])?;
-            let modes: ModesJson = learn::send(learn::client()?.get(url.clone()), &url)?
+            let modes: Modes = learn::send(learn::client()?.get(url.clone()), &url)?
                 .json()
                 .with_context(|| format!("{url} did not answer with modes"))?;
             match args.output {

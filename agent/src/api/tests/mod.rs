@@ -110,6 +110,29 @@ async fn get_json(state: AppState, uri: &str) -> (StatusCode, serde_json::Value)
     )
 }
 
+/// A client reads `body` with the server's type `T` and loses nothing:
+/// written again, it is the same bytes.
+fn reads_back<T>(body: &str) -> T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let read: T = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(serde_json::to_string(&read).unwrap(), body);
+    read
+}
+
+#[tokio::test]
+async fn clients_read_the_graph_and_flows_with_the_servers_types() {
+    let (status, _, body) = get(state(), "/api/graph").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let graph: wire::GraphJson = reads_back(&body);
+    assert_eq!((graph.nodes.len(), graph.edges.len()), (4, 3), "{body}");
+    let (status, _, body) = get(state(), "/api/flows").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let flows: Vec<wire::FlowJson> = reads_back(&body);
+    assert_eq!(flows.len(), 5, "{body}");
+}
+
 #[tokio::test]
 async fn graph_groups_ports_per_pair_with_stable_ids() {
     let (status, json) = get_json(state(), "/api/graph").await;
@@ -476,6 +499,78 @@ mod enforce {
         let (status, body) = send(&app, "GET", "/api/policies/enforced", "").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains("enforcement is not available"), "{body}");
+    }
+
+    /// The JSON of every enforcer endpoint, byte for byte (the CLI, the UI
+    /// and the privileged tests read it).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn enforcer_answers_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let enforcer = Enforcer::new(
+            FakeMaps::default(),
+            DesiredFile::in_dir(dir.path()),
+            weir_generator::datapath::Mode::Observe,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let (node_tx, node_rx) = tokio::sync::watch::channel(None);
+        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let (handle, _task) =
+            crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
+        let cluster = shop_resolver().read().unwrap().cluster();
+        node_tx
+            .send(Some(Arc::new(NodeView {
+                cluster,
+                ..NodeView::default()
+            })))
+            .unwrap();
+        let app = app(state().with_enforcer(handle));
+        let mut bodies = Vec::new();
+        for (method, uri, body) in [
+            ("POST", "/api/policies/enforced?replace=data", DENY),
+            ("PUT", "/api/modes/shop", r#"{"mode": "enforce"}"#),
+            ("GET", "/api/modes", ""),
+            ("GET", "/api/policies/enforced", ""),
+            ("DELETE", "/api/policies/enforced/shop/deny", ""),
+        ] {
+            let (status, answer) = send(&app, method, uri, body).await;
+            assert_eq!(status, StatusCode::OK, "{method} {uri}: {answer}");
+            bodies.push(answer);
+        }
+        let entries =
+            r#"{"CIDRS":0,"ENDPOINTS":0,"IDENTITIES":3,"PEERS":0,"POLICY":0,"POLICY_EXACT":0}"#;
+        let max = usize::MAX;
+        let limits = format!(
+            r#"{{"CIDRS":{max},"ENDPOINTS":{max},"IDENTITIES":{max},"PEERS":{max},"POLICY":{max},"POLICY_EXACT":{max}}}"#
+        );
+        let modes = r#"{"modes":{"shop":"enforce"},"default_mode":"observe"}"#;
+        let policy = r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"deny","namespace":"shop"},"spec":{"podSelector":{},"policyTypes":["Ingress"]}}"#;
+        assert_eq!(
+            bodies,
+            [
+                format!(
+                    r#"{{"applied":["shop/deny"],"replaced_namespaces":["data"],"writes":0,"entries":{entries}}}"#
+                ),
+                modes.to_owned(),
+                modes.to_owned(),
+                format!(
+                    r#"{{"policies":[{policy}],"modes":{{"shop":"enforce"}},"default_mode":"observe","entries":{entries},"limits":{limits},"ready":true}}"#
+                ),
+                format!(r#"{{"deleted":"shop/deny","entries":{entries},"writes":0}}"#),
+            ]
+        );
+        // The CLI reads each with the server's type.
+        let applied: wire::Applied = reads_back(&bodies[0]);
+        assert_eq!(applied.applied, ["shop/deny"]);
+        for modes in &bodies[1..3] {
+            let modes: wire::Modes = reads_back(modes);
+            assert_eq!(modes.of("shop"), weir_generator::datapath::Mode::Enforce);
+        }
+        let enforced: wire::Enforced = reads_back(&bodies[3]);
+        assert_eq!(enforced.policies.len(), 1);
+        assert_eq!(enforced.entries["IDENTITIES"], 3);
+        let deleted: wire::Deleted = reads_back(&bodies[4]);
+        assert_eq!(deleted.deleted, "shop/deny");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,470 @@
+//! The JSON the API serves, as types its server and its clients share:
+//! the handlers build these, the CLI (and any other Rust client) reads
+//! them back with the same types, so a field cannot drift between the two.
+//!
+//! Field names, order and absent-versus-null are the API's (docs/api.md);
+//! changing a type here changes the API. Domain types that already have
+//! their JSON form (a [`Mode`], a [`Protocol`], a NetworkPolicy, a health
+//! [`Episode`]) are used as they are. Nothing here knows the server's
+//! internals or the CLI: the handlers convert into these types.
+
+use std::{collections::BTreeMap, net::IpAddr, str::FromStr};
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::{Deserialize, Serialize};
+use weir_generator::{
+    datapath::Mode,
+    model::{Protocol, VerdictCounts},
+};
+
+use crate::health::Episode;
+
+// ---- `GET /api/flows` ----
+
+/// One flow, as `/api/flows` and `weir observe -o json` give it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowJson {
+    /// RFC 3339 with nanoseconds.
+    pub time: String,
+    /// `FORWARDED` (allowed, or observe mode), `AUDIT` (denied, passed) or
+    /// `DROPPED`.
+    pub verdict: String,
+    /// `POLICY_DENIED` for a flow the policies deny (Hubble's drop reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason_desc: Option<String>,
+    /// Addresses.
+    #[serde(rename = "IP")]
+    pub ip: IpJson,
+    /// Transport details.
+    pub l4: L4Json,
+    /// The initiator.
+    pub source: EndpointJson,
+    /// The responder.
+    pub destination: EndpointJson,
+    /// `L3_L4`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The node that saw the flow.
+    pub node_name: String,
+    /// `EGRESS`, `INGRESS` or `TRAFFIC_DIRECTION_UNKNOWN`.
+    pub traffic_direction: String,
+    /// False for a flow oriented by its initiator; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_reply: Option<bool>,
+    /// One line for humans, as Hubble's `Summary`.
+    #[serde(rename = "Summary", default)]
+    pub summary: String,
+    /// weir's extras.
+    #[serde(default)]
+    pub weir: WeirJson,
+}
+
+/// Hubble's `IP`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpJson {
+    /// The initiator's address.
+    pub source: IpAddr,
+    /// The responder's address.
+    pub destination: IpAddr,
+    /// `IPv4` or `IPv6`.
+    #[serde(rename = "ipVersion")]
+    pub ip_version: String,
+}
+
+/// Hubble's `l4`: one key naming the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L4Json {
+    /// TCP.
+    #[serde(rename = "TCP")]
+    Tcp(TcpJson),
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp(PortsJson),
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp(PortsJson),
+    /// ICMP for IPv4.
+    #[serde(rename = "ICMPv4")]
+    Icmp(IcmpJson),
+    /// ICMP for IPv6.
+    #[serde(rename = "ICMPv6")]
+    IcmpV6(IcmpJson),
+}
+
+/// Ports of a UDP or SCTP flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsJson {
+    /// The initiator's port.
+    pub source_port: u16,
+    /// The responder's port.
+    pub destination_port: u16,
+}
+
+/// Ports and flags of a TCP flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpJson {
+    /// The initiator's port.
+    pub source_port: u16,
+    /// The responder's port.
+    pub destination_port: u16,
+    /// Flags seen so far, both directions, as Hubble's `{"SYN": true}`.
+    #[serde(default)]
+    pub flags: BTreeMap<String, bool>,
+}
+
+/// ICMP type and code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcmpJson {
+    /// ICMP type.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// ICMP code.
+    pub code: u8,
+}
+
+/// Hubble's `Endpoint`, as far as weir knows it: empty for an address
+/// outside the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointJson {
+    /// The pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// `k8s:key=value`, sorted, as Cilium writes pod labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The pod's workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadJson>,
+}
+
+/// Hubble's `Workload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadJson {
+    /// Name of the top owner.
+    pub name: String,
+    /// Its kind (`Deployment`, ...).
+    pub kind: String,
+}
+
+/// weir's extras.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeirJson {
+    /// Packets in this report, both directions.
+    pub packets: u64,
+    /// Bytes in this report, both directions.
+    pub bytes: u64,
+    /// `local`, `remote` or `unknown`, seen from the reporting endpoint.
+    pub initiator: String,
+    /// The reporting endpoint.
+    pub endpoint: EndpointRefJson,
+    /// The flow's first report.
+    pub new_flow: bool,
+    /// The flow's last report.
+    pub closed: bool,
+    /// The flow's first packet, RFC 3339 (offline learning replays the
+    /// counters an edge had live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// The flow's last packet as of this report, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Why the policies deny the flow (audit and dropped flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyJson>,
+}
+
+/// Why a flow was denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyJson {
+    /// `default-deny`, `peer-not-allowed` or `port-not-allowed`.
+    pub reason: String,
+    /// `INGRESS` or `EGRESS`: the direction that was checked, seen from the
+    /// reporting endpoint's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The policies (`namespace/name`) that isolate the pod in that
+    /// direction: none of their rules allows the flow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+/// The veth that reported a flow, and its pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRefJson {
+    /// Interface index of the host-side veth.
+    pub ifindex: u32,
+    /// `namespace/pod`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+// ---- `GET /api/graph` and `GET /api/events` ----
+
+/// The whole graph.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphJson {
+    /// Grows whenever the graph changes (the `graph` events carry it).
+    #[serde(default)]
+    pub version: u64,
+    /// When this answer was made, RFC 3339.
+    #[serde(default)]
+    pub generated_at: String,
+    /// Workloads first, then external addresses, each in order.
+    pub nodes: Vec<NodeJson>,
+    /// Ordered by source, then target.
+    pub edges: Vec<EdgeJson>,
+    /// Connections are missing for some time of the window: the flow
+    /// table was full (`degraded` says when and how many).
+    #[serde(default)]
+    pub incomplete: bool,
+    /// Losses during the window: a full flow table (connections missing)
+    /// or ring buffer (flows found later), each with its time.
+    #[serde(default)]
+    pub degraded: Vec<Episode>,
+}
+
+/// A node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeJson {
+    /// `namespace/workload`, or the address.
+    pub id: String,
+    /// `workload` or `external`.
+    pub kind: String,
+    /// The namespace, or `external`: what the UI groups nodes by.
+    #[serde(default)]
+    pub group: String,
+    /// A short display name: the workload's name, or for an external
+    /// address a host name when one is known, else the address.
+    #[serde(default)]
+    pub name: String,
+    /// The mode of a workload's namespace (null for external nodes).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// The workload's namespace (null for external nodes).
+    pub namespace: Option<String>,
+    /// The workload's name (null for external nodes).
+    pub workload: Option<String>,
+    /// Labels common to the workload's pods.
+    pub labels: BTreeMap<String, String>,
+    /// Pods seen, by name.
+    pub pods: Vec<String>,
+}
+
+/// The worst verdict seen on an edge or port: dropped > audit > forwarded.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeVerdict {
+    /// Allowed, or not judged.
+    #[default]
+    Forwarded,
+    /// Denied by the policies, let through (audit mode).
+    Audit,
+    /// Denied and dropped (enforce mode).
+    Dropped,
+}
+
+impl FromStr for EdgeVerdict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "forwarded" => Ok(Self::Forwarded),
+            "audit" => Ok(Self::Audit),
+            "dropped" => Ok(Self::Dropped),
+            _ => Err(format!("{s:?}: expected forwarded, audit or dropped")),
+        }
+    }
+}
+
+/// Connections from one node to another, over every port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeJson {
+    /// `SOURCE->TARGET`.
+    #[serde(default)]
+    pub id: String,
+    /// Initiator's node id.
+    pub source: String,
+    /// Responder's node id.
+    pub target: String,
+    /// The worst verdict of its ports.
+    #[serde(default)]
+    pub verdict: EdgeVerdict,
+    /// Destination ports, sorted.
+    pub ports: Vec<PortJson>,
+    /// Packets, both directions, all ports.
+    pub packets: u64,
+    /// Bytes, both directions, all ports.
+    pub bytes: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// RFC 3339.
+    pub first_seen: String,
+    /// RFC 3339.
+    pub last_seen: String,
+}
+
+/// A destination port of an edge with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortJson {
+    /// Port number (0 for ICMP).
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Connections opened.
+    #[serde(default)]
+    pub connections: u64,
+    /// Packets, both directions.
+    #[serde(default)]
+    pub packets: u64,
+    /// Bytes, both directions.
+    #[serde(default)]
+    pub bytes: u64,
+    /// RFC 3339.
+    #[serde(default)]
+    pub first_seen: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub last_seen: String,
+    /// Connections by verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
+}
+
+/// The data of a `graph` event of `GET /api/events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphEvent {
+    /// The graph's version (as `/api/graph` gives it).
+    pub version: u64,
+    /// Nodes in the unfiltered graph.
+    pub nodes: usize,
+    /// Edges (source, target pairs) in the unfiltered graph.
+    pub edges: usize,
+}
+
+// ---- the enforcer: `/api/modes`, `/api/policies/enforced` ----
+
+/// Every namespace's mode at one moment: `GET /api/modes`, the answer of
+/// `PUT /api/modes/{namespace}` and the data of a `modes` event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Modes {
+    /// Namespace -> mode, as set.
+    pub modes: BTreeMap<String, Mode>,
+    /// The mode of every other namespace.
+    pub default_mode: Mode,
+}
+
+impl Modes {
+    /// The mode of `namespace`.
+    #[must_use]
+    pub fn of(&self, namespace: &str) -> Mode {
+        self.modes
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.default_mode)
+    }
+}
+
+/// What is enforced: `GET /api/policies/enforced` (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Enforced {
+    /// The enforced policies, by namespace and name.
+    pub policies: Vec<NetworkPolicy>,
+    /// Namespace -> mode, as set.
+    pub modes: BTreeMap<String, Mode>,
+    /// The mode of every other namespace.
+    pub default_mode: Mode,
+    /// Entries per map.
+    pub entries: BTreeMap<String, usize>,
+    /// Capacity per map.
+    pub limits: BTreeMap<String, usize>,
+    /// Whether the maps reflect the policies (the pod source was read).
+    pub ready: bool,
+    /// Why the pinned maps are kept as they are instead of what is
+    /// desired; absent when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+impl Enforced {
+    /// The modes alone.
+    #[must_use]
+    pub fn modes(&self) -> Modes {
+        Modes {
+            modes: self.modes.clone(),
+            default_mode: self.default_mode,
+        }
+    }
+}
+
+/// What `POST /api/policies/enforced` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The policies of the request, `namespace/name`.
+    pub applied: Vec<String>,
+    /// Namespaces whose previous policies were removed first.
+    pub replaced_namespaces: Vec<String>,
+    /// Map writes done.
+    pub writes: usize,
+    /// Entries per map afterwards.
+    pub entries: BTreeMap<String, usize>,
+}
+
+/// What `DELETE /api/policies/enforced/{namespace}/{name}` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The policy, `namespace/name`.
+    pub deleted: String,
+    /// Entries per map afterwards.
+    pub entries: BTreeMap<String, usize>,
+    /// Map writes done.
+    pub writes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `value` as JSON, read back with its own type.
+    fn round_trip<T>(value: &T) -> String
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let text = serde_json::to_string(value).unwrap();
+        assert_eq!(&serde_json::from_str::<T>(&text).unwrap(), value, "{text}");
+        text
+    }
+
+    #[test]
+    fn a_held_enforcer_says_why_and_a_free_one_omits_the_field() {
+        let mut enforced = Enforced {
+            modes: BTreeMap::from([("shop".to_owned(), Mode::Audit)]),
+            entries: BTreeMap::from([("POLICY".to_owned(), 2)]),
+            limits: BTreeMap::from([("POLICY".to_owned(), 10)]),
+            ready: true,
+            ..Enforced::default()
+        };
+        assert_eq!(
+            round_trip(&enforced),
+            r#"{"policies":[],"modes":{"shop":"audit"},"default_mode":"observe","entries":{"POLICY":2},"limits":{"POLICY":10},"ready":true}"#
+        );
+        enforced.held = Some("enforce.json is gone".to_owned());
+        assert!(round_trip(&enforced).ends_with(r#""ready":true,"held":"enforce.json is gone"}"#));
+        assert_eq!(enforced.modes().of("shop"), Mode::Audit);
+        assert_eq!(enforced.modes().of("other"), Mode::Observe);
+    }
+
+    #[test]
+    fn graph_events_read_back() {
+        let event = GraphEvent {
+            version: 7,
+            nodes: 3,
+            edges: 2,
+        };
+        assert_eq!(round_trip(&event), r#"{"version":7,"nodes":3,"edges":2}"#);
+    }
+}
