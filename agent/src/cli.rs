@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, lab, learn, observe, policy, telemetry::LogFormat};
+use crate::{daemon, learn, observe, policy, telemetry::LogFormat};
 
 /// weir: learn Kubernetes NetworkPolicies from observed traffic.
 #[derive(Debug, Parser)]
@@ -45,7 +45,7 @@ pub enum Command {
     Mode(policy::ModeCommand),
     /// A Kubernetes node in a box: pods as network namespaces on a bridge.
     #[command(subcommand)]
-    Lab(lab::LabCommand),
+    Lab(weir_lab::LabCommand),
 }
 
 /// Run the parsed command line.
@@ -62,6 +62,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => learn::run_status(&args),
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Mode(cmd) => policy::run_mode(&cmd),
-        Command::Lab(cmd) => lab::run(cmd),
+        Command::Lab(cmd) => weir_lab::run(cmd),
     }
 }

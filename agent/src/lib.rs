@@ -3,9 +3,9 @@
 //! One binary, `weir`, with subcommands: `agent` (the per-node daemon:
 //! datapath loader, aggregator, enforcer, HTTP API), `observe` (a flow log
 //! client), `export`/`verify`/`status` (learning), `policy`/`mode`
-//! (enforcement), and `lab` (a Kubernetes node in a box, made of network namespaces).
-//! Each subcommand lives in its own module; `main.rs` only parses and
-//! dispatches.
+//! (enforcement), and `lab` (a Kubernetes node in a box, made of network
+//! namespaces: the `weir-lab` crate). Each subcommand lives in its own
+//! module; `main.rs` only parses and dispatches.
 // One exception, with a SAFETY comment: registering the ring buffer's fd
 // with tokio (daemon/datapath.rs).
 #![deny(unsafe_code)]
@@ -17,9 +17,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod flow;
 pub mod health;
-pub mod lab;
 pub mod learn;
-pub mod manifest;
 pub mod metrics;
 pub mod netdev;
 pub mod observe;

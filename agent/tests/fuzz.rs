@@ -17,11 +17,11 @@ use tower::ServiceExt as _;
 use weir_agent::{
     aggregator::{Aggregator, Options},
     api::{self, AppState},
-    lab::spec::parse_str,
     learn::{flows, policies},
     metrics::Metrics,
 };
 use weir_generator::cluster::Cluster;
+use weir_lab::spec::parse_str;
 
 /// Text made of `tokens`, at most `len` of them.
 fn text(tokens: &'static [&'static str], len: usize) -> impl Strategy<Value = String> {

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod datapath;
 pub mod eval;
 pub mod identity;
+pub mod manifest;
 pub mod model;
 pub mod names;
 pub mod selector;

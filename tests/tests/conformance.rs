@@ -15,16 +15,14 @@ use std::{
 };
 
 use serde_json::Value;
-use weir_agent::{
-    lab::{LabState, probe},
-    resolve::lab::inventory,
-};
+use weir_agent::resolve::lab::inventory;
 use weir_generator::{
     cluster::Cluster,
     eval::{Endpoint, Evaluator, Flow, PolicySet},
     model::Protocol,
 };
 use weir_integration_tests::harness::{Agent, Lab, eventually, weir, weir_ok};
+use weir_lab::{LabState, probe};
 
 const EXTERNAL: &str = "198.51.100.20";
 

@@ -11,12 +11,10 @@ use std::{
 };
 
 use serde_json::Value;
-use weir_agent::{
-    lab::{LabState, probe},
-    resolve::{Source, lab::LabSource},
-};
+use weir_agent::resolve::{Source, lab::LabSource};
 use weir_generator::model::{Protocol, WorkloadKind};
 use weir_integration_tests::harness::{require_root, weir_bin};
+use weir_lab::{LabState, probe};
 
 fn weir(lab: &str, args: &[&str]) -> Output {
     Command::new(weir_bin())

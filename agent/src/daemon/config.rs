@@ -11,8 +11,9 @@ use std::{
 
 use anyhow::ensure;
 use weir_generator::datapath::Mode;
+use weir_lab::LabName;
 
-use crate::{lab::LabName, learn::analysis::ReadinessOptions, tracker::Expiry};
+use crate::{learn::analysis::ReadinessOptions, tracker::Expiry};
 
 /// `weir agent` arguments.
 #[derive(Debug, clap::Args)]

@@ -72,7 +72,7 @@ pub(super) struct DatapathTask {
     /// Node addresses from the command line.
     node_ips: Vec<IpAddr>,
     /// The lab whose bridge addresses are the node's, for a lab source.
-    lab: Option<crate::lab::LabName>,
+    lab: Option<weir_lab::LabName>,
     /// Finds the host veths of local pods the source names none for.
     discoverer: Discoverer,
 }
@@ -397,11 +397,11 @@ impl DatapathTask {
         let mut ips = self.node_ips.clone();
         ips.extend(from_source);
         if let Some(lab) = &self.lab
-            && let Ok(state) = crate::lab::LabState::load(lab.as_str())
+            && let Ok(state) = weir_lab::LabState::load(lab.as_str())
         {
             let nets = std::iter::once(ipnet::IpNet::V4(state.pod_cidr))
                 .chain(state.pod_cidr_v6.map(ipnet::IpNet::V6));
-            ips.extend(nets.filter_map(crate::lab::ipam::node_address));
+            ips.extend(nets.filter_map(weir_lab::ipam::node_address));
         }
         ips.sort_unstable();
         ips.dedup();

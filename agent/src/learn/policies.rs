@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use weir_generator::eval::{PolicyError, PolicySet};
-
-use crate::manifest;
+use weir_generator::{
+    eval::{PolicyError, PolicySet},
+    manifest,
+};
 
 /// Policies that cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -27,12 +27,12 @@ use serde::Deserialize;
 use weir_generator::{
     cluster::{ClusterService, NamedPort, ServicePort, TargetPort},
     identity::pod_meta,
+    manifest,
     model::Protocol,
     names,
 };
 
 use super::{Inventory, LocalPod, Source, SourceError};
-use crate::manifest;
 
 /// Annotation naming a pod's host-side veth.
 pub const HOST_VETH_ANNOTATION: &str = "weir.dev/host-veth";

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 use weir_generator::cluster::{ClusterService, NamedPort, ServicePort, TargetPort};
-
-use super::{Inventory, LocalPod, Source, SourceError};
-use crate::lab::{
+use weir_lab::{
     LabError, LabName,
     state::{LabState, Port, ServiceState, state_path},
 };
+
+use super::{Inventory, LocalPod, Source, SourceError};
 
 /// Reads the state of one lab.
 #[derive(Clone, Debug)]
@@ -137,8 +137,9 @@ impl Source for LabSource {
 mod tests {
     use std::{collections::BTreeMap, path::Path};
 
+    use weir_lab::{plan::plan, spec::parse_str};
+
     use super::*;
-    use crate::lab::{plan::plan, spec::parse_str};
 
     const YAML: &str = "
 apiVersion: v1

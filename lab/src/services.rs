@@ -76,7 +76,7 @@ mod tests {
     use weir_generator::model::Protocol;
 
     use super::*;
-    use crate::lab::state::{Backend, ServicePortState};
+    use crate::state::{Backend, ServicePortState};
 
     #[test]
     fn dnat_per_backend_and_family() {

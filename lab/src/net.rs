@@ -347,7 +347,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::lab::{plan::plan, spec::parse_str};
+    use crate::{plan::plan, spec::parse_str};
 
     /// Every range the lab claims is checked against the machine's routes,
     /// the service CIDRs as much as the pod CIDRs.

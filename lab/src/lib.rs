@@ -9,6 +9,12 @@
 //! (and [`cmd`], the one program runner), [`state`] is the state file and
 //! the library API others read, [`probe`] tests connectivity, [`serve`] is
 //! the responder, [`services`] the ClusterIP DNAT.
+//!
+//! The `weir` binary (the agent crate) nests [`LabCommand`] as `weir lab`
+//! and calls [`run`]; `up` starts each pod's responder by re-executing that
+//! binary as `weir lab serve`. The agent reads a lab's [`LabState`] to map
+//! addresses to pods.
+#![forbid(unsafe_code)]
 
 pub mod cmd;
 pub mod error;
@@ -47,7 +53,7 @@ pub struct LabCommand {
     pub action: LabAction,
 }
 
-// `cli.rs` nests `LabCommand` as a subcommand; implementing `Subcommand`
+// The agent's `cli.rs` nests `LabCommand` as a subcommand; implementing `Subcommand`
 // through `Args` lets the lab carry its own global `--lab` flag.
 impl Subcommand for LabCommand {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {

@@ -29,10 +29,9 @@ use k8s_openapi::{
     },
 };
 use serde::Deserialize;
-use weir_generator::{identity, model::PodMeta, model::Protocol, names};
+use weir_generator::{identity, manifest, model::PodMeta, model::Protocol, names};
 
 use super::names::safe_encode;
-use crate::manifest;
 
 /// API group and version of the lab-only kinds.
 pub const LAB_API_VERSION: &str = "lab.weir.dev/v1alpha1";
@@ -1305,11 +1304,11 @@ mod tests {
         for (name, text) in [
             (
                 "deploy/examples/shop.yaml",
-                include_str!("../../../deploy/examples/shop.yaml"),
+                include_str!("../../deploy/examples/shop.yaml"),
             ),
             (
                 "tests/benches/lab.yaml",
-                include_str!("../../../tests/benches/lab.yaml"),
+                include_str!("../../tests/benches/lab.yaml"),
             ),
         ] {
             if let Err(error) = parse_str(Path::new(name), text) {

@@ -10,9 +10,9 @@
 
 use std::fmt;
 
+use crate::names;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize as _, de::DeserializeOwned};
-use weir_generator::names;
 
 /// A field at fault and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub fn list_items(value: &serde_yaml::Value) -> Result<Vec<serde_yaml::Value>, F
 }
 
 /// `ValidateObjectMeta`: the name by `name_rule` (see
-/// [`weir_generator::names`]), the namespace a DNS-1123 label, the labels
+/// [`crate::names`]), the namespace a DNS-1123 label, the labels
 /// valid keys and values. A missing name or namespace is the caller's
 /// business (some kinds default them).
 ///
