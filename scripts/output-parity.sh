@@ -17,8 +17,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [[ $# -ge 2 ]] || { echo "usage: $0 OLD_WEIR NEW_WEIR [OUT_DIR]" >&2; exit 2; }
-OLD=$(realpath "$1")
-NEW=$(realpath "$2")
 OUT=${3:-target/output-parity}
 LAB=parity
 LISTEN=127.0.0.1:9390
@@ -26,8 +24,13 @@ SERVER="http://$LISTEN"
 RUN_DIR=/run/weir/demo-$LAB
 PIN_DIR=/sys/fs/bpf/weir-demo-$LAB
 rm -rf "$OUT"
-mkdir -p "$OUT"
+mkdir -p "$OUT/bin-old" "$OUT/bin-new"
 OUT=$(realpath "$OUT")
+# Both named `weir`: clap's usage lines print the program's name.
+cp "$1" "$OUT/bin-old/weir"
+cp "$2" "$OUT/bin-new/weir"
+OLD=$OUT/bin-old/weir
+NEW=$OUT/bin-new/weir
 
 stop_agent() {
   local pidfile=$1
