@@ -8,6 +8,7 @@ use tower::ServiceExt as _;
 use super::*;
 use crate::{
     aggregator::{Options, testing::*},
+    enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile, task::EnforcerHandle},
     flow::Initiator,
 };
 
@@ -465,33 +466,88 @@ async fn status_shows_readiness_per_namespace() {
     assert_eq!(json["namespaces"][1]["ready"], true, "{json}");
 }
 
-mod enforce {
-    use std::collections::BTreeMap;
+/// `method uri` with `body`, as JSON, with the token: the status and the
+/// body as text.
+async fn send(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
 
+/// A running enforcer over fake maps, with the shop as its node view; the
+/// channels are kept so the task lives as long as the test.
+struct WithEnforcer {
+    app: Router,
+    state: AppState,
+    _keep: (
+        tempfile::TempDir,
+        tokio::sync::watch::Sender<Option<Arc<NodeView>>>,
+        tokio::sync::watch::Sender<bool>,
+    ),
+}
+
+fn with_enforcer(state: AppState) -> WithEnforcer {
+    let dir = tempfile::tempdir().unwrap();
+    let enforcer = Enforcer::new(
+        FakeMaps::default(),
+        DesiredFile::in_dir(dir.path()),
+        weir_generator::datapath::Mode::Observe,
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap();
+    let (node_tx, node_rx) = tokio::sync::watch::channel(None);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (handle, _task): (EnforcerHandle, _) =
+        crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
+    let cluster = shop_resolver().read().unwrap().cluster();
+    node_tx
+        .send(Some(Arc::new(NodeView {
+            cluster,
+            ..NodeView::default()
+        })))
+        .unwrap();
+    let state = state.with_enforcer(handle);
+    WithEnforcer {
+        app: app(state.clone()),
+        state,
+        _keep: (dir, node_tx, shutdown_tx),
+    }
+}
+
+impl WithEnforcer {
+    async fn send(&self, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let (status, text) = send(&self.app, method, uri, body).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    async fn get(&self, uri: &str) -> serde_json::Value {
+        let (status, json) = get_json(self.state.clone(), uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+        json
+    }
+}
+
+mod enforce {
     use super::*;
-    use crate::enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile};
 
     const DENY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
         metadata: {name: deny, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n";
-
-    async fn send(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
-        let response = app
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .method(method)
-                    .uri(uri)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-                    .body(Body::from(body.to_owned()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
 
     #[tokio::test]
     async fn without_an_enforcer_the_endpoints_say_so() {
@@ -505,26 +561,8 @@ mod enforce {
     /// and the privileged tests read it).
     #[tokio::test(flavor = "multi_thread")]
     async fn enforcer_answers_keep_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let enforcer = Enforcer::new(
-            FakeMaps::default(),
-            DesiredFile::in_dir(dir.path()),
-            weir_generator::datapath::Mode::Observe,
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let (node_tx, node_rx) = tokio::sync::watch::channel(None);
-        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let (handle, _task) =
-            crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
-        let cluster = shop_resolver().read().unwrap().cluster();
-        node_tx
-            .send(Some(Arc::new(NodeView {
-                cluster,
-                ..NodeView::default()
-            })))
-            .unwrap();
-        let app = app(state().with_enforcer(handle));
+        let t = with_enforcer(state());
+        let app = t.app.clone();
         let mut bodies = Vec::new();
         for (method, uri, body) in [
             ("POST", "/api/policies/enforced?replace=data", DENY),
@@ -575,26 +613,8 @@ mod enforce {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn policies_and_modes_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let enforcer = Enforcer::new(
-            FakeMaps::default(),
-            DesiredFile::in_dir(dir.path()),
-            weir_generator::datapath::Mode::Observe,
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let (node_tx, node_rx) = tokio::sync::watch::channel(None);
-        let (_shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let (handle, _task) =
-            crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
-        let cluster = shop_resolver().read().unwrap().cluster();
-        node_tx
-            .send(Some(Arc::new(NodeView {
-                cluster,
-                ..NodeView::default()
-            })))
-            .unwrap();
-        let app = app(state().with_enforcer(handle));
+        let t = with_enforcer(state());
+        let app = t.app.clone();
 
         let (status, body) = send(&app, "POST", "/api/policies/enforced", DENY).await;
         assert_eq!(status, StatusCode::OK, "{body}");

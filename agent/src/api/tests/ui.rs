@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{
-    enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile, task::EnforcerHandle},
-    flow::Verdict,
-};
+use crate::flow::Verdict;
 
 /// [`state`] plus: an audited frontend -> db connection, the cart's own
 /// (audited) report of the frontend -> cart connection, and a dropped
@@ -208,78 +205,6 @@ async fn bad_graph_and_detail_queries_are_400_json_naming_the_parameter() {
         let (status, json) = get_json(ui_state(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {json}");
         assert_eq!(json["status"], 404, "{uri}");
-    }
-}
-
-/// A running enforcer over fake maps, with the shop as its node view; the
-/// channels are kept so the task lives as long as the test.
-struct WithEnforcer {
-    app: Router,
-    state: AppState,
-    _keep: (
-        tempfile::TempDir,
-        tokio::sync::watch::Sender<Option<Arc<NodeView>>>,
-        tokio::sync::watch::Sender<bool>,
-    ),
-}
-
-fn with_enforcer(state: AppState) -> WithEnforcer {
-    let dir = tempfile::tempdir().unwrap();
-    let enforcer = Enforcer::new(
-        FakeMaps::default(),
-        DesiredFile::in_dir(dir.path()),
-        weir_generator::datapath::Mode::Observe,
-        &std::collections::BTreeMap::new(),
-    )
-    .unwrap();
-    let (node_tx, node_rx) = tokio::sync::watch::channel(None);
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let (handle, _task): (EnforcerHandle, _) =
-        crate::enforce::task::spawn(enforcer, node_rx, shutdown_rx, Arc::new(Metrics::new()));
-    let cluster = shop_resolver().read().unwrap().cluster();
-    node_tx
-        .send(Some(Arc::new(NodeView {
-            cluster,
-            ..NodeView::default()
-        })))
-        .unwrap();
-    let state = state.with_enforcer(handle);
-    WithEnforcer {
-        app: app(state.clone()),
-        state,
-        _keep: (dir, node_tx, shutdown_tx),
-    }
-}
-
-impl WithEnforcer {
-    async fn send(&self, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
-        let response = self
-            .app
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .method(method)
-                    .uri(uri)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-                    .body(Body::from(body.to_owned()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes);
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.into_owned())),
-        )
-    }
-
-    async fn get(&self, uri: &str) -> serde_json::Value {
-        let (status, json) = get_json(self.state.clone(), uri).await;
-        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
-        json
     }
 }
 
