@@ -26,6 +26,7 @@ use super::{
     AppState,
     error::ApiError,
     graph::{self, Decor},
+    query,
     wire::{EdgeVerdict, FlowJson, Modes, PortJson},
 };
 use crate::{
@@ -60,16 +61,6 @@ fn parse_node(id: &str, view: &GraphView) -> Option<NodeId> {
         })
         .cloned()
         .map(NodeId::Workload)
-}
-
-fn required(name: &'static str, value: Option<String>) -> Result<String, ApiError> {
-    match value {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(ApiError::BadParameter {
-            name,
-            reason: "required".to_owned(),
-        }),
-    }
 }
 
 /// The query of `/api/edge`.
@@ -186,11 +177,7 @@ pub struct EdgeDetails {
 
 /// The enforced policy set and the namespaces' modes.
 fn enforced(state: &AppState) -> Result<(PolicySet, Modes), ApiError> {
-    let policies = state
-        .enforcer
-        .as_ref()
-        .map(|e| e.view().policies.clone())
-        .unwrap_or_default();
+    let policies = state.enforced_policies();
     // The enforcer only holds sets that validated.
     let set = PolicySet::new(policies).map_err(|error| {
         tracing::error!(%error, "the enforced set does not validate");
@@ -285,8 +272,8 @@ pub async fn edge(
     query: Result<Query<RawEdgeQuery>, QueryRejection>,
 ) -> Result<Json<EdgeDetails>, ApiError> {
     let Query(raw) = query?;
-    let source_id = required("source", raw.source)?;
-    let target_id = required("target", raw.target)?;
+    let source_id = query::required("source", raw.source)?;
+    let target_id = query::required("target", raw.target)?;
     let view = state.aggregator.view();
     let id = format!("{source_id}->{target_id}");
     let not_found = || ApiError::NotInGraph {
@@ -449,7 +436,7 @@ pub async fn node(
     query: Result<Query<RawNodeQuery>, QueryRejection>,
 ) -> Result<Json<NodeDetails>, ApiError> {
     let Query(raw) = query?;
-    let id = required("id", raw.id)?;
+    let id = query::required("id", raw.id)?;
     let view = state.aggregator.view();
     let not_found = || ApiError::NotInGraph {
         what: "node",

@@ -21,7 +21,12 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use weir_generator::model::Protocol;
 
-use super::{AppState, error::ApiError, wire::FlowJson};
+use super::{
+    AppState,
+    error::ApiError,
+    query::{self, bad},
+    wire::FlowJson,
+};
 use crate::{
     aggregator::{FlowRecord, SharedRecord},
     flow::Verdict,
@@ -76,7 +81,6 @@ impl FlowQuery {
     /// # Errors
     /// [`ApiError::BadParameter`] naming the first bad one.
     pub fn parse(raw: RawFlowQuery) -> Result<Self, ApiError> {
-        let bad = |name: &'static str, reason: String| ApiError::BadParameter { name, reason };
         let namespace = match raw.namespace {
             Some(ns) if ns.is_empty() => return Err(bad("namespace", "empty".to_owned())),
             ns => ns,
@@ -90,16 +94,9 @@ impl FlowQuery {
                 _ => Err(bad("pod", format!("expected NAMESPACE/POD, got {p:?}"))),
             })
             .transpose()?;
-        let port = raw
-            .port
-            .map(|p| {
-                u16::from_str(&p).map_err(|_| bad("port", format!("expected 0-65535, got {p:?}")))
-            })
-            .transpose()?;
-        let protocol = raw
-            .protocol
-            .map(|p| Protocol::from_str(&p).map_err(|e| bad("protocol", e.to_string())))
-            .transpose()?;
+        // Checked in this order: the first bad one is named.
+        let port = query::port(raw.port)?;
+        let protocol = query::optional("protocol", raw.protocol)?;
         let last = raw
             .last
             .map(|n| {
@@ -112,10 +109,7 @@ impl FlowQuery {
             })
             .transpose()?
             .unwrap_or(DEFAULT_LAST);
-        let verdict = raw
-            .verdict
-            .map(|v| Verdict::from_str(&v).map_err(|e| bad("verdict", e)))
-            .transpose()?;
+        let verdict = query::optional("verdict", raw.verdict)?;
         let follow = match raw.follow.as_deref() {
             None | Some("false" | "0") => false,
             Some("true" | "1" | "") => true,
@@ -282,5 +276,20 @@ mod tests {
         }
         let q = FlowQuery::parse(raw(&[])).unwrap();
         assert_eq!((q.last, q.follow), (DEFAULT_LAST, false));
+    }
+
+    #[test]
+    fn the_first_bad_parameter_in_checking_order_is_named() {
+        for (pairs, first) in [
+            (&[("verdict", "x"), ("last", "x")], "last"),
+            (&[("protocol", "x"), ("port", "x")], "port"),
+            (&[("follow", "x"), ("verdict", "x")], "verdict"),
+            (&[("last", "x"), ("protocol", "x")], "protocol"),
+        ] {
+            match FlowQuery::parse(raw(pairs)) {
+                Err(ApiError::BadParameter { name, .. }) => assert_eq!(name, first, "{pairs:?}"),
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -11,7 +11,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    str::FromStr,
 };
 
 use axum::{
@@ -27,6 +26,7 @@ use weir_generator::{
 use super::{
     AppState,
     error::ApiError,
+    query,
     record::rfc3339,
     wire::{EdgeJson, EdgeVerdict, GraphJson, NodeJson, PortJson},
 };
@@ -117,88 +117,30 @@ pub struct GraphFilter {
     pub since: Option<u64>,
 }
 
-fn bad(name: &'static str, reason: impl Into<String>) -> ApiError {
-    ApiError::BadParameter {
-        name,
-        reason: reason.into(),
-    }
-}
-
-/// A comma-separated list of namespaces, none empty.
-///
-/// # Errors
-/// An empty name, naming `name`.
-pub fn namespace_list(name: &'static str, list: &str) -> Result<BTreeSet<String>, ApiError> {
-    list.split(',')
-        .map(|ns| {
-            if ns.is_empty() {
-                Err(bad(name, "empty namespace name"))
-            } else {
-                Ok(ns.to_owned())
-            }
-        })
-        .collect()
-}
-
-/// `since=`: a duration back from `now` (`15m`, `2h`) or an RFC 3339 time;
-/// Unix ns.
-///
-/// # Errors
-/// Neither.
-pub fn parse_since(text: &str, now: u64) -> Result<u64, ApiError> {
-    if let Ok(d) = humantime::parse_duration(text) {
-        let back = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        return Ok(now.saturating_sub(back));
-    }
-    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-            bad(
-                "since",
-                format!("{text:?}: expected a duration (15m, 2h) or an RFC 3339 time"),
-            )
-        })?;
-    Ok(u64::try_from(time.unix_timestamp_nanos()).unwrap_or(0))
-}
-
 impl GraphFilter {
     /// Check every parameter; `now` is Unix ns.
     ///
     /// # Errors
     /// [`ApiError::BadParameter`] naming the first bad one.
     pub fn parse(raw: RawGraphQuery, now: u64) -> Result<Self, ApiError> {
-        let namespaces = raw
-            .namespace
-            .map(|list| namespace_list("namespace", &list))
-            .transpose()?;
+        // Checked in this order: the first bad one is named.
+        let namespaces = query::namespaces(raw.namespace)?;
         let protocol = raw
             .protocol
             .map(|p| {
                 if p.eq_ignore_ascii_case("icmp") {
                     Ok(ProtocolFilter::AnyIcmp)
                 } else {
-                    Protocol::from_str(&p)
-                        .map(ProtocolFilter::Exact)
-                        .map_err(|e| bad("protocol", e.to_string()))
+                    query::value("protocol", &p).map(ProtocolFilter::Exact)
                 }
             })
             .transpose()?;
-        let port = raw
-            .port
-            .map(|p| {
-                u16::from_str(&p).map_err(|_| bad("port", format!("expected 0-65535, got {p:?}")))
-            })
-            .transpose()?;
-        let verdict = raw
-            .verdict
-            .map(|v| EdgeVerdict::from_str(&v).map_err(|e| bad("verdict", e)))
-            .transpose()?;
-        let since = raw.since.map(|s| parse_since(&s, now)).transpose()?;
         Ok(Self {
             namespaces,
             protocol,
-            port,
-            verdict,
-            since,
+            port: query::port(raw.port)?,
+            verdict: query::optional("verdict", raw.verdict)?,
+            since: query::since(raw.since, now)?,
         })
     }
 

@@ -24,7 +24,11 @@ use axum::{
 use serde::Deserialize;
 use weir_generator::{cluster::Cluster, eval::PolicySet, model::FlowGraph};
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState,
+    error::ApiError,
+    query::{self, bad},
+};
 use crate::learn::{
     self, SuggestOptions,
     analysis::{self, StatusReport, VerifyReport},
@@ -51,37 +55,15 @@ enum Format {
     Json,
 }
 
-fn bad(name: &'static str, reason: impl Into<String>) -> ApiError {
-    ApiError::BadParameter {
-        name,
-        reason: reason.into(),
-    }
-}
-
 fn parse_query(raw: RawPoliciesQuery) -> Result<(SuggestOptions, Format), ApiError> {
-    let mut namespaces = BTreeSet::new();
-    if let Some(list) = raw.namespace {
-        for ns in list.split(',') {
-            if ns.is_empty() {
-                return Err(bad("namespace", "empty namespace name"));
-            }
-            namespaces.insert(ns.to_owned());
-        }
-    }
+    let namespaces = query::namespaces(raw.namespace)?.unwrap_or_default();
     let format = match raw.format.as_deref() {
         None | Some("yaml") => Format::Yaml,
         Some("json") => Format::Json,
         Some(other) => return Err(bad("format", format!("{other:?}: expected yaml or json"))),
     };
-    let aggregate_external = raw
-        .aggregate_external
-        .map(|a| a.parse().map_err(|e: String| bad("aggregate_external", e)))
-        .transpose()?;
-    let service_ports = raw
-        .service_ports
-        .map(|s| s.parse().map_err(|e: String| bad("service_ports", e)))
-        .transpose()?
-        .unwrap_or_default();
+    let aggregate_external = query::optional("aggregate_external", raw.aggregate_external)?;
+    let service_ports = query::optional("service_ports", raw.service_ports)?.unwrap_or_default();
     Ok((
         SuggestOptions {
             namespaces,

@@ -38,6 +38,7 @@ pub mod graph;
 pub mod host;
 pub mod learn;
 pub mod limits;
+pub mod query;
 pub mod record;
 pub mod review;
 pub mod server;
@@ -58,6 +59,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post, put},
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weir_generator::cluster::Cluster;
 
 use self::{auth::Token, error::ApiError, wire::Modes};
@@ -166,6 +168,15 @@ impl AppState {
         self.enforcer
             .as_ref()
             .map(|e| Modes::from(&*e.view()))
+            .unwrap_or_default()
+    }
+
+    /// The enforced policies (none without an enforcer).
+    #[must_use]
+    pub fn enforced_policies(&self) -> Vec<NetworkPolicy> {
+        self.enforcer
+            .as_ref()
+            .map(|e| e.view().policies.clone())
             .unwrap_or_default()
     }
 

@@ -10,7 +10,7 @@
 //!   enforced set, not the suggestion) would deny in NS's directions if NS
 //!   were in that mode, with NS's readiness.
 
-use std::{collections::BTreeSet, str::FromStr, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use axum::{
     Json,
@@ -28,21 +28,15 @@ use weir_generator::{
 use super::{
     AppState,
     error::ApiError,
-    graph::{all_ports, namespace_list},
+    graph::all_ports,
     learn::{blocking, check_namespaces, inputs, status_report},
+    query::{self, bad},
 };
 use crate::learn::{
     SuggestOptions,
     analysis::{self, DirectionJson, NamespaceReadiness, VerifyReport, representatives},
     policy_yaml,
 };
-
-fn bad(name: &'static str, reason: impl Into<String>) -> ApiError {
-    ApiError::BadParameter {
-        name,
-        reason: reason.into(),
-    }
-}
 
 fn one_namespace(value: Option<String>) -> Result<String, ApiError> {
     match value {
@@ -139,11 +133,7 @@ pub async fn policy_diff(
     let namespace = one_namespace(raw.namespace)?;
     let (graph, cluster) = inputs(&state);
     check_namespaces(&BTreeSet::from([namespace.clone()]), &graph, &cluster)?;
-    let enforced = state
-        .enforcer
-        .as_ref()
-        .map(|e| e.view().policies.clone())
-        .unwrap_or_default();
+    let enforced = state.enforced_policies();
     let result = blocking(move || {
         let options = SuggestOptions {
             namespaces: BTreeSet::from([namespace.clone()]),
@@ -170,11 +160,7 @@ pub async fn verify_suggestion(
     query: Result<Query<RawSuggestionQuery>, QueryRejection>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     let Query(raw) = query?;
-    let namespaces = raw
-        .namespace
-        .map(|list| namespace_list("namespace", &list))
-        .transpose()?
-        .unwrap_or_default();
+    let namespaces = query::namespaces(raw.namespace)?.unwrap_or_default();
     let (graph, cluster) = inputs(&state);
     check_namespaces(&namespaces, &graph, &cluster)?;
     let report = blocking(move || -> Result<VerifyReport, ApiError> {
@@ -258,7 +244,7 @@ pub async fn impact(
     let Query(raw) = query?;
     let namespace = one_namespace(raw.namespace)?;
     let mode = match raw.mode {
-        Some(m) => Mode::from_str(&m).map_err(|e| bad("mode", e.to_string()))?,
+        Some(m) => query::value::<Mode>("mode", &m)?,
         None => return Err(bad("mode", "required")),
     };
     let window = raw
@@ -278,11 +264,7 @@ pub async fn impact(
         .unwrap_or(Duration::from_secs(3600));
     let (graph, cluster) = inputs(&state);
     check_namespaces(&BTreeSet::from([namespace.clone()]), &graph, &cluster)?;
-    let enforced = state
-        .enforcer
-        .as_ref()
-        .map(|e| e.view().policies.clone())
-        .unwrap_or_default();
+    let enforced = state.enforced_policies();
     let view = state.aggregator.view();
     let now = crate::store::unix_now();
     let since = now.saturating_sub(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX));
