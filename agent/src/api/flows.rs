@@ -25,7 +25,7 @@ use super::{
     AppState,
     error::ApiError,
     query::{self, bad},
-    wire::FlowJson,
+    wire::{FlowJson, LostEventsJson, LostJson},
 };
 use crate::{
     aggregator::{FlowRecord, SharedRecord},
@@ -214,12 +214,12 @@ impl Follow {
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(missed)) => {
-                    return Some(ndjson(&serde_json::json!({
-                        "lost_events": {
-                            "source": "WEIR_FOLLOW_BUFFER",
-                            "num_events_lost": missed,
-                        }
-                    })));
+                    return Some(ndjson(&LostJson {
+                        lost_events: LostEventsJson {
+                            num_events_lost: missed,
+                            source: "WEIR_FOLLOW_BUFFER".to_owned(),
+                        },
+                    }));
                 }
                 Err(RecvError::Closed) => return None,
             }

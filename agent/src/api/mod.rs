@@ -25,6 +25,9 @@
 //! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
 //! | `GET /api/modes`, `PUT /api/modes/{ns}` | per-namespace modes: observe, audit, enforce |
 //!
+//! The JSON of each answer is a type of [`wire`], shared with the clients;
+//! query strings are checked with [`query`], so errors name the parameter.
+//!
 //! Every request that changes state needs `Authorization: Bearer TOKEN`
 //! ([`auth`]); errors are JSON `{"error": "...", "status": CODE}`.
 

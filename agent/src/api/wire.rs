@@ -201,6 +201,23 @@ pub struct EndpointRefJson {
     pub pod: Option<String>,
 }
 
+/// The line a `follow` stream of `/api/flows` sends in place of the
+/// records a slow reader missed (Hubble's `lost_events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostJson {
+    /// What was lost.
+    pub lost_events: LostEventsJson,
+}
+
+/// How many records a follower missed, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostEventsJson {
+    /// Records skipped.
+    pub num_events_lost: u64,
+    /// `WEIR_FOLLOW_BUFFER`: the agent's buffer of recent records.
+    pub source: String,
+}
+
 // ---- `GET /api/graph` and `GET /api/events` ----
 
 /// The whole graph.
@@ -456,6 +473,20 @@ mod tests {
         assert!(round_trip(&enforced).ends_with(r#""ready":true,"held":"enforce.json is gone"}"#));
         assert_eq!(enforced.modes().of("shop"), Mode::Audit);
         assert_eq!(enforced.modes().of("other"), Mode::Observe);
+    }
+
+    #[test]
+    fn a_lost_line_reads_back() {
+        let lost = LostJson {
+            lost_events: LostEventsJson {
+                num_events_lost: 3,
+                source: "WEIR_FOLLOW_BUFFER".to_owned(),
+            },
+        };
+        assert_eq!(
+            round_trip(&lost),
+            r#"{"lost_events":{"num_events_lost":3,"source":"WEIR_FOLLOW_BUFFER"}}"#
+        );
     }
 
     #[test]
