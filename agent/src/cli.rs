@@ -1,11 +1,15 @@
-//! Command-line surface: clap structs and dispatch. Each subcommand's
-//! arguments live in the module that implements it.
+//! Command-line surface: clap dispatch. Each subcommand's arguments live
+//! in the module that implements it (`cmd/`, `daemon`, `weir_lab`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, learn, observe, policy, telemetry::LogFormat};
+use crate::{
+    cmd::{learn, observe, policy},
+    daemon,
+    telemetry::LogFormat,
+};
 
 /// weir: learn Kubernetes NetworkPolicies from observed traffic.
 #[derive(Debug, Parser)]

@@ -22,7 +22,6 @@
 pub mod convert;
 pub mod health;
 pub mod trim;
-pub mod write;
 
 #[cfg(test)]
 mod mock;

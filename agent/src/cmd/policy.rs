@@ -25,104 +25,18 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use reqwest::Url;
 use weir_generator::{datapath::Mode, names};
 
+use super::{
+    client::{self, ApiToken, Client, ServerArgs, TokenArgs, endpoint},
+    kube,
+    output::{ListOutput, Output, policies_noun, table},
+};
 use crate::{
     api::wire::{Applied, Enforced, Modes},
-    learn::{self, policies},
-    observe::{Output, ServerArgs},
+    learn::{policies, policies_yaml},
 };
-
-/// The agent's default token file: `api-token` in its default state
-/// directory.
-pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/weir/api-token";
-
-/// How a command that changes state finds the agent's API token.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct TokenArgs {
-    /// The agent's API token.
-    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// A file holding the token (used when --token and WEIR_TOKEN are not
-    /// given).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "WEIR_TOKEN_FILE",
-        default_value = DEFAULT_TOKEN_FILE
-    )]
-    pub token_file: PathBuf,
-}
-
-/// A token, or why there is none (said when the agent refuses).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApiToken {
-    /// The token to send.
-    Token(String),
-    /// None could be found: why.
-    Missing(String),
-}
-
-impl TokenArgs {
-    /// The token to send.
-    #[must_use]
-    pub fn resolve(&self) -> ApiToken {
-        if let Some(token) = self
-            .token
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            return ApiToken::Token(token.to_owned());
-        }
-        match std::fs::read_to_string(&self.token_file) {
-            Ok(text) if !text.trim().is_empty() => ApiToken::Token(text.trim().to_owned()),
-            Ok(_) => ApiToken::Missing(format!("{} is empty", self.token_file.display())),
-            Err(error) => ApiToken::Missing(format!(
-                "no --token or WEIR_TOKEN, and {} cannot be read: {error}",
-                self.token_file.display()
-            )),
-        }
-    }
-}
-
-impl ApiToken {
-    /// `request` with the token, if there is one.
-    pub fn authorize(
-        &self,
-        request: reqwest::blocking::RequestBuilder,
-    ) -> reqwest::blocking::RequestBuilder {
-        match self {
-            Self::Token(token) => request.bearer_auth(token),
-            Self::Missing(_) => request,
-        }
-    }
-
-    /// Send a request that changes state; a 401 says how to pass the token.
-    ///
-    /// # Errors
-    /// See [`learn::send`]; a refused token names where it came from.
-    pub fn send(
-        &self,
-        request: reqwest::blocking::RequestBuilder,
-        url: &reqwest::Url,
-    ) -> anyhow::Result<reqwest::blocking::Response> {
-        learn::send(self.authorize(request), url).map_err(|error| {
-            if !learn::is_unauthorized(&error) {
-                return error;
-            }
-            let hint = match self {
-                Self::Token(_) => "the token given was refused".to_owned(),
-                Self::Missing(why) => why.clone(),
-            };
-            error.context(format!(
-                "the agent refused the change: it needs its API token ({hint}); pass --token, \
-                 set WEIR_TOKEN, or point --token-file at the agent's <state-dir>/api-token \
-                 (printed in its log at start)"
-            ))
-        })
-    }
-}
 
 /// `weir policy` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -174,15 +88,6 @@ pub struct PolicyName {
     pub name: String,
 }
 
-/// A namespace argument: a DNS-1123 label, checked before it goes into a
-/// URL or a request (`kube-system#oops` is refused, not sent).
-///
-/// # Errors
-/// Why it is not a namespace name.
-pub fn namespace_arg(s: &str) -> Result<String, String> {
-    names::dns1123_label(s).map(|()| s.to_owned())
-}
-
 /// A `NAMESPACE/NAME` argument.
 ///
 /// # Errors
@@ -210,17 +115,6 @@ pub struct ListArgs {
     pub output: ListOutput,
 }
 
-/// `weir policy list -o`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ListOutput {
-    /// For people.
-    Table,
-    /// The agent's JSON.
-    Json,
-    /// The policies, one YAML stream (`kubectl apply -f` reads it).
-    Yaml,
-}
-
 /// `weir mode` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum ModeCommand {
@@ -239,7 +133,7 @@ pub struct SetModeArgs {
     #[command(flatten)]
     pub token: TokenArgs,
     /// The namespace.
-    #[arg(value_parser = namespace_arg)]
+    #[arg(value_parser = client::namespace_arg)]
     pub namespace: String,
     /// observe, audit or enforce.
     pub mode: Mode,
@@ -270,13 +164,9 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
             let applied = apply(args)?;
             writeln!(
                 out,
-                "enforced {} polic{} ({} map writes){}",
+                "enforced {} {} ({} map writes){}",
                 applied.applied.len(),
-                if applied.applied.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                },
+                policies_noun(applied.applied.len()),
                 applied.writes,
                 if applied.replaced_namespaces.is_empty() {
                     String::new()
@@ -293,21 +183,20 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
         }
         PolicyCommand::Delete(args) => {
             let PolicyName { namespace, name } = &args.policy;
-            let url = learn::endpoint(
+            let url = endpoint(
                 &args.server.server,
                 &["api", "policies", "enforced", namespace, name],
             )?;
-            args.token
-                .resolve()
-                .send(learn::client()?.delete(url.clone()), &url)?;
+            let client = Client::new()?;
+            client.change(client.delete(&url), &url, &args.token.resolve())?;
             writeln!(out, "deleted {namespace}/{name}")?;
         }
         PolicyCommand::List(args) => {
-            let mut url = learn::endpoint(&args.server.server, &["api", "policies", "enforced"])?;
+            let mut url = endpoint(&args.server.server, &["api", "policies", "enforced"])?;
             if args.output == ListOutput::Yaml {
                 url.query_pairs_mut().append_pair("format", "yaml");
             }
-            let response = learn::send(learn::client()?.get(url.clone()), &url)?;
+            let response = Client::new()?.get(&url)?;
             match args.output {
                 ListOutput::Yaml | ListOutput::Json => {
                     out.write_all(response.text()?.as_bytes())?;
@@ -316,9 +205,7 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
                 ListOutput::Table => {
-                    let view: Enforced = response
-                        .json()
-                        .with_context(|| format!("{url} did not answer with policies"))?;
+                    let view: Enforced = client::decode(response, &url, "policies")?;
                     out.write_all(policy_table(&view).as_bytes())?;
                 }
             }
@@ -345,7 +232,7 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
     if loaded.is_empty() {
         bail!("no NetworkPolicy in {:?}", args.files);
     }
-    let body = learn::policies_yaml(&loaded)?;
+    let body = policies_yaml(&loaded)?;
     // Named by their file here; the agent checks the set as a whole.
     policies::policy_set(loaded)?;
     post_policies(&args.server.server, &args.token.resolve(), body, &[])
@@ -357,24 +244,19 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
 /// # Errors
 /// An unreachable agent, a refused set.
 pub fn post_policies(
-    server: &reqwest::Url,
+    server: &Url,
     token: &ApiToken,
     body: String,
     replace: &[String],
 ) -> anyhow::Result<Applied> {
-    let mut url = learn::endpoint(server, &["api", "policies", "enforced"])?;
+    let mut url = endpoint(server, &["api", "policies", "enforced"])?;
     if !replace.is_empty() {
         url.query_pairs_mut()
             .append_pair("replace", &replace.join(","));
     }
-    let request = learn::client()?
-        .post(url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/yaml")
-        .body(body);
-    token
-        .send(request, &url)?
-        .json()
-        .with_context(|| format!("{url} did not answer with what it applied"))
+    let client = Client::new()?;
+    let response = client.change(client.post_yaml(&url, body), &url, token)?;
+    Ok(client::decode(response, &url, "what it applied")?)
 }
 
 /// The enforced policies for people.
@@ -417,58 +299,30 @@ pub fn policy_table(view: &Enforced) -> String {
     out
 }
 
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// Run `weir mode ...`.
 ///
 /// # Errors
 /// An unreachable agent, a refused change.
 pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
+    if let ModeCommand::Set(args) = command
+        && args.kube
+    {
+        return kube::run_set_mode(&args.namespace, args.mode);
+    }
     let mut out = io::stdout().lock();
     match command {
-        ModeCommand::Set(args) if args.kube => {
-            crate::resolve::kube::write::block_on(async {
-                let client = crate::resolve::kube::write::client().await?;
-                crate::resolve::kube::write::set_mode(client, &args.namespace, args.mode).await?;
-                Ok(())
-            })?;
-            writeln!(
-                out,
-                "namespace {} labelled weir.dev/mode={}",
-                args.namespace, args.mode
-            )?;
-        }
         ModeCommand::Set(args) => {
-            let url = learn::endpoint(&args.server.server, &["api", "modes", &args.namespace])?;
-            let request = learn::client()?
-                .put(url.clone())
+            let url = endpoint(&args.server.server, &["api", "modes", &args.namespace])?;
+            let client = Client::new()?;
+            let request = client
+                .put(&url)
                 .json(&serde_json::json!({ "mode": args.mode }));
-            args.token.resolve().send(request, &url)?;
+            client.change(request, &url, &args.token.resolve())?;
             writeln!(out, "namespace {} is in {} mode", args.namespace, args.mode)?;
         }
         ModeCommand::List(args) => {
-            let url = learn::endpoint(&args.server.server, &["api", "modes"])?;
-            let modes: Modes = learn::send(learn::client()?.get(url.clone()), &url)?
-                .json()
-                .with_context(|| format!("{url} did not answer with modes"))?;
+            let url = endpoint(&args.server.server, &["api", "modes"])?;
+            let modes: Modes = Client::new()?.get_json(&url, "modes")?;
             match args.output {
                 Output::Json => {
                     serde_json::to_writer_pretty(&mut out, &modes)?;
@@ -568,30 +422,5 @@ mod tests {
         // --token wins over the file.
         let error = set_mode(&server, Some("wrong"), &missing);
         assert!(error.contains("refused"), "{error}");
-    }
-
-    #[test]
-    fn tokens_come_from_the_flag_then_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t");
-        let args = |token: Option<&str>| TokenArgs {
-            token: token.map(str::to_owned),
-            token_file: file.clone(),
-        };
-        assert!(
-            matches!(args(None).resolve(), ApiToken::Missing(why) if why.contains("cannot be read"))
-        );
-        std::fs::write(&file, "  \n").unwrap();
-        assert!(matches!(args(None).resolve(), ApiToken::Missing(why) if why.contains("empty")));
-        std::fs::write(&file, "from-file\n").unwrap();
-        assert_eq!(args(None).resolve(), ApiToken::Token("from-file".into()));
-        assert_eq!(
-            args(Some(" flag ")).resolve(),
-            ApiToken::Token("flag".into())
-        );
-        assert_eq!(
-            args(Some("")).resolve(),
-            ApiToken::Token("from-file".into())
-        );
     }
 }

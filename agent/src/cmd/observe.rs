@@ -3,9 +3,6 @@
 //! `weir observe` prints flows like `hubble observe`: one line per flow in
 //! Hubble's compact form, or the JSON records as NDJSON (`-o json`), which
 //! Hubble's tooling reads. `weir graph` prints the workload graph.
-//!
-//! Blocking HTTP is enough for a CLI that does one request (or follows one
-//! stream) and prints.
 
 use std::{
     io::{self, BufRead, BufReader, Write},
@@ -13,32 +10,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-use reqwest::{Url, blocking::Client};
+use anyhow::Context as _;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use weir_generator::model::Protocol;
 
+use super::{
+    client::{self, Client, ClientError, ServerArgs, endpoint},
+    output::{Output, port, table},
+};
 use crate::api::wire::{EndpointJson, FlowJson, GraphJson, L4Json};
-use crate::learn::endpoint;
 
-/// Where the agent is.
-#[derive(Debug, clap::Args)]
-pub struct ServerArgs {
-    /// Base URL of the agent's API.
-    #[arg(long, env = "WEIR_SERVER", default_value = "http://127.0.0.1:9090")]
-    pub server: Url,
-}
-
-/// Output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// For people.
-    #[default]
-    Table,
-    /// For programs: `observe` prints one JSON flow per line, `graph` the
-    /// graph as one JSON document.
-    Json,
-}
+/// How long a request that does not follow a stream may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `weir observe` arguments.
 #[derive(Debug, clap::Args)]
@@ -52,7 +35,7 @@ pub struct ObserveArgs {
     #[arg(long, default_value_t = 20)]
     pub last: usize,
     /// Only flows from or to pods of this namespace.
-    #[arg(long, value_parser = crate::policy::namespace_arg)]
+    #[arg(long, value_parser = client::namespace_arg)]
     pub namespace: Option<String>,
     /// Only flows from or to this pod.
     #[arg(long, value_name = "NAMESPACE/POD")]
@@ -98,7 +81,9 @@ pub fn run_graph(args: &GraphArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A closed stdout (`weir observe -f | head`) is a normal way to stop.
-fn finish(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+/// An agent's refusal is said in its own words, without the status under
+/// it (as these two commands always have).
+pub(super) fn finish(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
     match result {
         Err(e)
             if e.downcast_ref::<io::Error>()
@@ -106,7 +91,13 @@ fn finish(result: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
         {
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(e),
+        Err(e) => match e
+            .downcast_ref::<ClientError>()
+            .and_then(ClientError::refusal)
+        {
+            Some(refusal) => Err(anyhow::anyhow!("{refusal}")),
+            None => Err(e),
+        },
         Ok(()) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -139,7 +130,7 @@ pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
             q.append_pair("follow", "true");
         }
     }
-    let response = get(&url, !args.follow)?;
+    let response = Client::with_timeout((!args.follow).then_some(TIMEOUT))?.get(&url)?;
     if args.follow {
         let reader = BufReader::new(response);
         for line in reader.lines() {
@@ -149,9 +140,7 @@ pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let flows: Vec<serde_json::Value> = response
-        .json()
-        .with_context(|| format!("{url} did not answer with a list of flows"))?;
+    let flows: Vec<serde_json::Value> = client::decode(response, &url, "a list of flows")?;
     for flow in flows {
         print_line(&flow.to_string(), args.output, out)?;
     }
@@ -259,10 +248,7 @@ fn short_time(rfc3339: &str) -> String {
 /// See [`run_graph`].
 pub fn graph(args: &GraphArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let url = endpoint(&args.server.server, &["api", "graph"])?;
-    let response = get(&url, true)?;
-    let graph: GraphJson = response
-        .json()
-        .with_context(|| format!("{url} did not answer with a graph"))?;
+    let graph: GraphJson = Client::with_timeout(Some(TIMEOUT))?.get_json(&url, "a graph")?;
     match args.output {
         Output::Json => {
             serde_json::to_writer_pretty(&mut *out, &graph)?;
@@ -286,74 +272,18 @@ pub fn graph_table(graph: &GraphJson) -> String {
         "BYTES",
         "LAST SEEN",
     ];
-    let rows: Vec<[String; 8]> = graph
-        .edges
-        .iter()
-        .map(|e| {
-            let ports: Vec<String> = e
-                .ports
-                .iter()
-                .map(|p| {
-                    if p.protocol.has_ports() {
-                        format!("{}/{}", p.port, p.protocol)
-                    } else {
-                        p.protocol.to_string()
-                    }
-                })
-                .collect();
-            [
-                e.source.clone(),
-                "->".to_owned(),
-                e.target.clone(),
-                ports.join(","),
-                e.connections.to_string(),
-                e.packets.to_string(),
-                e.bytes.to_string(),
-                short_time(&e.last_seen),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut table = String::new();
-    let header = header.map(str::to_owned);
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        table.push_str(cells.join("  ").trim_end());
-        table.push('\n');
-    }
-    table
+    let rows = std::iter::once(header.map(str::to_owned)).chain(graph.edges.iter().map(|e| {
+        let ports: Vec<String> = e.ports.iter().map(|p| port(p.protocol, p.port)).collect();
+        [
+            e.source.clone(),
+            "->".to_owned(),
+            e.target.clone(),
+            ports.join(","),
+            e.connections.to_string(),
+            e.packets.to_string(),
+            e.bytes.to_string(),
+            short_time(&e.last_seen),
+        ]
+    }));
+    table(&rows.collect::<Vec<_>>())
 }
-
-fn get(url: &Url, with_timeout: bool) -> anyhow::Result<reqwest::blocking::Response> {
-    let client = Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        // A followed stream has no end; a plain request should be quick.
-        .timeout(with_timeout.then_some(Duration::from_secs(30)))
-        .build()
-        .context("cannot build an HTTP client")?;
-    let response = client.get(url.clone()).send().with_context(|| {
-        format!("cannot reach the weir agent at {url} (is `weir agent` running? see --server)")
-    })?;
-    let status = response.status();
-    if !status.is_success() {
-        let message = response
-            .json::<serde_json::Value>()
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
-        bail!("{url}: {message}");
-    }
-    Ok(response)
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,10 +1,16 @@
 //! What weir writes to a cluster, from the CLI: a namespace's mode label
 //! (`weir mode set --kube`) and the suggested NetworkPolicies by
 //! server-side apply (`weir export --apply --kube`), both as field manager
-//! `weir`. The agents read them back through their watches: the label
-//! flips the namespace's mode on every node, the policies become the
-//! enforced set.
+//! `weir`. The agents read them back through their watches
+//! (`resolve/kube`): the label flips the namespace's mode on every node,
+//! the policies become the enforced set.
 
+use std::{
+    io::{self, Write as _},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
 use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy};
 use kube::{
     Api, Client,
@@ -13,7 +19,7 @@ use kube::{
 use serde_json::json;
 use weir_generator::datapath::Mode;
 
-use super::convert::MODE_LABEL;
+use crate::{learn::PoliciesJson, resolve::kube::convert::MODE_LABEL};
 
 /// The field manager of everything weir writes.
 pub const FIELD_MANAGER: &str = "weir";
@@ -140,10 +146,55 @@ pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::R
 /// # Errors
 /// No usable configuration.
 pub async fn client() -> anyhow::Result<Client> {
-    use anyhow::Context as _;
     Client::try_default()
         .await
         .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")
+}
+
+/// `weir mode set NS MODE --kube`: label the namespace.
+///
+/// # Errors
+/// No usable configuration, a refused patch.
+pub fn run_set_mode(namespace: &str, mode: Mode) -> anyhow::Result<ExitCode> {
+    block_on(async {
+        let client = client().await?;
+        set_mode(client, namespace, mode).await?;
+        Ok(())
+    })?;
+    writeln!(
+        io::stdout().lock(),
+        "namespace {namespace} labelled weir.dev/mode={mode}"
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir export --apply --kube`: server-side apply of the suggestion.
+///
+/// # Errors
+/// The suggestion's YAML does not read back, no usable configuration, a
+/// refused apply.
+pub fn apply_export(policies: &PoliciesJson, dry_run: DryRun) -> anyhow::Result<ExitCode> {
+    let mut set = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&policies.yaml) {
+        let policy: Option<NetworkPolicy> =
+            serde::Deserialize::deserialize(document).context("the suggestion's YAML")?;
+        set.extend(policy);
+    }
+    let applied = block_on(async {
+        let client = client().await?;
+        Ok(apply_policies(client, &set, dry_run).await?)
+    })?;
+    let mut out = io::stdout().lock();
+    for key in &applied {
+        match dry_run {
+            DryRun::Server => writeln!(out, "networkpolicy {key} checked (server dry run)")?,
+            DryRun::None => writeln!(out, "networkpolicy {key} applied")?,
+        }
+    }
+    if dry_run == DryRun::Server {
+        writeln!(out, "nothing was stored: --dry-run=none applies")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -296,7 +347,7 @@ mod tests {
         );
         assert!(parse(&["export", "--dry-run", "none"]).is_err());
         let Ok(Cli {
-            command: Command::Mode(crate::policy::ModeCommand::Set(set)),
+            command: Command::Mode(crate::cmd::policy::ModeCommand::Set(set)),
             ..
         }) = parse(&["mode", "set", "shop", "enforce", "--kube"])
         else {
