@@ -9,10 +9,25 @@ use std::{
 
 use weir_generator::model::{PodMeta, Protocol, WorkloadKind, WorkloadRef};
 
+use super::{Aggregator, Options};
 use crate::{
     flow::{Initiator, Observation},
+    metrics::Metrics,
     resolve::Resolve,
 };
+
+/// An aggregator of node `node-1`, and the metrics it counts in.
+pub(crate) fn node_aggregator() -> (Arc<Aggregator>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let options = Options {
+        node_name: "node-1".into(),
+        ..Options::default()
+    };
+    (
+        Arc::new(Aggregator::new(options, Arc::clone(&metrics))),
+        metrics,
+    )
+}
 
 /// A resolver over fixed maps.
 #[derive(Debug, Default)]

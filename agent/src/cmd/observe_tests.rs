@@ -1,29 +1,19 @@
-use std::{net::SocketAddr, sync::Arc};
-
 use clap::Parser as _;
 use weir_generator::model::Protocol;
 
 use super::observe::*;
 use crate::{
-    aggregator::{Aggregator, Options, testing::*},
+    aggregator::testing::*,
     api::{
-        AppState, SharedResolver, app,
+        AppState, SharedResolver,
         wire::{FlowJson, GraphJson},
     },
     flow::Initiator,
-    metrics::Metrics,
 };
 
 /// An agent API on a random local port, on its own runtime thread.
-fn serve() -> SocketAddr {
-    let metrics = Arc::new(Metrics::new());
-    let aggregator = Arc::new(Aggregator::new(
-        Options {
-            node_name: "node-1".into(),
-            ..Options::default()
-        },
-        Arc::clone(&metrics),
-    ));
+fn serve() -> String {
+    let (aggregator, metrics) = node_aggregator();
     let r = shop();
     // The cart's own report lets the connection in (it is held until then).
     aggregator.fold(
@@ -41,20 +31,7 @@ fn serve() -> SocketAddr {
     aggregator.fold(&icmp, &r);
     aggregator.close_followers();
     let state = AppState::new(aggregator, metrics, SharedResolver::default(), "node-1");
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = std_listener.local_addr().unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            axum::serve(listener, app(state)).await.unwrap();
-        });
-    });
-    addr
+    super::testing::serve(state)
 }
 
 #[derive(Debug, clap::Parser)]
@@ -80,7 +57,7 @@ fn output(argv: &[&str]) -> anyhow::Result<String> {
 
 #[test]
 fn observe_and_graph_print_what_the_agent_serves() {
-    let server = format!("http://{}", serve());
+    let server = serve();
     let table = output(&["weir", "observe", "--server", &server]).unwrap();
     assert_eq!(
         table,
@@ -133,7 +110,7 @@ fn observe_and_graph_print_what_the_agent_serves() {
 
 #[test]
 fn errors_name_the_url_and_the_bad_parameter() {
-    let server = format!("http://{}", serve());
+    let server = serve();
     let err = output(&["weir", "observe", "--server", &server, "--pod", "nopod"]).unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("/api/flows?"), "{message}");

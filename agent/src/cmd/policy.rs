@@ -352,16 +352,13 @@ mod tests {
     use super::*;
     use crate::{
         aggregator::{Aggregator, Options},
-        api::{self, AppState, auth::Token},
+        api::{AppState, auth::Token},
         metrics::Metrics,
     };
 
     /// An agent API (without an enforcer) whose token is `right`, on a
     /// local port; the thread serves until the test process ends.
     fn serve() -> reqwest::Url {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let metrics = Arc::new(Metrics::new());
         let state = AppState::new(
             Arc::new(Aggregator::new(Options::default(), Arc::clone(&metrics))),
@@ -370,17 +367,7 @@ mod tests {
             "node",
         )
         .with_token(Token::new("right", "test").unwrap());
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    axum::serve(listener, api::app(state)).await.unwrap();
-                });
-        });
-        url.parse().unwrap()
+        super::super::testing::serve(state).parse().unwrap()
     }
 
     fn set_mode(server: &reqwest::Url, token: Option<&str>, file: &std::path::Path) -> String {

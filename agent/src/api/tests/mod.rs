@@ -7,7 +7,7 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::{
-    aggregator::{Options, testing::*},
+    aggregator::testing::*,
     enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile, task::EnforcerHandle},
     flow::Initiator,
 };
@@ -16,14 +16,7 @@ use crate::{
 /// attached veths), frontend -> db:5432 twice, an external client -> cart
 /// on UDP 53.
 fn state() -> AppState {
-    let metrics = Arc::new(Metrics::new());
-    let aggregator = Arc::new(Aggregator::new(
-        Options {
-            node_name: "node-1".into(),
-            ..Options::default()
-        },
-        Arc::clone(&metrics),
-    ));
+    let (aggregator, metrics) = node_aggregator();
     let r = shop();
     let mut udp = obs(2, "10.0.0.2:53", "203.0.113.5:40000", Initiator::Remote);
     udp.protocol = weir_generator::model::Protocol::Udp;
