@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{CompileError, ID_FIRST, RuleOrigin};
-use crate::eval::{Direction, PolicyRef};
+use super::{CompileError, ID_FIRST};
+use crate::eval::{Direction, PolicyRef, RuleRef};
 
 /// What an identity stands for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,7 +45,7 @@ pub enum IdentityKey {
 #[serde(into = "SavedIdentities", try_from = "SavedIdentities")]
 pub struct Identities {
     ids: Allocator<IdentityKey>,
-    rules: Allocator<RuleOrigin>,
+    rules: Allocator<RuleRef>,
 }
 
 impl Default for Identities {
@@ -101,11 +101,11 @@ impl Identities {
         self.ids.assign(keys, "identities")
     }
 
-    pub(super) fn assign_rules(&mut self, keys: BTreeSet<RuleOrigin>) -> Result<(), CompileError> {
+    pub(super) fn assign_rules(&mut self, keys: BTreeSet<RuleRef>) -> Result<(), CompileError> {
         self.rules.assign(keys, "rule ids")
     }
 
-    pub(super) fn rule_ids(&self) -> &BTreeMap<RuleOrigin, u32> {
+    pub(super) fn rule_ids(&self) -> &BTreeMap<RuleRef, u32> {
         &self.rules.by_key
     }
 }
@@ -294,7 +294,7 @@ impl TryFrom<SavedIdentities> for Identities {
                     });
                 }
             };
-            let origin = RuleOrigin {
+            let origin = RuleRef {
                 policy: PolicyRef {
                     namespace: rule.namespace,
                     name: rule.name,
@@ -336,7 +336,7 @@ mod tests {
         // a released number is not reused after the restore either
         ids.assign_identities(BTreeSet::from([cidr.clone()]))
             .unwrap();
-        let origin = RuleOrigin {
+        let origin = RuleRef {
             policy: PolicyRef {
                 namespace: "shop".to_owned(),
                 name: "web".to_owned(),

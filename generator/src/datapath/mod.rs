@@ -3,7 +3,10 @@
 //! diff between two compiles that the agent applies to the kernel.
 //!
 //! [`compile`] is pure and deterministic. Its semantics are the
-//! evaluator's ([`crate::eval`]) by construction and by test
+//! evaluator's ([`crate::eval`]) by construction (it walks the policies as
+//! [`PolicySet::new`] compiled them for the evaluator: one lowering of
+//! `policyTypes` defaulting, peer shapes, CIDRs and port forms; namespace
+//! selectors match as the evaluator's) and by test
 //! (`tests/datapath_compile.rs` compares [`DatapathState::judge`], which
 //! simulates the kernel lookups, with [`Evaluator`](crate::eval::Evaluator)
 //! on random clusters and policies):
@@ -63,7 +66,6 @@
 mod diff;
 mod identity;
 mod judge;
-mod lower;
 mod ports;
 
 use std::{
@@ -76,7 +78,6 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use self::lower::{Peer, PortMatch, Rule};
 pub use self::{
     diff::{Diff, MapDiff},
     identity::{
@@ -87,7 +88,7 @@ pub use self::{
 };
 use crate::{
     cluster::{Cluster, ClusterPod},
-    eval::{Direction, NAMESPACE_NAME_LABEL, PolicyRef, PolicySet},
+    eval::{Direction, Peer, PolicyRef, PolicySet, PortMatch, Rule, RuleRef},
 };
 
 /// `WEIR_ID_ANY`: in rule and peer keys, any peer.
@@ -299,30 +300,6 @@ pub struct PeerKey {
     pub peer: u32,
 }
 
-/// Where a rule id comes from: `spec.<direction>[index]` of a policy.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct RuleOrigin {
-    /// The policy.
-    pub policy: PolicyRef,
-    /// `spec.ingress` or `spec.egress`.
-    pub direction: Direction,
-    /// Index in that list.
-    pub index: usize,
-}
-
-impl fmt::Display for RuleOrigin {
-    /// `namespace/name spec.ingress[0]`, as [`crate::eval::RuleRef`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} spec.{}[{}]",
-            self.policy,
-            self.direction.field(),
-            self.index
-        )
-    }
-}
-
 /// Everything the enforcement maps hold, and what the agent needs to
 /// explain their verdicts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -340,7 +317,7 @@ pub struct DatapathState {
     pub peers: BTreeSet<PeerKey>,
     /// Rule id -> its origin, for every rule of every policy (ids are kept
     /// by [`Identities`], so they are sparse, not indices).
-    pub rule_table: BTreeMap<u32, RuleOrigin>,
+    pub rule_table: BTreeMap<u32, RuleRef>,
     /// (endpoint identity, direction) -> the policies that isolate it
     /// (sorted), present iff the endpoint is isolated for the direction:
     /// the "isolated by" of a drop.
@@ -404,16 +381,6 @@ pub enum CompileError {
         /// `identities` or `rule ids`.
         what: &'static str,
     },
-    /// A policy that [`PolicySet::new`] should have refused.
-    #[error("policy {policy}: {field}: {reason}")]
-    InvalidPolicy {
-        /// `namespace/name`.
-        policy: String,
-        /// The field.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl DatapathState {
@@ -463,14 +430,13 @@ type PortBlock = (u8, u16, u8);
 ///
 /// # Errors
 ///
-/// [`CompileError::Exhausted`] when the allocator has no number left, and
-/// [`CompileError::InvalidPolicy`] for a policy the set should not hold.
+/// [`CompileError::Exhausted`] when the allocator has no number left.
 /// Map capacities are checked apart: [`DatapathState::check`].
 pub fn compile(
     input: &Input<'_>,
     identities: &mut Identities,
 ) -> Result<DatapathState, CompileError> {
-    let policies = lower::lower(input.policies)?;
+    let policies = input.policies.compiled();
     let cluster = input.cluster;
 
     // Identity keys: pods by (namespace, labels), every ipBlock prefix.
@@ -483,7 +449,7 @@ pub fn compile(
     }
     let mut prefixes = BTreeSet::new();
     let mut origins = BTreeSet::new();
-    for policy in &policies {
+    for policy in policies {
         for direction in [Direction::Ingress, Direction::Egress] {
             for (index, rule) in policy
                 .rules(direction)
@@ -491,7 +457,7 @@ pub fn compile(
                 .iter()
                 .enumerate()
             {
-                origins.insert(RuleOrigin {
+                origins.insert(RuleRef {
                     policy: policy.id.clone(),
                     direction,
                     index,
@@ -551,7 +517,7 @@ pub fn compile(
     };
     let mut flags = vec![0u8; idents.len()];
 
-    for policy in &policies {
+    for policy in policies {
         let selected: Vec<usize> = by_namespace
             .get(policy.id.namespace.as_str())
             .into_iter()
@@ -578,7 +544,7 @@ pub fn compile(
                     .push(policy.id.clone());
             }
             for (index, rule) in rules.iter().enumerate() {
-                let origin = RuleOrigin {
+                let origin = RuleRef {
                     policy: policy.id.clone(),
                     direction,
                     index,
@@ -675,14 +641,7 @@ impl RuleContext<'_, '_> {
                     pods: selector,
                 } => {
                     for (&ns, members) in self.by_namespace {
-                        let ns_ok = match namespaces {
-                            None => ns == self.policy_namespace,
-                            Some(s) => {
-                                let labels = self.cluster.namespaces.get(ns);
-                                s.matches_with(|k| namespace_label(labels, ns, k))
-                            }
-                        };
-                        if ns_ok {
+                        if namespaces.matches(ns, self.policy_namespace, &self.cluster.namespaces) {
                             pods.extend(
                                 members
                                     .iter()
@@ -723,19 +682,6 @@ fn prefixes_within(
         .range(low..=high)
         .filter(move |(p, _)| cidr.contains(*p))
         .map(|(&p, &id)| (p, id))
-}
-
-/// A namespace's label, with `kubernetes.io/metadata.name` always present
-/// (as the evaluator's).
-fn namespace_label<'l>(
-    labels: Option<&'l BTreeMap<String, String>>,
-    namespace: &'l str,
-    key: &str,
-) -> Option<&'l str> {
-    labels
-        .and_then(|l| l.get(key))
-        .map(String::as_str)
-        .or_else(|| (key == NAMESPACE_NAME_LABEL).then_some(namespace))
 }
 
 /// The port blocks of a rule that do not depend on the destination pod.

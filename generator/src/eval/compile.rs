@@ -1,13 +1,14 @@
 //! Validation and compilation of NetworkPolicies into the form the
-//! evaluator walks: selectors compiled, CIDRs parsed, `policyTypes`
-//! defaulted, ports resolved to ranges or names.
+//! evaluator and the datapath compiler walk: selectors compiled, CIDRs
+//! parsed, `policyTypes` defaulted, ports resolved to ranges or names. The
+//! one lowering of NetworkPolicy semantics both of them share.
 //!
 //! The checks are those of the API server's `ValidateNetworkPolicy`
 //! (`pkg/apis/networking/validation`), so that a directory of policies that
 //! `weir verify` accepts is one that `kubectl apply` accepts, and the other
 //! way round for every rule weir evaluates.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 use k8s_openapi::{
@@ -15,22 +16,22 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use super::{Direction, PolicyError, PolicyRef};
+use super::{Direction, NAMESPACE_NAME_LABEL, PolicyError, PolicyRef};
 use crate::{model::Protocol, names, selector::Selector};
 
 /// A validated policy.
 #[derive(Clone, Debug)]
-pub(super) struct CompiledPolicy {
-    pub(super) id: PolicyRef,
-    pub(super) pod_selector: Selector,
+pub(crate) struct CompiledPolicy {
+    pub(crate) id: PolicyRef,
+    pub(crate) pod_selector: Selector,
     /// `Some` iff the (defaulted) policy types include Ingress.
-    pub(super) ingress: Option<Vec<Rule>>,
+    pub(crate) ingress: Option<Vec<Rule>>,
     /// `Some` iff the (defaulted) policy types include Egress.
-    pub(super) egress: Option<Vec<Rule>>,
+    pub(crate) egress: Option<Vec<Rule>>,
 }
 
 impl CompiledPolicy {
-    pub(super) fn rules(&self, direction: Direction) -> Option<&[Rule]> {
+    pub(crate) fn rules(&self, direction: Direction) -> Option<&[Rule]> {
         match direction {
             Direction::Ingress => self.ingress.as_deref(),
             Direction::Egress => self.egress.as_deref(),
@@ -40,15 +41,15 @@ impl CompiledPolicy {
 
 /// One ingress or egress rule.
 #[derive(Clone, Debug)]
-pub(super) struct Rule {
+pub(crate) struct Rule {
     /// `None`: `from`/`to` absent or empty, every peer (in and out of the cluster).
-    pub(super) peers: Option<Vec<Peer>>,
+    pub(crate) peers: Option<Vec<Peer>>,
     /// `None`: `ports` absent or empty, every port and protocol (ICMP too).
-    pub(super) ports: Option<Vec<Port>>,
+    pub(crate) ports: Option<Vec<Port>>,
 }
 
 #[derive(Clone, Debug)]
-pub(super) enum Peer {
+pub(crate) enum Peer {
     /// `podSelector` and/or `namespaceSelector` (ANDed).
     Pods {
         namespaces: Namespaces,
@@ -60,15 +61,40 @@ pub(super) enum Peer {
 }
 
 #[derive(Clone, Debug)]
-pub(super) enum Namespaces {
+pub(crate) enum Namespaces {
     /// `namespaceSelector` absent: the policy's own namespace.
     Own,
     /// `namespaceSelector` present.
     Matching(Selector),
 }
 
+impl Namespaces {
+    /// Whether `namespace` is one of these, for a policy of
+    /// `policy_namespace`; `labels` are the cluster's namespaces' labels,
+    /// with `kubernetes.io/metadata.name` always present.
+    pub(crate) fn matches(
+        &self,
+        namespace: &str,
+        policy_namespace: &str,
+        labels: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> bool {
+        match self {
+            Self::Own => namespace == policy_namespace,
+            Self::Matching(selector) => {
+                let labels = labels.get(namespace);
+                selector.matches_with(|key| {
+                    labels
+                        .and_then(|l| l.get(key))
+                        .map(String::as_str)
+                        .or_else(|| (key == NAMESPACE_NAME_LABEL).then_some(namespace))
+                })
+            }
+        }
+    }
+}
+
 impl Peer {
-    pub(super) fn matches_ip(&self, ip: IpAddr) -> bool {
+    pub(crate) fn matches_ip(&self, ip: IpAddr) -> bool {
         match self {
             Self::Pods { .. } => false,
             Self::IpBlock { cidr, except } => {
@@ -79,13 +105,13 @@ impl Peer {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct Port {
-    pub(super) protocol: Protocol,
-    pub(super) port: PortMatch,
+pub(crate) struct Port {
+    pub(crate) protocol: Protocol,
+    pub(crate) port: PortMatch,
 }
 
 #[derive(Clone, Debug)]
-pub(super) enum PortMatch {
+pub(crate) enum PortMatch {
     /// `port` absent: every port of the protocol.
     Any,
     /// `port` (..= `endPort`).

@@ -86,16 +86,12 @@
 
 mod compile;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    net::IpAddr,
-};
+use std::{collections::HashMap, fmt, net::IpAddr};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
-use self::compile::{CompiledPolicy, Namespaces, Peer, PortMatch, Rule};
+pub(crate) use self::compile::{CompiledPolicy, Peer, PortMatch, Rule};
 use crate::{
     cluster::{Cluster, ClusterPod},
     model::Protocol,
@@ -179,6 +175,11 @@ impl PolicySet {
     #[must_use]
     pub fn len(&self) -> usize {
         self.policies.len()
+    }
+
+    /// The policies compiled, in the same order.
+    pub(crate) fn compiled(&self) -> &[CompiledPolicy] {
+        &self.compiled
     }
 }
 
@@ -264,7 +265,7 @@ impl fmt::Display for Direction {
 }
 
 /// One rule of a policy: `spec.<direction>[index]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RuleRef {
     /// The policy.
     pub policy: PolicyRef,
@@ -621,15 +622,12 @@ impl<'a> Evaluator<'a> {
                 }
                 (Peer::Pods { .. }, Endpoint::External(_)) => {}
                 (Peer::Pods { namespaces, pods }, Endpoint::Pod(pod) | Endpoint::PodAt(pod, _)) => {
-                    let ns = pod.meta.namespace.as_str();
-                    let ns_ok = match namespaces {
-                        Namespaces::Own => ns == policy_namespace,
-                        Namespaces::Matching(selector) => {
-                            let labels = self.cluster.namespaces.get(ns);
-                            selector.matches_with(|k| namespace_label(labels, ns, k))
-                        }
-                    };
-                    if ns_ok && pods.matches(&pod.meta.labels) {
+                    if namespaces.matches(
+                        &pod.meta.namespace,
+                        policy_namespace,
+                        &self.cluster.namespaces,
+                    ) && pods.matches(&pod.meta.labels)
+                    {
                         return PeerMatch::Pod;
                     }
                 }
@@ -648,18 +646,6 @@ enum PeerMatch {
     Address,
     /// A selector, or the rule has no peers (everyone).
     Pod,
-}
-
-/// A namespace's label, with `kubernetes.io/metadata.name` always present.
-fn namespace_label<'l>(
-    labels: Option<&'l BTreeMap<String, String>>,
-    namespace: &'l str,
-    key: &str,
-) -> Option<&'l str> {
-    labels
-        .and_then(|l| l.get(key))
-        .map(String::as_str)
-        .or_else(|| (key == NAMESPACE_NAME_LABEL).then_some(namespace))
 }
 
 fn port_matches(
