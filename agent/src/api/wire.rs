@@ -352,6 +352,149 @@ pub struct PortJson {
     pub verdicts: VerdictCounts,
 }
 
+// ---- `GET /api/edge` and `GET /api/node` ----
+
+/// One direction's check of a port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionCheck {
+    /// `allowed`, `denied`, `not-isolated` (no policy selects the pod for
+    /// this direction) or `not-applicable` (that end is outside the
+    /// cluster).
+    pub verdict: String,
+    /// The mode of the namespace that checks this direction (null outside
+    /// the cluster).
+    pub mode: Option<Mode>,
+    /// What the datapath does with it in that mode: `forwarded`, `audit`
+    /// or `dropped`.
+    pub effect: EdgeVerdict,
+    /// The policies whose rules allow it (`namespace/name`).
+    pub allowed_by: Vec<String>,
+    /// Those rules (`namespace/name spec.ingress[0]`).
+    pub rules: Vec<String>,
+    /// Why it is denied: `default-deny`, `peer-not-allowed`,
+    /// `port-not-allowed`.
+    pub reason: Option<String>,
+    /// The policies that isolate the pod in this direction.
+    pub isolated_by: Vec<String>,
+}
+
+/// The enforced policies' verdict on one port of an edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortPolicy {
+    /// Port number (0 for ICMP).
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// `allowed` when both directions allow it, else `denied`.
+    pub verdict: String,
+    /// What the datapath does now, given the modes: the worse of the two
+    /// directions' effects.
+    pub effect: EdgeVerdict,
+    /// The source pod's egress.
+    pub egress: DirectionCheck,
+    /// The target pod's ingress.
+    pub ingress: DirectionCheck,
+}
+
+/// `GET /api/edge`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeDetails {
+    /// `SOURCE->TARGET`.
+    pub id: String,
+    /// Initiator's node id.
+    pub source: String,
+    /// Responder's node id.
+    pub target: String,
+    /// The worst verdict seen.
+    pub verdict: EdgeVerdict,
+    /// Destination ports with their counters, sorted.
+    pub ports: Vec<PortJson>,
+    /// The source workload's pods seen (empty for an address).
+    pub source_pods: Vec<String>,
+    /// The target workload's pods seen.
+    pub target_pods: Vec<String>,
+    /// The edge's last flow records, newest first.
+    pub recent_flows: Vec<FlowJson>,
+    /// Per port, what the enforced policies say.
+    pub policy: Vec<PortPolicy>,
+}
+
+/// A pod of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodJson {
+    /// The pod's name.
+    pub name: String,
+    /// Its addresses (empty for a pod the cluster no longer has).
+    pub ips: Vec<IpAddr>,
+    /// Its labels (the workload's common labels for a pod the cluster no
+    /// longer has).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A port a node served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServedPort {
+    /// Port number (0 for ICMP).
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+/// An edge seen from one of its nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEdge {
+    /// `SOURCE->TARGET`.
+    pub id: String,
+    /// The node at the other end.
+    pub peer: String,
+    /// Its ports.
+    pub ports: Vec<ServedPort>,
+    /// The worst verdict seen.
+    pub verdict: EdgeVerdict,
+    /// Connections opened.
+    pub connections: u64,
+}
+
+/// `GET /api/node`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDetails {
+    /// The graph's node (id, kind, group, name, namespace, workload,
+    /// labels, mode; `pods` here are objects).
+    #[serde(flatten)]
+    pub node: NodeSummary,
+    /// The pods, with addresses and labels.
+    pub pods: Vec<PodJson>,
+    /// Ports other nodes opened connections to, sorted.
+    pub ports_served: Vec<ServedPort>,
+    /// Edges into the node.
+    pub edges_in: Vec<NodeEdge>,
+    /// Edges out of the node.
+    pub edges_out: Vec<NodeEdge>,
+}
+
+/// A node without its pods' names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// `namespace/workload`, or the address.
+    pub id: String,
+    /// `workload` or `external`.
+    pub kind: String,
+    /// The namespace, or `external`.
+    pub group: String,
+    /// Short display name.
+    pub name: String,
+    /// The workload's namespace (null for external nodes).
+    pub namespace: Option<String>,
+    /// The workload's name (null for external nodes).
+    pub workload: Option<String>,
+    /// The workload's kind (`Deployment`, ...; null for external nodes).
+    pub workload_kind: Option<String>,
+    /// Labels common to the workload's pods.
+    pub labels: BTreeMap<String, String>,
+    /// The mode of a workload's namespace.
+    pub mode: Option<Mode>,
+}
+
 /// The data of a `graph` event of `GET /api/events`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphEvent {

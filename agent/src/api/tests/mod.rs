@@ -116,15 +116,24 @@ where
 }
 
 #[tokio::test]
-async fn clients_read_the_graph_and_flows_with_the_servers_types() {
-    let (status, _, body) = get(state(), "/api/graph").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let graph: wire::GraphJson = reads_back(&body);
-    assert_eq!((graph.nodes.len(), graph.edges.len()), (4, 3), "{body}");
-    let (status, _, body) = get(state(), "/api/flows").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let flows: Vec<wire::FlowJson> = reads_back(&body);
-    assert_eq!(flows.len(), 5, "{body}");
+async fn clients_read_the_graph_flows_and_details_with_the_servers_types() {
+    /// `uri`'s answer, read by a client with the server's type.
+    async fn read<T>(uri: &str) -> T
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let (status, _, body) = get(state(), uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        reads_back(&body)
+    }
+    let graph: wire::GraphJson = read("/api/graph").await;
+    assert_eq!((graph.nodes.len(), graph.edges.len()), (4, 3));
+    let flows: Vec<wire::FlowJson> = read("/api/flows").await;
+    assert_eq!(flows.len(), 5);
+    let edge: wire::EdgeDetails = read("/api/edge?source=shop/frontend&target=data/db").await;
+    assert_eq!((edge.ports.len(), edge.policy.len()), (1, 1));
+    let node: wire::NodeDetails = read("/api/node?id=shop/frontend").await;
+    assert_eq!(node.edges_out.len(), 2);
 }
 
 #[tokio::test]

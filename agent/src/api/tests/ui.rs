@@ -274,6 +274,13 @@ async fn edge_details_explain_each_port_with_the_enforced_policies_and_modes() {
                         "reason": null, "isolated_by": []},
         })
     );
+    // The client's type reads a denied direction and loses nothing.
+    let read: wire::EdgeDetails = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&read).unwrap(), json);
+    assert_eq!(
+        read.policy[0].egress.reason.as_deref(),
+        Some("default-deny")
+    );
     t.send("PUT", "/api/modes/shop", r#"{"mode": "enforce"}"#)
         .await;
     let json = t.get(uri).await;
