@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cmd;
 pub mod daemon;
 pub mod enforce;
+pub mod error;
 pub mod flow;
 pub mod health;
 pub mod learn;

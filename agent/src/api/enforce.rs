@@ -35,8 +35,9 @@ use super::{
 use crate::{
     enforce::{
         Change, EnforceError, Outcome, View,
-        task::{ChangeError, EnforcerHandle, chain},
+        task::{ChangeError, EnforcerHandle},
     },
+    error::chain,
     learn::policies,
 };
 

@@ -61,7 +61,7 @@ use self::{
     entries::{Entries, MAPS, MapIoError, Op, PolicyMapsIo},
     store::{Desired, DesiredError, DesiredFile, IdentitiesFile, key_of},
 };
-use crate::flow::CheckedDirection;
+use crate::{error::chain, flow::CheckedDirection};
 
 /// What the enforcer needs to know of the node, from the datapath task's
 /// view of the pod source.
@@ -285,7 +285,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             Ok(saved) => saved.unwrap_or_default(),
             Err(error) => {
                 tracing::warn!(
-                    error = task::chain(&error),
+                    error = chain(&error),
                     "cannot read the saved identities, numbering afresh (the first update rewrites the maps)"
                 );
                 Identities::new()
@@ -394,7 +394,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
         match self.commit(with_policies, true) {
             Err(error @ EnforceError::Invalid { .. }) => {
                 tracing::warn!(
-                    error = task::chain(&error),
+                    error = chain(&error),
                     "the cluster's NetworkPolicies are refused as a whole; the previous set stays in force"
                 );
                 self.commit(desired, true)
@@ -510,10 +510,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             && let Err(error) = self.identities_file.save(&identities)
         {
             // Enforcement is right either way; a restart would renumber.
-            tracing::warn!(
-                error = task::chain(&error),
-                "cannot save the identity allocator"
-            );
+            tracing::warn!(error = chain(&error), "cannot save the identity allocator");
         }
         self.identities = identities;
         self.compiled = state;
@@ -522,7 +519,7 @@ impl<M: PolicyMapsIo> Enforcer<M> {
             // The maps are right; denied flows keep their verdict until
             // they idle out.
             tracing::warn!(
-                error = task::chain(&error),
+                error = chain(&error),
                 "cannot delete denied flows to judge them again"
             );
             0

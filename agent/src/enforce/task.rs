@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     Change, EnforceError, Enforcer, Explain, NodeView, Outcome, View, entries::PolicyMapsIo,
 };
-use crate::metrics::Metrics;
+use crate::{error::chain, metrics::Metrics};
 
 /// The explanation snapshot the fold loop reads.
 pub type SharedExplain = Arc<RwLock<Arc<Explain>>>;
@@ -163,17 +163,4 @@ async fn run<M: PolicyMapsIo>(
             }
         }
     }
-}
-
-/// An error and its causes, `a: b: c`, as `{:#}` prints an anyhow chain.
-#[must_use]
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
