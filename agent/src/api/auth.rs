@@ -60,8 +60,12 @@ pub enum TokenError {
         problem: &'static str,
     },
     /// The system's random source failed.
-    #[error("cannot generate an API token: {0}")]
-    Random(String),
+    #[error("cannot generate an API token")]
+    Random {
+        /// Why.
+        #[source]
+        source: getrandom::Error,
+    },
 }
 
 impl Token {
@@ -71,7 +75,7 @@ impl Token {
     /// When the system's random source fails.
     pub fn generate() -> Result<Self, TokenError> {
         let mut bytes = [0_u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
+        getrandom::fill(&mut bytes).map_err(|source| TokenError::Random { source })?;
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self(hex.into()))
     }

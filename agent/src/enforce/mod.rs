@@ -170,6 +170,20 @@ pub enum EnforceError {
         #[source]
         source: DesiredError,
     },
+    /// The desired state cannot be read at start ([`Enforcer::new`]); its
+    /// message names the file.
+    #[error(transparent)]
+    Load {
+        /// Why.
+        source: DesiredError,
+    },
+    /// The maps cannot be read at start ([`Enforcer::new`]); its message
+    /// names the map.
+    #[error(transparent)]
+    ReadMaps {
+        /// The read.
+        source: MapIoError,
+    },
 }
 
 impl EnforceError {
@@ -272,14 +286,17 @@ impl<M: PolicyMapsIo> Enforcer<M> {
     /// Nothing is written until [`Enforcer::set_node`].
     ///
     /// # Errors
-    /// An unreadable file or maps.
+    /// [`EnforceError::Load`] for an unreadable file,
+    /// [`EnforceError::ReadMaps`] for unreadable maps.
     pub fn new(
         maps: M,
         file: DesiredFile,
         default_mode: Mode,
         limit_overrides: &BTreeMap<String, usize>,
-    ) -> anyhow::Result<Self> {
-        let desired = file.load()?;
+    ) -> Result<Self, EnforceError> {
+        let desired = file
+            .load()
+            .map_err(|source| EnforceError::Load { source })?;
         let identities_file = IdentitiesFile::beside(&file);
         let identities = match identities_file.load() {
             Ok(saved) => saved.unwrap_or_default(),
@@ -291,7 +308,9 @@ impl<M: PolicyMapsIo> Enforcer<M> {
                 Identities::new()
             }
         };
-        let applied = maps.read()?;
+        let applied = maps
+            .read()
+            .map_err(|source| EnforceError::ReadMaps { source })?;
         // The file gone while the pinned maps still judge some pod: a
         // missing file must not silently end enforcement. Keep the maps as
         // they are until told (a change through the API).

@@ -91,12 +91,19 @@ pub enum DesiredError {
         source: std::io::Error,
     },
     /// The file does not parse (left untouched).
-    #[error("{} is corrupt (left untouched): {detail}", path.display())]
+    #[error("{} is corrupt (left untouched)", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// What did not parse.
-        detail: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file has no `format_version` (left untouched).
+    #[error("{} is corrupt (left untouched): no format_version", path.display())]
+    NoFormatVersion {
+        /// The file.
+        path: PathBuf,
     },
     /// Written by a newer weir.
     #[error(
@@ -171,25 +178,24 @@ fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
             });
         }
     };
-    let corrupt = |detail: String| DesiredError::Corrupt {
+    let corrupt = |source| DesiredError::Corrupt {
         path: path.to_owned(),
-        detail,
+        source,
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(corrupt)?;
     let found = value
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| corrupt("no format_version".to_owned()))?;
+        .ok_or_else(|| DesiredError::NoFormatVersion {
+            path: path.to_owned(),
+        })?;
     if found > FORMAT_VERSION {
         return Err(DesiredError::NewerFormat {
             path: path.to_owned(),
             found,
         });
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
+    serde_json::from_value(value).map(Some).map_err(corrupt)
 }
 
 /// Write `encoded` (a file of this format) atomically.
@@ -307,5 +313,28 @@ mod tests {
         std::fs::write(file.path(), "not json").unwrap();
         assert!(matches!(file.load(), Err(DesiredError::Corrupt { .. })));
         assert_eq!(std::fs::read_to_string(file.path()).unwrap(), "not json");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_named_with_what_did_not_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DesiredFile::in_dir(dir.path());
+        let path = file.path().display().to_string();
+        for (text, detail) in [
+            ("not json", "expected ident at line 1 column 2"),
+            ("{}", "no format_version"),
+            (
+                r#"{"format_version": 1, "policies": 3}"#,
+                "invalid type: integer `3`, expected a sequence",
+            ),
+        ] {
+            std::fs::write(file.path(), text).unwrap();
+            let error = file.load().unwrap_err();
+            assert_eq!(
+                crate::error::chain(&error),
+                format!("{path} is corrupt (left untouched): {detail}"),
+                "{text}"
+            );
+        }
     }
 }
