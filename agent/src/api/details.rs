@@ -117,10 +117,8 @@ impl DirectionCheck {
 fn enforced(state: &AppState) -> Result<(PolicySet, Modes), ApiError> {
     let policies = state.enforced_policies();
     // The enforcer only holds sets that validated.
-    let set = PolicySet::new(policies).map_err(|error| {
-        tracing::error!(%error, "the enforced set does not validate");
-        ApiError::Internal
-    })?;
+    let set = PolicySet::new(policies)
+        .map_err(|error| ApiError::internal("the enforced set does not validate", error))?;
     Ok((set, state.modes()))
 }
 

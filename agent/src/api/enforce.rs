@@ -89,8 +89,7 @@ async fn change(handle: &EnforcerHandle, change: Change) -> Result<Outcome, ApiE
             reason: chain(&error),
         }),
         Err(ChangeError::Enforce(error)) => {
-            tracing::error!(error = chain(&error), "enforcement change failed");
-            Err(ApiError::Internal)
+            Err(ApiError::internal("enforcement change failed", error))
         }
     }
 }
@@ -116,8 +115,7 @@ pub async fn list(
             for policy in &view.policies {
                 body.push_str("---\n");
                 body.push_str(&serde_yaml::to_string(policy).map_err(|error| {
-                    tracing::error!(%error, "cannot encode a policy as YAML");
-                    ApiError::Internal
+                    ApiError::internal("cannot encode a policy as YAML", error)
                 })?);
             }
             Ok(([(header::CONTENT_TYPE, YAML)], body).into_response())

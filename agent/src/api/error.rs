@@ -1,14 +1,25 @@
 //! API errors: each a status code and a JSON body `{"error": "...",
 //! "status": CODE}`.
 //! Messages name what the client got wrong and never carry internal
-//! details; nothing is logged here (the caller decides what is worth a log).
+//! details. Nothing is logged where an error is made: [`log`], a
+//! middleware, logs every error answer once with the request's method,
+//! route and status, and the cause of a 500, which the client never sees.
+
+use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection},
+    extract::{
+        MatchedPath, Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection},
+    },
     http::{StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
+use tracing::{debug, error, warn};
+
+use crate::error::chain;
 
 /// A request the API cannot answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,9 +74,16 @@ pub enum ApiError {
     /// The agent runs without an enforcer (API tests, or it is stopping).
     #[error("enforcement is not available on this agent")]
     EnforcementUnavailable,
-    /// Something failed inside the agent (details are in its log).
+    /// Something failed inside the agent: the client hears only that;
+    /// [`log`] logs what failed and why.
     #[error("internal error")]
-    Internal,
+    Internal {
+        /// What failed (the log message).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// No such path.
     #[error("no such path: {path}")]
     NotFound {
@@ -204,7 +222,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::EnforcementUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -213,15 +231,85 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 500 for the client; `what` and the chain of `source` for the log.
+    pub fn internal(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Internal {
+            what,
+            source: Cause(Arc::new(source)),
+        }
+    }
+}
+
+/// The cause of an [`ApiError::Internal`]: shared, so the answer can carry
+/// it to [`log`]; equal when its chain reads the same.
+#[derive(Clone, Debug)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        chain(self) == chain(other)
+    }
+}
+
+impl Eq for Cause {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::json!({ "error": cap(self.to_string()), "status": status.as_u16() });
-        if status == StatusCode::UNAUTHORIZED {
-            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
-        }
-        (status, Json(body)).into_response()
+        let mut response = if status == StatusCode::UNAUTHORIZED {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+        } else {
+            (status, Json(body)).into_response()
+        };
+        // For `log`, which sees the request too.
+        response.extensions_mut().insert(Arc::new(self));
+        response
     }
+}
+
+/// Log every error answer once: a 500's cause at `error`, other server
+/// errors at `warn`, client errors at `debug` (a client's mistake is not
+/// the agent's problem, and a scanner must not flood the log).
+pub async fn log(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    // The route, not the path: no client-chosen text in the log, except
+    // for a path no route matched.
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || shorten(request.uri().path()),
+        |matched| matched.as_str().to_owned(),
+    );
+    let response = next.run(request).await;
+    let Some(api_error) = response.extensions().get::<Arc<ApiError>>() else {
+        return response;
+    };
+    let status = response.status().as_u16();
+    match &**api_error {
+        ApiError::Internal { what, source } => {
+            error!(%method, route, status, error = chain(source), "{what}");
+        }
+        other if response.status().is_server_error() => {
+            warn!(%method, route, status, error = %other, "request failed");
+        }
+        other => debug!(%method, route, status, error = %other, "request refused"),
+    }
+    response
 }
 
 /// A query string that does not parse (unknown or repeated parameter).

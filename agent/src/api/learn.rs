@@ -91,10 +91,9 @@ pub fn inputs(state: &AppState) -> (FlowGraph, std::sync::Arc<Cluster>) {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|error| {
-        tracing::error!(%error, "learner task failed");
-        ApiError::Internal
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|error| ApiError::internal("learner task failed", error))
 }
 
 /// `GET /api/policies`.
@@ -183,10 +182,8 @@ pub async fn status_report(state: &AppState) -> Result<StatusReport, ApiError> {
         // The learner's own output must always validate; if it does not,
         // that is weir's bug, not the client's.
         let policies = suggestion.namespaces.into_values().flatten().collect();
-        let set = PolicySet::new(policies).map_err(|error| {
-            tracing::error!(%error, "the suggestion does not validate");
-            ApiError::Internal
-        })?;
+        let set = PolicySet::new(policies)
+            .map_err(|error| ApiError::internal("the suggestion does not validate", error))?;
         let mut report = analysis::readiness(
             &set,
             &graph,

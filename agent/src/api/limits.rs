@@ -162,8 +162,11 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         usize::try_from(len).unwrap_or(usize::MAX)
     });
     // Never closed: waiting only ends with a permit.
-    let Ok(_held) = limits.budget.acquire_many(limits.permits(expected)).await else {
-        return ApiError::Internal.into_response();
+    let _held = match limits.budget.acquire_many(limits.permits(expected)).await {
+        Ok(held) => held,
+        Err(error) => {
+            return ApiError::internal("the request body budget is closed", error).into_response();
+        }
     };
     let read = http_body_util::Limited::new(body, limits.max_body).collect();
     let bytes = match tokio::time::timeout(limits.body_read_timeout, read).await {

@@ -277,6 +277,8 @@ pub fn app(state: AppState) -> Router {
             host::check,
         ))
         .layer(axum::middleware::from_fn(auth::headers))
+        // Outermost: it sees every answer, the other layers' refusals too.
+        .layer(axum::middleware::from_fn(error::log))
         .with_state(state)
 }
 

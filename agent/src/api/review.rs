@@ -169,10 +169,8 @@ pub async fn verify_suggestion(
             ..SuggestOptions::default()
         };
         let suggestion = synth::synthesize(&graph, &cluster, &options.synth());
-        let set = PolicySet::new(suggestion.policies().cloned().collect()).map_err(|error| {
-            tracing::error!(%error, "the suggestion does not validate");
-            ApiError::Internal
-        })?;
+        let set = PolicySet::new(suggestion.policies().cloned().collect())
+            .map_err(|error| ApiError::internal("the suggestion does not validate", error))?;
         Ok(analysis::verify(&set, &graph, &cluster))
     })
     .await??;
@@ -271,10 +269,8 @@ pub async fn impact(
     let ns = namespace.clone();
     let (total, denied_total, mut denied) =
         blocking(move || -> Result<(u64, u64, Vec<DeniedJson>), ApiError> {
-            let set = PolicySet::new(enforced).map_err(|error| {
-                tracing::error!(%error, "the enforced set does not validate");
-                ApiError::Internal
-            })?;
+            let set = PolicySet::new(enforced)
+                .map_err(|error| ApiError::internal("the enforced set does not validate", error))?;
             let evaluator = Evaluator::new(&set, &cluster);
             let reps = representatives(&view.graph, &cluster);
             let endpoint = |node: &NodeId| match node {

@@ -530,6 +530,11 @@ fn with_enforcer(state: AppState) -> WithEnforcer {
 }
 
 impl WithEnforcer {
+    /// The enforcer's state directory.
+    fn state_dir(&self) -> &std::path::Path {
+        self._keep.0.path()
+    }
+
     async fn send(&self, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
         let (status, text) = send(&self.app, method, uri, body).await;
         (
@@ -696,6 +701,7 @@ mod enforce {
     }
 }
 
+mod log;
 mod security;
 mod server;
 mod ui;
