@@ -153,7 +153,7 @@ impl Health {
                         reason = ?loss,
                         lost = ongoing.lost,
                         rate_per_second = format!("{rate:.1}"),
-                        since = %crate::api::record::rfc3339(ongoing.from),
+                        since = %crate::timestamp::rfc3339(ongoing.from),
                         "{}",
                         message(loss, ongoing, capacity)
                     );
@@ -165,8 +165,8 @@ impl Health {
                 info!(
                     reason = ?loss,
                     lost = ongoing.lost,
-                    from = %crate::api::record::rfc3339(ongoing.from),
-                    until = %crate::api::record::rfc3339(ongoing.last_loss),
+                    from = %crate::timestamp::rfc3339(ongoing.from),
+                    until = %crate::timestamp::rfc3339(ongoing.last_loss),
                     "{} ended: no loss for {}{}",
                     title(loss),
                     humantime::format_duration(self.clear_after),
@@ -249,8 +249,8 @@ fn episode(loss: Loss, o: &Ongoing, until: Option<u64>, capacity: u64) -> Episod
         reason: loss,
         message: message(loss, o, capacity),
         incomplete: loss.loses_flows(),
-        from: crate::api::record::rfc3339(o.from),
-        until: until.map(crate::api::record::rfc3339),
+        from: crate::timestamp::rfc3339(o.from),
+        until: until.map(crate::timestamp::rfc3339),
         lost: o.lost,
         #[expect(
             clippy::cast_possible_truncation,
@@ -286,7 +286,7 @@ mod tests {
             (Loss::FlowTableFull, 400, true)
         );
         assert_eq!(e.rate_per_second, 200, "{e:?}");
-        assert_eq!(e.from, crate::api::record::rfc3339(102 * S));
+        assert_eq!(e.from, crate::timestamp::rfc3339(102 * S));
         assert_eq!(e.until, None);
         assert!(e.message.contains("64 entries"), "{}", e.message);
         assert!(e.message.contains("--flow-table-entries"), "{}", e.message);
@@ -308,7 +308,7 @@ mod tests {
         assert!(health.ongoing().is_empty());
         let past = health.episodes(None);
         assert_eq!(past.len(), 2, "{past:?}");
-        assert_eq!(past[0].until, Some(crate::api::record::rfc3339(106 * S)));
+        assert_eq!(past[0].until, Some(crate::timestamp::rfc3339(106 * S)));
         // Episodes that ended before `since` are not the window's.
         assert!(health.episodes(Some(107 * S)).is_empty());
         assert_eq!(health.episodes(Some(106 * S)).len(), 2);

@@ -1,15 +1,54 @@
-//! The weir agent and command-line tool.
+//! The weir agent and command-line tool: one binary, `weir`.
 //!
-//! One binary, `weir`, with subcommands: `agent` (the per-node daemon:
-//! datapath loader, aggregator, enforcer, HTTP API), `observe` (a flow log
-//! client), `export`/`verify`/`status` (learning), `policy`/`mode`
-//! (enforcement), and `lab` (a Kubernetes node in a box, made of network
-//! namespaces: the `weir-lab` crate). The commands that talk to an agent
-//! or a cluster live in `cmd/` (one module each, over one HTTP client and
-//! one output module), `agent` in `daemon`; `cli.rs` only dispatches.
-//! Domain modules (`learn`, `enforce`, `resolve`, ...) never import `cmd`.
+//! Where each command lives: `weir agent` is [`daemon`], which wires the
+//! probes, the aggregator, the enforcer and the HTTP API ([`api`]) into one
+//! process. `weir observe`, `graph`, `export`, `verify`, `status`, `policy`
+//! and `mode` are clients in [`cmd`], one module each over one HTTP client
+//! ([`cmd::client`]) and one output module ([`cmd::output`]). `weir lab` is
+//! the `weir-lab` crate. [`cli`] only parses and dispatches.
+//!
+//! Three words name one thing each:
+//! - **datapath**: the eBPF programs and maps (the `weir-ebpf` crate).
+//!   [`daemon::probes`] loads and attaches them and reads their flows;
+//!   `weir_generator::datapath` compiles policies into their rule maps;
+//!   [`enforce`] writes those maps.
+//! - **store**: [`graph_store`] is what was learned, on disk (`weir.redb`);
+//!   what the user asked to enforce is `enforce.json`
+//!   ([`enforce::state_file`]).
+//! - **flows**: [`flow`] is one endpoint's view of a connection as decoded
+//!   from the kernel; [`learn::flow_log`] reads recorded flow logs offline;
+//!   `api::flows` serves `GET /api/flows`, whose records are
+//!   [`api::wire::FlowJson`].
+//!
+//! The module rule: a module imports only from lower layers of this table,
+//! or from its own layer without an import circle; [`cmd`] reads the API
+//! through [`api::wire`] only; below the commands nothing names `clap` or
+//! `reqwest` (but `telemetry`'s `--log-format` values). `tests/layers.rs`
+//! checks it on the source.
+//!
+//! | layer | module | what |
+//! |---|---|---|
+//! | 0 | `error` | one printer for error chains |
+//! | 0 | `flow` | a flow as decoded from the kernel: one endpoint's view of a connection |
+//! | 0 | `metrics` | the Prometheus metrics |
+//! | 0 | `telemetry` | logging set-up |
+//! | 0 | `timestamp` | Unix nanoseconds as RFC 3339 |
+//! | 1 | `tracker` | ring-buffer events and flow-table sweeps into observations (pure) |
+//! | 1 | `aggregator` | observations into the flow graph and the recent flow records |
+//! | 1 | `resolve` | IP to pod: the lab, inventory and Kubernetes sources |
+//! | 1 | `netdev` | a pod's host-side interface, on any CNI |
+//! | 1 | `sockets` | connections open before the probes attached |
+//! | 1 | `learn` | suggestions, verification and readiness from a flow graph |
+//! | 1 | `enforce` | the enforcer: policies and modes compiled into the datapath's maps |
+//! | 1 | `graph_store` | the learned flow graph on disk |
+//! | 1 | `health` | what the agent lost and when, for `/healthz` and the UI |
+//! | 1 | `api::wire` | the JSON the API serves, shared by its server and its clients |
+//! | 2 | `api` | the HTTP API, the UI and `/metrics` |
+//! | 3 | `daemon` | `weir agent` |
+//! | 3 | `cmd` | the commands that talk to an agent or a cluster |
+//! | 4 | `cli` | argument parsing and dispatch |
 // One exception, with a SAFETY comment: registering the ring buffer's fd
-// with tokio (daemon/datapath.rs).
+// with tokio (daemon/probes.rs).
 #![deny(unsafe_code)]
 
 pub mod aggregator;
@@ -20,13 +59,13 @@ pub mod daemon;
 pub mod enforce;
 pub mod error;
 pub mod flow;
+pub mod graph_store;
 pub mod health;
 pub mod learn;
 pub mod metrics;
 pub mod netdev;
 pub mod resolve;
 pub mod sockets;
-pub mod store;
 pub mod telemetry;
+pub mod timestamp;
 pub mod tracker;
-pub mod web;

@@ -17,7 +17,7 @@ use tower::ServiceExt as _;
 use weir_agent::{
     aggregator::{Aggregator, Options},
     api::{self, AppState},
-    learn::{flows, policies},
+    learn::{flow_log, policies},
     metrics::Metrics,
 };
 use weir_generator::cluster::Cluster;
@@ -305,7 +305,7 @@ proptest! {
 
     #[test]
     fn flow_json_lines(text in text(JSON, 160)) {
-        let parsed = flows::parse(&text, &Cluster::default());
+        let parsed = flow_log::parse(&text, &Cluster::default());
         prop_assert!(parsed.usable() <= parsed.flows);
     }
 

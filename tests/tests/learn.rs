@@ -386,7 +386,7 @@ fn saved_store(dir: &Path, edges: u16) -> Vec<u8> {
     use weir_generator::model::{
         EdgeKey, EdgeStats, FlowGraph, NodeId, Protocol, WorkloadKind, WorkloadRef,
     };
-    let (store, _) = weir_agent::store::Store::open(dir, 1).unwrap();
+    let (store, _) = weir_agent::graph_store::Store::open(dir, 1).unwrap();
     let mut graph = FlowGraph::default();
     for port in 0..edges {
         graph.record(
@@ -492,7 +492,7 @@ fn a_damaged_store_stops_the_agent_cleanly_and_repair_store_keeps_what_reads() {
             stderr.contains(&kept[0].display().to_string()),
             "{damage}:\n{stderr}"
         );
-        let (_, loaded) = weir_agent::store::Store::open(dir.path(), 5).unwrap();
+        let (_, loaded) = weir_agent::graph_store::Store::open(dir.path(), 5).unwrap();
         if damage == "cut to 4 KiB" {
             assert!(stderr.contains("nothing could be recovered"), "{stderr}");
             assert!(loaded.graph.edges.is_empty());

@@ -166,7 +166,7 @@ pub async fn apply(
     let names: Vec<String> = loaded
         .iter()
         .map(|s| {
-            let (ns, name) = crate::enforce::store::key_of(&s.policy);
+            let (ns, name) = crate::enforce::state_file::key_of(&s.policy);
             format!("{ns}/{name}")
         })
         .collect();

@@ -27,10 +27,9 @@ use super::{
     AppState,
     error::ApiError,
     query,
-    record::rfc3339,
     wire::{EdgeJson, EdgeVerdict, GraphJson, NodeJson, PortJson},
 };
-use crate::aggregator::GraphView;
+use crate::{aggregator::GraphView, timestamp::rfc3339};
 
 impl EdgeVerdict {
     /// The worst verdict counted. Ports counted before verdicts were (an
@@ -300,7 +299,7 @@ pub async fn graph(
     query: Result<Query<RawGraphQuery>, QueryRejection>,
 ) -> Result<Json<GraphJson>, ApiError> {
     let Query(raw) = query?;
-    let now = crate::store::unix_now();
+    let now = crate::graph_store::unix_now();
     let filter = GraphFilter::parse(raw, now)?;
     let view = state.aggregator.view();
     let modes = state.modes();

@@ -188,7 +188,7 @@ pub async fn status_report(state: &AppState) -> Result<StatusReport, ApiError> {
             &set,
             &graph,
             &cluster,
-            crate::store::unix_now(),
+            crate::graph_store::unix_now(),
             learning.window_start,
             learning.readiness,
         );

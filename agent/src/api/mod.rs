@@ -45,6 +45,7 @@ pub mod query;
 pub mod record;
 pub mod review;
 pub mod server;
+pub mod ui;
 pub mod wire;
 
 use std::{
@@ -71,7 +72,6 @@ use crate::{
     learn::analysis::ReadinessOptions,
     metrics::{Metrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT},
     resolve::Resolver,
-    web,
 };
 
 /// The current resolver, swapped whole when the inventory changes.
@@ -295,7 +295,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
-    web::serve(state.web_dir.as_deref(), "index.html").await
+    ui::serve(state.web_dir.as_deref(), "index.html").await
 }
 
 async fn asset(
@@ -303,7 +303,7 @@ async fn asset(
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(file) = file?;
-    web::serve(state.web_dir.as_deref(), &file).await
+    ui::serve(state.web_dir.as_deref(), &file).await
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -15,7 +15,6 @@
 //! (`default-deny`, `peer-not-allowed`, `port-not-allowed`), the checked
 //! direction and the policies isolating the pod in that direction.
 
-use time::OffsetDateTime;
 use weir_generator::model::{PodMeta, Protocol};
 
 use super::wire::{
@@ -25,6 +24,7 @@ use super::wire::{
 use crate::{
     aggregator::FlowRecord,
     flow::{CheckedDirection, Initiator, Verdict},
+    timestamp::rfc3339,
 };
 
 /// Hubble's TCP flag names, by bit (`tcphdr` order).
@@ -169,24 +169,6 @@ fn icmp_name(v6: bool, i: &IcmpJson) -> String {
         _ => return format!("type {} code {}", i.kind, i.code),
     };
     name.to_owned()
-}
-
-/// Unix nanoseconds as RFC 3339 in UTC with nine fractional digits
-/// (fixed width, so the strings sort as the times do).
-#[must_use]
-pub fn rfc3339(unix_ns: u64) -> String {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
 }
 
 #[cfg(test)]

@@ -264,7 +264,7 @@ pub async fn impact(
     check_namespaces(&BTreeSet::from([namespace.clone()]), &graph, &cluster)?;
     let enforced = state.enforced_policies();
     let view = state.aggregator.view();
-    let now = crate::store::unix_now();
+    let now = crate::graph_store::unix_now();
     let since = now.saturating_sub(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX));
     let ns = namespace.clone();
     let (total, denied_total, mut denied) =

@@ -19,8 +19,8 @@
 //! clean stop. `weir agent --cleanup` removes everything.
 
 mod config;
-mod datapath;
 mod preexisting;
+mod probes;
 pub mod token;
 
 use std::{process::ExitCode, sync::Arc};
@@ -33,12 +33,12 @@ use tracing::{info, warn};
 use crate::{
     aggregator::{Aggregator, Options as AggregatorOptions},
     api::{self, AppState, Learning, SharedResolver},
-    enforce::{Enforcer, store::DesiredFile, task::SharedExplain},
+    enforce::{Enforcer, state_file::DesiredFile, task::SharedExplain},
     flow::{Observation, Verdict},
+    graph_store::{Persister, Store},
     health::Health,
     metrics::Metrics,
     resolve::Resolve as _,
-    store::{Persister, Store},
     tracker::Clock,
 };
 
@@ -104,7 +104,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .open(&config.node_name, &metrics, KUBE_FIRST_LIST_WAIT)
         .await?;
     let (node_tx, node_rx) = watch::channel(None);
-    let (mut datapath, policy_maps) = datapath::DatapathTask::start(
+    let (mut datapath, policy_maps) = probes::DatapathTask::start(
         &config,
         Arc::clone(&metrics),
         Arc::clone(&health),
@@ -230,15 +230,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
 /// The store, repaired when asked: a damaged one stops the agent otherwise,
 /// and is never written.
-fn open_store(config: &Config) -> anyhow::Result<(Store, crate::store::Loaded)> {
-    let now = crate::store::unix_now();
+fn open_store(config: &Config) -> anyhow::Result<(Store, crate::graph_store::Loaded)> {
+    let now = crate::graph_store::unix_now();
     if !config.repair_store {
         return Store::open(&config.state_dir, now).context("cannot open the agent's store");
     }
     let (store, loaded, repair) =
         Store::repair(&config.state_dir, now).context("cannot repair the agent's store")?;
     match repair {
-        crate::store::Repair::Intact => {
+        crate::graph_store::Repair::Intact => {
             info!(store = %store.path().display(), "{repair}");
         }
         _ => warn!(store = %store.path().display(), "{repair}"),

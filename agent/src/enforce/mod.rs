@@ -33,14 +33,14 @@
 //!
 //! The maps may be pinned by a previous agent: at start the enforcer reads
 //! what they hold and the first compile is diffed against that, with the
-//! identity allocator the previous agent saved ([`store::IdentitiesFile`]),
+//! identity allocator the previous agent saved ([`state_file::IdentitiesFile`]),
 //! so a restart rewrites nothing that did not change. (Without that file,
 //! a new agent numbers identities afresh; while it rewrites the maps, new
 //! connections can be judged against a mix of both numberings.)
 
 pub mod entries;
 pub mod kernel;
-pub mod store;
+pub mod state_file;
 pub mod task;
 
 use std::{
@@ -59,7 +59,7 @@ use weir_generator::{
 
 use self::{
     entries::{Entries, MAPS, MapIoError, Op, PolicyMapsIo},
-    store::{Desired, DesiredError, DesiredFile, IdentitiesFile, key_of},
+    state_file::{Desired, DesiredError, DesiredFile, IdentitiesFile, key_of},
 };
 use crate::{error::chain, flow::CheckedDirection};
 

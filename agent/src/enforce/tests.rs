@@ -266,7 +266,7 @@ fn a_restarted_agent_keeps_the_identities_and_writes_nothing() {
 
     // Without the saved allocator the numbers differ after this churn: the
     // first diff rewrites entries (correct, not minimal).
-    std::fs::remove_file(dir.path().join(store::IDENTITIES_FILE_NAME)).unwrap();
+    std::fs::remove_file(dir.path().join(state_file::IDENTITIES_FILE_NAME)).unwrap();
     let mut fresh = enforcer(
         dir.path(),
         FakeMaps {
@@ -277,7 +277,7 @@ fn a_restarted_agent_keeps_the_identities_and_writes_nothing() {
     assert!(fresh.set_node(churned_node()).unwrap().writes > 0);
 
     // A corrupt file is not fatal: the agent numbers afresh.
-    std::fs::write(dir.path().join(store::IDENTITIES_FILE_NAME), "{").unwrap();
+    std::fs::write(dir.path().join(state_file::IDENTITIES_FILE_NAME), "{").unwrap();
     let mut corrupt = enforcer(dir.path(), FakeMaps::default());
     corrupt.set_node(churned_node()).unwrap();
 }
@@ -347,7 +347,7 @@ fn a_missing_file_keeps_the_pinned_enforcement_until_told() {
     let pinned = e.maps.entries.clone();
 
     // enforce.json deleted; a new agent adopts the pinned maps.
-    std::fs::remove_file(dir.path().join(store::FILE_NAME)).unwrap();
+    std::fs::remove_file(dir.path().join(state_file::FILE_NAME)).unwrap();
     let mut again = enforcer(
         dir.path(),
         FakeMaps {
@@ -374,7 +374,7 @@ fn a_missing_file_keeps_the_pinned_enforcement_until_told() {
     assert_eq!(again.maps.entries.endpoints[&13].mode, abi::MODE_OBSERVE);
 
     // Pinned maps that judge nothing hold nothing.
-    std::fs::remove_file(dir.path().join(store::FILE_NAME)).unwrap();
+    std::fs::remove_file(dir.path().join(state_file::FILE_NAME)).unwrap();
     let observing = enforcer(dir.path(), FakeMaps::default());
     assert!(observing.view().held.is_none());
 }

@@ -16,7 +16,7 @@ use weir_generator::{
     model::{EdgeKey, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef},
 };
 
-use crate::api::record::rfc3339;
+use crate::timestamp::rfc3339;
 
 /// One pod per workload to evaluate flows with: the cluster's first pod of
 /// the workload (by name), or, for a workload the cluster no longer has, a

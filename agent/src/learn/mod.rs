@@ -10,7 +10,7 @@
 //! pods,namespaces,services -A -o yaml` writes them).
 
 pub mod analysis;
-pub mod flows;
+pub mod flow_log;
 pub mod policies;
 
 use std::{
@@ -226,7 +226,7 @@ pub fn load_offline(
     let cluster = inventory.cluster();
     let log = std::fs::read_to_string(flows)
         .with_context(|| format!("cannot read {}", flows.display()))?;
-    let parsed = flows::parse(&log, &cluster);
+    let parsed = flow_log::parse(&log, &cluster);
     for bad in &parsed.bad {
         writeln!(
             warn,

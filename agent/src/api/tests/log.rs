@@ -94,7 +94,9 @@ async fn client_errors_are_logged_at_debug_with_the_route() {
 async fn an_internal_error_is_logged_once_with_its_cause_and_not_sent() {
     let agent = with_enforcer(state());
     // The file cannot be replaced: the change fails inside the agent.
-    let file = agent.state_dir().join(crate::enforce::store::FILE_NAME);
+    let file = agent
+        .state_dir()
+        .join(crate::enforce::state_file::FILE_NAME);
     std::fs::create_dir(&file).unwrap();
     // This thread polls the request, so its subscriber sees the middleware.
     let captured = Captured::default();

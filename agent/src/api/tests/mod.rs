@@ -8,7 +8,9 @@ use tower::ServiceExt as _;
 use super::*;
 use crate::{
     aggregator::testing::*,
-    enforce::{Enforcer, NodeView, entries::FakeMaps, store::DesiredFile, task::EnforcerHandle},
+    enforce::{
+        Enforcer, NodeView, entries::FakeMaps, state_file::DesiredFile, task::EnforcerHandle,
+    },
     flow::Initiator,
 };
 

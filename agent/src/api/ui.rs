@@ -41,7 +41,7 @@ macro_rules! asset {
             name: $name,
             path: $path,
             content_type: $type,
-            bytes: include_bytes!(concat!("../../web/", $path)),
+            bytes: include_bytes!(concat!("../../../web/", $path)),
         }
     };
 }

@@ -448,7 +448,7 @@ impl std::fmt::Display for Repair {
                     f,
                     "the store was {damage}; recovered {edges} edges and {workloads} workloads"
                 )?;
-                let at = saved_at.map_or_else(|| "never".to_owned(), crate::api::record::rfc3339);
+                let at = saved_at.map_or_else(|| "never".to_owned(), crate::timestamp::rfc3339);
                 match how {
                     How::LastGoodCommit => write!(
                         f,
