@@ -384,24 +384,12 @@ fn a_killed_agent_keeps_enforcing_and_its_successor_adopts() {
     drop(pin);
 }
 
+/// Now, as the agent prints times.
 fn time_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock");
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::try_from(now.as_nanos()).expect("ns"),
-    )
-    .expect("time");
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
+    weir_agent::timestamp::rfc3339(u64::try_from(now.as_nanos()).expect("ns"))
 }
 
 #[test]
