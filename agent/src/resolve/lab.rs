@@ -123,7 +123,7 @@ impl Source for LabSource {
             }),
             Err(other) => Err(SourceError::Read {
                 path: self.path.clone(),
-                source: std::io::Error::other(other.to_string()),
+                source: std::io::Error::other(other),
             }),
         }
     }
