@@ -10,6 +10,11 @@
 //! them; observations pick flows at random. The resolver is the agent's real
 //! `Resolver`.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a benchmark prints its table on stdout"
+)]
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     collections::BTreeMap,

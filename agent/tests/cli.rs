@@ -15,8 +15,11 @@ use std::{
 /// A local listener counting the connections made to it (the test process
 /// ends the thread).
 fn counting_server() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a local port");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("the listener's address")
+    );
     let count = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&count);
     std::thread::spawn(move || {
@@ -35,7 +38,7 @@ fn weir(args: &[&str]) -> Output {
         .env_remove("WEIR_TOKEN")
         .env_remove("RUST_LOG")
         .output()
-        .unwrap()
+        .expect("running weir")
 }
 
 #[test]

@@ -31,7 +31,7 @@ struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.0[at..at + 4].try_into().unwrap())
+        u32::from_le_bytes(self.0[at..at + 4].try_into().expect("a 4-byte slice"))
     }
 
     fn str_at(&self, at: usize) -> String {

@@ -42,7 +42,7 @@ fn compile_with(
     modes: &BTreeMap<String, Mode>,
     ids: &mut Identities,
 ) -> DatapathState {
-    let node_ips = [NODE_IP.parse().unwrap()];
+    let node_ips = [NODE_IP.parse().expect("NODE_IP is an address")];
     datapath::compile(
         &Input {
             policies: set,
@@ -57,7 +57,7 @@ fn compile_with(
 }
 
 fn compile_yaml(yaml: &str, cluster: &Cluster) -> (DatapathState, Identities) {
-    let set = PolicySet::new(policies(yaml)).unwrap();
+    let set = PolicySet::new(policies(yaml)).expect("the test's policies validate");
     let mut ids = Identities::new();
     let state = compile_with(&set, cluster, &BTreeMap::new(), &mut ids);
     (state, ids)
@@ -68,7 +68,7 @@ fn key(ns: &str, name: &str) -> PodKey {
 }
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -182,13 +182,13 @@ fn external() -> impl Strategy<Value = IpAddr> {
     let prefixes: Vec<ipnet::IpNet> = BLOCKS
         .iter()
         .flat_map(|(cidr, excepts)| std::iter::once(*cidr).chain(excepts.iter().copied()))
-        .map(|p| p.parse().unwrap())
+        .map(|p| p.parse().expect("BLOCKS are CIDRs"))
         .collect();
     (select(prefixes), any::<u128>()).prop_filter_map("a pod or node address", |(net, bits)| {
         let a = match net {
             ipnet::IpNet::V4(n) => {
-                let host =
-                    u32::try_from(bits & u128::from(u32::MAX)).unwrap() & !u32::from(n.netmask());
+                let host = u32::try_from(bits & u128::from(u32::MAX)).expect("masked to 32 bits")
+                    & !u32::from(n.netmask());
                 IpAddr::from(std::net::Ipv4Addr::from(u32::from(n.network()) | host))
             }
             ipnet::IpNet::V6(n) => IpAddr::from(std::net::Ipv6Addr::from(
@@ -196,8 +196,8 @@ fn external() -> impl Strategy<Value = IpAddr> {
             )),
         };
         let internal: ipnet::IpNet = match a {
-            IpAddr::V4(_) => "10.0.0.0/24".parse().unwrap(),
-            IpAddr::V6(_) => "fd00::/64".parse().unwrap(),
+            IpAddr::V4(_) => "10.0.0.0/24".parse().expect("a CIDR"),
+            IpAddr::V6(_) => "fd00::/64".parse().expect("a CIDR"),
         };
         (!internal.contains(&a)).then_some(a)
     })

@@ -153,7 +153,7 @@ fn check(cluster: &Cluster, mut policies: Vec<NetworkPolicy>) -> Result<(), Test
     endpoints.extend(
         EXTERNALS
             .iter()
-            .map(|ip| Endpoint::External(ip.parse().unwrap())),
+            .map(|ip| Endpoint::External(ip.parse().expect("EXTERNALS are addresses"))),
     );
     for source in &endpoints {
         for destination in &endpoints {

@@ -126,7 +126,7 @@ type Check<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 
 fn endpoint<'c>(cluster: &'c Cluster, name: &str) -> Endpoint<'c> {
     if let Some(ip) = name.strip_prefix("ext:") {
-        return Endpoint::External(ip.parse().unwrap());
+        return Endpoint::External(ip.parse().unwrap_or_else(|e| panic!("{name}: {e}")));
     }
     endpoints(cluster)
         .into_iter()
@@ -137,8 +137,11 @@ fn endpoint<'c>(cluster: &'c Cluster, name: &str) -> Endpoint<'c> {
 
 fn protocol_port(s: &str) -> (Protocol, u16) {
     match s.split_once('/') {
-        Some((p, n)) => (p.parse().unwrap(), n.parse().unwrap()),
-        None => (s.parse().unwrap(), 0),
+        Some((p, n)) => (
+            p.parse().unwrap_or_else(|e| panic!("{s}: {e}")),
+            n.parse().unwrap_or_else(|e| panic!("{s}: {e}")),
+        ),
+        None => (s.parse().unwrap_or_else(|e| panic!("{s}: {e}")), 0),
     }
 }
 
@@ -157,13 +160,13 @@ fn run(yaml: &str, expect: &Expect, checks: &[Check<'_>]) {
     for (p, (protocol, port)) in PORTS.iter().enumerate() {
         let mut grid = String::new();
         let mut wrong = Vec::new();
-        write!(grid, "{protocol}/{port:<4}").unwrap();
+        write!(grid, "{protocol}/{port:<4}").expect("writing to a String cannot fail");
         for name in ENDPOINTS {
-            write!(grid, " {name:>3}").unwrap();
+            write!(grid, " {name:>3}").expect("writing to a String cannot fail");
         }
         grid.push('\n');
         for (s, (sname, source)) in eps.iter().enumerate() {
-            write!(grid, "{sname:<8}").unwrap();
+            write!(grid, "{sname:<8}").expect("writing to a String cannot fail");
             for (d, (_, destination)) in eps.iter().enumerate() {
                 let flow = Flow {
                     source: *source,
@@ -185,7 +188,7 @@ fn run(yaml: &str, expect: &Expect, checks: &[Check<'_>]) {
                     (false, true) => "+",
                     (true, false) => "-",
                 };
-                write!(grid, " {mark:>3}").unwrap();
+                write!(grid, " {mark:>3}").expect("writing to a String cannot fail");
                 if want != got {
                     wrong.push(format!(
                         "  {sname} -> {} {protocol}/{port}: expected {}, egress {}; ingress {}",
@@ -199,7 +202,8 @@ fn run(yaml: &str, expect: &Expect, checks: &[Check<'_>]) {
             grid.push('\n');
         }
         if !wrong.is_empty() {
-            write!(report, "\n{grid}{}\n", wrong.join("\n")).unwrap();
+            write!(report, "\n{grid}{}\n", wrong.join("\n"))
+                .expect("writing to a String cannot fail");
         }
     }
     assert!(

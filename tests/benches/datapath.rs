@@ -20,6 +20,11 @@
 //!   order, on one pinned CPU; the table reports medians over rounds and the
 //!   median of the per-round ratios, so machine noise hits both alike.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a benchmark prints its table on stdout"
+)]
+
 mod common;
 
 use std::net::Ipv4Addr;

@@ -34,6 +34,11 @@
 //!   enforcer's writes (`entries::plan` from empty maps) into a freshly
 //!   loaded datapath's maps, end to end in this process.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a benchmark prints its table on stdout"
+)]
+
 mod common;
 
 use std::{

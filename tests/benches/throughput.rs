@@ -15,6 +15,11 @@
 //! Neither iperf3 is pinned: on 2 vCPUs, pinning (`-A`) made single runs
 //! vary more, not less.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a benchmark prints its table on stdout"
+)]
+
 mod common;
 
 use std::{

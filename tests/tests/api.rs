@@ -89,6 +89,7 @@ fn healthz_time(agent: &Agent) -> Duration {
 /// `--header-read-timeout`; meanwhile `/healthz` answers and the agent's
 /// memory stays bounded.
 #[test]
+#[expect(clippy::print_stderr, reason = "the figures, shown with --nocapture")]
 fn idle_connections_are_bounded_and_closed() {
     const HEADER_TIMEOUT_S: u64 = 5;
     const MAX_CONNECTIONS: usize = 400;

@@ -52,7 +52,7 @@ fn lab_yaml() -> String {
             yaml,
             "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{ns: {ns}}}}}\n"
         )
-        .unwrap();
+        .expect("writing to a String cannot fail");
         for pod in ["a", "b", "c"] {
             write!(
                 yaml,
@@ -65,7 +65,7 @@ fn lab_yaml() -> String {
                  status: {{podIP: {}}}\n",
                 pod_ip(ns, pod)
             )
-            .unwrap();
+            .expect("writing to a String cannot fail");
         }
     }
     write!(
@@ -73,7 +73,7 @@ fn lab_yaml() -> String {
         "---\napiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {{name: ext}}\n\
          spec:\n  ips: [{EXTERNAL}]\n  ports: [{{port: 80}}, {{port: 81}}, {{port: 80, protocol: UDP}}, {{port: 81, protocol: UDP}}]\n"
     )
-    .unwrap();
+    .expect("writing to a String cannot fail");
     yaml
 }
 
@@ -341,10 +341,12 @@ fn observed(state: &LabState) -> BTreeSet<Cell> {
 fn diff(expected: &BTreeSet<Cell>, observed: &BTreeSet<Cell>) -> String {
     let mut out = String::new();
     for cell in expected.difference(observed) {
-        writeln!(out, "  - blocked but allowed by policy: {cell:?}").unwrap();
+        writeln!(out, "  - blocked but allowed by policy: {cell:?}")
+            .expect("writing to a String cannot fail");
     }
     for cell in observed.difference(expected) {
-        writeln!(out, "  + connected but denied by policy: {cell:?}").unwrap();
+        writeln!(out, "  + connected but denied by policy: {cell:?}")
+            .expect("writing to a String cannot fail");
     }
     out
 }

@@ -73,7 +73,10 @@ fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u32)> {
         while start + size - 1 > end {
             size >>= 1;
         }
-        out.push((u16::try_from(start).unwrap(), 16 - size.trailing_zeros()));
+        out.push((
+            u16::try_from(start).expect("start <= hi, a port"),
+            16 - size.trailing_zeros(),
+        ));
         start += size;
     }
     out

@@ -55,14 +55,16 @@ impl LabGuard {
     fn new(tag: &str) -> Self {
         let lab = lab_name(tag);
         let dir = std::env::temp_dir().join(format!("weir-lab-test-{lab}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("creating the test's spec directory");
         Self { lab, dir }
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        f.write_all(text.as_bytes()).unwrap();
+        let mut f = std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        f.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
 }
@@ -194,26 +196,35 @@ fn assert_gone(lab: &str, state: &Value) {
         "netns left: {:?}",
         netns_left(lab)
     );
-    let bridge = state["bridge"].as_str().unwrap();
+    let bridge = state["bridge"]
+        .as_str()
+        .expect("the state names its bridge");
     assert!(
         !Path::new("/sys/class/net").join(bridge).exists(),
         "bridge {bridge} left"
     );
     for pod in state["pods"]
         .as_array()
-        .unwrap()
+        .expect("the state lists its pods")
         .iter()
-        .chain(state["externalHosts"].as_array().unwrap())
+        .chain(
+            state["externalHosts"]
+                .as_array()
+                .expect("the state lists its external hosts"),
+        )
     {
-        let veth = pod["hostVeth"].as_str().unwrap();
+        let veth = pod["hostVeth"].as_str().expect("a pod has a host veth");
         assert!(
             !Path::new("/sys/class/net").join(veth).exists(),
             "veth {veth} left"
         );
     }
-    for r in state["resources"].as_array().unwrap() {
+    for r in state["resources"]
+        .as_array()
+        .expect("the state lists its resources")
+    {
         if r["type"] == "process" {
-            let pid = r["pid"].as_u64().unwrap();
+            let pid = r["pid"].as_u64().expect("a process resource has a pid");
             assert!(!alive(pid), "responder {pid} still running");
         }
     }
@@ -221,7 +232,7 @@ fn assert_gone(lab: &str, state: &Value) {
     let nft = Command::new("nft")
         .args(["list", "table", "inet", &table])
         .output()
-        .unwrap();
+        .expect("running nft");
     assert!(!nft.status.success(), "nft table {table} left");
     assert!(
         !Path::new(&format!("/run/weir/lab-{lab}.json")).exists(),
@@ -230,7 +241,9 @@ fn assert_gone(lab: &str, state: &Value) {
 }
 
 fn raw_state(lab: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(format!("/run/weir/lab-{lab}.json")).unwrap()).unwrap()
+    let path = format!("/run/weir/lab-{lab}.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn probe_cli(lab: &str, from: &str, to: &str, port: &str) -> bool {

@@ -386,13 +386,13 @@ fn saved_store(dir: &Path, edges: u16) -> Vec<u8> {
     use weir_generator::model::{
         EdgeKey, EdgeStats, FlowGraph, NodeId, Protocol, WorkloadKind, WorkloadRef,
     };
-    let (store, _) = weir_agent::graph_store::Store::open(dir, 1).unwrap();
+    let (store, _) = weir_agent::graph_store::Store::open(dir, 1).expect("opening a new store");
     let mut graph = FlowGraph::default();
     for port in 0..edges {
         graph.record(
             EdgeKey {
                 source: NodeId::Workload(WorkloadRef::new("shop", WorkloadKind::Deployment, "web")),
-                target: NodeId::External("192.0.2.1".parse().unwrap()),
+                target: NodeId::External("192.0.2.1".parse().expect("an address")),
                 protocol: Protocol::Tcp,
                 port: 1000 + port,
             },
@@ -405,9 +405,9 @@ fn saved_store(dir: &Path, edges: u16) -> Vec<u8> {
             },
         );
     }
-    store.save(&graph, 4).unwrap();
+    store.save(&graph, 4).expect("saving the graph");
     drop(store);
-    std::fs::read(dir.join("weir.redb")).unwrap()
+    std::fs::read(dir.join("weir.redb")).expect("reading the saved store")
 }
 
 /// A damaged store (cut to 4 KiB, cut in half, garbage in the middle)

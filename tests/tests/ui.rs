@@ -43,6 +43,11 @@ fn require_tools() {
 }
 
 #[test]
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "node --test's report, shown with --nocapture or on failure"
+)]
 fn the_ui_in_chromium_against_the_demo_shop() {
     require_tools();
     let lab = Lab::up("ui", &shop_yaml(211));
@@ -133,6 +138,7 @@ fn the_ui_in_chromium_against_the_demo_shop() {
     };
     let out = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
+    // Node's own report, shown with --nocapture or when the test fails.
     println!("{out}");
     eprintln!("{err}");
     let status = status.unwrap_or_else(|| {

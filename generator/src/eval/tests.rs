@@ -344,6 +344,7 @@ fn verdicts_serialize_with_kebab_case_tags() {
 /// `weir verify` budget). Timings are printed, not asserted; the assertion
 /// is that the work is done at all in a debug build within the test's run.
 #[test]
+#[expect(clippy::print_stderr, reason = "the timings, shown with --nocapture")]
 fn ten_thousand_pods_and_many_flows() {
     let mut policies = Vec::new();
     let mut cluster = Cluster::default();

@@ -101,7 +101,7 @@ pub fn endpoints(cluster: &Cluster) -> Vec<(String, Endpoint<'_>)> {
         .collect();
     all.push((
         "ext".to_owned(),
-        Endpoint::External(EXTERNAL.parse().unwrap()),
+        Endpoint::External(EXTERNAL.parse().expect("EXTERNAL is an address")),
     ));
     all
 }
@@ -131,7 +131,7 @@ pub fn render(v: &DirectionVerdict) -> String {
                 if i > 0 {
                     s.push_str(", ");
                 }
-                write!(s, "{r}").unwrap();
+                write!(s, "{r}").expect("writing to a String cannot fail");
             }
             s
         }
@@ -144,7 +144,7 @@ pub fn render(v: &DirectionVerdict) -> String {
                 if i > 0 {
                     s.push_str(", ");
                 }
-                write!(s, "{p}").unwrap();
+                write!(s, "{p}").expect("writing to a String cannot fail");
             }
             s
         }

@@ -71,7 +71,11 @@ fn pod_allows(
 ) -> bool {
     let mut isolated = false;
     for policy in policies {
-        let policy_namespace = policy.metadata.namespace.clone().unwrap();
+        let policy_namespace = policy
+            .metadata
+            .namespace
+            .clone()
+            .expect("a validated policy has a namespace");
         if policy_namespace != pod.meta.namespace {
             continue;
         }
@@ -219,8 +223,8 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
         let values = req.values.clone().unwrap_or_default();
         let value = labels.get(&req.key);
         let ok = match req.operator.as_str() {
-            "In" => value.is_some() && values.contains(value.unwrap()),
-            "NotIn" => value.is_none() || !values.contains(value.unwrap()),
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
             "Exists" => value.is_some(),
             "DoesNotExist" => value.is_none(),
             other => panic!("reference: unknown operator {other}"),
@@ -234,9 +238,9 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
 
 /// Whether `ip` is in `cidr` (`address/prefix`), bit by bit.
 fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
-    let (address, prefix) = cidr.split_once('/').unwrap();
-    let network: IpAddr = address.parse().unwrap();
-    let prefix: u32 = prefix.parse().unwrap();
+    let (address, prefix) = cidr.split_once('/').expect("a CIDR is address/prefix");
+    let network: IpAddr = address.parse().expect("a CIDR's address");
+    let prefix: u32 = prefix.parse().expect("a CIDR's prefix length");
     let (a, b, width) = match (ip, network) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
         (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),

@@ -3,6 +3,10 @@
 
 /// Exits with a message unless running as root: the benches load eBPF
 /// programs and make network namespaces, and never skip silently.
+#[expect(
+    clippy::print_stderr,
+    reason = "the bench's refusal, before anything runs"
+)]
 pub fn require_root(bench: &str) {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("{bench}: needs root (CAP_BPF, CAP_NET_ADMIN, network namespaces)");
