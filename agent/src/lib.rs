@@ -9,7 +9,7 @@
 //!
 //! Three words name one thing each:
 //! - **datapath**: the eBPF programs and maps (the `weir-ebpf` crate).
-//!   [`daemon::probes`] loads and attaches them and reads their flows;
+//!   `daemon/probes.rs` loads and attaches them and reads their flows;
 //!   `weir_generator::datapath` compiles policies into their rule maps;
 //!   [`enforce`] writes those maps.
 //! - **store**: [`graph_store`] is what was learned, on disk (`weir.redb`);

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{PodMeta, Protocol};
 
+/// The label the API server puts on every namespace, its name (immutable
+/// since Kubernetes 1.21): policies select peer namespaces by it, and weir
+/// assumes it even when a namespace's labels omit it.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// A port a container declares (`spec.containers[].ports[]`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NamedPort {
@@ -81,10 +86,7 @@ impl Cluster {
     #[must_use]
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         self.namespaces.get(namespace).cloned().unwrap_or_else(|| {
-            BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_owned(),
-                namespace.to_owned(),
-            )])
+            BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned())])
         })
     }
 

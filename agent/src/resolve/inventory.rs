@@ -25,7 +25,7 @@ use k8s_openapi::{
 };
 use serde::Deserialize;
 use weir_generator::{
-    cluster::{ClusterService, NamedPort, ServicePort, TargetPort},
+    cluster::{ClusterService, NAMESPACE_NAME_LABEL, NamedPort, ServicePort, TargetPort},
     identity::pod_meta,
     manifest,
     model::Protocol,
@@ -36,10 +36,6 @@ use super::{Inventory, LocalPod, Source, SourceError};
 
 /// Annotation naming a pod's host-side veth.
 pub const HOST_VETH_ANNOTATION: &str = "weir.dev/host-veth";
-
-/// The label the API server puts on every namespace (Kubernetes 1.22+);
-/// policies select peer namespaces by it.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// A [`Source`] reading an inventory file on every snapshot.
 #[derive(Clone, Debug)]

@@ -62,7 +62,7 @@ pub fn inventory(state: &LabState) -> Inventory {
             .map(|(name, labels)| {
                 let mut labels = labels.clone();
                 labels
-                    .entry("kubernetes.io/metadata.name".into())
+                    .entry(weir_generator::cluster::NAMESPACE_NAME_LABEL.into())
                     .or_insert_with(|| name.clone());
                 (name.clone(), labels)
             })

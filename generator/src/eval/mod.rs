@@ -97,9 +97,7 @@ use crate::{
     model::Protocol,
 };
 
-/// The label the API server puts on every namespace (immutable, since
-/// Kubernetes 1.21); weir assumes it even when a namespace's labels omit it.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+pub use crate::cluster::NAMESPACE_NAME_LABEL;
 
 /// A policy that the API server would reject.
 #[non_exhaustive]

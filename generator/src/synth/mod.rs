@@ -72,8 +72,7 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "weir");
 pub const EVIDENCE_ANNOTATION: &str = "weir.dev/evidence";
 /// Annotation naming the workload a policy is for.
 pub const WORKLOAD_ANNOTATION: &str = "weir.dev/workload";
-/// The label every namespace carries with its own name.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+pub use crate::cluster::NAMESPACE_NAME_LABEL;
 
 /// What to generate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

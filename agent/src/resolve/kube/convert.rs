@@ -13,7 +13,9 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
     networking::v1::NetworkPolicy,
 };
-use weir_generator::{datapath::Mode, identity::pod_meta, model::PodMeta};
+use weir_generator::{
+    cluster::NAMESPACE_NAME_LABEL, datapath::Mode, identity::pod_meta, model::PodMeta,
+};
 
 use super::trim::NETWORK_READY_CONDITION;
 use crate::resolve::{
@@ -27,7 +29,6 @@ pub const MODE_LABEL: &str = "weir.dev/mode";
 /// The name the API server's addresses get among the known hosts.
 pub const API_SERVER: &str = "kube-apiserver";
 
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the stores hold at one moment.
