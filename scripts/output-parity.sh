@@ -181,6 +181,15 @@ capture() {
   run refused-missing-policies "$bin" verify "${s[@]}" --policies "$OUT/missing"
   run refused-bad-namespace "$bin" observe "${s[@]}" --namespace Not_A_Name
 
+  # Every command's help: the flags, their defaults and their words.
+  run help "$bin" --help
+  local cmd
+  for cmd in agent observe graph export verify status "policy apply" "policy delete" "policy list" \
+    "mode set" "mode list" "lab up" "lab down" "lab status" "lab probe"; do
+    # shellcheck disable=SC2086 # the subcommand's words split on purpose
+    run "help-${cmd// /-}" "$bin" $cmd --help
+  done
+
   api healthz /healthz
   api graph /api/graph
   api graph-filtered '/api/graph?namespace=shop&protocol=TCP&verdict=AUDIT'
