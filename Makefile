@@ -22,7 +22,7 @@ help:
 	@echo "make demo-down stop the demo agent and remove the demo lab"
 	@echo "make test      all tests (root: privileged end-to-end tests in network namespaces)"
 	@echo "make bench     benchmarks, numbers for docs/benchmarks.md"
-	@echo "make lint      rustfmt and clippy"
+	@echo "make lint      rustfmt, clippy and rustdoc"
 
 # Installs only what is missing, so a warm machine does not touch apt.
 # $(call apt_install,PACKAGES)
@@ -80,6 +80,7 @@ release: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --exclude weir-integration-tests --no-deps
 
 test-unit: testdeps
 	$(CARGO) test --workspace --exclude weir-integration-tests

@@ -30,7 +30,7 @@
 //! - A connection is learned only if it was allowed at both ends. Between
 //!   two attached pods each end judges its own side (egress at the
 //!   initiator's veth, ingress at the responder's), so the two reports of
-//!   one connection meet under its [`ConnKey`] (protocol and both ends'
+//!   one connection meet under its `ConnKey` (protocol and both ends'
 //!   addresses): the initiator's counters are held until the responder's
 //!   report says it let the connection in (or until the initiator's flow
 //!   ends without one), and go to the drops when either end dropped it,

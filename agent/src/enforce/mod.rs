@@ -8,7 +8,7 @@
 //!
 //! 1. the whole policy set is validated ([`PolicySet::new`]): one invalid
 //!    policy refuses the change, the previous set stays in force;
-//! 2. it is compiled ([`compile`]) with the identity allocator kept from
+//! 2. it is compiled ([`compile`](weir_generator::datapath::compile)) with the identity allocator kept from
 //!    the last compile, so unchanged pods keep their identities and the
 //!    diff stays small;
 //! 3. the node's entries (ENDPOINTS only for pods attached here, keyed by

@@ -185,7 +185,7 @@ impl Store {
     /// Open (or create) the store in `dir`, creating `dir` if needed, and
     /// read what it holds. A new store starts its observation window at
     /// `now` (Unix ns). A damaged file is refused and left as it is
-    /// ([`check`]): [`Store::repair`] keeps what can be read of it.
+    /// (`check`): [`Store::repair`] keeps what can be read of it.
     ///
     /// # Errors
     /// See [`StoreError`]: a newer format, a corrupt file, a store in use.

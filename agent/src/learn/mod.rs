@@ -1,6 +1,6 @@
 //! From observed traffic to policies, and back: the learner's options and
 //! its suggestion ([`suggest`]), the replay of flows through policies and
-//! readiness ([`analysis`]), flow logs ([`flows`], [`load_offline`]) and
+//! readiness ([`analysis`]), flow logs ([`flow_log`], [`load_offline`]) and
 //! policy files ([`policies`]). The API (`api/learn.rs`) and the commands
 //! (`cmd/learn.rs`: `weir export`, `verify`, `status`) both use it.
 //!
