@@ -28,7 +28,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | 0 | `error` | one printer for error chains |
+//! | 0 | `error_chain` | one printer for error chains, for logs |
 //! | 0 | `flow` | a flow as decoded from the kernel: one endpoint's view of a connection |
 //! | 0 | `metrics` | the Prometheus metrics |
 //! | 0 | `telemetry` | logging set-up |
@@ -57,7 +57,7 @@ pub mod cli;
 pub mod cmd;
 pub mod daemon;
 pub mod enforce;
-pub mod error;
+pub mod error_chain;
 pub mod flow;
 pub mod graph_store;
 pub mod health;

@@ -37,7 +37,7 @@ use crate::{
         Change, EnforceError, Outcome, View,
         task::{ChangeError, EnforcerHandle},
     },
-    error::chain,
+    error_chain::chain,
     learn::policies,
 };
 

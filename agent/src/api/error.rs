@@ -19,7 +19,7 @@ use axum::{
 };
 use tracing::{debug, error, warn};
 
-use crate::error::chain;
+use crate::error_chain::chain;
 
 /// A request the API cannot answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

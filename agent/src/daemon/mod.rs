@@ -211,7 +211,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 info!(pin_dir = %dir.display(), "nothing enforced: datapath unpinned and detached")
             }
             Err(error) => warn!(
-                error = crate::error::chain(&error),
+                error = crate::error_chain::chain(&error),
                 "cannot unpin the datapath"
             ),
         }

@@ -343,7 +343,7 @@ impl DatapathTask {
             Err(error) => {
                 warn!(
                     source = self.source.name(),
-                    error = crate::error::chain(&error),
+                    error = crate::error_chain::chain(&error),
                     "cannot read pod source, keeping the previous view"
                 );
                 return;
@@ -526,7 +526,7 @@ impl DatapathTask {
                     self.failed.insert(ifname.to_owned(), Some(index));
                     warn!(
                         interface = %ifname,
-                        error = crate::error::chain(&error),
+                        error = crate::error_chain::chain(&error),
                         "cannot attach, skipped"
                     );
                 }

@@ -61,7 +61,7 @@ use self::{
     entries::{Entries, MAPS, MapIoError, Op, PolicyMapsIo},
     state_file::{Desired, DesiredError, DesiredFile, IdentitiesFile, key_of},
 };
-use crate::{error::chain, flow::CheckedDirection};
+use crate::{error_chain::chain, flow::CheckedDirection};
 
 /// What the enforcer needs to know of the node, from the datapath task's
 /// view of the pod source.

@@ -331,7 +331,7 @@ mod tests {
             std::fs::write(file.path(), text).unwrap();
             let error = file.load().unwrap_err();
             assert_eq!(
-                crate::error::chain(&error),
+                crate::error_chain::chain(&error),
                 format!("{path} is corrupt (left untouched): {detail}"),
                 "{text}"
             );

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{
     Change, EnforceError, Enforcer, Explain, NodeView, Outcome, View, entries::PolicyMapsIo,
 };
-use crate::{error::chain, metrics::Metrics};
+use crate::{error_chain::chain, metrics::Metrics};
 
 /// The explanation snapshot the fold loop reads.
 pub type SharedExplain = Arc<RwLock<Arc<Explain>>>;

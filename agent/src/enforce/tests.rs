@@ -170,7 +170,7 @@ fn an_invalid_set_or_an_overflow_changes_nothing() {
 
     let bad = "metadata: {name: bad, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}";
     let err = e.change(apply(&[STORE_FROM_CART, bad])).unwrap_err();
-    let text = crate::error::chain(&err);
+    let text = crate::error_chain::chain(&err);
     assert!(
         text.contains("shop/bad") && text.contains("ipBlock"),
         "{text}"

@@ -756,7 +756,7 @@ impl Persister {
             match tokio::task::spawn_blocking(move || this.save_if_changed()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => warn!(
-                    error = crate::error::chain(&error),
+                    error = crate::error_chain::chain(&error),
                     "cannot save the learned graph, will retry"
                 ),
                 Err(error) => warn!(%error, "save task panicked"),
