@@ -20,6 +20,10 @@
 //!   `api::flows` serves `GET /api/flows`, whose records are
 //!   [`api::wire::FlowJson`].
 //!
+//! Above the domain, a module is named after what it serves: `api::learn`
+//! and `cmd::learn` serve [`learn`] over HTTP and on the command line,
+//! `api::record` turns `aggregator::record`'s records into JSON.
+//!
 //! The module rule: a module imports only from lower layers of this table,
 //! or from its own layer without an import circle; [`cmd`] reads the API
 //! through [`api::wire`] only; below the commands nothing names `clap` or
