@@ -146,6 +146,9 @@ capture() {
   echo $! >"$OUT/agent.pid"
   for _ in $(seq 100); do curl -fsS "$SERVER/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   sleep 2 # the first resync
+  # Each start makes a new API token.
+  local token
+  token=$(cat "$OUT/state.$tag/api-token")
 
   local s=(--server "$SERVER")
   run graph "$bin" graph "${s[@]}"
@@ -174,7 +177,7 @@ capture() {
   # Refusals: their messages and exit codes.
   run refused-no-token env -u WEIR_TOKEN "$bin" policy apply "${s[@]}" -f "$OUT/policies"
   run refused-bad-token env WEIR_TOKEN=wrong "$bin" mode set "${s[@]}" data audit
-  run refused-bad-mode env WEIR_TOKEN="$TOKEN" "$bin" mode set "${s[@]}" data nope
+  run refused-bad-mode env WEIR_TOKEN="$token" "$bin" mode set "${s[@]}" data nope
   run refused-unreachable "$bin" observe --server http://127.0.0.1:1 --last 1
   run refused-unreachable-export "$bin" export --server http://127.0.0.1:1
   run refused-missing-flows "$bin" export --flows "$OUT/missing.jsonl" --inventory "$OUT/inventory.yaml"
@@ -214,6 +217,16 @@ capture() {
   api bad-since '/api/graph?since=yesterday'
   api no-token /api/modes/data -X PUT --data '{"mode":"audit"}' -H 'content-type: application/json'
   api not-found /api/nope
+
+  # Changes, last: what each prints, and what the agent holds after them.
+  local t=(env WEIR_TOKEN="$token")
+  run write-mode-set "${t[@]}" "$bin" mode set "${s[@]}" data audit
+  run write-policy-delete "${t[@]}" "$bin" policy delete "${s[@]}" shop/weir-loadgen
+  run write-policy-apply "${t[@]}" "$bin" policy apply "${s[@]}" -f "$OUT/policies"
+  run write-export-apply "${t[@]}" "$bin" export "${s[@]}" --apply --namespace shop
+  run write-delete-missing "${t[@]}" "$bin" policy delete "${s[@]}" shop/nope
+  api after-writes-enforced /api/policies/enforced
+  api after-writes-modes /api/modes
 
   stop_agent "$OUT/agent.pid"
   # Time-relative text only (and the column widths it sets); everything else is compared as it is.
