@@ -9,7 +9,8 @@
 # traffic, the exported policies applied, shop in audit mode and one flow
 # the policies deny; then the agent stops and its state directory is kept.
 # Captures twice, once per binary: a copy of that state, the binary's own
-# agent started on it (no new traffic), every read and a few refusals
+# agent started on it (no new traffic), every read, every --help, a few
+# refusals and then a few writes
 # captured, the agent stopped. Prints `diff -r` of the two captures and
 # exits with its status (0: identical). Only time-relative text ("2s ago",
 # the age in `weir status`'s header) is masked, in both captures alike.
