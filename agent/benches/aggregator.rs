@@ -129,6 +129,7 @@ fn inventory() -> Inventory {
                 host_veth: (i.is_multiple_of(10) && i / 10 < ATTACHED).then(|| format!("veth{i}")),
                 ports: Vec::new(),
                 local: i.is_multiple_of(10) && i / 10 < ATTACHED,
+                node: None,
             });
         }
     }

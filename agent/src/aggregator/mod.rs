@@ -42,6 +42,13 @@
 //!   its target's ingress denied counts once as forwarded and once as
 //!   audit or dropped.
 //!
+//! - Every edge also keeps its counters by the side this node saw it from
+//!   ([`SeenFrom`]) and the peer's node when the resolver knows it, for a
+//!   relay merging several nodes' graphs ([`Aggregator::contribution`]): a
+//!   connection between pods on two nodes is counted by both, once from
+//!   each side, and the relay must take one side, never their sum. The
+//!   sides of an edge always add up to the edge.
+//!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
 //! `Copy` values hashed with foldhash, and flow records are only built for
@@ -138,6 +145,14 @@ pub struct Aggregator {
     edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
     /// Connections the datapath dropped, by the edge they would have made.
     drops: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    /// `edges` again, by side: see [`SeenFrom`].
+    sides: DashMap<SideSlot, EdgeStats, Hasher>,
+    /// `drops` by side.
+    drop_sides: DashMap<SideSlot, EdgeStats, Hasher>,
+    /// Node names interned to ids (this node's is [`THIS_NODE`]), so a
+    /// side key stays `Copy`.
+    node_ids: DashMap<Arc<str>, u32, Hasher>,
+    node_names: RwLock<Vec<Arc<str>>>,
     /// Connections between two attached pods, until both ends are done.
     conns: Mutex<Conns>,
     /// What was folded of each live kernel flow table entry, saved with the
@@ -178,6 +193,53 @@ struct EdgeSlot {
     protocol: Protocol,
     port: u16,
 }
+
+/// Which end(s) of a connection this node saw: a relay merging several
+/// nodes' graphs keys an edge's counters by (edge, initiator's node,
+/// responder's node) and takes one side of a connection seen from both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SeenFrom {
+    /// This node hosts the initiator (its egress); the responder is
+    /// elsewhere: on another node, or not a pod.
+    Initiator,
+    /// This node hosts the responder (its ingress); the initiator is
+    /// elsewhere.
+    Responder,
+    /// Both ends are on this node: one count, both verdicts.
+    Both,
+    /// Restored from a store saved before sides were kept.
+    Unknown,
+}
+
+/// An edge's counters from one side, with the peer's node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeSide {
+    /// Which end this node saw.
+    pub seen_from: SeenFrom,
+    /// The other end's node: this node for [`SeenFrom::Both`]; `None` when
+    /// the source does not know it, the peer is not a pod, or the side is
+    /// [`SeenFrom::Unknown`].
+    pub peer_node: Option<Arc<str>>,
+    /// What this side counted.
+    pub stats: EdgeStats,
+}
+
+/// The id of this node's name.
+const THIS_NODE: u32 = 0;
+/// No node: the peer's node is not known.
+const NO_NODE: u32 = u32::MAX;
+
+/// A side of an edge: the key of [`Aggregator::sides`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SideSlot {
+    edge: EdgeSlot,
+    seen: SeenFrom,
+    /// An interned node name, or [`NO_NODE`].
+    peer_node: u32,
+}
+
+/// The side of a connection between two attached pods.
+const BOTH: (SeenFrom, u32) = (SeenFrom::Both, THIS_NODE);
 
 /// One connection, whichever end reports it: the key both reports of a
 /// connection between two attached pods meet under.
@@ -274,8 +336,15 @@ impl Aggregator {
     /// An empty aggregator.
     #[must_use]
     pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
+        let node_name: Arc<str> = Arc::from(options.node_name);
+        let node_ids = DashMap::with_hasher(Hasher::default());
+        node_ids.insert(Arc::clone(&node_name), THIS_NODE);
         Self {
-            node_name: Arc::from(options.node_name),
+            node_ids,
+            node_names: RwLock::new(vec![Arc::clone(&node_name)]),
+            sides: DashMap::with_hasher(Hasher::default()),
+            drop_sides: DashMap::with_hasher(Hasher::default()),
+            node_name,
             metrics,
             gate: RwLock::new(()),
             workloads: DashMap::with_hasher(Hasher::default()),
@@ -356,6 +425,15 @@ impl Aggregator {
         if resolver.is_attached(obs.remote.ip()) {
             return self.fold_paired(key, obs);
         }
+        let seen = if obs.initiator == Initiator::Local {
+            SeenFrom::Initiator
+        } else {
+            SeenFrom::Responder
+        };
+        let peer_node = peer
+            .as_ref()
+            .and_then(|pod| resolver.node_of(obs.remote.ip(), pod))
+            .map_or(NO_NODE, |node| self.node_id(&node));
         let mut delta = EdgeStats {
             packets: obs.packets_from_pod + obs.packets_to_pod,
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
@@ -365,7 +443,10 @@ impl Aggregator {
             ..EdgeStats::default()
         };
         count_verdict(&mut delta, obs.verdict, obs.connections);
-        match (self.merge(key, &delta, obs.verdict), obs.verdict) {
+        match (
+            self.merge(key, (seen, peer_node), &delta, obs.verdict),
+            obs.verdict,
+        ) {
             (_, Verdict::Dropped) => Folded::Dropped,
             (true, _) => Folded::NewEdge,
             (false, _) => Folded::Edge,
@@ -459,41 +540,68 @@ impl Aggregator {
         } else {
             Verdict::Forwarded
         };
-        self.merge(edge, stats, verdict);
+        self.merge(edge, BOTH, stats, verdict);
     }
 
     /// Take a connection's counters back out of an edge; an edge left with
     /// no connection and no packet goes away (nothing else made it).
     fn unmerge(&self, place: Place, edge: EdgeSlot, stats: &EdgeStats) {
-        let map = if place == Place::Dropped {
-            &self.drops
+        let (map, sides) = if place == Place::Dropped {
+            (&self.drops, &self.drop_sides)
         } else {
-            &self.edges
+            (&self.edges, &self.sides)
         };
-        let emptied = map.get_mut(&edge).is_some_and(|mut e| {
-            e.packets = e.packets.saturating_sub(stats.packets);
-            e.bytes = e.bytes.saturating_sub(stats.bytes);
-            e.connections = e.connections.saturating_sub(stats.connections);
-            let v = &mut e.verdicts;
-            v.forwarded = v.forwarded.saturating_sub(stats.verdicts.forwarded);
-            v.audit = v.audit.saturating_sub(stats.verdicts.audit);
-            v.dropped = v.dropped.saturating_sub(stats.verdicts.dropped);
-            e.connections == 0 && e.packets == 0
-        });
+        let emptied = map
+            .get_mut(&edge)
+            .is_some_and(|mut e| subtract(&mut e, stats));
         if emptied {
             map.remove(&edge);
             self.metrics.set_graph_edges(self.edges.len());
         }
+        // Paired connections are always counted on the side both.
+        let (seen, peer_node) = BOTH;
+        let side = SideSlot {
+            edge,
+            seen,
+            peer_node,
+        };
+        if sides
+            .get_mut(&side)
+            .is_some_and(|mut e| subtract(&mut e, stats))
+        {
+            sides.remove(&side);
+        }
         self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The id of a node name, interning it on first sight.
+    fn node_id(&self, name: &Arc<str>) -> u32 {
+        if let Some(id) = self.node_ids.get(name) {
+            return *id;
+        }
+        let mut names = self
+            .node_names
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.node_ids.entry(Arc::clone(name)).or_insert_with(|| {
+            names.push(Arc::clone(name));
+            u32::try_from(names.len() - 1).unwrap_or(NO_NODE)
+        })
     }
 
     /// Fold `delta` into the edge (the drops' for a dropped flow); whether
     /// the edge is new.
-    fn merge(&self, key: EdgeSlot, delta: &EdgeStats, verdict: Verdict) -> bool {
-        let map = if verdict == Verdict::Dropped {
-            &self.drops
+    fn merge(
+        &self,
+        key: EdgeSlot,
+        (seen, peer_node): (SeenFrom, u32),
+        delta: &EdgeStats,
+        verdict: Verdict,
+    ) -> bool {
+        let (map, sides) = if verdict == Verdict::Dropped {
+            (&self.drops, &self.drop_sides)
         } else {
-            &self.edges
+            (&self.edges, &self.sides)
         };
         let mut created = false;
         map.entry(key)
@@ -501,6 +609,14 @@ impl Aggregator {
                 created = true;
                 EdgeStats::default()
             })
+            .merge(delta);
+        sides
+            .entry(SideSlot {
+                edge: key,
+                seen,
+                peer_node,
+            })
+            .or_default()
             .merge(delta);
         self.changes.fetch_add(1, Ordering::Relaxed);
         if created && verdict != Verdict::Dropped {
@@ -563,16 +679,37 @@ impl Aggregator {
     }
 
     fn snapshot(&self, with_drops: bool) -> GraphView {
-        self.snapshot_with(with_drops, false).0
+        self.snapshot_with(with_drops, false, false).view
     }
 
-    fn snapshot_with(
-        &self,
-        with_drops: bool,
-        with_entries: bool,
-    ) -> (GraphView, Vec<(EntryKey, EntryCounters)>) {
-        let (mut workloads, edges, drops, version, entries) = {
+    /// The learned graph, its drops and both by side, from one moment:
+    /// what a relay merging several nodes reads (`GET /api/v1/contribution`).
+    #[must_use]
+    pub fn contribution(&self) -> Contribution {
+        let snapshot = self.snapshot_with(true, false, true);
+        Contribution {
+            node: Arc::clone(&self.node_name),
+            view: snapshot.view,
+            sides: snapshot.sides,
+            drop_sides: snapshot.drop_sides,
+        }
+    }
+
+    fn snapshot_with(&self, with_drops: bool, with_entries: bool, with_sides: bool) -> Snapshot {
+        let (mut workloads, edges, drops, version, entries, sides) = {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            let sides = with_sides.then(|| {
+                let copy =
+                    |map: &DashMap<SideSlot, EdgeStats, Hasher>| -> Vec<(SideSlot, EdgeStats)> {
+                        map.iter().map(|e| (*e.key(), *e.value())).collect()
+                    };
+                let names = self
+                    .node_names
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                (copy(&self.sides), copy(&self.drop_sides), names)
+            });
             let entries: Vec<(EntryKey, EntryCounters)> = if with_entries {
                 self.entries
                     .lock()
@@ -595,7 +732,7 @@ impl Aggregator {
             } else {
                 Vec::new()
             };
-            (workloads, edges, drops, self.changes(), entries)
+            (workloads, edges, drops, self.changes(), entries, sides)
         };
         workloads.sort_unstable_by_key(|(id, ..)| *id);
         let mut graph = FlowGraph::default();
@@ -630,14 +767,42 @@ impl Aggregator {
             .into_iter()
             .filter_map(|(slot, stats)| Some((key(slot)?, stats)))
             .collect();
-        (
-            GraphView {
+        let (sides, drop_sides) = match sides {
+            None => (BTreeMap::new(), BTreeMap::new()),
+            Some((sides, drop_sides, names)) => {
+                let by_edge = |sides: Vec<(SideSlot, EdgeStats)>| {
+                    let mut by_edge: BTreeMap<EdgeKey, Vec<EdgeSide>> = BTreeMap::new();
+                    for (slot, stats) in sides {
+                        let Some(edge) = key(slot.edge) else { continue };
+                        by_edge.entry(edge).or_default().push(EdgeSide {
+                            seen_from: slot.seen,
+                            peer_node: usize::try_from(slot.peer_node)
+                                .ok()
+                                .and_then(|i| names.get(i))
+                                .cloned(),
+                            stats,
+                        });
+                    }
+                    for sides in by_edge.values_mut() {
+                        sides.sort_unstable_by(|a, b| {
+                            (a.seen_from, &a.peer_node).cmp(&(b.seen_from, &b.peer_node))
+                        });
+                    }
+                    by_edge
+                };
+                (by_edge(sides), by_edge(drop_sides))
+            }
+        };
+        Snapshot {
+            view: GraphView {
                 graph,
                 drops,
                 version,
             },
             entries,
-        )
+            sides,
+            drop_sides,
+        }
     }
 
     /// Merge a saved graph (from the store) into this one: its workloads
@@ -700,6 +865,14 @@ impl Aggregator {
                 port: key.port,
             };
             self.edges.entry(slot).or_default().merge(stats);
+            self.sides
+                .entry(SideSlot {
+                    edge: slot,
+                    seen: SeenFrom::Unknown,
+                    peer_node: NO_NODE,
+                })
+                .or_default()
+                .merge(stats);
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
         self.metrics.set_graph_edges(self.edges.len());
@@ -712,7 +885,9 @@ impl Aggregator {
     /// last agent stopped or was killed.
     #[must_use]
     pub fn for_store(&self) -> (FlowGraph, Vec<(EntryKey, EntryCounters)>) {
-        let (view, mut entries) = self.snapshot_with(false, true);
+        let Snapshot {
+            view, mut entries, ..
+        } = self.snapshot_with(false, true, false);
         entries.sort_unstable_by_key(|(k, _)| (k.ifindex, k.protocol, k.local, k.remote));
         (view.graph, entries)
     }
@@ -789,6 +964,40 @@ pub struct GraphView {
     pub version: u64,
 }
 
+/// A contribution for a relay: [`Aggregator::contribution`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contribution {
+    /// This node's name.
+    pub node: Arc<str>,
+    /// The learned graph, its drops and their version.
+    pub view: GraphView,
+    /// Every learned edge's counters by side; the sides of an edge add up
+    /// to the edge.
+    pub sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
+    /// The drops by side.
+    pub drop_sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
+}
+
+/// What one snapshot holds; parts not asked for are empty.
+struct Snapshot {
+    view: GraphView,
+    entries: Vec<(EntryKey, EntryCounters)>,
+    sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
+    drop_sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
+}
+
+/// Take `stats`' counters out of `edge`; whether nothing is left of it.
+fn subtract(edge: &mut EdgeStats, stats: &EdgeStats) -> bool {
+    edge.packets = edge.packets.saturating_sub(stats.packets);
+    edge.bytes = edge.bytes.saturating_sub(stats.bytes);
+    edge.connections = edge.connections.saturating_sub(stats.connections);
+    let v = &mut edge.verdicts;
+    v.forwarded = v.forwarded.saturating_sub(stats.verdicts.forwarded);
+    v.audit = v.audit.saturating_sub(stats.verdicts.audit);
+    v.dropped = v.dropped.saturating_sub(stats.verdicts.dropped);
+    edge.connections == 0 && edge.packets == 0
+}
+
 /// Counts `connections` new connections under their verdict.
 fn count_verdict(stats: &mut EdgeStats, verdict: Verdict, connections: u32) {
     let counts = &mut stats.verdicts;
@@ -814,6 +1023,8 @@ impl WorkloadSlot {
     }
 }
 
+#[cfg(test)]
+mod sides_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub(crate) struct FakeResolver {
     by_ip: BTreeMap<IpAddr, Arc<PodMeta>>,
     by_ifindex: BTreeMap<u32, Arc<PodMeta>>,
     attached: BTreeSet<IpAddr>,
+    nodes: BTreeMap<IpAddr, Arc<str>>,
 }
 
 impl FakeResolver {
@@ -62,6 +63,13 @@ impl FakeResolver {
         }
         self
     }
+
+    /// Say which node the pod at `ip` runs on (`spec.nodeName`).
+    pub(crate) fn on_node(mut self, ip: &str, node: &str) -> Self {
+        self.nodes
+            .insert(ip.parse().expect("test IP"), Arc::from(node));
+        self
+    }
 }
 
 impl Resolve for FakeResolver {
@@ -75,6 +83,10 @@ impl Resolve for FakeResolver {
 
     fn is_attached(&self, ip: IpAddr) -> bool {
         self.attached.contains(&ip)
+    }
+
+    fn node_of(&self, ip: IpAddr, _pod: &PodMeta) -> Option<Arc<str>> {
+        self.nodes.get(&ip).cloned()
     }
 }
 

@@ -142,8 +142,9 @@ fn add_object(
             manifest::check_meta(&pod.metadata, names::dns1123_subdomain)
                 .map_err(|e| format!("Pod: {e}"))?;
             let meta = pod_meta(&pod).ok_or("Pod: missing `metadata.name`")?;
+            let spec_node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             let on_this_node = match node_name {
-                Some(node) => pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node),
+                Some(node) => spec_node.as_deref() == Some(node),
                 None => true,
             };
             let host_veth = pod
@@ -163,6 +164,7 @@ fn add_object(
                 host_veth,
                 ports,
                 local,
+                node: spec_node,
             });
         }
         "Service" => {
@@ -304,6 +306,7 @@ mod tests {
     use weir_generator::model::WorkloadKind;
 
     use super::*;
+    use crate::resolve::Resolve as _;
 
     const POD_A: &str = r"
 apiVersion: v1
@@ -324,6 +327,22 @@ status:
 
     fn parse_str(text: &str, node: Option<&str>) -> Result<Inventory, SourceError> {
         parse(Path::new("inv.yaml"), text, node)
+    }
+
+    #[test]
+    fn a_pods_node_is_kept_and_answered_for_its_address() {
+        let inv = parse_str(POD_A, Some("node-2")).unwrap();
+        assert_eq!(inv.pods[0].node.as_deref(), Some("node-1"));
+        assert!(!inv.pods[0].local);
+        let resolver = crate::resolve::Resolver::new(&inv, |_| None);
+        let ip: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let pod = resolver.pod_by_ip(ip).unwrap();
+        assert_eq!(resolver.node_of(ip, &pod).as_deref(), Some("node-1"));
+        // Another pod found at that address (an earlier holder) is not
+        // given this pod's node.
+        let mut other = (*pod).clone();
+        other.name = "web-7d9f8b6c5-old".to_owned();
+        assert_eq!(resolver.node_of(ip, &other), None);
     }
 
     #[test]

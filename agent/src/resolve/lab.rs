@@ -54,6 +54,9 @@ pub fn inventory(state: &LabState) -> Inventory {
                 host_veth: Some(p.host_veth.clone()),
                 ports: p.ports.iter().map(named_port).collect(),
                 local: true,
+                // Every lab pod is on this node, and attached: the
+                // aggregator knows that without a name.
+                node: None,
             })
             .collect(),
         namespaces: state

@@ -46,6 +46,13 @@ pub trait Resolve: Send + Sync {
     /// two local pods once: both veths report it, and only the initiator's
     /// report makes the edge.
     fn is_attached(&self, ip: IpAddr) -> bool;
+    /// The node `pod`, found at `ip`, runs on, when the source knows it
+    /// (the API server's `spec.nodeName`). Sources without nodes answer
+    /// `None`.
+    fn node_of(&self, ip: IpAddr, pod: &PodMeta) -> Option<Arc<str>> {
+        let _ = (ip, pod);
+        None
+    }
 }
 
 /// A pod with what the node knows of its network attachment.
@@ -60,6 +67,9 @@ pub struct LocalPod {
     /// The pod runs on this node (`spec.nodeName` is this node): the
     /// agent attaches to it once its host veth is known.
     pub local: bool,
+    /// The node the pod runs on (`spec.nodeName`), when the source says:
+    /// a relay merging several agents' graphs needs both ends' nodes.
+    pub node: Option<String>,
 }
 
 /// The cluster's NetworkPolicies, ordered by namespace and name.
@@ -186,12 +196,21 @@ pub struct Resolver {
     by_ip: HashMap<IpAddr, Arc<PodMeta>, FastHash>,
     by_ifindex: HashMap<u32, Arc<PodMeta>, FastHash>,
     attached: HashSet<IpAddr, FastHash>,
+    /// The node of the pod listed at each address, when the source said.
+    nodes: HashMap<IpAddr, PodNode, FastHash>,
     /// Addresses whose holders changed over time (empty for sources
     /// without history): looked up by time.
     history: HashMap<IpAddr, Timeline, FastHash>,
     known_hosts: BTreeMap<IpAddr, String>,
     health: Option<SourceHealth>,
     cluster: Arc<Cluster>,
+}
+
+/// A listed pod and its node.
+#[derive(Debug)]
+struct PodNode {
+    pod: Arc<PodMeta>,
+    node: Arc<str>,
 }
 
 impl Resolver {
@@ -202,10 +221,26 @@ impl Resolver {
         let mut by_ip = HashMap::default();
         let mut by_ifindex = HashMap::default();
         let mut attached = HashSet::default();
+        let mut nodes = HashMap::default();
+        // One `Arc` per node name, however many pods run there.
+        let mut node_names: HashMap<&str, Arc<str>, FastHash> = HashMap::default();
         for pod in &inventory.pods {
             let meta = Arc::new(pod.meta.clone());
+            let node = pod
+                .node
+                .as_deref()
+                .map(|name| Arc::clone(node_names.entry(name).or_insert_with(|| Arc::from(name))));
             for ip in &pod.meta.ips {
                 by_ip.insert(*ip, Arc::clone(&meta));
+                if let Some(node) = &node {
+                    nodes.insert(
+                        *ip,
+                        PodNode {
+                            pod: Arc::clone(&meta),
+                            node: Arc::clone(node),
+                        },
+                    );
+                }
             }
             if let Some(index) = pod.host_veth.as_deref().and_then(&ifindex_of) {
                 by_ifindex.insert(index, Arc::clone(&meta));
@@ -233,6 +268,7 @@ impl Resolver {
             by_ip,
             by_ifindex,
             attached,
+            nodes,
             history,
             known_hosts: inventory.known_hosts.clone(),
             health: inventory.health.clone(),
@@ -300,6 +336,18 @@ impl Resolve for Resolver {
 
     fn is_attached(&self, ip: IpAddr) -> bool {
         self.attached.contains(&ip)
+    }
+
+    fn node_of(&self, ip: IpAddr, pod: &PodMeta) -> Option<Arc<str>> {
+        // The pod listed at `ip` now; a pod that held the address before
+        // (found by time) is another pod, whose node is not known.
+        self.nodes
+            .get(&ip)
+            .filter(|n| {
+                std::ptr::eq(Arc::as_ptr(&n.pod), pod)
+                    || (n.pod.namespace == pod.namespace && n.pod.name == pod.name)
+            })
+            .map(|n| Arc::clone(&n.node))
     }
 }
 

@@ -64,6 +64,7 @@ fn shop_resolver() -> SharedResolver {
             protocol: Protocol::Tcp,
         }],
         local: false,
+        node: None,
     };
     let inventory = Inventory {
         pods: vec![

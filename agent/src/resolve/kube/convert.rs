@@ -219,6 +219,7 @@ fn add_pods(inventory: &mut Inventory, pods: &[Arc<Pod>], node_name: &str) {
         }
         inventory.pods.push(LocalPod {
             local: spec_node == Some(node_name),
+            node: spec_node.map(str::to_owned),
             meta,
             host_veth: None,
             ports,

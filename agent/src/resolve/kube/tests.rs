@@ -244,6 +244,9 @@ async fn list_then_watch_follows_the_stream() {
         .map(|p| (p.meta.name.as_str(), p.local))
         .collect();
     assert_eq!(local, [("db-0", false), ("web-7d9f8b6c5-x2k4p", true)]);
+    // Every pod's node, for a relay to know both ends of an edge.
+    let nodes: Vec<Option<&str>> = inventory.pods.iter().map(|p| p.node.as_deref()).collect();
+    assert_eq!(nodes, [Some("node-2"), Some("node-1")]);
     assert!(inventory.pods.iter().all(|p| p.host_veth.is_none()));
     let web = inventory.pods.iter().find(|p| p.local).expect("web");
     assert_eq!(web.meta.workload.to_string(), "shop/web");

@@ -1,0 +1,182 @@
+//! The sides an edge is seen from ([`SeenFrom`]): what a relay needs to
+//! count a connection between two nodes once.
+
+use std::net::IpAddr;
+
+use weir_generator::model::{EdgeKey, EdgeStats, NodeId, Protocol, WorkloadKind, WorkloadRef};
+
+use super::{testing::*, *};
+use crate::flow::Verdict;
+
+fn w(ns: &str, name: &str) -> NodeId {
+    NodeId::Workload(WorkloadRef::new(ns, WorkloadKind::Deployment, name))
+}
+
+fn key(source: NodeId, target: NodeId, port: u16) -> EdgeKey {
+    EdgeKey {
+        source,
+        target,
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+/// The shop, with db on node-2 (the kube source's `spec.nodeName`).
+fn resolver() -> FakeResolver {
+    shop().on_node("10.0.1.9", "node-2")
+}
+
+/// (seen from, peer node, connections, packets) of each side of an edge.
+fn sides_of(c: &Contribution, edge: &EdgeKey) -> Vec<(SeenFrom, Option<String>, u64, u64)> {
+    c.sides[edge]
+        .iter()
+        .map(|s| {
+            (
+                s.seen_from,
+                s.peer_node.as_deref().map(str::to_owned),
+                s.stats.connections,
+                s.stats.packets,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_to_a_remote_responder_is_counted_from_the_initiators_side() {
+    let (agg, _) = node_aggregator();
+    let o = obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local);
+    agg.fold(&o, &resolver());
+    let c = agg.contribution();
+    assert_eq!(&*c.node, "node-1");
+    let edge = key(w("shop", "frontend"), w("data", "db"), 5432);
+    assert_eq!(
+        sides_of(&c, &edge),
+        [(SeenFrom::Initiator, Some("node-2".to_owned()), 1, 2)]
+    );
+    assert_eq!(c.view.graph.edges[&edge].connections, 1);
+}
+
+#[test]
+fn a_connection_from_a_remote_initiator_is_counted_from_the_responders_side() {
+    let (agg, _) = node_aggregator();
+    // db on node-2 opens a connection to cart, attached here.
+    let o = obs(2, "10.0.0.2:7070", "10.0.1.9:50000", Initiator::Remote);
+    agg.fold(&o, &resolver());
+    let c = agg.contribution();
+    let edge = key(w("data", "db"), w("shop", "cart"), 7070);
+    assert_eq!(
+        sides_of(&c, &edge),
+        [(SeenFrom::Responder, Some("node-2".to_owned()), 1, 2)]
+    );
+}
+
+#[test]
+fn a_peer_whose_node_is_unknown_or_external_has_no_peer_node() {
+    let (agg, _) = node_aggregator();
+    // No `on_node` for db: the source did not say where it runs.
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+        &shop(),
+    );
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "203.0.113.7:50000", Initiator::Remote),
+        &shop(),
+    );
+    let c = agg.contribution();
+    let to_db = key(w("shop", "frontend"), w("data", "db"), 5432);
+    assert_eq!(sides_of(&c, &to_db), [(SeenFrom::Initiator, None, 1, 2)]);
+    let external = NodeId::External("203.0.113.7".parse::<IpAddr>().unwrap());
+    let from_outside = key(external, w("shop", "cart"), 7070);
+    assert_eq!(
+        sides_of(&c, &from_outside),
+        [(SeenFrom::Responder, None, 1, 2)]
+    );
+}
+
+#[test]
+fn a_connection_between_two_local_pods_is_one_edge_seen_from_both_sides() {
+    let (agg, _) = node_aggregator();
+    let r = resolver();
+    let mut at_cart = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    at_cart.verdict = Verdict::Audit;
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    agg.fold(&at_cart, &r);
+    let c = agg.contribution();
+    let edge = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    assert_eq!(c.view.graph.edges.len(), 1);
+    assert_eq!(
+        sides_of(&c, &edge),
+        [(SeenFrom::Both, Some("node-1".to_owned()), 1, 2)]
+    );
+    // Both ends' verdicts: egress let it out, ingress audited it.
+    let verdicts = c.sides[&edge][0].stats.verdicts;
+    assert_eq!((verdicts.forwarded, verdicts.audit), (1, 1));
+}
+
+#[test]
+fn the_sides_of_an_edge_add_up_to_the_edge() {
+    let (agg, _) = node_aggregator();
+    // One workload pair, seen from both sides of two different pods:
+    // frontend-a (here) -> db (node-2), and db -> frontend-a's port.
+    let r = resolver();
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    agg.fold(
+        &obs(1, "10.0.0.1:43211", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    let c = agg.contribution();
+    for (edge, stats) in &c.view.graph.edges {
+        let mut sum = EdgeStats::default();
+        for side in &c.sides[edge] {
+            sum.merge(&side.stats);
+        }
+        assert_eq!(&sum, stats, "{edge:?}");
+    }
+    assert_eq!(c.sides.len(), c.view.graph.edges.len());
+}
+
+#[test]
+fn a_connection_dropped_late_moves_its_side_to_the_drops() {
+    let (agg, _) = node_aggregator();
+    let r = resolver();
+    let edge = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.0.2:7070", Initiator::Local),
+        &r,
+    );
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote),
+        &r,
+    );
+    assert!(agg.contribution().sides.contains_key(&edge));
+    // The responder's drop arrives later (a sweep).
+    let mut dropped = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    dropped.new_flow = false;
+    dropped.verdict = Verdict::Dropped;
+    agg.fold(&dropped, &r);
+    let c = agg.contribution();
+    assert!(!c.sides.contains_key(&edge), "{:?}", c.sides);
+    assert!(!c.view.graph.edges.contains_key(&edge));
+    assert_eq!(c.drop_sides[&edge][0].seen_from, SeenFrom::Both);
+    assert_eq!(c.drop_sides[&edge][0].stats.connections, 1);
+}
+
+#[test]
+fn restored_edges_are_on_an_unknown_side() {
+    let (first, _) = node_aggregator();
+    first.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+        &resolver(),
+    );
+    let (again, _) = node_aggregator();
+    again.restore(&first.graph());
+    let c = again.contribution();
+    let edge = key(w("shop", "frontend"), w("data", "db"), 5432);
+    assert_eq!(sides_of(&c, &edge), [(SeenFrom::Unknown, None, 1, 2)]);
+}
