@@ -6,7 +6,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `format_version`, `window_start`, `saved_at` | `u64` (times in Unix ns) |
+//! | `meta` | `format_version`, `window_start`, `saved_at`, `epoch` | `u64` (times in Unix ns; `epoch` a random id) |
 //! | `workloads` | a workload as JSON | its labels and pods as JSON |
 //! | `edges` | an edge key as JSON | its counters as JSON |
 //!
@@ -14,6 +14,10 @@
 //! crate; keys are deterministic (`BTreeMap`-ordered structs). A save
 //! replaces the graph in one write transaction: a crash leaves the previous
 //! save or the new one, never half of one (redb commits are atomic).
+//!
+//! `epoch` is the store's identity, drawn at random when the store is
+//! created (or first opened by a weir that keeps one): a relay comparing
+//! it notices a wiped or replaced store.
 //!
 //! The format is versioned ([`FORMAT_VERSION`]). A store written by a newer
 //! weir is refused with a message naming both versions; a file that is not
@@ -67,6 +71,7 @@ const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
 const KEY_VERSION: &str = "format_version";
 const KEY_WINDOW_START: &str = "window_start";
 const KEY_SAVED_AT: &str = "saved_at";
+const KEY_EPOCH: &str = "epoch";
 
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +119,15 @@ pub enum StoreError {
         /// [`FORMAT_VERSION`].
         supported: u64,
     },
+    /// The system's random source failed (a new store's epoch).
+    #[error("cannot draw an epoch for {}: the system's random source failed", path.display())]
+    Random {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: getrandom::Error,
+    },
     /// A database operation failed (I/O, full disk).
     #[error("store {}", path.display())]
     Database {
@@ -137,6 +151,9 @@ pub struct Loaded {
     /// What the saved graph holds of each kernel flow table entry that was
     /// live then: a restarted agent's tracker starts from there.
     pub entries: Vec<(EntryKey, EntryCounters)>,
+    /// The store's identity: random, drawn when it was created; a wiped
+    /// store has a new one.
+    pub epoch: u64,
 }
 
 /// An open store. Its methods block (file I/O): call them from a blocking
@@ -227,11 +244,14 @@ impl Store {
             Some(salvaged) => {
                 let saved_at = salvaged.saved_at.unwrap_or(now);
                 store.save(&salvaged.graph, saved_at)?;
+                // A new store: its epoch is new too, so a relay replaces
+                // what it held of the damaged one.
                 loaded = Loaded {
                     graph: salvaged.graph,
                     window_start: salvaged.window_start,
                     saved_at: Some(saved_at),
                     entries: Vec::new(),
+                    epoch: loaded.epoch,
                 };
                 Repair::Recovered {
                     damage,
@@ -306,27 +326,53 @@ impl Store {
             },
         })?;
         match read {
+            // A store written before epochs were kept gets one now.
+            Some((loaded, _)) if loaded.epoch == 0 => {
+                let epoch = self.new_epoch()?;
+                self.write_meta(&[(KEY_EPOCH, epoch)])?;
+                Ok(Loaded { epoch, ..loaded })
+            }
             Some((loaded, _)) => Ok(loaded),
             None => {
-                self.initialise(now)?;
+                let epoch = self.new_epoch()?;
+                self.write_meta(&[
+                    (KEY_VERSION, FORMAT_VERSION),
+                    (KEY_WINDOW_START, now),
+                    (KEY_EPOCH, epoch),
+                ])?;
                 Ok(Loaded {
                     graph: FlowGraph::default(),
                     window_start: now,
                     saved_at: None,
                     entries: Vec::new(),
+                    epoch,
                 })
             }
         }
     }
 
-    fn initialise(&self, now: u64) -> Result<(), StoreError> {
+    /// A random epoch, never 0 (0 reads as "none yet").
+    fn new_epoch(&self) -> Result<u64, StoreError> {
+        loop {
+            let mut bytes = [0_u8; 8];
+            getrandom::fill(&mut bytes).map_err(|source| StoreError::Random {
+                path: self.path.clone(),
+                source,
+            })?;
+            let epoch = u64::from_le_bytes(bytes);
+            if epoch != 0 {
+                return Ok(epoch);
+            }
+        }
+    }
+
+    fn write_meta(&self, rows: &[(&str, u64)]) -> Result<(), StoreError> {
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
         {
             let mut meta = write.open_table(META).map_err(|e| self.db_error(e))?;
-            meta.insert(KEY_VERSION, FORMAT_VERSION)
-                .map_err(|e| self.db_error(e))?;
-            meta.insert(KEY_WINDOW_START, now)
-                .map_err(|e| self.db_error(e))?;
+            for (key, value) in rows {
+                meta.insert(*key, *value).map_err(|e| self.db_error(e))?;
+            }
         }
         write.commit().map_err(|e| self.db_error(e))
     }
@@ -532,6 +578,7 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
     }
     let window_start = get(KEY_WINDOW_START)?.unwrap_or(now);
     let saved_at = get(KEY_SAVED_AT)?;
+    let epoch = get(KEY_EPOCH)?.unwrap_or(0);
 
     let mut dropped = 0_u64;
     let mut bad = |what: String| -> Result<(), ReadError> {
@@ -624,6 +671,7 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
             window_start,
             saved_at,
             entries,
+            epoch,
         },
         dropped,
     )))
@@ -849,6 +897,44 @@ mod tests {
         let (_store, loaded) = Store::open(dir.path(), 500).unwrap();
         assert_eq!(loaded.graph, FlowGraph::default());
         assert_eq!(loaded.window_start, 100);
+    }
+
+    #[test]
+    fn the_epoch_is_kept_by_the_store_and_new_for_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = Store::open(dir.path(), 100).unwrap();
+        assert_ne!(first.epoch, 0);
+        store.save(&graph(), 200).unwrap();
+        drop(store);
+        let (store, again) = Store::open(dir.path(), 300).unwrap();
+        assert_eq!(
+            again.epoch, first.epoch,
+            "a reopened store is the same store"
+        );
+        drop(store);
+
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        let (_store, wiped) = Store::open(dir.path(), 400).unwrap();
+        assert_ne!(wiped.epoch, first.epoch, "a wiped store is a new store");
+    }
+
+    #[test]
+    fn a_store_saved_without_an_epoch_gets_one_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 100).unwrap();
+        store.save(&graph(), 200).unwrap();
+        // As a weir that kept no epoch left it.
+        let write = store.db.begin_write().unwrap();
+        write.open_table(META).unwrap().remove(KEY_EPOCH).unwrap();
+        write.commit().unwrap();
+        drop(store);
+
+        let (store, loaded) = Store::open(dir.path(), 300).unwrap();
+        assert_ne!(loaded.epoch, 0);
+        assert_eq!(loaded.graph, graph());
+        drop(store);
+        let (_store, again) = Store::open(dir.path(), 400).unwrap();
+        assert_eq!(again.epoch, loaded.epoch);
     }
 
     #[test]
