@@ -20,6 +20,7 @@
 //! | `GET /api/verify/suggestion` | the same for the current suggestion |
 //! | `GET /api/status` | per-namespace readiness to audit |
 //! | `GET /api/impact?namespace=&mode=&window=` | what the enforced policies would deny in that mode |
+//! | `GET /api/v1/contribution` | this node's graph by side, for a relay; `304` while unchanged |
 //! | `GET /api/auth` | `{"writes_need_token": true}` |
 //! | `GET, POST /api/policies/enforced` | the enforced policies; add or replace (YAML body) |
 //! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
@@ -32,6 +33,7 @@
 //! ([`auth`]); errors are JSON `{"error": "...", "status": CODE}`.
 
 pub mod auth;
+pub mod contribution;
 pub mod details;
 pub mod enforce;
 pub mod error;
@@ -105,6 +107,11 @@ pub struct AppState {
     pub hosts: host::AllowedHosts,
     /// The agent's losses (full flow table, full ring buffer).
     pub health: Arc<crate::health::Health>,
+    /// The graph store's identity ([`Loaded::epoch`](crate::graph_store::Loaded::epoch));
+    /// without a store, one drawn for this run (nothing outlives it).
+    pub epoch: u64,
+    /// This run of the agent: the graph's version restarts with it.
+    pub instance: u64,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -141,6 +148,8 @@ impl AppState {
             limits: limits::RequestLimits::default(),
             hosts: host::AllowedHosts::default(),
             health: Arc::default(),
+            epoch: random_id(),
+            instance: random_id(),
         }
     }
 
@@ -203,6 +212,13 @@ impl AppState {
     }
 
     /// Report the losses `health` tracks.
+    /// The graph store's identity.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
     #[must_use]
     pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Self {
         self.health = health;
@@ -232,6 +248,13 @@ impl AppState {
 }
 
 /// The router.
+/// A random id (an epoch without a store, an instance).
+fn random_id() -> u64 {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    u64::from_le_bytes(bytes)
+}
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
@@ -240,6 +263,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth", get(auth_info))
         .route("/api/flows", get(flows::flows))
         .route("/api/graph", get(graph::graph))
+        .route("/api/v1/contribution", get(contribution::contribution))
         .route("/api/edge", get(details::edge))
         .route("/api/node", get(details::node))
         .route("/api/events", get(events::events))

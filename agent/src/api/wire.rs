@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
 use weir_generator::{
     datapath::Mode,
-    model::{Protocol, VerdictCounts},
+    model::{Protocol, VerdictCounts, WorkloadRef},
 };
 
 use crate::health::Episode;
@@ -506,6 +506,116 @@ pub struct GraphEvent {
     pub edges: usize,
 }
 
+// ---- `GET /api/v1/contribution`: what a relay reads of a node ----
+
+/// The format of [`ContributionJson`]; a relay refuses one it does not
+/// know.
+pub const CONTRIBUTION_FORMAT: u32 = 1;
+
+/// One node's learned graph, every edge by the side(s) the node saw it
+/// from, for a relay merging several nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributionJson {
+    /// [`CONTRIBUTION_FORMAT`].
+    pub format: u32,
+    /// The node's name.
+    pub node: String,
+    /// The graph store's identity, 16 hex digits: a new one means the
+    /// store was wiped or replaced, and what the relay held of the node
+    /// is to be replaced, not merged with.
+    pub epoch: String,
+    /// This run of the agent, 16 hex digits: `version` restarts with it.
+    pub instance: String,
+    /// Grows whenever the graph changes, within one `instance`.
+    pub version: u64,
+    /// When this answer was made, RFC 3339.
+    pub generated_at: String,
+    /// The workloads of the graph, in order.
+    pub workloads: Vec<ContributedWorkloadJson>,
+    /// The learned edges (forwarded and audited), in order.
+    pub edges: Vec<ContributedEdgeJson>,
+    /// Connections the datapath dropped, by the edge they would have made.
+    pub drops: Vec<ContributedEdgeJson>,
+}
+
+/// A workload with what the node knows of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributedWorkloadJson {
+    /// Which workload.
+    pub workload: WorkloadRef,
+    /// Labels common to its pods seen here.
+    pub labels: BTreeMap<String, String>,
+    /// Its pods seen here, by name.
+    pub pods: Vec<String>,
+}
+
+/// An end of an edge: a workload, or an address outside the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeEndJson {
+    /// A workload.
+    Workload(WorkloadRef),
+    /// An address no pod holds.
+    External(IpAddr),
+}
+
+/// An edge (initiator -> responder, protocol, destination port) with its
+/// counters by side. Its sides add up to what the node counted of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributedEdgeJson {
+    /// The initiator.
+    pub source: EdgeEndJson,
+    /// The responder.
+    pub target: EdgeEndJson,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Destination port (0 for ICMP).
+    pub port: u16,
+    /// By side, in order.
+    pub sides: Vec<SideJson>,
+}
+
+/// Which end(s) of a connection the node saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeenFromJson {
+    /// The node hosts the initiator (egress); the responder is elsewhere.
+    Initiator,
+    /// The node hosts the responder (ingress); the initiator is elsewhere.
+    Responder,
+    /// Both ends are on the node.
+    Both,
+    /// Counted before the node kept sides (restored from an older store).
+    Unknown,
+}
+
+/// An edge's counters from one side. A relay merges on (edge,
+/// `initiator_node`, `responder_node`): a connection seen from both its
+/// nodes is counted once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideJson {
+    /// Which end(s) the node saw.
+    pub seen_from: SeenFromJson,
+    /// The initiator's node: this node for `initiator` and `both`, the
+    /// peer's node for `responder` when the source knows it, else null.
+    pub initiator_node: Option<String>,
+    /// The responder's node, likewise.
+    pub responder_node: Option<String>,
+    /// Connections opened.
+    pub connections: u64,
+    /// Packets, both directions.
+    pub packets: u64,
+    /// Bytes, both directions.
+    pub bytes: u64,
+    /// Unix nanoseconds.
+    pub first_seen_ns: u64,
+    /// Unix nanoseconds.
+    pub last_seen_ns: u64,
+    /// Connections by verdict: egress judged at the initiator's node,
+    /// ingress at the responder's (`both` counts the two).
+    pub verdicts: VerdictCounts,
+}
+
 // ---- the enforcer: `/api/modes`, `/api/policies/enforced` ----
 
 /// Every namespace's mode at one moment: `GET /api/modes`, the answer of
@@ -597,6 +707,59 @@ mod tests {
         let text = serde_json::to_string(value).unwrap();
         assert_eq!(&serde_json::from_str::<T>(&text).unwrap(), value, "{text}");
         text
+    }
+
+    #[test]
+    fn a_contribution_reads_back_as_it_was_written() {
+        let side = SideJson {
+            seen_from: SeenFromJson::Initiator,
+            initiator_node: Some("node-1".to_owned()),
+            responder_node: None,
+            connections: 2,
+            packets: 8,
+            bytes: 480,
+            first_seen_ns: 1_700_000_000_000_000_000,
+            last_seen_ns: 1_700_000_001_000_000_000,
+            verdicts: VerdictCounts {
+                forwarded: 1,
+                audit: 1,
+                dropped: 0,
+            },
+        };
+        let web = WorkloadRef::new(
+            "shop",
+            weir_generator::model::WorkloadKind::Deployment,
+            "web",
+        );
+        let contribution = ContributionJson {
+            format: CONTRIBUTION_FORMAT,
+            node: "node-1".to_owned(),
+            epoch: "00000000000000ff".to_owned(),
+            instance: "0000000000000001".to_owned(),
+            version: 7,
+            generated_at: "2026-01-01T00:00:00.000000000Z".to_owned(),
+            workloads: vec![ContributedWorkloadJson {
+                workload: web.clone(),
+                labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+                pods: vec!["web-1".to_owned()],
+            }],
+            edges: vec![ContributedEdgeJson {
+                source: EdgeEndJson::Workload(web),
+                target: EdgeEndJson::External("203.0.113.7".parse().unwrap()),
+                protocol: Protocol::Tcp,
+                port: 443,
+                sides: vec![side.clone()],
+            }],
+            drops: Vec::new(),
+        };
+        let text = round_trip(&contribution);
+        assert!(
+            text.contains(r#""source":{"workload":{"namespace":"shop","kind":"Deployment","name":"web"}},"target":{"external":"203.0.113.7"}"#),
+            "{text}"
+        );
+        assert!(round_trip(&side).starts_with(
+            r#"{"seen_from":"initiator","initiator_node":"node-1","responder_node":null,"#
+        ));
     }
 
     #[test]

@@ -151,6 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         window_start: Some(loaded.window_start),
         readiness: config.readiness,
     })
+    .with_epoch(loaded.epoch)
     .with_enforcer(enforcer.clone())
     .with_health(Arc::clone(&health))
     .with_token(api_token.clone())

@@ -704,6 +704,7 @@ mod enforce {
     }
 }
 
+mod contribution;
 mod log;
 mod security;
 mod server;
