@@ -197,7 +197,10 @@ struct EdgeSlot {
 /// Which end(s) of a connection this node saw: a relay merging several
 /// nodes' graphs keys an edge's counters by (edge, initiator's node,
 /// responder's node) and takes one side of a connection seen from both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum SeenFrom {
     /// This node hosts the initiator (its egress); the responder is
     /// elsewhere: on another node, or not a pod.
@@ -223,6 +226,10 @@ pub struct EdgeSide {
     /// What this side counted.
     pub stats: EdgeStats,
 }
+
+/// Edges' counters by side, as [`Aggregator::contribution`] gives them
+/// and the store keeps them.
+pub type Sides = BTreeMap<EdgeKey, Vec<EdgeSide>>;
 
 /// The id of this node's name.
 const THIS_NODE: u32 = 0;
@@ -814,6 +821,14 @@ impl Aggregator {
     /// no more), which is what [`Aggregator::graph`] shows of them, so
     /// `restore(g)` on an empty aggregator gives `graph() == g`.
     pub fn restore(&self, graph: &FlowGraph) {
+        self.restore_with_sides(graph, &Sides::new());
+    }
+
+    /// [`Aggregator::restore`], with the edges' sides as saved. An edge
+    /// whose saved sides do not add up to it (none saved: a store written
+    /// before sides were kept, or by an older weir since) comes back on
+    /// the side [`SeenFrom::Unknown`].
+    pub fn restore_with_sides(&self, graph: &FlowGraph, sides: &Sides) {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut ids: BTreeMap<&WorkloadRef, u32> = BTreeMap::new();
         for (workload, info) in &graph.workloads {
@@ -865,14 +880,33 @@ impl Aggregator {
                 port: key.port,
             };
             self.edges.entry(slot).or_default().merge(stats);
-            self.sides
-                .entry(SideSlot {
-                    edge: slot,
-                    seen: SeenFrom::Unknown,
-                    peer_node: NO_NODE,
-                })
-                .or_default()
-                .merge(stats);
+            let saved = sides.get(key).filter(|saved| {
+                let mut sum = EdgeStats::default();
+                for side in *saved {
+                    sum.merge(&side.stats);
+                }
+                sum == *stats
+            });
+            let unknown = [EdgeSide {
+                seen_from: SeenFrom::Unknown,
+                peer_node: None,
+                stats: *stats,
+            }];
+            for side in saved.map_or(&unknown[..], Vec::as_slice) {
+                let peer_node = match (side.seen_from, &side.peer_node) {
+                    (SeenFrom::Both, _) => THIS_NODE,
+                    (SeenFrom::Unknown, _) | (_, None) => NO_NODE,
+                    (_, Some(node)) => self.node_id(node),
+                };
+                self.sides
+                    .entry(SideSlot {
+                        edge: slot,
+                        seen: side.seen_from,
+                        peer_node,
+                    })
+                    .or_default()
+                    .merge(&side.stats);
+            }
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
         self.metrics.set_graph_edges(self.edges.len());
@@ -885,11 +919,22 @@ impl Aggregator {
     /// last agent stopped or was killed.
     #[must_use]
     pub fn for_store(&self) -> (FlowGraph, Vec<(EntryKey, EntryCounters)>) {
+        let (graph, entries, _) = self.for_store_with_sides();
+        (graph, entries)
+    }
+
+    /// [`Aggregator::for_store`] and the learned edges' sides, from the
+    /// same moment.
+    #[must_use]
+    pub fn for_store_with_sides(&self) -> (FlowGraph, Vec<(EntryKey, EntryCounters)>, Sides) {
         let Snapshot {
-            view, mut entries, ..
-        } = self.snapshot_with(false, true, false);
+            view,
+            mut entries,
+            sides,
+            ..
+        } = self.snapshot_with(false, true, true);
         entries.sort_unstable_by_key(|(k, _)| (k.ifindex, k.protocol, k.local, k.remote));
-        (view.graph, entries)
+        (view.graph, entries, sides)
     }
 
     /// The folded entries from the store (see [`Aggregator::for_store`]):

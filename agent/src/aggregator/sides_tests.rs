@@ -180,3 +180,43 @@ fn restored_edges_are_on_an_unknown_side() {
     let edge = key(w("shop", "frontend"), w("data", "db"), 5432);
     assert_eq!(sides_of(&c, &edge), [(SeenFrom::Unknown, None, 1, 2)]);
 }
+
+#[test]
+fn saved_sides_come_back_and_sides_that_do_not_add_up_are_unknown() {
+    let (first, _) = node_aggregator();
+    let r = resolver();
+    first.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    first.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.1.9:40000", Initiator::Remote),
+        &r,
+    );
+    let (graph, _, sides) = first.for_store_with_sides();
+    assert_eq!(sides, first.contribution().sides);
+
+    let (again, _) = node_aggregator();
+    again.restore_with_sides(&graph, &sides);
+    assert_eq!(again.contribution().sides, sides);
+    // Folding on top keeps the sides apart, as before the restart.
+    again.fold(
+        &obs(1, "10.0.0.1:43299", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    let to_db = key(w("shop", "frontend"), w("data", "db"), 5432);
+    assert_eq!(
+        sides_of(&again.contribution(), &to_db),
+        [(SeenFrom::Initiator, Some("node-2".to_owned()), 2, 4)]
+    );
+
+    // Sides an older weir left behind, no longer matching their edge.
+    let mut stale = sides.clone();
+    stale.get_mut(&to_db).unwrap()[0].stats.connections += 1;
+    let (third, _) = node_aggregator();
+    third.restore_with_sides(&graph, &stale);
+    let c = third.contribution();
+    assert_eq!(sides_of(&c, &to_db), [(SeenFrom::Unknown, None, 1, 2)]);
+    let from_db = key(w("data", "db"), w("shop", "cart"), 7070);
+    assert_eq!(c.sides[&from_db][0].seen_from, SeenFrom::Responder);
+}

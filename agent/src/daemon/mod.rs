@@ -84,7 +84,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (store, loaded) = open_store(&config)?;
     // Only the agent that holds the store may replace the token file.
     let token_path = token::save(&config.state_dir, &api_token, &token_origin)?;
-    aggregator.restore(&loaded.graph);
+    aggregator.restore_with_sides(&loaded.graph, &loaded.sides);
     aggregator.restore_entries(&loaded.entries);
     info!(
         store = %store.path().display(),

@@ -9,6 +9,7 @@
 //! | `meta` | `format_version`, `window_start`, `saved_at`, `epoch` | `u64` (times in Unix ns; `epoch` a random id) |
 //! | `workloads` | a workload as JSON | its labels and pods as JSON |
 //! | `edges` | an edge key as JSON | its counters as JSON |
+//! | `sides` | an edge key, the side it was seen from and the peer's node as JSON | that side's counters as JSON |
 //!
 //! JSON rows keep the format readable by the next version without a schema
 //! crate; keys are deterministic (`BTreeMap`-ordered structs). A save
@@ -44,7 +45,10 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::flow::{EntryCounters, EntryKey};
+use crate::{
+    aggregator::{EdgeSide, SeenFrom, Sides},
+    flow::{EntryCounters, EntryKey},
+};
 
 use redb::{
     Builder, Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
@@ -67,6 +71,9 @@ const EDGES: TableDefinition<&str, &str> = TableDefinition::new("edges");
 /// What was folded of each live kernel flow table entry (JSON
 /// [`EntryKey`] -> JSON [`EntryCounters`]), saved with the graph.
 const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
+/// The learned edges' counters by side (JSON [`SideRow`] -> JSON
+/// [`EdgeStats`]), for a relay: see [`SeenFrom`].
+const SIDES: TableDefinition<&str, &str> = TableDefinition::new("sides");
 
 const KEY_VERSION: &str = "format_version";
 const KEY_WINDOW_START: &str = "window_start";
@@ -154,6 +161,9 @@ pub struct Loaded {
     /// The store's identity: random, drawn when it was created; a wiped
     /// store has a new one.
     pub epoch: u64,
+    /// The saved edges' counters by side (empty for a store saved before
+    /// sides were kept).
+    pub sides: Sides,
 }
 
 /// An open store. Its methods block (file I/O): call them from a blocking
@@ -178,6 +188,36 @@ struct EdgeRow {
     target: NodeRow,
     protocol: Protocol,
     port: u16,
+}
+
+impl From<&EdgeKey> for EdgeRow {
+    fn from(key: &EdgeKey) -> Self {
+        Self {
+            source: (&key.source).into(),
+            target: (&key.target).into(),
+            protocol: key.protocol,
+            port: key.port,
+        }
+    }
+}
+
+impl From<EdgeRow> for EdgeKey {
+    fn from(row: EdgeRow) -> Self {
+        Self {
+            source: row.source.into(),
+            target: row.target.into(),
+            protocol: row.protocol,
+            port: row.port,
+        }
+    }
+}
+
+/// A side of an edge in a row key.
+#[derive(Serialize, Deserialize)]
+struct SideRow {
+    edge: EdgeRow,
+    seen_from: SeenFrom,
+    peer_node: Option<String>,
 }
 
 impl From<&NodeId> for NodeRow {
@@ -252,6 +292,7 @@ impl Store {
                     saved_at: Some(saved_at),
                     entries: Vec::new(),
                     epoch: loaded.epoch,
+                    sides: Sides::new(),
                 };
                 Repair::Recovered {
                     damage,
@@ -346,6 +387,7 @@ impl Store {
                     saved_at: None,
                     entries: Vec::new(),
                     epoch,
+                    sides: Sides::new(),
                 })
             }
         }
@@ -398,7 +440,39 @@ impl Store {
         entries: &[(EntryKey, EntryCounters)],
         now: u64,
     ) -> Result<(), StoreError> {
+        self.save_all(graph, entries, &Sides::new(), now)
+    }
+
+    /// [`Store::save_folded`] with the edges' counters by side
+    /// ([`Aggregator::for_store_with_sides`](crate::aggregator::Aggregator::for_store_with_sides)).
+    ///
+    /// # Errors
+    /// I/O errors ([`StoreError::Database`]).
+    pub fn save_all(
+        &self,
+        graph: &FlowGraph,
+        entries: &[(EntryKey, EntryCounters)],
+        sides: &Sides,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let write = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut table = write.open_table(SIDES).map_err(|e| self.db_error(e))?;
+            table.retain(|_, _| false).map_err(|e| self.db_error(e))?;
+            for (edge, sides) in sides {
+                for side in sides {
+                    let key = to_json(&SideRow {
+                        edge: edge.into(),
+                        seen_from: side.seen_from,
+                        peer_node: side.peer_node.as_deref().map(str::to_owned),
+                    });
+                    let value = to_json(&side.stats);
+                    table
+                        .insert(key.as_str(), value.as_str())
+                        .map_err(|e| self.db_error(e))?;
+                }
+            }
+        }
         {
             let mut table = write.open_table(ENTRIES).map_err(|e| self.db_error(e))?;
             table.retain(|_, _| false).map_err(|e| self.db_error(e))?;
@@ -643,6 +717,34 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    let mut sides = Sides::new();
+    match read.open_table(SIDES) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let Ok((key, value)) = row else {
+                    bad("a sides row does not read".to_owned())?;
+                    continue;
+                };
+                let (key, value) = (key.value(), value.value());
+                match (
+                    serde_json::from_str::<SideRow>(key),
+                    serde_json::from_str::<EdgeStats>(value),
+                ) {
+                    (Ok(row), Ok(stats)) => {
+                        sides.entry(row.edge.into()).or_default().push(EdgeSide {
+                            seen_from: row.seen_from,
+                            peer_node: row.peer_node.map(Arc::from),
+                            stats,
+                        });
+                    }
+                    (Err(e), _) | (_, Err(e)) => bad(format!("sides row {key:?}: {e}"))?,
+                }
+            }
+        }
+        // Saved by a weir that kept no sides.
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut entries = Vec::new();
     match read.open_table(ENTRIES) {
         Ok(table) => {
@@ -672,6 +774,7 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
             saved_at,
             entries,
             epoch,
+            sides,
         },
         dropped,
     )))
@@ -780,8 +883,8 @@ impl Persister {
         if changes == self.saved.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let (graph, entries) = self.aggregator.for_store();
-        self.store.save_folded(&graph, &entries, unix_now())?;
+        let (graph, entries, sides) = self.aggregator.for_store_with_sides();
+        self.store.save_all(&graph, &entries, &sides, unix_now())?;
         self.saved.store(changes, Ordering::Relaxed);
         debug!(edges = graph.edges.len(), "graph saved");
         Ok(true)
@@ -1073,6 +1176,43 @@ mod tests {
         let (_store, loaded) = Store::open(dir.path(), 2).unwrap();
         assert_eq!(loaded.graph, saved);
         assert_eq!(loaded.graph.edges.len(), 1);
+    }
+
+    #[test]
+    fn the_sides_of_edges_are_saved_and_come_back() {
+        use crate::{aggregator::testing::*, flow::Initiator};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 1).unwrap();
+        let (aggregator, _) = node_aggregator();
+        let r = shop().on_node("10.0.1.9", "node-2");
+        for o in [
+            obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+            obs(1, "10.0.0.1:43211", "10.0.0.2:7070", Initiator::Local),
+            obs(2, "10.0.0.2:7070", "10.0.0.1:43211", Initiator::Remote),
+            obs(2, "10.0.0.2:7070", "10.0.1.9:40000", Initiator::Remote),
+        ] {
+            aggregator.fold(&o, &r);
+        }
+        let persister = Persister::new(store, Arc::clone(&aggregator));
+        assert!(persister.save_if_changed().unwrap());
+        let before = aggregator.contribution();
+        drop(persister);
+
+        let (_store, loaded) = Store::open(dir.path(), 2).unwrap();
+        assert_eq!(loaded.sides, before.sides);
+        let (again, _) = node_aggregator();
+        again.restore_with_sides(&loaded.graph, &loaded.sides);
+        let after = again.contribution();
+        assert_eq!(after.sides, before.sides);
+        assert!(
+            after
+                .sides
+                .values()
+                .flatten()
+                .all(|s| s.seen_from != SeenFrom::Unknown),
+            "{:?}",
+            after.sides
+        );
     }
 
     #[test]
