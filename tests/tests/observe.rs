@@ -3,7 +3,10 @@
 //! connections; the graph and the flow log must hold exactly the edges that
 //! were exercised.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use serde_json::Value;
 use weir_integration_tests::harness::{Agent, Lab, PinDir, eventually, weir_ok};
@@ -225,6 +228,60 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
             "{e}"
         );
     }
+
+    // What a relay reads: the same edges, each seen from this node's
+    // side(s), adding up to the graph's counts.
+    let contribution = agent.get_json("/api/v1/contribution");
+    let node_name = agent.get_json("/healthz")["node_name"].clone();
+    assert_eq!(contribution["node"], node_name);
+    assert_eq!(
+        contribution["epoch"].as_str().map(str::len),
+        Some(16),
+        "{contribution}"
+    );
+    let ends = |e: &Value| -> (String, String) {
+        let end = |end: &Value| match (&end["workload"], &end["external"]) {
+            (Value::Object(w), _) => format!(
+                "{}/{}",
+                w["namespace"].as_str().unwrap_or_default(),
+                w["name"].as_str().unwrap_or_default()
+            ),
+            (_, ip) => ip.as_str().unwrap_or_default().to_owned(),
+        };
+        (end(&e["source"]), end(&e["target"]))
+    };
+    let mut by_pair: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in contribution["edges"].as_array().expect("edges") {
+        let (source, target) = ends(e);
+        let external = target == "198.51.100.10";
+        for side in e["sides"].as_array().expect("sides") {
+            let (seen, responder_node) = if external {
+                ("initiator", Value::Null)
+            } else {
+                ("both", node_name.clone())
+            };
+            assert_eq!(side["seen_from"], seen, "{e}");
+            assert_eq!(side["initiator_node"], node_name, "{e}");
+            assert_eq!(side["responder_node"], responder_node, "{e}");
+            *by_pair.entry((source.clone(), target.clone())).or_default() +=
+                side["connections"].as_u64().expect("connections");
+        }
+    }
+    let graph_pairs: BTreeMap<(String, String), u64> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                (
+                    e["source"].as_str().unwrap_or_default().to_owned(),
+                    e["target"].as_str().unwrap_or_default().to_owned(),
+                ),
+                e["connections"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(by_pair, graph_pairs, "{contribution}");
 
     // Nodes: the workloads with their namespace, pods and labels; a
     // Deployment's replicas are one node; the external host by IP.
@@ -696,6 +753,7 @@ fn counters_survive_a_kill_9_restart_exactly() {
     // Sweeps and saves go by, with nothing new.
     std::thread::sleep(Duration::from_secs(1));
     let before = edge_counters(&agent, EDGE).expect("the edge");
+    let contribution = agent.get_json("/api/v1/contribution");
 
     agent.kill();
     let agent = Agent::start(&lab, &args);
@@ -707,6 +765,12 @@ fn counters_survive_a_kill_9_restart_exactly() {
         "(connections, packets, bytes) after the restart:\n{}",
         agent.log_text()
     );
+    // The store kept its identity and the edges' sides (a relay can still
+    // tell them apart); the restart is a new instance.
+    let again = agent.get_json("/api/v1/contribution");
+    assert_eq!(again["epoch"], contribution["epoch"]);
+    assert_ne!(again["instance"], contribution["instance"]);
+    assert_eq!(again["edges"], contribution["edges"], "{again}");
 
     assert!(lab.probe(&client, &web, "80/TCP"), "client -> web");
     let after = eventually(Duration::from_secs(10), || {
