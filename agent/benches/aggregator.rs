@@ -8,7 +8,7 @@
 //! The mix: 10 namespaces, 300 workloads of 3 pods (900 pods, 90 of them
 //! attached on this node), 200 external addresses, 5,000 flows between
 //! them; observations pick flows at random. The resolver is the agent's real
-//! `Resolver`.
+//! `Resolver`, with every pod's node (the edges' sides name 16 peer nodes).
 
 #![expect(
     clippy::print_stdout,
@@ -129,7 +129,13 @@ fn inventory() -> Inventory {
                 host_veth: (i.is_multiple_of(10) && i / 10 < ATTACHED).then(|| format!("veth{i}")),
                 ports: Vec::new(),
                 local: i.is_multiple_of(10) && i / 10 < ATTACHED,
-                node: None,
+                // As the kube source gives them: every pod's node, so the
+                // edges' sides carry peer nodes (16 other nodes).
+                node: Some(if i.is_multiple_of(10) && i / 10 < ATTACHED {
+                    "this-node".to_owned()
+                } else {
+                    format!("node-{}", i % 16)
+                }),
             });
         }
     }
