@@ -50,6 +50,7 @@
 //! | 2 | `api` | the HTTP API, the UI and `/metrics` |
 //! | 3 | `daemon` | `weir agent` |
 //! | 3 | `cmd` | the commands that talk to an agent or a cluster |
+//! | 3 | `relay` | `weir relay`: every node's agent merged into one view |
 //! | 4 | `cli` | argument parsing and dispatch |
 // One exception, with a SAFETY comment: registering the ring buffer's fd
 // with tokio (daemon/probes.rs).
@@ -68,6 +69,7 @@ pub mod health;
 pub mod learn;
 pub mod metrics;
 pub mod netdev;
+pub mod relay;
 pub mod resolve;
 pub mod sockets;
 pub mod telemetry;
