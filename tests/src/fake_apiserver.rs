@@ -8,9 +8,17 @@
 //! then stays open and gets every event the test pushes, one JSON
 //! `WatchEvent` per line, as the API server streams them. Every change
 //! bumps the one resourceVersion counter, as etcd's revision does.
-//! Namespaced paths list and watch one namespace; label and field
-//! selectors are not applied (the tests serve only what the agent asks
-//! for, e.g. no EndpointSlice but the API server's).
+//! Namespaced paths list and watch one namespace. Equality-based label
+//! and field selectors (`labelSelector=k=v,k!=v,k,!k`,
+//! `fieldSelector=metadata.name=x`) filter lists and watches alike; a
+//! set-based selector is refused with 400 rather than ignored. (An object
+//! that stops matching a watch's selector is not turned into a `DELETED`
+//! event, as the real server does: the tests never relabel out of a
+//! selector.)
+//!
+//! Besides a lab's objects it serves the agents' side of a cluster for the
+//! relay: the headless Service's EndpointSlice ([`agents_endpointslice`])
+//! and the agents' DaemonSet ([`daemonset`]).
 
 use std::{
     collections::BTreeMap,
@@ -30,7 +38,7 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-/// The resources the agent's kube source watches, by the last segment of
+/// The resources the agent's kube source and the relay's discovery watch, by the last segment of
 /// their paths, with their List kind and apiVersion.
 const RESOURCES: &[(&str, &str, &str)] = &[
     ("pods", "PodList", "v1"),
@@ -43,6 +51,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
         "NetworkPolicyList",
         "networking.k8s.io/v1",
     ),
+    ("daemonsets", "DaemonSetList", "apps/v1"),
 ];
 
 /// One event of a resource, kept for watches that resume from before it.
@@ -190,6 +199,7 @@ impl FakeApiServer {
             Some("Node") => "nodes",
             Some("EndpointSlice") => "endpointslices",
             Some("NetworkPolicy") => "networkpolicies",
+            Some("DaemonSet") => "daemonsets",
             other => panic!("the fake API server does not serve {other:?}"),
         };
         let mut store = lock(&self.shared);
@@ -252,7 +262,7 @@ async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
+            .map(|(_, v)| percent_decode(v))
     };
     let last = uri.path().rsplit('/').next().unwrap_or_default();
     let watch = param("watch").as_deref() == Some("true");
@@ -271,10 +281,18 @@ async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery
         .strip_suffix(&format!("/{resource}"))
         .and_then(|p| p.rsplit_once("/namespaces/"))
         .map(|(_, ns)| ns.to_owned());
+    let selector = match Selector::parse(
+        param("labelSelector").as_deref(),
+        param("fieldSelector").as_deref(),
+    ) {
+        Ok(selector) => selector,
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
     let selects = |object: &Value| {
         in_namespace
             .as_deref()
             .is_none_or(|ns| object["metadata"]["namespace"] == ns)
+            && selector.matches(object)
     };
     if !watch {
         let items: Vec<Value> = store
@@ -308,17 +326,22 @@ async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery
     }
     store.watchers.entry(resource).or_default().push(tx);
     drop(store);
-    // A watch of one namespace sees only that namespace's events.
-    let lines = futures_util::stream::unfold((rx, in_namespace), |(mut rx, ns)| async move {
+    // A watch of one namespace sees only that namespace's events, a watch
+    // with selectors only its objects' events.
+    let filter = (in_namespace, selector);
+    let lines = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
         loop {
             let event = rx.recv().await?;
+            let (ns, selector) = &filter;
+            let object = &event["object"];
             if ns
                 .as_deref()
-                .is_none_or(|ns| event["object"]["metadata"]["namespace"] == ns)
+                .is_none_or(|ns| object["metadata"]["namespace"] == ns)
+                && selector.matches(object)
             {
                 let mut line = event.to_string();
                 line.push('\n');
-                return Some((Ok::<_, std::io::Error>(line), (rx, ns)));
+                return Some((Ok::<_, std::io::Error>(line), (rx, filter)));
             }
         }
     });
@@ -327,6 +350,109 @@ async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// A query value with `%XX` escapes and `+` decoded.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| value.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, byte) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One requirement of a selector.
+#[derive(Clone, Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+/// A request's label and field selectors (equality-based only).
+#[derive(Clone, Debug, Default)]
+struct Selector {
+    labels: Vec<Requirement>,
+    /// (dotted path, value, equal).
+    fields: Vec<(String, String, bool)>,
+}
+
+impl Selector {
+    fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Self, String> {
+        let terms = |s: Option<&str>| -> Vec<String> {
+            s.unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut selector = Self::default();
+        for term in terms(labels) {
+            if term.contains(" in ") || term.contains(" notin ") || term.contains('(') {
+                return Err(format!(
+                    "labelSelector `{term}`: set-based selectors are not served by the fake API server"
+                ));
+            }
+            let requirement = if let Some((k, v)) = term.split_once("!=") {
+                Requirement::NotEquals(k.to_owned(), v.to_owned())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                Requirement::Equals(k.to_owned(), v.to_owned())
+            } else if let Some(k) = term.strip_prefix('!') {
+                Requirement::Absent(k.to_owned())
+            } else {
+                Requirement::Exists(term.clone())
+            };
+            selector.labels.push(requirement);
+        }
+        for term in terms(fields) {
+            let field = if let Some((k, v)) = term.split_once("!=") {
+                (k.to_owned(), v.to_owned(), false)
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (k.to_owned(), v.to_owned(), true)
+            } else {
+                return Err(format!("fieldSelector `{term}` is not FIELD=VALUE"));
+            };
+            selector.fields.push(field);
+        }
+        Ok(selector)
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label = |k: &str| labels.get(k).and_then(Value::as_str);
+        let labels_match = self.labels.iter().all(|r| match r {
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::Absent(k) => label(k).is_none(),
+        });
+        labels_match
+            && self.fields.iter().all(|(path, value, equal)| {
+                let found = path
+                    .split('.')
+                    .try_fold(object, |v, segment| v.get(segment))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (found == value) == *equal
+            })
+    }
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -486,4 +612,132 @@ pub fn service(svc: &Value) -> Value {
             "ports": ports,
         },
     })
+}
+
+/// The EndpointSlice of the agents' headless Service `service`
+/// (`NAMESPACE/NAME`), as the EndpointSlice controller writes it: one
+/// endpoint per `(node, ip, ready)` (an IPv6 slice when the first address
+/// is IPv6), the port named `relay` (4244), the agent pods as targets.
+///
+/// # Panics
+/// `service` is not `NAMESPACE/NAME`.
+#[must_use]
+pub fn agents_endpointslice(service: &str, endpoints: &[(&str, &str, bool)]) -> Value {
+    let (namespace, name) = service
+        .split_once('/')
+        .expect("the service is NAMESPACE/NAME");
+    let address_type = match endpoints.first() {
+        Some((_, ip, _)) if ip.contains(':') => "IPv6",
+        _ => "IPv4",
+    };
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(node, ip, ready)| {
+            json!({
+                "addresses": [ip],
+                "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                "nodeName": node,
+                "targetRef": {"kind": "Pod", "namespace": namespace, "name": format!("weir-agent-{node}"),
+                    "uid": format!("pod-{namespace}-weir-agent-{node}")},
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{name}-agents"), "namespace": namespace,
+            "uid": format!("slice-{namespace}-{name}"),
+            "labels": {
+                "kubernetes.io/service-name": name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name,
+                "uid": format!("svc-{namespace}-{name}"), "controller": true, "blockOwnerDeletion": true}],
+        },
+        "addressType": address_type,
+        "endpoints": endpoints,
+        "ports": [{"name": "relay", "port": 4244, "protocol": "TCP"}],
+    })
+}
+
+/// The agents' DaemonSet `name` (`NAMESPACE/NAME`) with `desired` pods
+/// to schedule (`status.desiredNumberScheduled`), all of them up.
+///
+/// # Panics
+/// `name` is not `NAMESPACE/NAME`.
+#[must_use]
+pub fn daemonset(name: &str, desired: u32) -> Value {
+    let (namespace, name) = name
+        .split_once('/')
+        .expect("the DaemonSet is NAMESPACE/NAME");
+    let labels = json!({"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "agent"});
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("ds-{namespace}-{name}"),
+            "generation": 1, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "agent", "image": "weir"}]}},
+        },
+        "status": {
+            "currentNumberScheduled": desired, "desiredNumberScheduled": desired,
+            "numberMisscheduled": 0, "numberReady": desired, "numberAvailable": desired,
+            "updatedNumberScheduled": desired, "observedGeneration": 1,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_decoded_and_filter_by_label_and_field() {
+        assert_eq!(
+            percent_decode("kubernetes.io%2Fservice-name%3Dweir-agents"),
+            "kubernetes.io/service-name=weir-agents"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        let slice = agents_endpointslice("weir/weir-agents", &[("a", "10.151.0.2", true)]);
+        let other = agents_endpointslice("weir/other", &[("a", "10.151.0.3", true)]);
+        let select = |labels: Option<&str>, fields: Option<&str>| {
+            let selector = Selector::parse(labels, fields).expect("a valid selector");
+            (selector.matches(&slice), selector.matches(&other))
+        };
+        assert_eq!(
+            select(Some("kubernetes.io/service-name=weir-agents"), None),
+            (true, false)
+        );
+        assert_eq!(
+            select(Some("kubernetes.io/service-name!=weir-agents"), None),
+            (false, true)
+        );
+        assert_eq!(
+            select(Some("kubernetes.io/service-name,!missing"), None),
+            (true, true)
+        );
+        assert_eq!(
+            select(None, Some("metadata.name=other-agents")),
+            (false, true)
+        );
+        assert_eq!(select(None, Some("metadata.namespace=weir")), (true, true));
+        assert!(Selector::parse(Some("app in (a,b)"), None).is_err());
+        assert!(Selector::parse(None, Some("metadata.name")).is_err());
+    }
+
+    #[test]
+    fn the_agents_objects_are_what_the_relay_reads() {
+        let slice = agents_endpointslice(
+            "weir/weir-agents",
+            &[("a", "fd00::2", true), ("b", "fd00::3", false)],
+        );
+        assert_eq!(slice["addressType"], "IPv6");
+        assert_eq!(slice["endpoints"][1]["nodeName"], "b");
+        assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
+        assert_eq!(slice["ports"][0]["name"], "relay");
+        let ds = daemonset("weir/weir-agent", 3);
+        assert_eq!(ds["metadata"]["namespace"], "weir");
+        assert_eq!(ds["status"]["desiredNumberScheduled"], 3);
+    }
 }
