@@ -830,6 +830,71 @@ impl Aggregator {
     /// the side [`SeenFrom::Unknown`].
     pub fn restore_with_sides(&self, graph: &FlowGraph, sides: &Sides) {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.restore_locked(graph, sides);
+    }
+
+    /// Swap the whole graph and its drops for `view`'s (its version is not
+    /// taken: [`Aggregator::changes`] grows, so `/api/events` tells the UI).
+    /// A relay holds the merged view of every node this way; folds and
+    /// restores before it are forgotten, flow records are kept.
+    pub fn replace(&self, view: &GraphView) {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.workloads.clear();
+        self.seen_pods.clear();
+        self.pods_recorded.store(0, Ordering::Relaxed);
+        self.next_workload.store(0, Ordering::Relaxed);
+        self.edges.clear();
+        self.drops.clear();
+        self.sides.clear();
+        self.drop_sides.clear();
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.restore_locked(&view.graph, &Sides::new());
+        for (key, stats) in &view.drops {
+            let slot = EdgeSlot {
+                source: self.node_slot_locked(&key.source),
+                target: self.node_slot_locked(&key.target),
+                protocol: key.protocol,
+                port: key.port,
+            };
+            self.drops.insert(slot, *stats);
+            self.drop_sides.insert(
+                SideSlot {
+                    edge: slot,
+                    seen: SeenFrom::Unknown,
+                    peer_node: NO_NODE,
+                },
+                *stats,
+            );
+        }
+    }
+
+    /// The slot of `node`, interning a workload not seen yet; the caller
+    /// holds the gate exclusively.
+    fn node_slot_locked(&self, node: &NodeId) -> NodeSlot {
+        match node {
+            NodeId::External(ip) => NodeSlot::External(*ip),
+            NodeId::Workload(w) => NodeSlot::Workload(
+                self.workloads
+                    .entry(w.clone())
+                    .or_insert_with(|| WorkloadSlot {
+                        id: self.next_workload.fetch_add(1, Ordering::Relaxed),
+                        pods: BTreeMap::new(),
+                    })
+                    .id,
+            ),
+        }
+    }
+
+    /// [`Aggregator::restore_with_sides`] with the gate held exclusively.
+    fn restore_locked(&self, graph: &FlowGraph, sides: &Sides) {
         let mut ids: BTreeMap<&WorkloadRef, u32> = BTreeMap::new();
         for (workload, info) in &graph.workloads {
             let mut slot = self

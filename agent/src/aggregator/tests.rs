@@ -480,3 +480,32 @@ fn the_store_gets_what_was_folded_of_each_live_entry() {
     agg.fold(&o, &r);
     assert!(agg.for_store().1.is_empty());
 }
+
+#[test]
+fn replace_swaps_the_whole_view_and_moves_the_version() {
+    let agg = aggregator();
+    let r = shop();
+    agg.fold(
+        &obs(1, "10.0.0.1:40000", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    let before = agg.changes();
+    let other = aggregator();
+    other.fold(
+        &obs(2, "10.0.0.2:7070", "203.0.113.7:50000", Initiator::Remote),
+        &r,
+    );
+    let mut view = other.view();
+    let dropped = view.graph.edges.keys().next().unwrap().clone();
+    view.drops
+        .insert(dropped.clone(), view.graph.edges[&dropped]);
+    agg.replace(&view);
+    assert!(agg.changes() > before);
+    let got = agg.view();
+    assert_eq!(got.graph, view.graph, "the old edge is gone");
+    assert_eq!(got.drops, view.drops);
+    // Again, with nothing: everything goes.
+    agg.replace(&GraphView::default());
+    assert_eq!(agg.view().graph, FlowGraph::default());
+    assert_eq!(agg.edge_count(), 0);
+}

@@ -3,9 +3,10 @@
 //! side(s) this node saw it from with the peer's node, and the store's
 //! `epoch`.
 //!
-//! The answer's `ETag` is `"EPOCH-INSTANCE-VERSION"`: the store's identity,
-//! this run of the agent (the graph's version restarts with it) and the
-//! version. A client sending it back (`If-None-Match`, or `version=` for
+//! The answer's `ETag` is `"EPOCH-INSTANCE-VERSION-CLUSTER"`: the store's
+//! identity, this run of the agent (the graph's version restarts with it),
+//! the version, and a hash of the namespaces, pods and Services it lists
+//! (their labels decide the suggestion as much as the graph). A client sending it back (`If-None-Match`, or `version=` for
 //! one that cannot set headers) gets `304 Not Modified` while nothing
 //! changed.
 
@@ -23,12 +24,15 @@ use super::{
     error::ApiError,
     query,
     wire::{
-        CONTRIBUTION_FORMAT, ContributedEdgeJson, ContributedWorkloadJson, ContributionJson,
-        EdgeEndJson, SeenFromJson, SideJson,
+        CONTRIBUTION_FORMAT, ContributedEdgeJson, ContributedPodJson, ContributedWorkloadJson,
+        ContributionJson, EdgeEndJson, SeenFromJson, SideJson,
     },
 };
+use std::sync::Arc;
+
 use crate::{
     aggregator::{Contribution, EdgeSide, SeenFrom},
+    resolve::Resolver,
     timestamp::rfc3339,
 };
 
@@ -40,7 +44,8 @@ pub struct RawContributionQuery {
     version: Option<String>,
 }
 
-/// What an answer's `ETag` names: one graph of one store in one run.
+/// What an answer's `ETag` names: one graph of one store in one run, and
+/// one view of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tag {
     /// The store's identity.
@@ -49,14 +54,16 @@ pub struct Tag {
     pub instance: u64,
     /// The graph's version.
     pub version: u64,
+    /// [`Resolver::cluster_fingerprint`].
+    pub cluster: u64,
 }
 
 impl std::fmt::Display for Tag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:016x}-{:016x}-{}",
-            self.epoch, self.instance, self.version
+            "{:016x}-{:016x}-{}-{:016x}",
+            self.epoch, self.instance, self.version, self.cluster
         )
     }
 }
@@ -65,11 +72,16 @@ impl std::str::FromStr for Tag {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("expected EPOCH-INSTANCE-VERSION as the ETag gives it, got {s:?}");
+        let bad =
+            || format!("expected EPOCH-INSTANCE-VERSION-CLUSTER as the ETag gives it, got {s:?}");
         let mut parts = s.split('-');
-        let (Some(epoch), Some(instance), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(epoch), Some(instance), Some(version), Some(cluster), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
         };
         let hex = |p: &str| {
@@ -81,6 +93,7 @@ impl std::str::FromStr for Tag {
             epoch: hex(epoch).ok_or_else(bad)?,
             instance: hex(instance).ok_or_else(bad)?,
             version: version.parse().map_err(|_| bad())?,
+            cluster: hex(cluster).ok_or_else(bad)?,
         })
     }
 }
@@ -96,10 +109,17 @@ pub async fn contribution(
 ) -> Result<Response, ApiError> {
     let Query(raw) = query?;
     let held: Option<Tag> = query::optional("version", raw.version)?;
+    let resolver = Arc::clone(
+        &state
+            .resolver
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let tag = |version| Tag {
         epoch: state.epoch,
         instance: state.instance,
         version,
+        cluster: resolver.cluster_fingerprint(),
     };
     let current = tag(state.aggregator.changes());
     if held == Some(current) || none_match(&headers, &current) {
@@ -109,6 +129,7 @@ pub async fn contribution(
     let tag = tag(contribution.view.version);
     let json = to_json(
         &contribution,
+        &resolver,
         &tag,
         &rfc3339(crate::graph_store::unix_now()),
     );
@@ -141,9 +162,16 @@ fn none_match(headers: &HeaderMap, tag: &Tag) -> bool {
         })
 }
 
-/// The wire form of `contribution`.
+/// The wire form of `contribution`, with the namespaces, Services and the
+/// pods this node answers for as `resolver` knows them.
 #[must_use]
-pub fn to_json(contribution: &Contribution, tag: &Tag, generated_at: &str) -> ContributionJson {
+pub fn to_json(
+    contribution: &Contribution,
+    resolver: &Resolver,
+    tag: &Tag,
+    generated_at: &str,
+) -> ContributionJson {
+    let cluster = resolver.cluster();
     let node = &*contribution.node;
     let edges = |sides: &std::collections::BTreeMap<EdgeKey, Vec<EdgeSide>>| {
         sides
@@ -177,6 +205,19 @@ pub fn to_json(contribution: &Contribution, tag: &Tag, generated_at: &str) -> Co
             .collect(),
         edges: edges(&contribution.sides),
         drops: edges(&contribution.drop_sides),
+        namespaces: cluster.namespaces.clone(),
+        pods: resolver
+            .own_pods()
+            .map(|p| ContributedPodJson {
+                namespace: p.meta.namespace.clone(),
+                name: p.meta.name.clone(),
+                workload: p.meta.workload.clone(),
+                labels: p.meta.labels.clone(),
+                ips: p.meta.ips.clone(),
+                ports: p.ports.clone(),
+            })
+            .collect(),
+        services: cluster.services.clone(),
     }
 }
 
@@ -220,17 +261,21 @@ mod tests {
             epoch: 0xff,
             instance: 1,
             version: 42,
+            cluster: 0xab,
         };
-        assert_eq!(tag.to_string(), "00000000000000ff-0000000000000001-42");
+        assert_eq!(
+            tag.to_string(),
+            "00000000000000ff-0000000000000001-42-00000000000000ab"
+        );
         assert_eq!(tag.to_string().parse::<Tag>(), Ok(tag));
         for bad in [
             "",
             "42",
-            "ff-1-42",
-            "00000000000000ff-0000000000000001",
-            "00000000000000ff-0000000000000001-x",
-            "00000000000000fg-0000000000000001-1",
-            "a-b-c-d",
+            "ff-1-42-ab",
+            "00000000000000ff-0000000000000001-42",
+            "00000000000000ff-0000000000000001-x-00000000000000ab",
+            "00000000000000fg-0000000000000001-1-00000000000000ab",
+            "a-b-c-d-e",
         ] {
             assert!(bad.parse::<Tag>().is_err(), "{bad:?}");
         }
@@ -242,6 +287,7 @@ mod tests {
             epoch: 1,
             instance: 2,
             version: 3,
+            cluster: 4,
         };
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
@@ -256,7 +302,9 @@ mod tests {
             !with(&tag.to_string()),
             "an unquoted tag is not an entity tag"
         );
-        assert!(!with("\"0000000000000001-0000000000000002-4\""));
+        assert!(!with(
+            "\"0000000000000001-0000000000000002-4-0000000000000004\""
+        ));
         assert!(!none_match(&HeaderMap::new(), &tag));
     }
 }

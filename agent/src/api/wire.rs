@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, net::IpAddr, str::FromStr};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
 use weir_generator::{
+    cluster::{ClusterService, NamedPort},
     datapath::Mode,
     model::{Protocol, VerdictCounts, WorkloadRef},
 };
@@ -536,6 +537,34 @@ pub struct ContributionJson {
     pub edges: Vec<ContributedEdgeJson>,
     /// Connections the datapath dropped, by the edge they would have made.
     pub drops: Vec<ContributedEdgeJson>,
+    /// Every namespace the node knows, with its labels: the relay builds
+    /// the cluster the generator selects in from the contributions.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The pods this node answers for: those running on it, and those
+    /// whose node the source does not know.
+    #[serde(default)]
+    pub pods: Vec<ContributedPodJson>,
+    /// The ClusterIP Services the node knows.
+    #[serde(default)]
+    pub services: Vec<ClusterService>,
+}
+
+/// A pod as the generator needs it: what policies select and match on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributedPodJson {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The workload it belongs to.
+    pub workload: WorkloadRef,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses.
+    pub ips: Vec<IpAddr>,
+    /// Its declared container ports (policies may name them).
+    pub ports: Vec<NamedPort>,
 }
 
 /// A workload with what the node knows of it.
@@ -614,6 +643,55 @@ pub struct SideJson {
     /// Connections by verdict: egress judged at the initiator's node,
     /// ingress at the responder's (`both` counts the two).
     pub verdicts: VerdictCounts,
+}
+
+// ---- the relay: `GET /api/v1/coverage` and every answer's `coverage` ----
+
+/// How much of the cluster a relay's answer covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageJson {
+    /// How many agents there should be.
+    pub expected: usize,
+    /// How many of them the relay holds a current contribution of.
+    pub synced: usize,
+    /// Nodes whose last contribution is kept but not current (their agent
+    /// is unreachable, or the node was deleted), in order.
+    pub stale: Vec<String>,
+    /// Every node the relay knows of, in order.
+    pub nodes: Vec<NodeCoverageJson>,
+}
+
+/// One node as the relay holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCoverageJson {
+    /// The node's name.
+    pub node: String,
+    /// `synced`, `stale` (kept, not current), `pending` (never read) or
+    /// `deleted` (gone from discovery, kept for the retention).
+    pub state: NodeState,
+    /// The epoch of the contribution held, or null.
+    pub epoch: Option<String>,
+    /// The version of the contribution held, or null.
+    pub version: Option<u64>,
+    /// When the agent last answered, RFC 3339, or null.
+    pub last_sync: Option<String>,
+    /// Why the last read failed, or null.
+    pub error: Option<String>,
+}
+
+/// The state of a node at the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// The relay holds the agent's current contribution.
+    Synced,
+    /// The last contribution is kept; the agent did not answer since.
+    Stale,
+    /// Never read yet.
+    Pending,
+    /// Gone from discovery; its last contribution is kept for the
+    /// retention.
+    Deleted,
 }
 
 // ---- the enforcer: `/api/modes`, `/api/policies/enforced` ----
@@ -751,8 +829,21 @@ mod tests {
                 sides: vec![side.clone()],
             }],
             drops: Vec::new(),
+            namespaces: BTreeMap::new(),
+            pods: Vec::new(),
+            services: Vec::new(),
         };
         let text = round_trip(&contribution);
+        // A contribution of a weir without namespaces, pods and services
+        // still reads.
+        let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for field in ["namespaces", "pods", "services"] {
+            older.as_object_mut().unwrap().remove(field);
+        }
+        assert_eq!(
+            serde_json::from_value::<ContributionJson>(older).unwrap(),
+            contribution
+        );
         assert!(
             text.contains(r#""source":{"workload":{"namespace":"shop","kind":"Deployment","name":"web"}},"target":{"external":"203.0.113.7"}"#),
             "{text}"

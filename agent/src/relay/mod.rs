@@ -12,6 +12,8 @@
 //! |---|---|
 //! | [`config`] | `weir relay` arguments |
 //! | [`discovery`] | which agents exist: a static list, or the cluster's EndpointSlices |
+//! | [`merge`] | the contributions merged into one view, each connection counted once (pure) |
 
 pub mod config;
 pub mod discovery;
+pub mod merge;

@@ -204,6 +204,12 @@ pub struct Resolver {
     known_hosts: BTreeMap<IpAddr, String>,
     health: Option<SourceHealth>,
     cluster: Arc<Cluster>,
+    /// Indexes into `cluster.pods` of the pods this node answers for to a
+    /// relay: those running here, and those whose node is not known.
+    own_pods: Vec<usize>,
+    /// A hash of what a relay reads of the cluster here, computed on first
+    /// use (only agents a relay reads pay for it).
+    fingerprint: std::sync::OnceLock<u64>,
 }
 
 /// A listed pod and its node.
@@ -273,7 +279,43 @@ impl Resolver {
             known_hosts: inventory.known_hosts.clone(),
             health: inventory.health.clone(),
             cluster: Arc::new(inventory.cluster()),
+            own_pods: inventory
+                .pods
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.local || p.node.is_none())
+                .map(|(i, _)| i)
+                .collect(),
+            fingerprint: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A hash of the namespaces, the Services and [`Resolver::own_pods`]:
+    /// the same for the same cluster, whichever run computes it (the
+    /// resolver is rebuilt on every read of the source, changed or not).
+    #[must_use]
+    pub fn cluster_fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| {
+            use std::hash::{Hash as _, Hasher as _};
+            let pods: Vec<&ClusterPod> = self.own_pods().collect();
+            let text =
+                serde_json::to_vec(&(&self.cluster.namespaces, &self.cluster.services, pods))
+                    .unwrap_or_default();
+            // SipHash with fixed keys: stable across runs.
+            let mut hasher = std::hash::DefaultHasher::new();
+            text.hash(&mut hasher);
+            hasher.finish()
+        })
+    }
+
+    /// The pods this node answers for to a relay: those running here, and
+    /// those whose node the source does not know. Together the nodes'
+    /// answers list every pod once (pods on a node without an agent are
+    /// left out).
+    pub fn own_pods(&self) -> impl Iterator<Item = &ClusterPod> {
+        self.own_pods
+            .iter()
+            .filter_map(|&i| self.cluster.pods.get(i))
     }
 
     /// The name of an address that is not a pod (`node/NAME`,
