@@ -33,7 +33,8 @@ pub struct RelayArgs {
     /// (`NAMESPACE/NAME`, its `status.desiredNumberScheduled`).
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_object, requires = "agents_service")]
     pub daemonset: Option<(String, String)>,
-    /// The agents' relay-listener port, for discovered endpoints.
+    /// The agents' relay-listener port, for discovered endpoints whose
+    /// EndpointSlice has no port named `relay`.
     #[arg(long, default_value_t = 4244)]
     pub agent_port: u16,
     /// Read an agent at least this often (with jitter) even when its events

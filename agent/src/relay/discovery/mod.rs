@@ -2,6 +2,8 @@
 //! static list (`--agent NODE=URL`) or the EndpointSlices of the headless
 //! Service over the agents' DaemonSet.
 
+pub mod kube;
+
 use std::collections::BTreeMap;
 
 use tokio::sync::watch;

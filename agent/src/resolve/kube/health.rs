@@ -6,6 +6,9 @@
 //! A resource is *stale* from its first error after a success until its
 //! next success: the agent keeps enforcing the view it has, and says for
 //! how long that view may have missed changes.
+//!
+//! The relay's agent discovery reports its own watches the same way
+//! ([`Health::for_resources`]).
 
 use std::{
     collections::BTreeMap,
@@ -66,24 +69,32 @@ struct Watch {
 /// Shared between the reflector tasks (writers) and the source (reader).
 #[derive(Debug)]
 pub struct Health {
-    watches: [Watch; RESOURCES.len()],
+    resources: &'static [&'static str],
+    watches: Box<[Watch]>,
 }
 
 impl Health {
-    /// Every resource not ready, as of `now` (Unix seconds).
+    /// The kube source's [`RESOURCES`], none ready, as of `now` (Unix
+    /// seconds).
     #[must_use]
     pub fn new(now: u64) -> Self {
-        let health = Self {
-            watches: Default::default(),
-        };
-        for watch in &health.watches {
+        Self::for_resources(&RESOURCES, now)
+    }
+
+    /// These resources (at least one), none ready, as of `now` (Unix
+    /// seconds).
+    #[must_use]
+    pub fn for_resources(resources: &'static [&'static str], now: u64) -> Self {
+        let watches: Box<[Watch]> = resources.iter().map(|_| Watch::default()).collect();
+        for watch in &watches {
             watch.last_ok.store(now, Ordering::Relaxed);
         }
-        health
+        Self { resources, watches }
     }
 
     fn watch(&self, resource: &str) -> &Watch {
-        let index = RESOURCES
+        let index = self
+            .resources
             .iter()
             .position(|r| *r == resource)
             .unwrap_or_default();
@@ -123,7 +134,7 @@ impl Health {
     /// The resources not listed yet.
     #[must_use]
     pub fn waiting_for(&self) -> Vec<&'static str> {
-        RESOURCES
+        self.resources
             .iter()
             .zip(&self.watches)
             .filter(|(_, w)| !w.ready.load(Ordering::Relaxed))
@@ -134,7 +145,8 @@ impl Health {
     /// A report as of `now` (Unix seconds).
     #[must_use]
     pub fn report(&self, now: u64) -> SourceHealth {
-        let resources: BTreeMap<&'static str, ResourceHealth> = RESOURCES
+        let resources: BTreeMap<&'static str, ResourceHealth> = self
+            .resources
             .iter()
             .zip(&self.watches)
             .map(|(resource, w)| {

@@ -42,6 +42,8 @@ pub enum Reply {
 pub struct Seen {
     /// The resource (last path segment).
     pub resource: String,
+    /// The whole path (`/apis/GROUP/VERSION/namespaces/NS/RESOURCE`).
+    pub path: String,
     /// `watch=true`.
     pub watch: bool,
     /// The `resourceVersion` query parameter.
@@ -154,6 +156,7 @@ fn seen(request: &Request<Body>) -> Seen {
     };
     Seen {
         resource: path.rsplit('/').next().unwrap_or_default().to_owned(),
+        path: path.to_owned(),
         watch: param("watch").as_deref() == Some("true"),
         resource_version: param("resourceVersion"),
         query,

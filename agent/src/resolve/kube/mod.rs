@@ -24,7 +24,7 @@ pub mod health;
 pub mod trim;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 #[cfg(test)]
 mod tests;
 
@@ -50,7 +50,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, warn};
 use weir_generator::datapath::Mode;
 
@@ -131,7 +131,7 @@ impl KubeSource {
         let ledger = Arc::new(Mutex::new(IpLedger::default()));
         let config = watcher::Config::default();
         let mut tasks = Vec::new();
-        let mut spawn = |task: AbortHandle| tasks.push(task);
+        let mut spawn = |task: JoinHandle<()>| tasks.push(task.abort_handle());
         let reflect = Reflect {
             health: &health,
             metrics: metrics.as_ref(),
@@ -279,24 +279,25 @@ impl Source for KubeSource {
     }
 }
 
-/// Starts one reflector.
-struct Reflect<'a> {
-    health: &'a Arc<Health>,
-    metrics: Option<&'a Arc<Metrics>>,
+/// Starts one reflector, reporting to `health` (and `metrics`).
+pub(crate) struct Reflect<'a> {
+    pub(crate) health: &'a Arc<Health>,
+    pub(crate) metrics: Option<&'a Arc<Metrics>>,
 }
 
 impl Reflect<'_> {
     /// Watch `api` into a store: the watcher with kube-runtime's default
     /// backoff, objects trimmed before they are stored; `on_event` sees
-    /// every event after the store applied it.
-    fn run<K>(
+    /// every event after the store applied it. The task runs until
+    /// aborted.
+    pub(crate) fn run<K>(
         &self,
         api: Api<K>,
         config: watcher::Config,
         resource: &'static str,
         trim: fn(&mut K),
         mut on_event: impl FnMut(&Event<K>) + Send + 'static,
-    ) -> (Store<K>, AbortHandle)
+    ) -> (Store<K>, JoinHandle<()>)
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
@@ -327,7 +328,7 @@ impl Reflect<'_> {
                         warn!(
                             resource,
                             error = %error,
-                            "watch failed; retrying with backoff, the agent keeps its current view"
+                            "watch failed; retrying with backoff, keeping the current view"
                         );
                         health.error(resource, error.to_string());
                         if let Some(metrics) = &metrics {
@@ -337,7 +338,7 @@ impl Reflect<'_> {
                 }
             }
         });
-        (reader, task.abort_handle())
+        (reader, task)
     }
 }
 

@@ -20,7 +20,8 @@ use k8s_openapi::{
 /// from then on the pod holds its IP.
 pub const NETWORK_READY_CONDITION: &str = "PodReadyToStartContainers";
 
-fn meta(meta: &mut ObjectMeta) {
+/// Drops what no reader needs from any object's metadata.
+pub fn meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.annotations = None;
     meta.finalizers = None;
