@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd::{learn, observe, policy},
+    cmd::{certs, learn, observe, policy},
     daemon,
     telemetry::LogFormat,
 };
@@ -47,6 +47,9 @@ pub enum Command {
     /// enforce.
     #[command(subcommand)]
     Mode(policy::ModeCommand),
+    /// Write a CA and the certificates of the agents' relay listeners and
+    /// of the relay (mutual TLS), for labs and installs without cert-manager.
+    Certs(certs::CertsArgs),
     /// A Kubernetes node in a box: pods as network namespaces on a bridge.
     #[command(subcommand)]
     Lab(weir_lab::LabCommand),
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => learn::run_status(&args),
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Mode(cmd) => policy::run_mode(&cmd),
+        Command::Certs(args) => certs::run(&args),
         Command::Lab(cmd) => weir_lab::run(cmd),
     }
 }

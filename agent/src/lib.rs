@@ -27,7 +27,8 @@
 //! The module rule: a module imports only from lower layers of this table,
 //! or from its own layer without an import circle; [`cmd`] reads the API
 //! through [`api::wire`] only; below the commands nothing names `clap` or
-//! `reqwest` (but `telemetry`'s `--log-format` values). `tests/layers.rs`
+//! `reqwest` (but `telemetry`'s `--log-format` values, and `tls`'s client
+//! for the relay, built where its certificates are read). `tests/layers.rs`
 //! checks it on the source.
 //!
 //! | layer | module | what |
@@ -45,6 +46,7 @@
 //! | 1 | `learn` | suggestions, verification and readiness from a flow graph |
 //! | 1 | `enforce` | the enforcer: policies and modes compiled into the datapath's maps |
 //! | 1 | `graph_store` | the learned flow graph on disk |
+//! | 1 | `tls` | mutual TLS between the relay and the agents: certificates, configurations, the relay's client |
 //! | 1 | `health` | what the agent lost and when, for `/healthz` and the UI |
 //! | 1 | `api::wire` | the JSON the API serves, shared by its server and its clients |
 //! | 2 | `api` | the HTTP API, the UI and `/metrics` |
@@ -74,4 +76,5 @@ pub mod resolve;
 pub mod sockets;
 pub mod telemetry;
 pub mod timestamp;
+pub mod tls;
 pub mod tracker;

@@ -192,3 +192,53 @@ fn verify_never_passes_on_no_flows() {
         "{stderr}"
     );
 }
+
+#[test]
+fn certs_writes_a_ca_and_every_end_then_keeps_the_ca() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("certs");
+    let out_arg = out.to_str().expect("a UTF-8 path");
+    let first = weir(&["certs", "--out", out_arg, "--node", "a", "--node", "b"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let listed = String::from_utf8_lossy(&first.stdout);
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "agents/a/tls.crt",
+        "agents/a/tls.key",
+        "agents/a/ca.crt",
+        "agents/b/tls.key",
+        "relay/tls.crt",
+        "relay/tls.key",
+        "relay/ca.crt",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+        assert!(
+            listed.contains(&format!("{}", out.join(file).display())),
+            "{listed}"
+        );
+    }
+    let ca = std::fs::read(out.join("ca.crt")).expect("ca.crt");
+
+    let again = weir(&["certs", "--out", out_arg, "--node", "c"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("ca.crt exists"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("ca.crt")).expect("ca.crt"), ca);
+    assert!(!out.join("agents/c").exists());
+
+    let bad = weir(&["certs", "--out", out_arg, "--force", "--node", "Node_1"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("\"Node_1\" is not a node name"), "{stderr}");
+
+    let forced = weir(&["certs", "--out", out_arg, "--force", "--node", "c"]);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(out.join("ca.crt")).expect("ca.crt"), ca);
+    assert!(out.join("agents/c/tls.crt").is_file());
+}

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 /// The DNS name an agent's relay-listener certificate is issued for.
 #[must_use]
 pub fn agent_server_name(node: &str) -> String {
-    format!("{node}.agents.weir.internal")
+    crate::tls::agent_server_name(node)
 }
 
 /// One agent, as discovery knows it.
