@@ -23,7 +23,7 @@ use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     core::v1::{Container, PodSpec, PodTemplateSpec, Secret, Service},
     networking::v1::NetworkPolicy,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde_json::Value;
 use weir_integration_tests::harness::{
@@ -427,8 +427,12 @@ fn the_daemonsets_flags_are_the_agents() {
 
 /// (apiGroup, resource, verb) granted by a ClusterRole.
 fn grants(role: &ClusterRole) -> BTreeSet<(String, String, String)> {
+    rule_grants(role.rules.as_deref().unwrap_or_default())
+}
+
+fn rule_grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
+    for rule in rules {
         assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
@@ -596,6 +600,7 @@ fn the_relay_is_rendered_only_when_enabled() {
         set(&["weir", "weir-relay"])
     );
     assert_eq!(names(&relay, "ClusterRole"), set(&["weir", "weir-relay"]));
+    assert_eq!(names(&relay, "Role"), set(&["weir-relay"]));
     assert_eq!(names(&relay, "NetworkPolicy"), set(&["weir", "weir-relay"]));
 }
 
@@ -827,50 +832,78 @@ fn the_relay_finds_the_agents_through_the_headless_service() {
     );
 }
 
+/// (apiGroup, resource) with get, list and watch.
+fn reads(resources: &[(&str, &str)]) -> BTreeSet<(String, String, String)> {
+    resources
+        .iter()
+        .flat_map(|(group, resource)| {
+            ["get", "list", "watch"]
+                .map(|verb| ((*group).to_owned(), (*resource).to_owned(), verb.to_owned()))
+        })
+        .collect()
+}
+
 #[test]
-fn the_relays_cluster_role_reads_and_writes_only_with_enforcement() {
-    let read: BTreeSet<_> = [
-        ("discovery.k8s.io", "endpointslices"),
-        ("apps", "daemonsets"),
+fn the_relays_roles_read_and_write_only_with_enforcement() {
+    let yaml = render(&[RELAY]);
+    let deploy: Deployment = named(&yaml, "Deployment", "weir-relay");
+    let pod = pod_spec(&deploy);
+    let account = pod
+        .service_account_name
+        .as_deref()
+        .expect("service account");
+    let bound_to_relay = |subjects: Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        let subjects = subjects.unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(
+            (subjects[0].name.as_str(), subjects[0].namespace.as_deref()),
+            (account, Some("weir")),
+            "bound to the relay's ServiceAccount"
+        );
+    };
+
+    // Cluster-wide: the merged view's workloads, modes and policies.
+    let cluster_reads = reads(&[
         ("", "pods"),
         ("", "namespaces"),
         ("networking.k8s.io", "networkpolicies"),
-    ]
-    .into_iter()
-    .flat_map(|(group, resource)| {
-        ["get", "list", "watch"]
-            .map(|verb| (group.to_owned(), resource.to_owned(), verb.to_owned()))
-    })
-    .collect();
-    let yaml = render(&[RELAY]);
+    ]);
     let role: ClusterRole = named(&yaml, "ClusterRole", "weir-relay");
-    assert_eq!(grants(&role), read, "read verbs only by default");
+    assert_eq!(grants(&role), cluster_reads, "read verbs only by default");
     let binding: ClusterRoleBinding = named(&yaml, "ClusterRoleBinding", "weir-relay");
     assert_eq!(binding.role_ref.name, "weir-relay");
-    let deploy: Deployment = named(&yaml, "Deployment", "weir-relay");
-    let subjects = binding.subjects.unwrap_or_default();
-    assert_eq!(subjects.len(), 1);
+    bound_to_relay(binding.subjects);
+
+    // Discovery: the release's namespace only.
+    let role: Role = named(&yaml, "Role", "weir-relay");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("weir"));
     assert_eq!(
-        (subjects[0].name.as_str(), subjects[0].namespace.as_deref()),
-        (
-            pod_spec(&deploy)
-                .service_account_name
-                .as_deref()
-                .expect("service account"),
-            Some("weir")
-        ),
-        "bound to the relay's ServiceAccount"
+        rule_grants(role.rules.as_deref().unwrap_or_default()),
+        reads(&[
+            ("discovery.k8s.io", "endpointslices"),
+            ("apps", "daemonsets")
+        ])
     );
+    let binding: RoleBinding = named(&yaml, "RoleBinding", "weir-relay");
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", "weir-relay")
+    );
+    bound_to_relay(binding.subjects);
+
     // The agents' role is unchanged by the relay.
     let agents: ClusterRole = named(&yaml, "ClusterRole", "weir");
     assert_eq!(grants(&agents), grants(&the(&render(&[]), "ClusterRole")));
 
-    let enforce: ClusterRole = named(
-        &render(&[RELAY, "rbac.enforce=true"]),
-        "ClusterRole",
-        "weir-relay",
-    );
-    let writes: BTreeSet<_> = grants(&enforce).difference(&read).cloned().collect();
+    let enforce = render(&[RELAY, "rbac.enforce=true"]);
+    let cluster: ClusterRole = named(&enforce, "ClusterRole", "weir-relay");
+    let writes: BTreeSet<_> = grants(&cluster)
+        .difference(&cluster_reads)
+        .cloned()
+        .collect();
     let write = |group: &str, resource: &str, verb: &str| {
         (group.to_owned(), resource.to_owned(), verb.to_owned())
     };
@@ -883,7 +916,14 @@ fn the_relays_cluster_role_reads_and_writes_only_with_enforcement() {
         ]),
         "exactly the writes of a mode flip and of export --apply"
     );
-    assert!(grants(&enforce).is_superset(&read));
+    assert!(grants(&cluster).is_superset(&cluster_reads));
+    let role: Role = named(&enforce, "Role", "weir-relay");
+    assert!(
+        rule_grants(role.rules.as_deref().unwrap_or_default())
+            .iter()
+            .all(|(_, _, verb)| ["get", "list", "watch"].contains(&verb.as_str())),
+        "discovery never writes"
+    );
 }
 
 /// (port, peers as JSON) of each ingress or egress rule.
