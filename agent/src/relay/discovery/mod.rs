@@ -29,8 +29,15 @@ pub struct AgentEndpoint {
 }
 
 /// Every agent discovery knows at one moment, by node.
+///
+/// The default is discovery before it knows anything (not listed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentSet {
+    /// Discovery has listed the agents: until then `agents` is empty for
+    /// want of knowing, not because there are none (a node held from the
+    /// checkpoint is not deleted, coverage is not complete). A static list
+    /// is listed from the start; the Kubernetes watches once they listed.
+    pub listed: bool,
     /// How many agents there should be (the DaemonSet's
     /// `status.desiredNumberScheduled`); `None` without a DaemonSet to ask
     /// (a static list expects exactly its agents).
@@ -52,6 +59,7 @@ impl AgentSet {
 #[must_use]
 pub fn static_list(agents: &[(String, String)]) -> watch::Receiver<AgentSet> {
     let set = AgentSet {
+        listed: true,
         expected: None,
         agents: agents
             .iter()
@@ -83,6 +91,7 @@ mod tests {
             ("b".to_owned(), "https://10.0.0.2:4244".to_owned()),
         ]);
         let set = rx.borrow().clone();
+        assert!(set.listed && !AgentSet::default().listed);
         assert_eq!(set.expected(), 2);
         assert!(set.agents.values().all(|a| a.ready && !a.terminating));
         assert_eq!(set.agents["b"].url, "https://10.0.0.2:4244");

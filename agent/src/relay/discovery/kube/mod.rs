@@ -112,8 +112,26 @@ impl KubeDiscovery {
         Arc::clone(&self.health)
     }
 
+    /// Start watching in a task: the agent set as it changes, starting
+    /// from [`AgentSet::default`] (not listed) until the first lists. The
+    /// task ends with the last receiver; should a watch task stop, it
+    /// says so at error level and the set stays as it was.
+    #[must_use]
+    pub fn spawn(self, client: Client) -> watch::Receiver<AgentSet> {
+        let (tx, rx) = watch::channel(AgentSet::default());
+        tokio::spawn(async move {
+            if let Err(error) = self.run(client, tx).await {
+                tracing::error!(
+                    error = %crate::error_chain::chain(&error),
+                    "agent discovery stopped; the relay keeps the agents it knew"
+                );
+            }
+        });
+        rx
+    }
+
     /// Watch until every receiver of `tx` is gone (then `Ok`), publishing
-    /// each new [`AgentSet`].
+    /// each new [`AgentSet`] (always [`AgentSet::listed`]).
     ///
     /// # Errors
     /// A watch task stopped.
@@ -259,6 +277,7 @@ pub fn agent_set<'a>(
     port: u16,
 ) -> AgentSet {
     let mut set = AgentSet {
+        listed: true,
         expected: daemonset
             .and_then(|ds| ds.status.as_ref())
             .map(|status| usize::try_from(status.desired_number_scheduled).unwrap_or(0)),

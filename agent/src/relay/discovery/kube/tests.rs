@@ -114,6 +114,7 @@ fn one_agent_per_endpoint_with_its_node_and_state() {
     assert_eq!(
         got,
         AgentSet {
+            listed: true,
             expected: Some(4),
             agents: BTreeMap::from([
                 agent("a", "https://10.151.0.2:4244", true, false),
@@ -353,6 +354,7 @@ async fn readiness_and_the_daemonset_status_follow_the_watches() {
     assert_eq!(
         first,
         AgentSet {
+            listed: true,
             expected: Some(2),
             agents: BTreeMap::from([
                 agent("a", "https://10.151.0.2:4244", true, false),
@@ -527,6 +529,7 @@ async fn a_refused_list_is_reported_and_nothing_is_published_until_a_list() {
         !w.rx.has_changed().expect("discovery runs"),
         "an empty view was published before the slices were listed"
     );
+    assert!(!w.rx.borrow().listed);
     assert_eq!(w.health.waiting_for(), ["endpointslices"]);
     let report = w.health.report(super::now_s());
     let slices_health = &report.resources["endpointslices"];
