@@ -37,7 +37,7 @@
 //! | 0 | `flow` | a flow as decoded from the kernel: one endpoint's view of a connection |
 //! | 0 | `metrics` | the Prometheus metrics |
 //! | 0 | `telemetry` | logging set-up |
-//! | 0 | `timestamp` | Unix nanoseconds as RFC 3339 |
+//! | 0 | `timestamp` | Unix nanoseconds as RFC 3339, and back |
 //! | 1 | `tracker` | ring-buffer events and flow-table sweeps into observations (pure) |
 //! | 1 | `aggregator` | observations into the flow graph and the recent flow records |
 //! | 1 | `resolve` | IP to pod: the lab, inventory and Kubernetes sources |

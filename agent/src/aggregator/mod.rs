@@ -380,12 +380,12 @@ impl Aggregator {
         // that took the address over since.
         let peer = resolver.pod_by_ip_at(obs.remote.ip(), obs.first_seen);
         if obs.new_flow || obs.closed {
-            self.ring.push(FlowRecord::new(
-                obs,
-                &self.node_name,
-                endpoint.as_ref(),
-                peer.as_ref(),
-            ));
+            let mut record =
+                FlowRecord::new(obs, &self.node_name, endpoint.as_ref(), peer.as_ref());
+            record.peer_node = peer
+                .as_ref()
+                .and_then(|pod| resolver.node_of(obs.remote.ip(), pod));
+            self.ring.push(record);
         }
         let Some(endpoint) = endpoint else {
             self.metrics.unresolved(Side::Endpoint);

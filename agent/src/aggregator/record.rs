@@ -60,6 +60,15 @@ pub struct FlowRecord {
     /// The policies isolating the endpoint's pod in that direction, for
     /// flows that were not forwarded.
     pub policies: Vec<String>,
+    /// The node of the peer (the end that is not the reporting endpoint),
+    /// when the source knows it: a relay merging several nodes' streams
+    /// tells the responder's report of a connection whose initiator's node
+    /// reports it too.
+    pub peer_node: Option<Arc<str>>,
+    /// The record's place in this agent's stream, given when the ring takes
+    /// it (0 before): a follower that reconnects asks for what came after
+    /// the last one it got.
+    pub seq: u64,
 }
 
 impl FlowRecord {
@@ -103,6 +112,8 @@ impl FlowRecord {
             reason: obs.reason,
             direction: obs.direction,
             policies: obs.policies.clone(),
+            peer_node: None,
+            seq: 0,
         }
     }
 
@@ -132,16 +143,24 @@ struct RingInner {
     records: VecDeque<SharedRecord>,
     capacity: usize,
     followers: Option<broadcast::Sender<SharedRecord>>,
+    /// The next record's [`FlowRecord::seq`].
+    next_seq: u64,
 }
 
 impl Ring {
     pub(crate) fn new(capacity: usize, follow_capacity: usize) -> Self {
+        Self::starting_at(capacity, follow_capacity, first_seq())
+    }
+
+    /// A ring whose first record gets `seq`.
+    pub(crate) fn starting_at(capacity: usize, follow_capacity: usize, seq: u64) -> Self {
         let (sender, _) = broadcast::channel(follow_capacity.max(1));
         Self {
             inner: Mutex::new(RingInner {
                 records: VecDeque::with_capacity(capacity),
                 capacity,
                 followers: Some(sender),
+                next_seq: seq.max(1),
             }),
         }
     }
@@ -151,12 +170,14 @@ impl Ring {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn push(&self, record: FlowRecord) {
-        let record = Arc::new(record);
+    pub(crate) fn push(&self, mut record: FlowRecord) {
         let mut inner = self.lock();
         if inner.capacity == 0 {
             return;
         }
+        record.seq = inner.next_seq;
+        inner.next_seq += 1;
+        let record = Arc::new(record);
         if inner.records.len() == inner.capacity {
             inner.records.pop_front();
         }
@@ -204,6 +225,20 @@ impl Ring {
     pub(crate) fn len(&self) -> usize {
         self.lock().records.len()
     }
+}
+
+/// The first record's sequence number: the time the ring was made, in
+/// microseconds since the Unix epoch. A restarted agent then numbers its
+/// records above every number its previous run gave (unless that run
+/// averaged more than one record a microsecond), so a follower's
+/// `after=SEQ` never skips a new run's records; and the numbers stay below
+/// 2^53 (exact in JavaScript) until the year 2255.
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 11)
+        })
 }
 
 fn collect_last(

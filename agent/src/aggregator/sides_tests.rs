@@ -220,3 +220,28 @@ fn saved_sides_come_back_and_sides_that_do_not_add_up_are_unknown() {
     let from_db = key(w("data", "db"), w("shop", "cart"), 7070);
     assert_eq!(c.sides[&from_db][0].seen_from, SeenFrom::Responder);
 }
+
+#[test]
+fn a_flow_record_names_the_peers_node_and_its_place_in_the_stream() {
+    let (agg, _) = node_aggregator();
+    let r = resolver();
+    agg.fold(
+        &obs(1, "10.0.0.1:43210", "10.0.1.9:5432", Initiator::Local),
+        &r,
+    );
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.1.9:41000", Initiator::Remote),
+        &r,
+    );
+    // An external peer has no node.
+    agg.fold(
+        &obs(1, "10.0.0.1:43211", "198.51.100.7:443", Initiator::Local),
+        &r,
+    );
+    let records = agg.recent(10, |_| true);
+    let peers: Vec<Option<&str>> = records.iter().map(|r| r.peer_node.as_deref()).collect();
+    assert_eq!(peers, [Some("node-2"), Some("node-2"), None]);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert!(seqs[0] > 0, "{seqs:?}");
+    assert_eq!(seqs, [seqs[0], seqs[0] + 1, seqs[0] + 2]);
+}

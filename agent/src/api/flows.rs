@@ -1,7 +1,14 @@
-//! `GET /api/flows?namespace=&pod=&port=&protocol=&verdict=&last=&follow=`:
+//! `GET /api/flows?namespace=&pod=&port=&protocol=&verdict=&last=&follow=&after=&both_sides=`:
 //! recent flow records, filtered, as a JSON array; with
 //! `follow=true` an NDJSON stream of the last `last` records and then every
-//! new one, until the client goes away or the agent stops.
+//! new one, until the client goes away or the agent stops. `after=SEQ`
+//! keeps only records numbered above SEQ (`weir.seq`): a follower that lost
+//! its stream resumes where it was. `both_sides` is for a relay (which
+//! shows a cross-node connection from its initiator's side unless it is
+//! given); an agent shows every record it has either way.
+//!
+//! The same filter serves a relay on the records its agents send
+//! ([`FlowFields`] is what it reads of a record).
 //!
 //! A follower that falls behind is not waited for (ingest never blocks on
 //! HTTP clients): it gets a Hubble-style `lost_events` line saying how many
@@ -25,7 +32,7 @@ use super::{
     AppState,
     error::ApiError,
     query::{self, bad},
-    wire::{FlowJson, LostEventsJson, LostJson},
+    wire::{FlowJson, L4Json, LostEventsJson, LostJson},
 };
 use crate::{
     aggregator::{FlowRecord, SharedRecord},
@@ -47,6 +54,8 @@ pub struct RawFlowQuery {
     last: Option<String>,
     follow: Option<String>,
     verdict: Option<String>,
+    after: Option<String>,
+    both_sides: Option<String>,
 }
 
 /// A checked `/api/flows` query.
@@ -58,6 +67,8 @@ pub struct FlowQuery {
     pub last: usize,
     /// Then stream new ones.
     pub follow: bool,
+    /// Through a relay, both nodes' reports of a cross-node connection.
+    pub both_sides: bool,
 }
 
 /// Which records a client wants; every given field must match.
@@ -73,6 +84,80 @@ pub struct FlowFilter {
     pub protocol: Option<Protocol>,
     /// The datapath's verdict.
     pub verdict: Option<Verdict>,
+    /// Only records numbered above this (`weir.seq`).
+    pub after: Option<u64>,
+}
+
+/// What a filter reads of a flow record: the agent's [`FlowRecord`], or the
+/// [`FlowJson`] a relay gets from its agents.
+pub trait FlowFields {
+    /// The initiator's and the responder's pod, as (namespace, name).
+    fn pods(&self) -> [Option<(&str, &str)>; 2];
+    /// Transport protocol.
+    fn protocol(&self) -> Protocol;
+    /// Source and destination port, for protocols with ports.
+    fn ports(&self) -> Option<(u16, u16)>;
+    /// The datapath's verdict (`None`: not one weir knows).
+    fn verdict(&self) -> Option<Verdict>;
+    /// The record's number in its agent's stream (0: none).
+    fn seq(&self) -> u64;
+}
+
+impl FlowFields for FlowRecord {
+    fn pods(&self) -> [Option<(&str, &str)>; 2] {
+        [self.source_pod.as_deref(), self.destination_pod.as_deref()]
+            .map(|p| p.map(|p| (p.namespace.as_str(), p.name.as_str())))
+    }
+
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    fn ports(&self) -> Option<(u16, u16)> {
+        self.protocol
+            .has_ports()
+            .then(|| (self.source.port(), self.destination.port()))
+    }
+
+    fn verdict(&self) -> Option<Verdict> {
+        Some(self.verdict)
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl FlowFields for FlowJson {
+    fn pods(&self) -> [Option<(&str, &str)>; 2] {
+        [&self.source, &self.destination].map(|e| e.namespace.as_deref().zip(e.pod_name.as_deref()))
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self.l4 {
+            L4Json::Tcp(_) => Protocol::Tcp,
+            L4Json::Udp(_) => Protocol::Udp,
+            L4Json::Sctp(_) => Protocol::Sctp,
+            L4Json::Icmp(_) => Protocol::Icmp,
+            L4Json::IcmpV6(_) => Protocol::IcmpV6,
+        }
+    }
+
+    fn ports(&self) -> Option<(u16, u16)> {
+        match &self.l4 {
+            L4Json::Tcp(t) => Some((t.source_port, t.destination_port)),
+            L4Json::Udp(p) | L4Json::Sctp(p) => Some((p.source_port, p.destination_port)),
+            L4Json::Icmp(_) | L4Json::IcmpV6(_) => None,
+        }
+    }
+
+    fn verdict(&self) -> Option<Verdict> {
+        self.verdict.parse().ok()
+    }
+
+    fn seq(&self) -> u64 {
+        self.weir.seq.unwrap_or(0)
+    }
 }
 
 impl FlowQuery {
@@ -110,16 +195,19 @@ impl FlowQuery {
             .transpose()?
             .unwrap_or(DEFAULT_LAST);
         let verdict = query::optional("verdict", raw.verdict)?;
-        let follow = match raw.follow.as_deref() {
-            None | Some("false" | "0") => false,
-            Some("true" | "1" | "") => true,
-            Some(other) => {
-                return Err(bad(
-                    "follow",
-                    format!("expected true or false, got {other:?}"),
-                ));
-            }
-        };
+        let follow = flag("follow", raw.follow)?;
+        let after = raw
+            .after
+            .map(|n| {
+                u64::from_str(&n).map_err(|_| {
+                    bad(
+                        "after",
+                        format!("expected a record number (weir.seq), got {n:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let both_sides = flag("both_sides", raw.both_sides)?;
         Ok(Self {
             filter: FlowFilter {
                 namespace,
@@ -127,41 +215,51 @@ impl FlowQuery {
                 port,
                 protocol,
                 verdict,
+                after,
             },
             last,
             follow,
+            both_sides,
         })
+    }
+}
+
+/// A boolean parameter: absent or `false`/`0`, or `true`/`1`/empty.
+fn flag(name: &'static str, value: Option<String>) -> Result<bool, ApiError> {
+    match value.as_deref() {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(other) => Err(bad(name, format!("expected true or false, got {other:?}"))),
     }
 }
 
 impl FlowFilter {
     /// Whether a record passes.
     #[must_use]
-    pub fn matches(&self, r: &FlowRecord) -> bool {
-        let pods = [r.source_pod.as_deref(), r.destination_pod.as_deref()];
+    pub fn matches(&self, r: &impl FlowFields) -> bool {
+        let pods = r.pods();
         if let Some(ns) = &self.namespace
-            && !pods.iter().flatten().any(|p| &p.namespace == ns)
+            && !pods.iter().flatten().any(|(n, _)| n == ns)
         {
             return false;
         }
         if let Some((ns, name)) = &self.pod
-            && !pods
-                .iter()
-                .flatten()
-                .any(|p| &p.namespace == ns && &p.name == name)
+            && !pods.iter().flatten().any(|(n, p)| n == ns && p == name)
         {
             return false;
         }
         if let Some(port) = self.port
-            && !(r.protocol.has_ports()
-                && (r.source.port() == port || r.destination.port() == port))
+            && !r.ports().is_some_and(|(s, d)| s == port || d == port)
         {
             return false;
         }
-        if self.verdict.is_some_and(|v| v != r.verdict) {
+        if self.verdict.is_some_and(|v| Some(v) != r.verdict()) {
             return false;
         }
-        self.protocol.is_none_or(|p| p == r.protocol)
+        if self.after.is_some_and(|after| r.seq() <= after) {
+            return false;
+        }
+        self.protocol.is_none_or(|p| p == r.protocol())
     }
 }
 
@@ -209,7 +307,7 @@ impl Follow {
         let receiver = self.receiver.as_mut()?;
         loop {
             match receiver.recv().await {
-                Ok(record) if self.filter.matches(&record) => {
+                Ok(record) if self.filter.matches(record.as_ref()) => {
                     return Some(ndjson(&FlowJson::from(record.as_ref())));
                 }
                 Ok(_) => {}
@@ -264,6 +362,9 @@ mod tests {
             (&[("last", "-1")], Some("last")),
             (&[("follow", "yes")], Some("follow")),
             (&[("namespace", "")], Some("namespace")),
+            (&[("after", "12"), ("both_sides", "true")], None),
+            (&[("after", "-3")], Some("after")),
+            (&[("both_sides", "both")], Some("both_sides")),
         ];
         for (pairs, bad) in cases {
             match (FlowQuery::parse(raw(pairs)), bad) {

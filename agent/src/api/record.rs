@@ -88,6 +88,8 @@ impl From<&FlowRecord> for FlowJson {
                     direction: r.direction.map(|d| d.as_str().to_owned()),
                     policies: r.policies.clone(),
                 }),
+                peer_node: r.peer_node.as_deref().map(str::to_owned),
+                seq: (r.seq != 0).then_some(r.seq),
             },
         }
     }
@@ -225,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_node_and_the_records_number_are_weir_extras() {
+        let o = obs(2, "10.0.0.2:7070", "10.0.1.9:41000", Initiator::Remote);
+        let mut r = record(&o);
+        r.peer_node = Some(Arc::from("node-2"));
+        r.seq = 1_700_000_000_000_001;
+        let json = serde_json::to_value(FlowJson::from(&r)).unwrap();
+        assert_eq!(json["weir"]["initiator"], "remote");
+        assert_eq!(json["weir"]["peer_node"], "node-2");
+        assert_eq!(json["weir"]["seq"], 1_700_000_000_000_001_u64);
+    }
+
+    #[test]
     fn ingress_icmp_and_unknown_initiators() {
         let mut o = obs(2, "10.0.0.2:7", "10.0.1.9:7", Initiator::Remote);
         o.protocol = Protocol::Icmp;
@@ -244,6 +258,11 @@ mod tests {
         assert_eq!(json.traffic_direction, "TRAFFIC_DIRECTION_UNKNOWN");
         let text = serde_json::to_string(&json).unwrap();
         assert!(!text.contains("is_reply"), "{text}");
+        // Outside a ring, and without nodes: no number, no peer node.
+        assert!(
+            !text.contains("seq") && !text.contains("peer_node"),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<FlowJson>(&text).unwrap(), json);
     }
 }

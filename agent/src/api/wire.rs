@@ -175,6 +175,16 @@ pub struct WeirJson {
     /// Why the policies deny the flow (audit and dropped flows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyJson>,
+    /// The node of the peer (the end that is not `endpoint`), when the
+    /// agent's source knows it: with `initiator: remote` and another node
+    /// here, that node's agent reports the same connection from the
+    /// initiator's side, and a relay shows that report only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_node: Option<String>,
+    /// The record's number in its agent's stream (increasing; a restarted
+    /// agent continues above): `/api/flows?after=SEQ` resumes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Why a flow was denied.

@@ -208,6 +208,35 @@ async fn flows_filter_by_every_parameter() {
 }
 
 #[tokio::test]
+async fn flows_after_a_record_number_are_the_later_ones() {
+    let state = state();
+    let (_, all) = get_json(state.clone(), "/api/flows").await;
+    let seqs: Vec<u64> = all
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|f| {
+            f["weir"]["seq"]
+                .as_u64()
+                .expect("every record has a number")
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let (_, later) = get_json(state.clone(), &format!("/api/flows?after={}", seqs[2])).await;
+    let later: Vec<u64> = later
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|f| f["weir"]["seq"].as_u64())
+        .collect();
+    assert_eq!(later, seqs[3..]);
+    // An agent shows all it has, both sides or not.
+    let (status, both) = get_json(state, "/api/flows?both_sides=true").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(both, all);
+}
+
+#[tokio::test]
 async fn bad_parameters_are_400_json_naming_the_parameter() {
     for (uri, name) in [
         ("/api/flows?port=http", "port"),
@@ -215,6 +244,7 @@ async fn bad_parameters_are_400_json_naming_the_parameter() {
         ("/api/flows?pod=nopod", "pod"),
         ("/api/flows?last=many", "last"),
         ("/api/flows?follow=maybe", "follow"),
+        ("/api/flows?after=latest", "after"),
         ("/api/flows?colour=red", "colour"),
     ] {
         let (status, json) = get_json(state(), uri).await;
