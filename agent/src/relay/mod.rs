@@ -13,7 +13,12 @@
 //! | [`config`] | `weir relay` arguments |
 //! | [`discovery`] | which agents exist: a static list, or the cluster's EndpointSlices |
 //! | [`merge`] | the contributions merged into one view, each connection counted once (pure) |
+//! | [`stream`] | the agents' flow streams merged in time order, each connection once (pure) |
 
 pub mod config;
 pub mod discovery;
 pub mod merge;
+pub mod stream;
+
+#[cfg(test)]
+mod stream_tests;
