@@ -7,6 +7,7 @@ import { Filters, applyFilter } from './filters.js';
 import { Details } from './details.js';
 import { Policies } from './policies.js';
 import { Modes } from './modes.js';
+import { Coverage } from './coverage.js';
 import { degradedText } from './dom.js';
 
 const $ = (id) => document.getElementById(id);
@@ -42,6 +43,7 @@ const details = new Details($('tab-details'), {
 const filters = new Filters(() => refresh());
 const policies = new Policies($('tab-policies'));
 const modes = new Modes($('tab-modes'), { onChanged: (m) => { state.modes = m; render(); } });
+const coverage = new Coverage($('coverage-wrap'), $('coverage'), $('coverage-nodes'));
 
 // For the end-to-end tests and the browser console.
 window.weir = { graph, state, refresh: () => refresh(), filters };
@@ -119,6 +121,7 @@ async function fetchGraph() {
     const data = await api.get('/api/graph', filters.query());
     state.graph = normalise(data);
     renderDegraded(data);
+    coverage.show(data.coverage);
     state.loaded = true;
     state.failures = 0;
     state.updatedAt = new Date();
