@@ -1344,6 +1344,100 @@ fn the_charts_certificates_are_kept_across_upgrades_and_renewed_near_expiry() {
     }
 }
 
+/// Writes a certificate Secret's keys as files into `dir`, as its volume
+/// mounts them.
+fn write_secret(dir: &Path, data: &BTreeMap<String, Vec<u8>>) {
+    std::fs::create_dir_all(dir).expect("create the TLS directory");
+    for (key, value) in data {
+        std::fs::write(dir.join(key), value).expect("write a Secret key");
+    }
+}
+
+/// An agent's relay listener as far as TLS goes: weir's server
+/// configuration from `dir`, answering each request `ok`.
+async fn tls_listener(dir: &Path) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        weir_agent::tls::server_config(dir).expect("the agents' certificate loads"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                // A refused handshake ends here: the client sees it fail.
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut head = [0u8; 4096];
+                let _ = tls.read(&mut head).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_charts_certificates_pass_weirs_mutual_tls() {
+    let dirs = tempfile::tempdir().expect("temp dir");
+    let secrets = tls_secrets(&render(&[RELAY]));
+    write_secret(&dirs.path().join("agent"), &secrets["weir-agent-tls"]);
+    write_secret(&dirs.path().join("relay"), &secrets["weir-relay-tls"]);
+    // Another install's relay certificate (another CA's), trusting this
+    // install's CA: only the agent can refuse it.
+    let mut other = tls_secrets(&render(&[RELAY]))["weir-relay-tls"].clone();
+    other.insert(
+        "ca.crt".to_owned(),
+        secrets["weir-relay-ca"]["tls.crt"].clone(),
+    );
+    write_secret(&dirs.path().join("other"), &other);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let addr = tls_listener(&dirs.path().join("agent")).await;
+        let get = |dir: &str, node: &str| {
+            let relay = weir_agent::tls::RelayTls::load(&dirs.path().join(dir))
+                .expect("the relay's certificate loads");
+            let client = relay.agent_client(node, addr).expect("client");
+            let url = format!("{}/healthz", weir_agent::tls::agent_url(node, addr.port()));
+            async move {
+                let answer = client
+                    .get(url)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await?;
+                answer.text().await
+            }
+        };
+        // The relay reaches any node's agent: the wildcard names them all.
+        for node in ["node-a", "ip-10-0-0-1"] {
+            let body = get("relay", node).await;
+            assert_eq!(
+                body.as_ref().ok().map(String::as_str),
+                Some("ok"),
+                "{node}: {body:?}"
+            );
+        }
+        // A relay certificate of another CA is refused by the agent.
+        assert!(
+            get("other", "node-a").await.is_err(),
+            "another CA's relay was let in"
+        );
+    });
+}
+
 // ---- the capability set on the real kernel ----
 
 /// Pods 10.201.0.0/16: client, and server listening on 8080 and 9000.
