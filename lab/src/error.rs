@@ -69,8 +69,8 @@ pub enum LabError {
         "{field} {cidr} overlaps {route} already routed on this machine (dev {dev}); choose another {field} in the Lab object"
     )]
     CidrInUse {
-        /// The Lab field (`spec.podCIDR`, `spec.serviceCIDR`, ...).
-        field: &'static str,
+        /// The Lab field (`spec.podCIDR`, `spec.nodes[1].podCIDR`, ...).
+        field: String,
         /// The lab's range.
         cidr: String,
         /// The existing route.

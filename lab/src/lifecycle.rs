@@ -48,6 +48,7 @@ pub fn exists(lab: &LabName) -> bool {
     state_path(lab).exists()
         || !net::list_netns(&lab.netns_prefix()).is_empty()
         || net::link_exists(&lab.bridge())
+        || !net::bridges_with_alias(&lab.bridge_alias()).is_empty()
 }
 
 /// Bring a lab up from YAML files.
@@ -88,6 +89,10 @@ struct Box_ {
     tcp: Vec<u16>,
     udp: Vec<u16>,
     external: bool,
+    /// The node (pods of a multi-node lab).
+    node: Option<String>,
+    /// The bridge of its node.
+    bridge: String,
 }
 
 fn boxes(state: &LabState) -> Vec<Box_> {
@@ -99,6 +104,11 @@ fn boxes(state: &LabState) -> Vec<Box_> {
             .collect::<Vec<_>>()
     };
     use weir_generator::model::Protocol::{Tcp, Udp};
+    let bridge_of = |node: Option<&str>| {
+        state
+            .segment(node)
+            .map_or_else(|| state.bridge.clone(), |s| s.bridge.to_owned())
+    };
     let pods = state.pods.iter().map(|p| Box_ {
         netns: p.netns.clone(),
         veth: p.host_veth.clone(),
@@ -106,6 +116,8 @@ fn boxes(state: &LabState) -> Vec<Box_> {
         tcp: split(&p.ports, Tcp),
         udp: split(&p.ports, Udp),
         external: false,
+        node: p.node.clone(),
+        bridge: bridge_of(p.node.as_deref()),
     });
     let hosts = state.external_hosts.iter().map(|h| Box_ {
         netns: h.netns.clone(),
@@ -114,6 +126,8 @@ fn boxes(state: &LabState) -> Vec<Box_> {
         tcp: split(&h.ports, Tcp),
         udp: split(&h.ports, Udp),
         external: true,
+        node: None,
+        bridge: state.bridge.clone(),
     });
     pods.chain(hosts).collect()
 }
@@ -136,10 +150,19 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
         name: table.clone(),
     })?;
     net::add_firewall(&table, state)?;
-    state.record(Resource::Bridge {
-        name: state.bridge.clone(),
-    })?;
-    net::add_bridge(state)?;
+    let bridges: Vec<String> = state
+        .segments()
+        .iter()
+        .map(|s| s.bridge.to_owned())
+        .collect();
+    for bridge in bridges {
+        state.record(Resource::Bridge {
+            name: bridge.clone(),
+        })?;
+        if let Some(segment) = state.segments().iter().find(|s| s.bridge == bridge) {
+            net::add_bridge(state, segment)?;
+        }
+    }
     let ruleset = services::ruleset(&state.services);
     let boxes = boxes(state);
     for b in &boxes {
@@ -150,8 +173,8 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
         state.record(Resource::Veth {
             name: b.veth.clone(),
         })?;
-        net::add_veth(&b.veth, &b.netns, &state.bridge)?;
-        net::configure_inside(state, &b.netns, &b.ips, b.external)?;
+        net::add_veth(&b.veth, &b.netns, &b.bridge)?;
+        net::configure_inside(state, &b.netns, &b.ips, b.external, b.node.as_deref())?;
         if let (false, Some(rules)) = (b.external, &ruleset) {
             net::nft_in(&b.netns, rules)?;
         }
@@ -310,6 +333,7 @@ pub fn down(lab: &LabName) -> Result<bool> {
     let mut veths = BTreeSet::new();
     let mut tables = BTreeSet::from([("inet".to_owned(), lab.nft_table())]);
     let mut bridges = BTreeSet::from([lab.bridge()]);
+    bridges.extend(net::bridges_with_alias(&lab.bridge_alias()));
     let mut dirs = BTreeSet::from([super::state::run_dir(lab)]);
     let mut pids = BTreeSet::new();
     for r in resources {

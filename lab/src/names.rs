@@ -100,6 +100,28 @@ impl LabName {
         }
     }
 
+    /// The bridge of node `node` of a multi-node lab, whose first node
+    /// has [`Self::bridge`]: `weir-<lab>.<node>` when it fits in 15 bytes
+    /// (a lab name has no `.`, so no lab's bridge is named so), else
+    /// `weir-` and a hash of both.
+    #[must_use]
+    pub fn node_bridge(&self, node: &str) -> String {
+        let readable = format!("weir-{}.{node}", self.0);
+        if readable.len() <= IFNAME_MAX {
+            readable
+        } else {
+            let hash = fnv1a(format!("{}/{node}", self.0).as_bytes()) >> 24;
+            format!("weir-{hash:010x}")
+        }
+    }
+
+    /// The alias every bridge of this lab carries, so `down` finds them
+    /// all without the state file.
+    #[must_use]
+    pub fn bridge_alias(&self) -> String {
+        format!("weir lab {}", self.0)
+    }
+
     /// Prefix of every netns of this lab. `_` never occurs in Kubernetes
     /// names nor lab names, so the prefix cannot match another lab's.
     #[must_use]

@@ -13,7 +13,7 @@ use super::{
     ipam::node_address,
     netns,
     spec::documentation_ranges,
-    state::LabState,
+    state::{LabState, Segment},
 };
 
 /// Refuse a pod or service CIDR that is already routed here (another lab,
@@ -32,20 +32,28 @@ pub fn check_cidrs_free(state: &LabState) -> Result<()> {
 }
 
 /// The lab's ranges, with the Lab field each comes from.
-fn lab_cidrs(state: &LabState) -> Vec<(&'static str, IpNet)> {
-    [
-        ("spec.podCIDR", Some(IpNet::V4(state.pod_cidr))),
-        ("spec.podCIDRv6", state.pod_cidr_v6.map(IpNet::V6)),
-        ("spec.serviceCIDR", Some(IpNet::V4(state.service_cidr))),
-        ("spec.serviceCIDRv6", state.service_cidr_v6.map(IpNet::V6)),
-    ]
-    .into_iter()
-    .filter_map(|(field, net)| Some((field, net?)))
-    .collect()
+fn lab_cidrs(state: &LabState) -> Vec<(String, IpNet)> {
+    let mut cidrs = Vec::new();
+    if state.nodes.is_empty() {
+        cidrs.push(("spec.podCIDR".to_owned(), IpNet::V4(state.pod_cidr)));
+    }
+    for (i, node) in state.nodes.iter().enumerate() {
+        cidrs.push((format!("spec.nodes[{i}].podCIDR"), IpNet::V4(node.pod_cidr)));
+    }
+    cidrs.extend(
+        [
+            ("spec.podCIDRv6", state.pod_cidr_v6.map(IpNet::V6)),
+            ("spec.serviceCIDR", Some(IpNet::V4(state.service_cidr))),
+            ("spec.serviceCIDRv6", state.service_cidr_v6.map(IpNet::V6)),
+        ]
+        .into_iter()
+        .filter_map(|(field, net)| Some((field.to_owned(), net?))),
+    );
+    cidrs
 }
 
 /// The first of `ours` that a route of `ip -j route show` overlaps.
-fn route_conflict(ours: &[(&'static str, IpNet)], routes: &[serde_json::Value]) -> Result<()> {
+fn route_conflict(ours: &[(String, IpNet)], routes: &[serde_json::Value]) -> Result<()> {
     for route in routes {
         let dst = route
             .get("dst")
@@ -63,7 +71,7 @@ fn route_conflict(ours: &[(&'static str, IpNet)], routes: &[serde_json::Value]) 
         }
         if let Some((field, cidr)) = ours.iter().find(|(_, o)| super::spec::overlaps(o, &net)) {
             return Err(LabError::CidrInUse {
-                field,
+                field: field.clone(),
                 cidr: cidr.to_string(),
                 route: dst.to_owned(),
                 dev: dev.to_owned(),
@@ -78,32 +86,42 @@ fn is_link_local_v6(ip: IpAddr) -> bool {
 }
 
 /// The root-netns table that keeps the lab in its box: anything routed
-/// between the lab bridge and another interface is dropped, and the host
-/// accepts from the bridge only what is addressed to the node address.
-/// Bridged traffic (pod to pod) is not routed and does not match; with
+/// between a lab bridge and an interface that is not one of the lab's
+/// bridges is dropped (a multi-node lab's nodes are routed to each other,
+/// bridge to bridge, and to nothing else), and the host accepts from a
+/// bridge only what is addressed to that node's address. Bridged traffic
+/// (pod to pod on one node) is not routed and does not match; with
 /// `br_netfilter` it is seen with both interfaces equal to the bridge,
 /// which the forward rules let through.
 #[must_use]
 pub fn firewall_ruleset(table: &str, state: &LabState) -> String {
-    let bridge = &state.bridge;
+    let segments = state.segments();
+    let bridges = segments
+        .iter()
+        .map(|s| format!("\"{}\"", s.bridge))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut input = String::new();
-    for (ip, _) in node_nets(state) {
-        if ip.is_ipv6() {
-            input.push_str(&format!(
-                "\t\tiifname \"{bridge}\" ip6 daddr != {{ {ip}, fe80::/10, ff00::/8 }} counter drop\n"
-            ));
-        } else {
-            input.push_str(&format!(
-                "\t\tiifname \"{bridge}\" ip daddr != {{ {ip}, 255.255.255.255, 224.0.0.0/4 }} counter drop\n"
-            ));
+    for segment in &segments {
+        let bridge = segment.bridge;
+        for ip in segment.node_addresses() {
+            if ip.is_ipv6() {
+                input.push_str(&format!(
+                    "\t\tiifname \"{bridge}\" ip6 daddr != {{ {ip}, fe80::/10, ff00::/8 }} counter drop\n"
+                ));
+            } else {
+                input.push_str(&format!(
+                    "\t\tiifname \"{bridge}\" ip daddr != {{ {ip}, 255.255.255.255, 224.0.0.0/4 }} counter drop\n"
+                ));
+            }
         }
     }
     format!(
         "table inet {table} {{\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter - 10; policy accept;\n\
-         \t\tiifname \"{bridge}\" oifname != \"{bridge}\" counter drop comment \"weir lab: never route to the uplink\"\n\
-         \t\toifname \"{bridge}\" iifname != \"{bridge}\" counter drop comment \"weir lab: never route from the uplink\"\n\
+         \t\tiifname {{ {bridges} }} oifname != {{ {bridges} }} counter drop comment \"weir lab: never route to the uplink\"\n\
+         \t\toifname {{ {bridges} }} iifname != {{ {bridges} }} counter drop comment \"weir lab: never route from the uplink\"\n\
          \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter - 10; policy accept;\n\
@@ -137,14 +155,17 @@ fn write_root_sysctl(path: &str, value: &str) -> Result<()> {
     netns::write_sysctl(path, value)
 }
 
-/// Create the bridge with the node addresses. No STP, no forward delay
-/// (ports forward at once), no IGMP/MLD snooping surprises, and no call
-/// into iptables from the bridge for this bridge.
+/// Create a node's bridge with its node addresses. No STP, no forward
+/// delay (ports forward at once), no IGMP/MLD snooping surprises, and no
+/// call into iptables from the bridge for this bridge. It carries the
+/// lab's alias (`down` finds it by that). A multi-node lab's bridges
+/// forward (IPv4, per interface: nothing else of the host starts to)
+/// so that nodes reach each other through the host.
 ///
 /// # Errors
 /// `ip` failures.
-pub fn add_bridge(state: &LabState) -> Result<()> {
-    let br = state.bridge.as_str();
+pub fn add_bridge(state: &LabState, segment: &Segment<'_>) -> Result<()> {
+    let br = segment.bridge;
     run(
         "ip",
         &[
@@ -167,7 +188,13 @@ pub fn add_bridge(state: &LabState) -> Result<()> {
             "0",
         ],
     )?;
-    if state.pod_cidr_v6.is_some() {
+    if let Ok(lab) = state.name() {
+        run(
+            "ip",
+            &["link", "set", "dev", br, "alias", &lab.bridge_alias()],
+        )?;
+    }
+    if segment.pod_cidr_v6.is_some() {
         // Addresses are usable at once: nothing else can hold them.
         write_root_sysctl(&format!("/proc/sys/net/ipv6/conf/{br}/accept_dad"), "0")?;
     }
@@ -175,9 +202,15 @@ pub fn add_bridge(state: &LabState) -> Result<()> {
     // host's other addresses (an external host may use the same
     // documentation address as the uplink).
     write_root_sysctl(&format!("/proc/sys/net/ipv4/conf/{br}/arp_ignore"), "1")?;
-    for net in node_nets(state) {
-        let addr = format!("{}/{}", net.0, net.1.prefix_len());
-        if net.0.is_ipv6() {
+    if !state.nodes.is_empty() {
+        write_root_sysctl(&format!("/proc/sys/net/ipv4/conf/{br}/forwarding"), "1")?;
+    }
+    for net in segment.nets() {
+        let Some(ip) = node_address(net) else {
+            continue;
+        };
+        let addr = format!("{ip}/{}", net.prefix_len());
+        if ip.is_ipv6() {
             run("ip", &["addr", "add", &addr, "dev", br, "nodad"])?;
         } else {
             run("ip", &["addr", "add", &addr, "dev", br])?;
@@ -187,10 +220,17 @@ pub fn add_bridge(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-fn node_nets(state: &LabState) -> Vec<(IpAddr, IpNet)> {
-    std::iter::once(IpNet::V4(state.pod_cidr))
-        .chain(state.pod_cidr_v6.map(IpNet::V6))
-        .filter_map(|net| node_address(net).map(|ip| (ip, net)))
+/// Bridges (of any lab) whose alias is `alias`.
+#[must_use]
+pub fn bridges_with_alias(alias: &str) -> Vec<String> {
+    let Ok(out) = run("ip", &["-j", "link", "show", "type", "bridge"]) else {
+        return Vec::new();
+    };
+    serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| l.get("ifalias").and_then(|a| a.as_str()) == Some(alias))
+        .filter_map(|l| l.get("ifname")?.as_str().map(str::to_owned))
         .collect()
 }
 
@@ -267,8 +307,10 @@ pub fn add_veth(host: &str, netns: &str, bridge: &str) -> Result<()> {
 }
 
 /// Address and route the inside of a pod or external host: `ips` on eth0,
-/// on-link routes to the lab's ranges and the documentation ranges, and no
-/// default route, so nothing can leave the lab.
+/// on-link routes to its node's ranges, the service ranges and the
+/// documentation ranges (external hosts sit on the first node), routes to
+/// the other nodes' ranges through its node's address, and no default
+/// route, so nothing can leave the lab.
 ///
 /// # Errors
 /// `ip` failures.
@@ -277,6 +319,7 @@ pub fn configure_inside(
     netns_name: &str,
     ips: &[IpAddr],
     external: bool,
+    node: Option<&str>,
 ) -> Result<()> {
     let has_v6 = ips.iter().any(IpAddr::is_ipv6);
     if has_v6 {
@@ -286,9 +329,13 @@ pub fn configure_inside(
     }
     let n = netns_name;
     run("ip", &["-n", n, "link", "set", "lo", "up"])?;
-    let pod_nets: Vec<IpNet> = std::iter::once(IpNet::V4(state.pod_cidr))
-        .chain(state.pod_cidr_v6.map(IpNet::V6))
-        .collect();
+    let first = state.segments().first().map(|s| s.node);
+    let segment = if external {
+        state.segment(None)
+    } else {
+        state.segment(node)
+    };
+    let pod_nets: Vec<IpNet> = segment.map(|s| s.nets()).unwrap_or_default();
     for ip in ips {
         // Pods take the pod CIDR's prefix (on-link route for free);
         // external hosts a host prefix plus explicit routes below.
@@ -307,26 +354,49 @@ pub fn configure_inside(
         }
     }
     run("ip", &["-n", n, "link", "set", "eth0", "up"])?;
-    let mut routes: Vec<IpNet> = documentation_ranges();
+    let mut routes: Vec<IpNet> = Vec::new();
     if external {
         routes.extend(pod_nets.iter().copied());
     } else {
         routes.push(IpNet::V4(state.service_cidr));
         routes.extend(state.service_cidr_v6.map(IpNet::V6));
     }
+    // External hosts are on the first node's bridge: reached on-link from
+    // there only.
+    if external || segment.map(|s| s.node) == first {
+        routes.extend(documentation_ranges());
+    }
     for route in routes {
         if route.network().is_ipv6() && !has_v6 {
             continue;
         }
-        let dst = route.to_string();
-        match run("ip", &["-n", n, "route", "add", &dst, "dev", "eth0"]) {
-            Ok(_) => {}
-            // Already there as the prefix route of an address.
-            Err(e @ cmd::CmdError::Failed { .. }) if e.to_string().contains("File exists") => {}
-            Err(e) => return Err(e.into()),
+        add_route(n, &route.to_string(), None)?;
+    }
+    if !external && let Some(own) = segment {
+        let gateway = own.node_addresses().into_iter().find(IpAddr::is_ipv4);
+        for other in state.segments().iter().filter(|s| s.bridge != own.bridge) {
+            if let Some(gateway) = gateway {
+                add_route(n, &other.pod_cidr.to_string(), Some(gateway))?;
+            }
         }
     }
     Ok(())
+}
+
+/// `ip route add DST dev eth0 [via GATEWAY]` inside a netns; a route that
+/// is already there (the prefix route of an address) is fine.
+fn add_route(netns_name: &str, dst: &str, via: Option<IpAddr>) -> Result<()> {
+    let gateway = via.map(|ip| ip.to_string());
+    let mut args = vec!["-n", netns_name, "route", "add", dst];
+    if let Some(gateway) = &gateway {
+        args.extend(["via", gateway.as_str()]);
+    }
+    args.extend(["dev", "eth0"]);
+    match run("ip", &args) {
+        Ok(_) => Ok(()),
+        Err(e @ cmd::CmdError::Failed { .. }) if e.to_string().contains("File exists") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Load an nftables ruleset inside a netns.

@@ -2,18 +2,18 @@
 //! interface and netns names, service endpoints. Pure, so `up` can print
 //! or check the plan before touching the kernel.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 use weir_generator::model::Protocol;
 
 use super::{
     error::{LabError, Result},
-    ipam::{Allocator, offset_of},
+    ipam::{Allocator, node_address, offset_of},
     names::LabName,
     spec::{ClusterIp, LabSpec, PortSpec, TargetPort},
     state::{
-        Backend, ExternalHostState, LabState, Phase, PodState, Port, STATE_VERSION,
+        Backend, ExternalHostState, LabState, NodeState, Phase, PodState, Port, STATE_VERSION,
         ServicePortState, ServiceState, run_dir,
     },
 };
@@ -32,13 +32,23 @@ fn port(p: &PortSpec) -> Port {
 /// [`LabError::Exhausted`] when a range is too small.
 pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
     let settings = &spec.settings;
-    let v4 = IpNet::V4(settings.pod_cidr);
     let v6 = settings.pod_cidr_v6.map(IpNet::V6);
-    // Offset 1 is the node (bridge); pods start at 2.
-    let mut alloc4 = Allocator::new(v4, 2);
+    // Each node hands out its own range; offset 1 is the node (bridge),
+    // pods start at 2. A one-node lab's node has no name.
+    let mut alloc4: BTreeMap<Option<&str>, (IpNet, Allocator)> = BTreeMap::new();
+    if settings.nodes.is_empty() {
+        let net = IpNet::V4(settings.pod_cidr);
+        alloc4.insert(None, (net, Allocator::new(net, 2)));
+    }
+    for node in &settings.nodes {
+        let net = IpNet::V4(node.pod_cidr);
+        alloc4.insert(Some(&node.name), (net, Allocator::new(net, 2)));
+    }
     let mut alloc6 = v6.map(|net| Allocator::new(net, 2));
     for ip in spec.pods.iter().flat_map(|p| &p.meta.ips) {
-        alloc4.take(*ip);
+        for (_, a) in alloc4.values_mut() {
+            a.take(*ip);
+        }
         if let Some(a) = &mut alloc6 {
             a.take(*ip);
         }
@@ -51,10 +61,18 @@ pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
     for pod in &spec.pods {
         let meta = &pod.meta;
         let key = format!("{}/{}", meta.namespace, meta.name);
+        let (v4, node_alloc) =
+            alloc4
+                .get_mut(&pod.node.as_deref())
+                .ok_or_else(|| LabError::Exhausted {
+                    range: format!("node {}", pod.node.as_deref().unwrap_or("-")),
+                    what: key.clone(),
+                })?;
+        let v4 = *v4;
         let mut ip4 = meta.ips.iter().copied().find(IpAddr::is_ipv4);
         let mut ip6 = meta.ips.iter().copied().find(IpAddr::is_ipv6);
         if ip4.is_none() {
-            ip4 = Some(alloc4.next_free().ok_or_else(|| exhausted(v4, &key))?);
+            ip4 = Some(node_alloc.next_free().ok_or_else(|| exhausted(v4, &key))?);
         }
         if let (None, Some(a), Some(net)) = (ip6, &mut alloc6, v6) {
             // Same host offset as the IPv4 address when free: easy to read.
@@ -76,8 +94,28 @@ pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
             netns: lab.pod_netns(&meta.namespace, &meta.name),
             host_veth: lab.host_veth(&meta.namespace, &meta.name),
             ports: pod.ports.iter().map(port).collect(),
+            node: pod.node.clone(),
         });
     }
+    let nodes = settings
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Ok(NodeState {
+                name: n.name.clone(),
+                pod_cidr: n.pod_cidr,
+                // The first node's bridge is the lab's, as in a one-node lab.
+                bridge: if i == 0 {
+                    lab.bridge()
+                } else {
+                    lab.node_bridge(&n.name)
+                },
+                address: node_address(IpNet::V4(n.pod_cidr))
+                    .ok_or_else(|| exhausted(IpNet::V4(n.pod_cidr), "the node address"))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let external_hosts = spec
         .external_hosts
         .iter()
@@ -100,6 +138,7 @@ pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
         pod_cidr_v6: settings.pod_cidr_v6,
         service_cidr: settings.service_cidr,
         service_cidr_v6: settings.service_cidr_v6,
+        nodes,
         run_dir: run_dir(lab),
         sources: spec.sources.clone(),
         namespaces: spec.namespaces.clone(),

@@ -132,10 +132,21 @@ fn invalid(origin: &Origin, field: impl Into<String>, reason: impl Into<String>)
     }
 }
 
+/// A node of a multi-node lab (`spec.nodes[]` of the `Lab` kind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// `name`: what pods' `spec.nodeName` and `weir agent --node-name` say.
+    pub name: String,
+    /// `podCIDR`: its pods' addresses; its first address is the node's
+    /// (its bridge's).
+    pub pod_cidr: Ipv4Net,
+}
+
 /// Network settings of a lab (from the `Lab` kind, else defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// IPv4 pod CIDR; its first address is the node (bridge).
+    /// IPv4 pod CIDR; its first address is the node (bridge). In a
+    /// multi-node lab, the first node's.
     pub pod_cidr: Ipv4Net,
     /// IPv6 pod CIDR, when dual-stack.
     pub pod_cidr_v6: Option<Ipv6Net>,
@@ -143,6 +154,9 @@ pub struct Settings {
     pub service_cidr: Ipv4Net,
     /// IPv6 ClusterIP range, when dual-stack.
     pub service_cidr_v6: Option<Ipv6Net>,
+    /// The nodes of a multi-node lab, in the order declared (the first is
+    /// where pods naming none run); empty for a one-node lab.
+    pub nodes: Vec<NodeSpec>,
 }
 
 /// A port a pod or external host answers on.
@@ -165,6 +179,9 @@ pub struct PodSpec {
     pub meta: PodMeta,
     /// Ports to answer on.
     pub ports: Vec<PortSpec>,
+    /// The node it runs on (`spec.nodeName`, a controller's template's, or
+    /// the first node); `None` in a one-node lab.
+    pub node: Option<String>,
 }
 
 /// A host outside the cluster.
@@ -300,6 +317,30 @@ struct LabKindSpec {
     service_cidr: Option<Ipv4Net>,
     #[serde(rename = "serviceCIDRv6")]
     service_cidr_v6: Option<Ipv6Net>,
+    nodes: Option<Vec<LabNode>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabNode {
+    name: String,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Ipv4Net,
+}
+
+/// A pod as declared, before its node is checked against the lab's.
+struct DeclaredPod {
+    spec: PodSpec,
+    /// `spec.nodeName` as written, and the field that holds it.
+    node: Option<(String, &'static str)>,
+}
+
+/// A DaemonSet, expanded once the lab's nodes are known: one pod per node.
+struct DeclaredDaemonSet {
+    origin: Origin,
+    namespace: String,
+    name: String,
+    template: PodTemplateSpec,
 }
 
 #[derive(Deserialize)]
@@ -335,7 +376,8 @@ struct LabPort {
 struct Builder {
     lab: Option<(Origin, LabKindSpec)>,
     namespaces: BTreeMap<String, (Origin, BTreeMap<String, String>)>,
-    pods: BTreeMap<(String, String), PodSpec>,
+    pods: BTreeMap<(String, String), DeclaredPod>,
+    daemon_sets: Vec<DeclaredDaemonSet>,
     external_hosts: BTreeMap<String, ExternalHostSpec>,
     services: BTreeMap<(String, String), ServiceSpec>,
 }
@@ -482,7 +524,12 @@ impl Builder {
                 format!("{ip:?} is not an IP address"),
             ));
         }
-        self.insert_pod(origin, &pod, ports)
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .map(|n| (n, "spec.nodeName"));
+        self.insert_pod(origin, &pod, ports, node)
     }
 
     fn insert_pod(
@@ -490,6 +537,7 @@ impl Builder {
         origin: &Origin,
         pod: &Pod,
         ports: Vec<PortSpec>,
+        node: Option<(String, &'static str)>,
     ) -> Result<(), SpecError> {
         let meta =
             identity::pod_meta(pod).ok_or_else(|| invalid(origin, "metadata.name", "missing"))?;
@@ -516,16 +564,20 @@ impl Builder {
                 "metadata.name",
                 format!(
                     "pod {}/{} is also defined at {}",
-                    key.0, key.1, first.origin
+                    key.0, key.1, first.spec.origin
                 ),
             ));
         }
         self.pods.insert(
             key,
-            PodSpec {
-                origin: origin.clone(),
-                meta,
-                ports,
+            DeclaredPod {
+                spec: PodSpec {
+                    origin: origin.clone(),
+                    meta,
+                    ports,
+                    node: None,
+                },
+                node,
             },
         );
         Ok(())
@@ -539,7 +591,7 @@ impl Builder {
         namespace: &str,
         template: &PodTemplateSpec,
         owner: OwnerReference,
-        names: Vec<String>,
+        names: Vec<(String, Option<String>)>,
         extra_labels: &[(&str, String)],
     ) -> Result<(), SpecError> {
         let containers = template
@@ -556,7 +608,7 @@ impl Builder {
         for (k, v) in extra_labels {
             labels.insert((*k).to_owned(), v.clone());
         }
-        for name in names {
+        for (name, node) in names {
             let mut pod_labels = labels.clone();
             if owner.kind == "StatefulSet" {
                 pod_labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
@@ -574,7 +626,8 @@ impl Builder {
                 },
                 ..Pod::default()
             };
-            self.insert_pod(origin, &pod, ports.clone())?;
+            let node = node.map(|n| (n, "spec.template.spec.nodeName"));
+            self.insert_pod(origin, &pod, ports.clone(), node)?;
         }
         Ok(())
     }
@@ -594,7 +647,11 @@ impl Builder {
         // ReplicaSet name).
         let hash = safe_encode(&template_bytes(&spec.template), 10);
         let replica_set = format!("{name}-{hash}");
-        let names = suffixed_names(&replica_set, replicas);
+        let node = template_node(&spec.template);
+        let names = suffixed_names(&replica_set, replicas)
+            .into_iter()
+            .map(|n| (n, node.clone()))
+            .collect();
         let owner = owner("ReplicaSet", &replica_set);
         self.controller_pods(
             origin,
@@ -620,7 +677,10 @@ impl Builder {
             "{name}-{}",
             safe_encode(&template_bytes(&spec.template), 10)
         );
-        let names = (0..replicas).map(|i| format!("{name}-{i}")).collect();
+        let node = template_node(&spec.template);
+        let names = (0..replicas)
+            .map(|i| (format!("{name}-{i}"), node.clone()))
+            .collect();
         let owner = owner("StatefulSet", &name);
         self.controller_pods(
             origin,
@@ -641,15 +701,38 @@ impl Builder {
             .unwrap_or_else(|| "default".into());
         let spec = d.spec.ok_or_else(|| invalid(origin, "spec", "missing"))?;
         check_selector(origin, spec.selector.match_labels.as_ref(), &spec.template)?;
-        let revision = safe_encode(&template_bytes(&spec.template), 10);
-        // The lab is one node: one pod.
-        let names = suffixed_names(&name, 1);
-        let owner = owner("DaemonSet", &name);
-        let extra = [
-            ("controller-revision-hash", revision),
-            ("pod-template-generation", "1".to_owned()),
-        ];
-        self.controller_pods(origin, &namespace, &spec.template, owner, names, &extra)
+        // Its pods (one per node) wait for the Lab object's nodes.
+        self.daemon_sets.push(DeclaredDaemonSet {
+            origin: origin.clone(),
+            namespace,
+            name,
+            template: spec.template,
+        });
+        Ok(())
+    }
+
+    /// One pod of each DaemonSet on each node (or on the node its
+    /// template names).
+    fn expand_daemon_sets(&mut self, nodes: &[NodeSpec]) -> Result<(), SpecError> {
+        for d in std::mem::take(&mut self.daemon_sets) {
+            let revision = safe_encode(&template_bytes(&d.template), 10);
+            let on: Vec<Option<String>> = match template_node(&d.template) {
+                Some(node) => vec![Some(node)],
+                None if nodes.is_empty() => vec![None],
+                None => nodes.iter().map(|n| Some(n.name.clone())).collect(),
+            };
+            let names = suffixed_names(&d.name, on.len())
+                .into_iter()
+                .zip(on)
+                .collect();
+            let owner = owner("DaemonSet", &d.name);
+            let extra = [
+                ("controller-revision-hash", revision),
+                ("pod-template-generation", "1".to_owned()),
+            ];
+            self.controller_pods(&d.origin, &d.namespace, &d.template, owner, names, &extra)?;
+        }
+        Ok(())
     }
 
     fn service(&mut self, origin: &Origin, s: Service) -> Result<(), SpecError> {
@@ -790,11 +873,9 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self, sources: &[PathBuf]) -> Result<LabSpec, SpecError> {
+    fn finish(mut self, sources: &[PathBuf]) -> Result<LabSpec, SpecError> {
         let settings = settings(self.lab.as_ref())?;
-        let pod_nets: Vec<IpNet> = std::iter::once(IpNet::V4(settings.pod_cidr))
-            .chain(settings.pod_cidr_v6.map(IpNet::V6))
-            .collect();
+        self.expand_daemon_sets(&settings.nodes)?;
         let service_nets: Vec<IpNet> = std::iter::once(IpNet::V4(settings.service_cidr))
             .chain(settings.service_cidr_v6.map(IpNet::V6))
             .collect();
@@ -810,14 +891,33 @@ impl Builder {
                 }
                 Ok(())
             };
-        for pod in self.pods.values() {
+        let mut pods = Vec::with_capacity(self.pods.len());
+        for declared in self.pods.into_values() {
+            let mut pod = declared.spec;
+            pod.node = pod_node(&settings, &pod.origin, declared.node)?;
+            let pod_nets: Vec<IpNet> = match &pod.node {
+                Some(node) => settings
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name == *node)
+                    .map(|n| IpNet::V4(n.pod_cidr))
+                    .collect(),
+                None => std::iter::once(IpNet::V4(settings.pod_cidr))
+                    .chain(settings.pod_cidr_v6.map(IpNet::V6))
+                    .collect(),
+            };
             for ip in &pod.meta.ips {
                 let Some(net) = pod_nets.iter().find(|n| n.contains(ip)) else {
+                    let of_node = pod
+                        .node
+                        .as_ref()
+                        .map(|n| format!(" of node {n}"))
+                        .unwrap_or_default();
                     return Err(invalid(
                         &pod.origin,
                         "status.podIP",
                         format!(
-                            "{ip} is outside the pod CIDRs ({})",
+                            "{ip} is outside the pod CIDRs{of_node} ({})",
                             pod_nets
                                 .iter()
                                 .map(ToString::to_string)
@@ -840,6 +940,7 @@ impl Builder {
                     "status.podIP",
                 )?;
             }
+            pods.push(pod);
         }
         for host in self.external_hosts.values() {
             for ip in &host.ips {
@@ -884,7 +985,7 @@ impl Builder {
                 }
             }
         }
-        if self.pods.is_empty() && self.external_hosts.is_empty() {
+        if pods.is_empty() && self.external_hosts.is_empty() {
             return Err(SpecError::Empty {
                 files: sources
                     .iter()
@@ -900,9 +1001,8 @@ impl Builder {
             .collect();
         // As the API server refuses an object in a namespace that does not
         // exist: a typo in `metadata.namespace` must not make a new one.
-        let referenced = self
-            .pods
-            .values()
+        let referenced = pods
+            .iter()
             .map(|p| (&p.origin, &p.meta.namespace))
             .chain(self.services.values().map(|s| (&s.origin, &s.namespace)));
         for (origin, ns) in referenced {
@@ -925,7 +1025,7 @@ impl Builder {
             sources: sources.to_vec(),
             settings,
             namespaces,
-            pods: self.pods.into_values().collect(),
+            pods,
             external_hosts: self.external_hosts.into_values().collect(),
             services: self.services.into_values().collect(),
         })
@@ -941,6 +1041,7 @@ fn settings(lab: Option<&(Origin, LabKindSpec)>) -> Result<Settings, SpecError> 
             pod_cidr_v6: None,
             service_cidr: default_v4(DEFAULT_SERVICE_CIDR),
             service_cidr_v6: None,
+            nodes: Vec::new(),
         });
     };
     let dual = spec
@@ -953,10 +1054,12 @@ fn settings(lab: Option<&(Origin, LabKindSpec)>) -> Result<Settings, SpecError> 
             "false, but IPv6 CIDRs are given",
         ));
     }
+    let nodes = nodes(origin, spec, dual)?;
+    let pod_cidr = spec
+        .pod_cidr
+        .map_or_else(|| default_v4(DEFAULT_POD_CIDR), |n| n.trunc());
     let s = Settings {
-        pod_cidr: spec
-            .pod_cidr
-            .map_or_else(|| default_v4(DEFAULT_POD_CIDR), |n| n.trunc()),
+        pod_cidr: nodes.first().map_or(pod_cidr, |n| n.pod_cidr),
         pod_cidr_v6: dual.then(|| {
             spec.pod_cidr_v6
                 .map_or_else(|| default_v6(DEFAULT_POD_CIDR_V6), |n| n.trunc())
@@ -968,8 +1071,9 @@ fn settings(lab: Option<&(Origin, LabKindSpec)>) -> Result<Settings, SpecError> 
             spec.service_cidr_v6
                 .map_or_else(|| default_v6(DEFAULT_SERVICE_CIDR_V6), |n| n.trunc())
         }),
+        nodes,
     };
-    if s.pod_cidr.prefix_len() > 28 {
+    if s.nodes.is_empty() && s.pod_cidr.prefix_len() > 28 {
         return Err(invalid(
             origin,
             "spec.podCIDR",
@@ -986,35 +1090,141 @@ fn settings(lab: Option<&(Origin, LabKindSpec)>) -> Result<Settings, SpecError> 
     if s.service_cidr.prefix_len() > 28 || s.service_cidr_v6.is_some_and(|n| n.prefix_len() > 120) {
         return Err(invalid(origin, "spec.serviceCIDR", "prefix too long"));
     }
-    let nets = [
-        ("spec.podCIDR", Some(IpNet::V4(s.pod_cidr))),
-        ("spec.podCIDRv6", s.pod_cidr_v6.map(IpNet::V6)),
-        ("spec.serviceCIDR", Some(IpNet::V4(s.service_cidr))),
-        ("spec.serviceCIDRv6", s.service_cidr_v6.map(IpNet::V6)),
-    ];
+    // A multi-node lab's ranges are its nodes'; `spec.podCIDR`, when
+    // given, only contains them (checked in `nodes`).
+    let mut nets: Vec<(String, IpNet)> = Vec::new();
+    if s.nodes.is_empty() {
+        nets.push(("spec.podCIDR".into(), IpNet::V4(s.pod_cidr)));
+    }
+    for (i, node) in s.nodes.iter().enumerate() {
+        nets.push((format!("spec.nodes[{i}].podCIDR"), IpNet::V4(node.pod_cidr)));
+    }
+    nets.extend(
+        s.pod_cidr_v6
+            .map(|n| ("spec.podCIDRv6".into(), IpNet::V6(n))),
+    );
+    nets.push(("spec.serviceCIDR".into(), IpNet::V4(s.service_cidr)));
+    nets.extend(
+        s.service_cidr_v6
+            .map(|n| ("spec.serviceCIDRv6".into(), IpNet::V6(n))),
+    );
     let docs = documentation_ranges();
     for (i, (field, net)) in nets.iter().enumerate() {
-        let Some(net) = net else { continue };
         if let Some(doc) = docs.iter().find(|d| overlaps(d, net)) {
             return Err(invalid(
                 origin,
-                *field,
+                field.as_str(),
                 format!(
                     "{net} overlaps the documentation range {doc}, which is for external hosts"
                 ),
             ));
         }
         for (other_field, other) in &nets[i + 1..] {
-            if let Some(other) = other.filter(|o| overlaps(o, net)) {
+            if overlaps(other, net) {
                 return Err(invalid(
                     origin,
-                    *field,
+                    field.as_str(),
                     format!("{net} overlaps {other_field} {other}"),
                 ));
             }
         }
     }
     Ok(s)
+}
+
+/// `spec.nodes`: distinct names, IPv4 pod CIDRs of at most /28 inside
+/// `spec.podCIDR` when that is given.
+fn nodes(origin: &Origin, spec: &LabKindSpec, dual: bool) -> Result<Vec<NodeSpec>, SpecError> {
+    let Some(declared) = &spec.nodes else {
+        return Ok(Vec::new());
+    };
+    if declared.is_empty() {
+        return Err(invalid(
+            origin,
+            "spec.nodes",
+            "empty (leave it out for a one-node lab)",
+        ));
+    }
+    if dual {
+        return Err(invalid(
+            origin,
+            "spec.nodes",
+            "a multi-node lab is IPv4 only (drop spec.dualStack and the IPv6 CIDRs)",
+        ));
+    }
+    let mut nodes: Vec<NodeSpec> = Vec::with_capacity(declared.len());
+    for (i, node) in declared.iter().enumerate() {
+        names::dns1123_subdomain(&node.name)
+            .map_err(|e| invalid(origin, format!("spec.nodes[{i}].name"), e))?;
+        if let Some(j) = nodes.iter().position(|n| n.name == node.name) {
+            return Err(invalid(
+                origin,
+                format!("spec.nodes[{i}].name"),
+                format!("node {} is also spec.nodes[{j}]", node.name),
+            ));
+        }
+        let field = format!("spec.nodes[{i}].podCIDR");
+        let cidr = node.pod_cidr.trunc();
+        if cidr.prefix_len() > 28 {
+            return Err(invalid(origin, field, "prefix too long (at most /28)"));
+        }
+        if let Some(all) = spec.pod_cidr.map(|n| n.trunc())
+            && !all.contains(&cidr)
+        {
+            return Err(invalid(
+                origin,
+                field,
+                format!("{cidr} is outside spec.podCIDR {all}"),
+            ));
+        }
+        nodes.push(NodeSpec {
+            name: node.name.clone(),
+            pod_cidr: cidr,
+        });
+    }
+    Ok(nodes)
+}
+
+/// The node a pod runs on: the one it names, else the first; `None` in a
+/// one-node lab, where naming a node is an error.
+fn pod_node(
+    settings: &Settings,
+    origin: &Origin,
+    named: Option<(String, &'static str)>,
+) -> Result<Option<String>, SpecError> {
+    match named {
+        None => Ok(settings.nodes.first().map(|n| n.name.clone())),
+        Some((node, field)) if settings.nodes.is_empty() => Err(invalid(
+            origin,
+            field,
+            format!(
+                "node {node:?} is not declared: this lab has one node (declare spec.nodes in the Lab object)"
+            ),
+        )),
+        Some((node, field)) => {
+            if settings.nodes.iter().any(|n| n.name == node) {
+                Ok(Some(node))
+            } else {
+                Err(invalid(
+                    origin,
+                    field,
+                    format!(
+                        "node {node:?} is not one of the lab's nodes ({})",
+                        settings
+                            .nodes
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn template_node(template: &PodTemplateSpec) -> Option<String> {
+    template.spec.as_ref().and_then(|s| s.node_name.clone())
 }
 
 /// Whether two networks share an address.
@@ -1341,6 +1551,115 @@ mod tests {
             .map(|i| format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\n"))
             .collect();
         assert!(error(&pods).contains("document 1025: metadata.name: pod default/p1024 is over"));
+    }
+
+    const NODES: &str = "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec:\n  nodes:\n  - {name: a, podCIDR: 10.151.0.0/16}\n  - {name: b, podCIDR: 10.152.0.0/16}\n---\n";
+
+    #[test]
+    fn multi_node_errors_name_file_document_and_field() {
+        let lab = |nodes: &str| {
+            format!(
+                "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {nodes}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n"
+            )
+        };
+        let cases: &[(String, &str)] = &[
+            (
+                format!(
+                    "{NODES}apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{nodeName: c}}\n"
+                ),
+                "lab.yaml: document 2: spec.nodeName: node \"c\" is not one of the lab's nodes (a, b)",
+            ),
+            (
+                format!(
+                    "{NODES}apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec: {{selector: {{}}, template: {{spec: {{nodeName: x, containers: []}}}}}}\n"
+                ),
+                "lab.yaml: document 2: spec.template.spec.nodeName: node \"x\" is not one of the lab's nodes",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: a}\n".into(),
+                "document 1: spec.nodeName: node \"a\" is not declared: this lab has one node",
+            ),
+            (
+                lab(
+                    "{nodes: [{name: a, podCIDR: 10.151.0.0/16}, {name: b, podCIDR: 10.151.3.0/24}]}",
+                ),
+                "lab.yaml: document 1: spec.nodes[0].podCIDR: 10.151.0.0/16 overlaps spec.nodes[1].podCIDR 10.151.3.0/24",
+            ),
+            (
+                lab(
+                    "{nodes: [{name: a, podCIDR: 10.151.0.0/16}, {name: a, podCIDR: 10.152.0.0/16}]}",
+                ),
+                "spec.nodes[1].name: node a is also spec.nodes[0]",
+            ),
+            (
+                lab(
+                    "{podCIDR: 10.151.0.0/16, nodes: [{name: a, podCIDR: 10.151.1.0/24}, {name: b, podCIDR: 10.152.1.0/24}]}",
+                ),
+                "spec.nodes[1].podCIDR: 10.152.1.0/24 is outside spec.podCIDR 10.151.0.0/16",
+            ),
+            (
+                lab(
+                    "{serviceCIDR: 10.152.0.0/16, nodes: [{name: a, podCIDR: 10.151.1.0/24}, {name: b, podCIDR: 10.152.1.0/24}]}",
+                ),
+                "spec.nodes[1].podCIDR: 10.152.1.0/24 overlaps spec.serviceCIDR 10.152.0.0/16",
+            ),
+            (lab("{nodes: []}"), "spec.nodes: empty"),
+            (
+                lab("{nodes: [{name: a, podCIDR: 10.151.0.0/16}], dualStack: true}"),
+                "spec.nodes: a multi-node lab is IPv4 only",
+            ),
+            (
+                lab("{nodes: [{name: A_, podCIDR: 10.151.0.0/16}]}"),
+                "spec.nodes[0].name: \"A_\" is not a valid DNS-1123 subdomain",
+            ),
+            (
+                lab("{nodes: [{name: a, podCIDR: 10.151.0.0/16, zone: x}]}"),
+                "spec.nodes[0].zone: unknown field",
+            ),
+            (
+                format!(
+                    "{NODES}apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{nodeName: b}}\nstatus: {{podIP: 10.151.0.9}}\n"
+                ),
+                "document 2: status.podIP: 10.151.0.9 is outside the pod CIDRs of node b (10.152.0.0/16)",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(text);
+            assert!(got.contains(want), "want {want:?}\n got {got:?}");
+        }
+    }
+
+    #[test]
+    fn pods_run_on_the_node_they_name_else_the_first() {
+        let text = format!(
+            "{NODES}apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: q}}\nspec: {{nodeName: b}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec: {{replicas: 2, selector: {{}}, template: {{spec: {{nodeName: b, containers: []}}}}}}\n---\n\
+             apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: ds}}\nspec: {{selector: {{matchLabels: {{app: ds}}}}, template: {{metadata: {{labels: {{app: ds}}}}}}}}\n"
+        );
+        let spec = parse(&text).unwrap();
+        let node_of = |name: &str| -> Vec<Option<&str>> {
+            spec.pods
+                .iter()
+                .filter(|p| p.meta.name.starts_with(name))
+                .map(|p| p.node.as_deref())
+                .collect()
+        };
+        assert_eq!(node_of("p"), [Some("a")]);
+        assert_eq!(node_of("q"), [Some("b")]);
+        assert_eq!(node_of("d-"), [Some("b"), Some("b")]);
+        let mut ds = node_of("ds-");
+        ds.sort_unstable();
+        assert_eq!(
+            ds,
+            [Some("a"), Some("b")],
+            "a DaemonSet has a pod on each node"
+        );
+        assert_eq!(spec.settings.pod_cidr.to_string(), "10.151.0.0/16");
+        assert_eq!(spec.settings.nodes.len(), 2);
+        // A one-node lab's pods have no node, and its DaemonSets one pod.
+        let single = parse("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds}\nspec: {selector: {}, template: {}}\n").unwrap();
+        assert_eq!(single.pods.len(), 1);
+        assert!(single.pods[0].node.is_none());
     }
 
     #[test]

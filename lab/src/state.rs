@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use weir_generator::model::{PodMeta, Protocol, WorkloadRef};
 
@@ -69,6 +69,57 @@ pub struct PodState {
     pub host_veth: String,
     /// Ports its responder answers on.
     pub ports: Vec<Port>,
+    /// The node it runs on, in a multi-node lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A node of a multi-node lab: a bridge of its own with the node's
+/// address, routed to the other nodes' bridges through the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    /// Its name (pods' `spec.nodeName`, the agent's `--node-name`).
+    pub name: String,
+    /// Its pods' range.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Ipv4Net,
+    /// Its bridge.
+    pub bridge: String,
+    /// The node's address: the first of its pod CIDR, on its bridge.
+    pub address: IpAddr,
+}
+
+/// One bridge of a lab with the ranges on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// The node, in a multi-node lab.
+    pub node: Option<&'a str>,
+    /// The bridge.
+    pub bridge: &'a str,
+    /// Its IPv4 pod range.
+    pub pod_cidr: Ipv4Net,
+    /// Its IPv6 pod range (one-node dual-stack labs).
+    pub pod_cidr_v6: Option<Ipv6Net>,
+}
+
+impl Segment<'_> {
+    /// The pod ranges, IPv4 first.
+    #[must_use]
+    pub fn nets(&self) -> Vec<IpNet> {
+        std::iter::once(IpNet::V4(self.pod_cidr))
+            .chain(self.pod_cidr_v6.map(IpNet::V6))
+            .collect()
+    }
+
+    /// The node's addresses (the first of each pod range).
+    #[must_use]
+    pub fn node_addresses(&self) -> Vec<IpAddr> {
+        self.nets()
+            .into_iter()
+            .filter_map(super::ipam::node_address)
+            .collect()
+    }
 }
 
 impl PodState {
@@ -204,9 +255,10 @@ pub struct LabState {
     pub lab: String,
     /// Whether `up` finished.
     pub phase: Phase,
-    /// Bridge name.
+    /// Bridge name (the first node's in a multi-node lab).
     pub bridge: String,
-    /// IPv4 pod CIDR (the bridge holds its first address).
+    /// IPv4 pod CIDR (the bridge holds its first address); the first
+    /// node's in a multi-node lab.
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Ipv4Net,
     /// IPv6 pod CIDR, when dual-stack.
@@ -222,6 +274,10 @@ pub struct LabState {
         skip_serializing_if = "Option::is_none"
     )]
     pub service_cidr_v6: Option<Ipv6Net>,
+    /// The nodes of a multi-node lab (the first holds `bridge` and
+    /// `podCIDR`); empty for a one-node lab.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeState>,
     /// Logs of responders.
     pub run_dir: PathBuf,
     /// The YAML files the lab was made from.
@@ -338,6 +394,43 @@ impl LabState {
         self.pods
             .iter()
             .find(|p| p.namespace == ns && p.name == name)
+    }
+
+    /// The lab's bridges with their ranges: one per node.
+    #[must_use]
+    pub fn segments(&self) -> Vec<Segment<'_>> {
+        if self.nodes.is_empty() {
+            return vec![Segment {
+                node: None,
+                bridge: &self.bridge,
+                pod_cidr: self.pod_cidr,
+                pod_cidr_v6: self.pod_cidr_v6,
+            }];
+        }
+        self.nodes
+            .iter()
+            .map(|n| Segment {
+                node: Some(&n.name),
+                bridge: &n.bridge,
+                pod_cidr: n.pod_cidr,
+                pod_cidr_v6: None,
+            })
+            .collect()
+    }
+
+    /// The segment of node `node` (`None`: the first, where external
+    /// hosts and, in a one-node lab, every pod are).
+    #[must_use]
+    pub fn segment(&self, node: Option<&str>) -> Option<Segment<'_>> {
+        self.segments()
+            .into_iter()
+            .find(|s| node.is_none() || s.node == node)
+    }
+
+    /// The names of a multi-node lab's nodes, in order.
+    #[must_use]
+    pub fn node_names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
 
     /// The external host `name`.

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::state::{ExternalHostState, LabState, Phase, PodState, ServiceState};
+use super::state::{ExternalHostState, LabState, NodeState, Phase, PodState, ServiceState};
 
 /// The JSON shape of `weir lab status -o json`.
 #[derive(Debug, Serialize)]
@@ -14,11 +14,14 @@ pub struct Status<'a> {
     pub lab: &'a str,
     /// Whether `up` finished.
     pub phase: Phase,
-    /// Bridge.
+    /// Bridge (the first node's).
     pub bridge: &'a str,
-    /// Pod CIDRs.
+    /// Pod CIDRs (of every node).
     #[serde(rename = "podCIDRs")]
     pub pod_cidrs: Vec<String>,
+    /// The nodes of a multi-node lab (each pod names its own).
+    #[serde(skip_serializing_if = "<[NodeState]>::is_empty")]
+    pub nodes: &'a [NodeState],
     /// Pods.
     pub pods: &'a [PodState],
     /// External hosts.
@@ -33,9 +36,13 @@ impl<'a> From<&'a LabState> for Status<'a> {
             lab: &s.lab,
             phase: s.phase,
             bridge: &s.bridge,
-            pod_cidrs: std::iter::once(s.pod_cidr.to_string())
-                .chain(s.pod_cidr_v6.map(|n| n.to_string()))
+            pod_cidrs: s
+                .segments()
+                .iter()
+                .flat_map(|segment| segment.nets())
+                .map(|n| n.to_string())
                 .collect(),
+            nodes: &s.nodes,
             pods: &s.pods,
             external_hosts: &s.external_hosts,
             services: &s.services,
@@ -88,20 +95,38 @@ pub fn render(s: &LabState) -> String {
         s.bridge,
         join(&Status::from(s).pod_cidrs)
     );
-    let mut rows = vec![
-        [
-            "NAMESPACE",
-            "NAME",
-            "WORKLOAD",
-            "IPS",
-            "PORTS",
-            "NETNS",
-            "VETH",
-            "LABELS",
-        ]
-        .map(String::from)
-        .to_vec(),
+    if !s.nodes.is_empty() {
+        let mut rows = vec![
+            ["NODE", "POD CIDR", "ADDRESS", "BRIDGE"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for n in &s.nodes {
+            rows.push(vec![
+                n.name.clone(),
+                n.pod_cidr.to_string(),
+                n.address.to_string(),
+                n.bridge.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
+    let multi = !s.nodes.is_empty();
+    let mut header = vec![
+        "NAMESPACE",
+        "NAME",
+        "WORKLOAD",
+        "IPS",
+        "PORTS",
+        "NETNS",
+        "VETH",
+        "LABELS",
     ];
+    if multi {
+        header.insert(2, "NODE");
+    }
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for p in &s.pods {
         let ports: Vec<String> = p
             .ports
@@ -109,7 +134,7 @@ pub fn render(s: &LabState) -> String {
             .map(|p| format!("{}/{}", p.port, p.protocol))
             .collect();
         let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        rows.push(vec![
+        let mut row = vec![
             p.namespace.clone(),
             p.name.clone(),
             format!("{}/{}", p.workload.kind, p.workload.name),
@@ -118,7 +143,11 @@ pub fn render(s: &LabState) -> String {
             p.netns.clone(),
             p.host_veth.clone(),
             join(&labels),
-        ]);
+        ];
+        if multi {
+            row.insert(2, p.node.clone().unwrap_or_default());
+        }
+        rows.push(row);
     }
     out.push('\n');
     out.push_str(&table(&rows));

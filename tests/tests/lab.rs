@@ -548,3 +548,328 @@ fn lab_rejects_bad_input_naming_file_and_document() {
         assert!(netns_left(lab).is_empty(), "{name} left netns behind");
     }
 }
+
+/// Two nodes, each with a bridge; a client on a (the first node, where
+/// pods naming none run), a Deployment on b with a Service, a DaemonSet
+/// (a pod on each node).
+fn two_node_yaml() -> &'static str {
+    r"
+apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: two-nodes}
+spec:
+  serviceCIDR: 10.155.0.0/16
+  nodes:
+  - {name: a, podCIDR: 10.153.0.0/16}
+  - {name: b, podCIDR: 10.154.0.0/16}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {containers: [{name: c, ports: [{containerPort: 9000}]}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {nodeName: b, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: shop}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: c, ports: [{containerPort: 7000}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"
+}
+
+fn read_sysctl(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+}
+
+/// A stand-in for the machine's uplink: a namespace of the test's own on a
+/// veth from the root namespace, which forwards on it (as an uplink would),
+/// with a responder on 7000. Nothing ever leaves the machine.
+struct Uplink {
+    netns: String,
+    veth: String,
+    responder: std::process::Child,
+}
+
+impl Uplink {
+    const ADDRESS: &str = "10.156.0.2";
+
+    fn start(tag: &str) -> Self {
+        let netns = format!("weir-test-uplink-{tag}");
+        let veth = format!("upl{tag}");
+        assert!(veth.len() <= 15, "{veth}");
+        run_ok("ip", &["netns", "add", &netns]);
+        run_ok(
+            "ip",
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        );
+        run_ok("ip", &["addr", "add", "10.156.0.1/30", "dev", &veth]);
+        run_ok("ip", &["link", "set", &veth, "up"]);
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{veth}/forwarding"), "1")
+            .expect("forwarding on the uplink");
+        for args in [
+            &["addr", "add", "10.156.0.2/30", "dev", "eth0"][..],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+            &["route", "add", "default", "via", "10.156.0.1"],
+        ] {
+            run_ok("ip", &[&["-n", netns.as_str()][..], args].concat());
+        }
+        let mut responder = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(weir_bin())
+            .args(["lab", "serve", "--tcp", "7000"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("uplink responder");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(responder.stdout.take().expect("stdout")),
+            &mut ready,
+        )
+        .expect("responder ready line");
+        assert_eq!(ready.trim(), "ready");
+        Self {
+            netns,
+            veth,
+            responder,
+        }
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        let _ = self.responder.kill();
+        let _ = self.responder.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// The packets the lab's forward rules dropped, by rule comment.
+fn forward_drops(lab: &str) -> u64 {
+    let table = format!("weir_lab_{}", lab.replace('-', "_"));
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("never route"))
+        .filter_map(|l| {
+            let rest = l.split("counter packets ").nth(1)?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn a_multi_node_lab_routes_node_to_node_and_never_to_the_uplink() {
+    require_root();
+    let g = LabGuard::new("m");
+    let lab = g.lab.as_str();
+    let yaml = g.file("two-nodes.yaml", two_node_yaml());
+    let ip_forward = read_sysctl("/proc/sys/net/ipv4/ip_forward");
+    weir_ok(lab, &["up", yaml.to_str().unwrap()]);
+
+    let status: Value = serde_json::from_str(&weir_ok(lab, &["status", "-o", "json"])).unwrap();
+    let nodes = status["nodes"].as_array().expect("status lists nodes");
+    let node = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}: {status:#}"))
+    };
+    assert_eq!(node("a")["podCIDR"], "10.153.0.0/16");
+    assert_eq!(node("a")["address"], "10.153.0.1");
+    assert_eq!(node("b")["address"], "10.154.0.1");
+    assert_eq!(
+        status["podCIDRs"],
+        serde_json::json!(["10.153.0.0/16", "10.154.0.0/16"])
+    );
+    let pods = status["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 5, "{status:#}");
+    let mut on = std::collections::BTreeMap::<&str, Vec<String>>::new();
+    for pod in pods {
+        let name = format!(
+            "{}/{}",
+            pod["namespace"].as_str().unwrap(),
+            pod["name"].as_str().unwrap()
+        );
+        let node_name = pod["node"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no node"));
+        let prefix = if node_name == "a" {
+            "10.153."
+        } else {
+            "10.154."
+        };
+        let ip = pod["ips"][0].as_str().unwrap();
+        assert!(
+            ip.starts_with(prefix),
+            "{name} {ip} outside node {node_name}'s range"
+        );
+        // Each pod's veth is on its node's bridge.
+        let veth = pod["hostVeth"].as_str().unwrap();
+        let master = std::fs::read_link(format!("/sys/class/net/{veth}/master")).unwrap();
+        assert_eq!(
+            master.file_name().unwrap().to_str().unwrap(),
+            node(node_name)["bridge"].as_str().unwrap(),
+            "{name}"
+        );
+        on.entry(node_name).or_default().push(name);
+    }
+    assert_eq!(on["a"].len(), 2, "client and a DaemonSet pod on a: {on:?}");
+    assert_eq!(on["b"].len(), 3, "web x2 and a DaemonSet pod on b: {on:?}");
+    let (agent_a, agent_b) = {
+        let ds = |n: &str| {
+            on[n]
+                .iter()
+                .find(|p| p.starts_with("shop/agent-"))
+                .unwrap()
+                .clone()
+        };
+        (ds("a"), ds("b"))
+    };
+    let web = on["b"]
+        .iter()
+        .find(|p| p.starts_with("shop/web-"))
+        .unwrap()
+        .clone();
+
+    // Node to node, both ways, and to a Service whose backends are on b.
+    assert!(probe_cli(lab, "shop/client", &web, "8080"));
+    assert!(probe_cli(lab, &web, "shop/client", "9000"));
+    assert!(probe_cli(lab, &agent_b, &agent_a, "7000"));
+    let cluster_ip = status["services"][0]["clusterIPs"][0].as_str().unwrap();
+    assert!(probe_cli(lab, "shop/client", cluster_ip, "80"));
+    // Forwarding is on for the lab's bridges only.
+    for n in ["a", "b"] {
+        let bridge = node(n)["bridge"].as_str().unwrap();
+        assert_eq!(
+            read_sysctl(&format!("/proc/sys/net/ipv4/conf/{bridge}/forwarding")),
+            "1"
+        );
+    }
+    assert_eq!(
+        read_sysctl("/proc/sys/net/ipv4/ip_forward"),
+        ip_forward,
+        "the host's own setting is left alone"
+    );
+
+    // A pod that routes everything through its node still reaches nothing
+    // but lab bridges: not the uplink, nor the uplink it.
+    let uplink = Uplink::start(&format!("{}", std::process::id() % 100_000));
+    let uplink_addr = std::net::SocketAddr::new(Uplink::ADDRESS.parse().unwrap(), 7000);
+    assert!(
+        probe::probe_addr(
+            &uplink.netns,
+            uplink_addr,
+            Protocol::Tcp,
+            Duration::from_secs(1)
+        )
+        .unwrap(),
+        "the uplink's responder answers"
+    );
+    weir_ok(
+        lab,
+        &[
+            "exec",
+            &web,
+            "--",
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.154.0.1",
+        ],
+    );
+    let before = forward_drops(lab);
+    assert!(
+        !probe_cli(lab, &web, Uplink::ADDRESS, "7000"),
+        "a pod reached the uplink"
+    );
+    assert!(
+        forward_drops(lab) > before,
+        "the lab's forward rule dropped it"
+    );
+    let web_ip = pods
+        .iter()
+        .find(|p| format!("shop/{}", p["name"].as_str().unwrap()) == web)
+        .and_then(|p| p["ips"][0].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = forward_drops(lab);
+    assert!(
+        !probe::probe_addr(
+            &uplink.netns,
+            std::net::SocketAddr::new(web_ip, 8080),
+            Protocol::Tcp,
+            Duration::from_secs(1)
+        )
+        .unwrap(),
+        "the uplink reached a pod"
+    );
+    assert!(
+        forward_drops(lab) > before,
+        "the lab's forward rule dropped it"
+    );
+    drop(uplink);
+
+    // down removes every node's bridge, also without the state file.
+    let bridges: Vec<String> = nodes
+        .iter()
+        .map(|n| n["bridge"].as_str().unwrap().to_owned())
+        .collect();
+    let state = raw_state(lab);
+    std::fs::remove_file(format!("/run/weir/lab-{lab}.json")).unwrap();
+    assert!(weir_ok(lab, &["down"]).contains("removed"));
+    assert_gone(lab, &state);
+    for bridge in bridges {
+        assert!(
+            !Path::new("/sys/class/net").join(&bridge).exists(),
+            "bridge {bridge} left"
+        );
+    }
+}

@@ -55,7 +55,8 @@ pub struct AgentArgs {
     /// can (units: KiB, MiB, GiB; KB, MB, GB).
     #[arg(long, default_value = "64MiB", env = "WEIR_MAX_BODY_SIZE")]
     pub max_body_size: bytesize::ByteSize,
-    /// Name of this node (defaults to the host name).
+    /// Name of this node (defaults to the host name). With a multi-node
+    /// lab (`--source lab`), the lab node this agent is.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// How often the flow table is swept for counters, lost announcements
@@ -207,7 +208,10 @@ impl SourceSpec {
 
         use crate::resolve::{inventory::InventorySource, kube::KubeSource, lab::LabSource};
         Ok(match self {
-            Self::Lab(name) => Box::new(LabSource::new(name)),
+            Self::Lab(name) => {
+                crate::resolve::lab::check_node(name, node_name).map_err(anyhow::Error::msg)?;
+                Box::new(LabSource::new(name).with_node(node_name))
+            }
             Self::Inventory(path) => {
                 Box::new(InventorySource::new(path.clone()).with_node(node_name))
             }

@@ -27,7 +27,7 @@ use weir_ebpf::{
 use weir_generator::datapath::PodKey;
 
 use super::{
-    Config, SharedResolver, SourceSpec,
+    Config, SharedResolver,
     preexisting::{self, SocketHints},
 };
 use crate::{
@@ -71,8 +71,6 @@ pub(super) struct DatapathTask {
     node: watch::Sender<Option<Arc<NodeView>>>,
     /// Node addresses from the command line.
     node_ips: Vec<IpAddr>,
-    /// The lab whose bridge addresses are the node's, for a lab source.
-    lab: Option<weir_lab::LabName>,
     /// Finds the host veths of local pods the source names none for.
     discoverer: Discoverer,
 }
@@ -139,10 +137,6 @@ impl DatapathTask {
             ),
             Err(error) => warn!(%error, "cannot read kernel counters"),
         }
-        let lab = match &config.source {
-            SourceSpec::Lab(name) => Some(name.clone()),
-            SourceSpec::Inventory(_) | SourceSpec::Kube => None,
-        };
         let tracker = FlowTracker::new(config.expiry);
         let task = Self {
             datapath,
@@ -164,7 +158,6 @@ impl DatapathTask {
             failed: BTreeMap::new(),
             node,
             node_ips: config.node_ips.clone(),
-            lab,
             discoverer: Discoverer::new(),
         };
         Ok((task, policy_maps))
@@ -390,19 +383,12 @@ impl DatapathTask {
         }
     }
 
-    /// The node's addresses: `--node-ip`s, and for a lab its bridge's
-    /// (the first address of each pod CIDR, where the lab's "kubelet"
-    /// would probe from). A lab that is not up has none.
+    /// The node's addresses: `--node-ip`s and the source's (for a lab,
+    /// its node's bridge addresses, where the lab's "kubelet" would probe
+    /// from; a lab that is not up has none).
     fn node_ips(&self, from_source: &[IpAddr]) -> Vec<IpAddr> {
         let mut ips = self.node_ips.clone();
         ips.extend(from_source);
-        if let Some(lab) = &self.lab
-            && let Ok(state) = weir_lab::LabState::load(lab.as_str())
-        {
-            let nets = std::iter::once(ipnet::IpNet::V4(state.pod_cidr))
-                .chain(state.pod_cidr_v6.map(ipnet::IpNet::V6));
-            ips.extend(nets.filter_map(weir_lab::ipam::node_address));
-        }
         ips.sort_unstable();
         ips.dedup();
         ips

@@ -2,6 +2,11 @@
 //! snapshot, so pods appear and disappear as the lab is brought up, replaced
 //! or taken down. External hosts are not pods: they are left out, and their
 //! addresses resolve as external peers, as they would in a cluster.
+//!
+//! In a multi-node lab the agent is one node (`--node-name`): it attaches
+//! to that node's pods only and knows every other pod's node, as the kube
+//! source knows `spec.nodeName`, so a connection to another node's pod is
+//! counted from its side (initiator or responder) with the peer's node.
 
 use std::path::PathBuf;
 
@@ -18,6 +23,7 @@ use super::{Inventory, LocalPod, Source, SourceError};
 pub struct LabSource {
     lab: String,
     path: PathBuf,
+    node: Option<String>,
 }
 
 impl LabSource {
@@ -27,7 +33,16 @@ impl LabSource {
         Self {
             lab: lab.to_string(),
             path: state_path(lab),
+            node: None,
         }
+    }
+
+    /// This agent is node `node` of a multi-node lab (ignored by a
+    /// one-node lab, whose pods are all this node's).
+    #[must_use]
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
     }
 
     /// A source reading a state file at another path (tests).
@@ -36,6 +51,7 @@ impl LabSource {
         Self {
             lab: path.display().to_string(),
             path,
+            node: None,
         }
     }
 }
@@ -45,18 +61,62 @@ impl LabSource {
 /// pods: only their names are kept, for the UI to show.
 #[must_use]
 pub fn inventory(state: &LabState) -> Inventory {
+    let mut inventory = inventory_of_node(state, None);
+    inventory.warnings.clear();
+    inventory
+}
+
+/// A multi-node lab whose nodes do not include the agent's.
+fn not_a_node(state: &LabState, node: Option<&str>) -> Option<String> {
+    let nodes = state.node_names();
+    (!nodes.is_empty() && node.is_none_or(|n| !nodes.contains(&n))).then(|| {
+        format!(
+            "lab {} has nodes {} and this agent is none of them ({}): start it with --node-name NODE; it attaches to no pod",
+            state.lab,
+            nodes.join(", "),
+            node.unwrap_or("no --node-name")
+        )
+    })
+}
+
+/// The inventory of node `node` of a lab: in a one-node lab, every pod
+/// is this node's (and `node` is ignored); in a multi-node lab, only
+/// `node`'s pods have a host veth to attach to, and every pod says its
+/// node. The nodes' addresses are named `node/NAME`, this node's are its
+/// own.
+#[must_use]
+pub fn inventory_of_node(state: &LabState, node: Option<&str>) -> Inventory {
+    let multi = !state.nodes.is_empty();
+    let this = |pod_node: Option<&String>| !multi || pod_node.map(String::as_str) == node;
+    let mut known_hosts: std::collections::BTreeMap<_, _> = state
+        .external_hosts
+        .iter()
+        .flat_map(|h| h.ips.iter().map(|ip| (*ip, h.name.clone())))
+        .collect();
+    known_hosts.extend(
+        state
+            .nodes
+            .iter()
+            .filter(|n| Some(n.name.as_str()) != node)
+            .map(|n| (n.address, format!("node/{}", n.name))),
+    );
+    let node_ips = state
+        .segment(if multi { node } else { None })
+        .filter(|s| s.node == node || !multi)
+        .map(|s| s.node_addresses())
+        .unwrap_or_default();
     Inventory {
         pods: state
             .pods
             .iter()
             .map(|p| LocalPod {
                 meta: p.meta(),
-                host_veth: Some(p.host_veth.clone()),
+                host_veth: this(p.node.as_ref()).then(|| p.host_veth.clone()),
                 ports: p.ports.iter().map(named_port).collect(),
-                local: true,
-                // Every lab pod is on this node, and attached: the
-                // aggregator knows that without a name.
-                node: None,
+                local: this(p.node.as_ref()),
+                // A one-node lab's pods are all on this node, and
+                // attached: the aggregator knows that without a name.
+                node: p.node.clone(),
             })
             .collect(),
         namespaces: state
@@ -71,12 +131,22 @@ pub fn inventory(state: &LabState) -> Inventory {
             })
             .collect(),
         services: state.services.iter().map(service).collect(),
-        known_hosts: state
-            .external_hosts
-            .iter()
-            .flat_map(|h| h.ips.iter().map(|ip| (*ip, h.name.clone())))
-            .collect(),
+        known_hosts,
+        node_ips,
+        warnings: not_a_node(state, node).into_iter().collect(),
         ..Inventory::default()
+    }
+}
+
+/// Refuse, before the agent starts, to be no node of a multi-node lab
+/// that is up (a lab that is not up yet is checked at every snapshot).
+///
+/// # Errors
+/// The lab's nodes do not include `node`.
+pub fn check_node(lab: &LabName, node: &str) -> Result<(), String> {
+    match LabState::load(lab.as_str()) {
+        Ok(state) => not_a_node(&state, Some(node)).map_or(Ok(()), Err),
+        Err(_) => Ok(()),
     }
 }
 
@@ -112,7 +182,7 @@ fn service(s: &ServiceState) -> ClusterService {
 impl Source for LabSource {
     fn snapshot(&mut self) -> Result<Inventory, SourceError> {
         match LabState::load_from(&self.path, &self.lab) {
-            Ok(state) => Ok(inventory(&state)),
+            Ok(state) => Ok(inventory_of_node(&state, self.node.as_deref())),
             // No lab (yet, or any more): no pods.
             Err(LabError::NotUp { .. }) => Ok(Inventory::default()),
             Err(LabError::StateFormat { source, .. }) => Err(SourceError::Parse {
@@ -164,6 +234,78 @@ kind: ExternalHost
 metadata: {name: pay}
 spec: {ips: [203.0.113.10]}
 ";
+
+    #[test]
+    fn a_node_of_a_multi_node_lab_attaches_its_own_pods_and_knows_the_others_nodes() {
+        let yaml = "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec:\n  nodes:\n  - {name: a, podCIDR: 10.151.0.0/16}\n  - {name: b, podCIDR: 10.152.0.0/16}\n---\n\
+            apiVersion: v1\nkind: Pod\nmetadata: {name: client}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: server}\nspec: {nodeName: b}\n";
+        let state = plan(
+            &"x".parse().unwrap(),
+            &parse_str(Path::new("t.yaml"), yaml).unwrap(),
+        )
+        .unwrap();
+        let pods = |inv: &Inventory| -> Vec<(String, bool, bool, Option<String>)> {
+            inv.pods
+                .iter()
+                .map(|p| {
+                    (
+                        p.meta.name.clone(),
+                        p.local,
+                        p.host_veth.is_some(),
+                        p.node.clone(),
+                    )
+                })
+                .collect()
+        };
+        let a = inventory_of_node(&state, Some("a"));
+        assert_eq!(
+            pods(&a),
+            [
+                ("client".into(), true, true, Some("a".into())),
+                ("server".into(), false, false, Some("b".into())),
+            ]
+        );
+        assert_eq!(
+            a.node_ips,
+            ["10.151.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(a.known_hosts[&"10.152.0.1".parse().unwrap()], "node/b");
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+        let b = inventory_of_node(&state, Some("b"));
+        assert_eq!(
+            pods(&b),
+            [
+                ("client".into(), false, false, Some("a".into())),
+                ("server".into(), true, true, Some("b".into())),
+            ]
+        );
+        // An agent that is none of the lab's nodes attaches to nothing and
+        // says why.
+        let none = inventory_of_node(&state, Some("c"));
+        assert!(none.pods.iter().all(|p| !p.local && p.host_veth.is_none()));
+        assert!(
+            none.warnings[0].contains("has nodes a, b") && none.warnings[0].contains("--node-name"),
+            "{:?}",
+            none.warnings
+        );
+        // A one-node lab ignores the node name: every pod is this node's.
+        let one = plan(
+            &"y".parse().unwrap(),
+            &parse_str(Path::new("t.yaml"), YAML).unwrap(),
+        )
+        .unwrap();
+        let inv = inventory_of_node(&one, Some("whatever"));
+        assert!(
+            inv.pods
+                .iter()
+                .all(|p| p.local && p.host_veth.is_some() && p.node.is_none())
+        );
+        assert_eq!(inv, inventory(&one));
+        assert_eq!(
+            inv.node_ips,
+            ["10.88.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
 
     #[test]
     fn snapshot_follows_the_state_file() {
