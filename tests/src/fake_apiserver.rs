@@ -19,6 +19,12 @@
 //! Besides a lab's objects it serves the agents' side of a cluster for the
 //! relay: the headless Service's EndpointSlice ([`agents_endpointslice`])
 //! and the agents' DaemonSet ([`daemonset`]).
+//!
+//! It takes the writes weir makes (`weir mode set --kube`, `weir export
+//! --apply --kube`, the relay's): PATCHes of Namespaces and
+//! NetworkPolicies, by server-side apply or JSON merge patch, stored and
+//! pushed to watches as `ADDED`/`MODIFIED` ([`FakeApiServer::writes`]
+//! lists them). A multi-node lab's pods are served on their own nodes.
 
 use std::{
     collections::BTreeMap,
@@ -32,7 +38,7 @@ use axum::{
     Router,
     body::Body,
     extract::{RawQuery, State},
-    http::{StatusCode, Uri, header},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -69,6 +75,22 @@ struct Store {
     watchers: BTreeMap<&'static str, Vec<mpsc::UnboundedSender<Value>>>,
     /// (resource, watch) of every request, for the test's assertions.
     requests: Vec<(String, bool)>,
+    /// Every PATCH, for the test's assertions.
+    writes: Vec<Write>,
+}
+
+/// A PATCH the server received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The request path.
+    pub path: String,
+    /// `Content-Type`: `application/apply-patch+yaml` (server-side apply)
+    /// or `application/merge-patch+json`.
+    pub content_type: String,
+    /// `fieldManager`, if given.
+    pub field_manager: Option<String>,
+    /// `dryRun=All`: checked, nothing stored.
+    pub dry_run: bool,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -79,6 +101,44 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
 
 fn resource(name: &str) -> Option<(&'static str, &'static str, &'static str)> {
     RESOURCES.iter().copied().find(|(r, _, _)| *r == name)
+}
+
+/// The resource an object of its kind is stored under.
+fn resource_of(object: &Value) -> Option<&'static str> {
+    Some(match object["kind"].as_str()? {
+        "Pod" => "pods",
+        "Namespace" => "namespaces",
+        "Service" => "services",
+        "Node" => "nodes",
+        "EndpointSlice" => "endpointslices",
+        "NetworkPolicy" => "networkpolicies",
+        "DaemonSet" => "daemonsets",
+        _ => return None,
+    })
+}
+
+/// Store `object` under a new resourceVersion (or remove it, for
+/// `DELETED`) and send the event to every open watch of `resource`;
+/// returns the object as stored.
+fn record(store: &mut Store, resource: &'static str, kind: &str, mut object: Value) -> Value {
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let objects = store.objects.entry(resource).or_default();
+    if kind == "DELETED" {
+        objects.remove(&key(&object));
+    } else {
+        objects.insert(key(&object), object.clone());
+    }
+    let event = json!({"type": kind, "object": object});
+    store.log.entry(resource).or_default().push(Logged {
+        rv,
+        event: event.clone(),
+    });
+    if let Some(watchers) = store.watchers.get_mut(resource) {
+        watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+    object
 }
 
 fn key(object: &Value) -> String {
@@ -153,9 +213,10 @@ impl FakeApiServer {
         }
     }
 
-    /// Start a server holding the lab's pods (all on `node_name`), their
-    /// namespaces (labels from `namespace_labels`, else none), its
-    /// Services, and the node, from `weir lab status -o json`.
+    /// Start a server holding the lab's pods (each on the node the status
+    /// gives it, else on `node_name`), their namespaces (labels from
+    /// `namespace_labels`, else none), its Services, and the nodes, from
+    /// `weir lab status -o json`.
     #[must_use]
     pub fn for_lab(
         status: &Value,
@@ -172,9 +233,23 @@ impl FakeApiServer {
         for (name, labels) in &namespaces {
             server.apply("ADDED", namespace(name, labels));
         }
-        server.apply("ADDED", node(node_name));
+        let mut nodes: Vec<&str> = status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        if !nodes.contains(&node_name) {
+            nodes.push(node_name);
+        }
+        for name in nodes {
+            server.apply("ADDED", node(name));
+        }
         for pod in pods {
-            server.apply("ADDED", lab_pod(pod, node_name));
+            server.apply(
+                "ADDED",
+                lab_pod(pod, pod["node"].as_str().unwrap_or(node_name)),
+            );
         }
         for svc in status["services"].as_array().into_iter().flatten() {
             server.apply("ADDED", service(svc));
@@ -191,35 +266,27 @@ impl FakeApiServer {
     /// Store `object` (created, replaced or, for `DELETED`, removed) under
     /// a new resourceVersion and send the event to every open watch of its
     /// kind.
-    pub fn apply(&self, kind: &str, mut object: Value) {
-        let resource = match object["kind"].as_str() {
-            Some("Pod") => "pods",
-            Some("Namespace") => "namespaces",
-            Some("Service") => "services",
-            Some("Node") => "nodes",
-            Some("EndpointSlice") => "endpointslices",
-            Some("NetworkPolicy") => "networkpolicies",
-            Some("DaemonSet") => "daemonsets",
-            other => panic!("the fake API server does not serve {other:?}"),
-        };
-        let mut store = lock(&self.shared);
-        store.rv += 1;
-        let rv = store.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let objects = store.objects.entry(resource).or_default();
-        if kind == "DELETED" {
-            objects.remove(&key(&object));
-        } else {
-            objects.insert(key(&object), object.clone());
-        }
-        let event = json!({"type": kind, "object": object});
-        store.log.entry(resource).or_default().push(Logged {
-            rv,
-            event: event.clone(),
-        });
-        if let Some(watchers) = store.watchers.get_mut(resource) {
-            watchers.retain(|w| w.send(event.clone()).is_ok());
-        }
+    pub fn apply(&self, kind: &str, object: Value) {
+        let resource = resource_of(&object)
+            .unwrap_or_else(|| panic!("the fake API server does not serve {:?}", object["kind"]));
+        record(&mut lock(&self.shared), resource, kind, object);
+    }
+
+    /// The writes (PATCH requests) received so far, in order.
+    #[must_use]
+    pub fn writes(&self) -> Vec<Write> {
+        lock(&self.shared).writes.clone()
+    }
+
+    /// The stored object `namespace/name` (`/name` for cluster-scoped ones)
+    /// of `resource` (`namespaces`, `networkpolicies`, ...).
+    #[must_use]
+    pub fn object(&self, resource: &str, key: &str) -> Option<Value> {
+        lock(&self.shared)
+            .objects
+            .get(resource)
+            .and_then(|objects| objects.get(key))
+            .cloned()
     }
 
     /// How many watch requests of `resource` were made so far.
@@ -255,8 +322,29 @@ impl Drop for FakeApiServer {
     }
 }
 
-async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery) -> Response {
+async fn serve(
+    State(shared): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
     let query = query.unwrap_or_default();
+    if method == Method::PATCH {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        return patch(&shared, uri.path(), &query, content_type, &body);
+    }
+    if method != Method::GET {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{method} is not served"),
+        );
+    }
     let param = |name: &str| {
         query
             .split('&')
@@ -350,6 +438,167 @@ async fn serve(State(shared): State<Shared>, uri: Uri, RawQuery(query): RawQuery
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// A PATCH of a Namespace (`/api/v1/namespaces/NAME`) or a NetworkPolicy
+/// (`.../namespaces/NS/networkpolicies/NAME`), as weir writes them: a
+/// server-side apply (`application/apply-patch+yaml`, `fieldManager`
+/// required) creates the object or merges its labels and annotations and
+/// replaces the fields it gives (one field manager: nothing to
+/// arbitrate); a JSON merge patch (`application/merge-patch+json`)
+/// changes an object that exists. `dryRun=All` answers without storing.
+/// A stored change is pushed to watches as `ADDED` or `MODIFIED`.
+fn patch(shared: &Shared, path: &str, query: &str, content_type: &str, body: &[u8]) -> Response {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| percent_decode(v))
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let n = segments.len();
+    let (resource, namespace, name) = match (n >= 4).then(|| &segments[n - 4..]) {
+        Some(["namespaces", ns, "networkpolicies", name]) => (
+            "networkpolicies",
+            Some((*ns).to_owned()),
+            (*name).to_owned(),
+        ),
+        _ if n >= 2 && segments[n - 2] == "namespaces" => {
+            ("namespaces", None, segments[n - 1].to_owned())
+        }
+        _ => {
+            return status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("PATCH {path} is not served (namespaces and networkpolicies only)"),
+            );
+        }
+    };
+    let field_manager = param("fieldManager");
+    let dry_run = param("dryRun").as_deref() == Some("All");
+    let mut store = lock(shared);
+    store.writes.push(Write {
+        path: path.to_owned(),
+        content_type: content_type.to_owned(),
+        field_manager: field_manager.clone(),
+        dry_run,
+    });
+    let store_key = format!("{}/{name}", namespace.as_deref().unwrap_or_default());
+    let existing = store
+        .objects
+        .get(resource)
+        .and_then(|objects| objects.get(&store_key))
+        .cloned();
+    let bad = |message: String| status(StatusCode::BAD_REQUEST, "BadRequest", &message);
+    let (object, event) = match content_type {
+        "application/apply-patch+yaml" => {
+            if field_manager.is_none() {
+                return bad("PATCH with apply requires a fieldManager".into());
+            }
+            let applied: Value = match serde_yaml::from_slice(body) {
+                Ok(value) => value,
+                Err(e) => return bad(format!("the applied configuration is not YAML: {e}")),
+            };
+            let kind = if resource == "namespaces" {
+                "Namespace"
+            } else {
+                "NetworkPolicy"
+            };
+            if applied["kind"] != kind || applied["metadata"]["name"] != name.as_str() {
+                return bad(format!(
+                    "the applied configuration is not the {kind} {name} of the path: {applied}"
+                ));
+            }
+            match existing {
+                None => {
+                    let mut object = applied;
+                    object["metadata"]["uid"] = json!(format!("{resource}-{store_key}"));
+                    if let Some(ns) = &namespace {
+                        object["metadata"]["namespace"] = json!(ns);
+                    }
+                    if resource == "namespaces" {
+                        object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+                    }
+                    (object, "ADDED")
+                }
+                Some(mut object) => {
+                    for (field, value) in applied.as_object().into_iter().flatten() {
+                        if field == "metadata" {
+                            for part in ["labels", "annotations"] {
+                                for (k, v) in value[part].as_object().into_iter().flatten() {
+                                    object["metadata"][part][k] = v.clone();
+                                }
+                            }
+                        } else {
+                            object[field] = value.clone();
+                        }
+                    }
+                    (object, "MODIFIED")
+                }
+            }
+        }
+        "application/merge-patch+json" => {
+            let Some(mut object) = existing else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{resource} \"{name}\" not found"),
+                );
+            };
+            let merge: Value = match serde_json::from_slice(body) {
+                Ok(value) => value,
+                Err(e) => return bad(format!("the merge patch is not JSON: {e}")),
+            };
+            merge_patch(&mut object, &merge);
+            (object, "MODIFIED")
+        }
+        other => {
+            return status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/merge-patch+json (got {other:?})"
+                ),
+            );
+        }
+    };
+    let object = if dry_run {
+        object
+    } else {
+        record(&mut store, resource, event, object)
+    };
+    let code = if event == "ADDED" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        object.to_string(),
+    )
+        .into_response()
+}
+
+/// RFC 7386: `null` removes, objects merge, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in fields {
+        if v.is_null() {
+            if let Some(t) = target.as_object_mut() {
+                t.remove(k);
+            }
+        } else {
+            merge_patch(&mut target[k], v);
+        }
+    }
 }
 
 /// A query value with `%XX` escapes and `+` decoded.
@@ -739,5 +988,126 @@ mod tests {
         let ds = daemonset("weir/weir-agent", 3);
         assert_eq!(ds["metadata"]["namespace"], "weir");
         assert_eq!(ds["status"]["desiredNumberScheduled"], 3);
+    }
+}
+
+#[cfg(test)]
+mod writes {
+    use std::io::BufRead as _;
+
+    use super::*;
+
+    fn patch(
+        api: &FakeApiServer,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .patch(format!("http://{}{path}?{query}", api.addr))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .expect("PATCH");
+        let code = response.status().as_u16();
+        (code, response.json().expect("a JSON answer"))
+    }
+
+    /// The first event a watch from `rv` streams.
+    fn first_event(api: &FakeApiServer, path: &str, rv: u64) -> Value {
+        let response = reqwest::blocking::Client::new()
+            .get(format!(
+                "http://{}{path}?watch=true&resourceVersion={rv}",
+                api.addr
+            ))
+            .send()
+            .expect("watch");
+        let mut line = String::new();
+        std::io::BufReader::new(response)
+            .read_line(&mut line)
+            .expect("an event");
+        serde_json::from_str(&line).expect("a JSON event")
+    }
+
+    #[test]
+    fn server_side_apply_and_merge_patches_store_and_push_events() {
+        let api = FakeApiServer::start();
+        api.apply("ADDED", namespace("back", &BTreeMap::new()));
+        let rv = lock(&api.shared).rv;
+        let apply = "application/apply-patch+yaml";
+        let labels = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "back", "labels": {"weir.dev/mode": "enforce"}}});
+        let (code, ns) = patch(
+            &api,
+            "/api/v1/namespaces/back",
+            "fieldManager=weir",
+            apply,
+            &labels,
+        );
+        assert_eq!(code, 200, "{ns}");
+        assert_eq!(ns["metadata"]["labels"]["weir.dev/mode"], "enforce");
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "back",
+            "kept"
+        );
+        let event = first_event(&api, "/api/v1/namespaces", rv);
+        assert_eq!(event["type"], "MODIFIED");
+        assert_eq!(
+            event["object"]["metadata"]["labels"]["weir.dev/mode"],
+            "enforce"
+        );
+
+        let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "db", "namespace": "back"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+        let path = "/apis/networking.k8s.io/v1/namespaces/back/networkpolicies/db";
+        let (code, _) = patch(&api, path, "dryRun=All&fieldManager=weir", apply, &policy);
+        assert_eq!(code, 201);
+        assert!(
+            api.object("networkpolicies", "back/db").is_none(),
+            "a dry run stores nothing"
+        );
+        let rv = lock(&api.shared).rv;
+        let (code, _) = patch(&api, path, "fieldManager=weir", apply, &policy);
+        assert_eq!(code, 201);
+        let event = first_event(&api, "/apis/networking.k8s.io/v1/networkpolicies", rv);
+        assert_eq!(
+            (
+                event["type"].as_str(),
+                event["object"]["metadata"]["namespace"].as_str()
+            ),
+            (Some("ADDED"), Some("back"))
+        );
+        let mut changed = policy.clone();
+        changed["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+        let (code, stored) = patch(&api, path, "fieldManager=weir", apply, &changed);
+        assert_eq!(code, 200);
+        assert_eq!(stored["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+
+        let (code, refused) = patch(&api, path, "", apply, &policy);
+        assert_eq!(code, 400, "apply needs a field manager: {refused}");
+        let merge = json!({"metadata": {"labels": {"weir.dev/mode": "observe", "team": "x"}}});
+        let (code, ns) = patch(
+            &api,
+            "/api/v1/namespaces/back",
+            "fieldManager=weir",
+            "application/merge-patch+json",
+            &merge,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(ns["metadata"]["labels"]["weir.dev/mode"], "observe");
+        assert_eq!(ns["metadata"]["labels"]["team"], "x");
+        let (code, _) = patch(
+            &api,
+            "/api/v1/namespaces/nowhere",
+            "",
+            "application/merge-patch+json",
+            &merge,
+        );
+        assert_eq!(code, 404);
+        let writes = api.writes();
+        assert_eq!(writes.len(), 7);
+        assert!(writes[1].dry_run && writes[1].field_manager.as_deref() == Some("weir"));
     }
 }
