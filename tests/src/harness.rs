@@ -233,6 +233,37 @@ impl Agent {
     /// environment, and wait until it attached to every pod of `lab`.
     #[must_use]
     pub fn start_with(lab: &Lab, source: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let pods = lab.status()["pods"].as_array().map_or(0, Vec::len);
+        Self::start_attaching(lab, pods, source, extra, env)
+    }
+
+    /// Start the agent of node `node` of a multi-node lab (`--node-name
+    /// NODE`), and wait until it attached to that node's pods.
+    #[must_use]
+    pub fn start_on_node(
+        lab: &Lab,
+        node: &str,
+        source: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let pods = lab.status()["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["node"] == node)
+            .count();
+        let extra = [&["--node-name", node][..], extra].concat();
+        Self::start_attaching(lab, pods, source, &extra, env)
+    }
+
+    fn start_attaching(
+        lab: &Lab,
+        pods: usize,
+        source: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let listen = free_local_addr();
         let log = std::env::temp_dir().join(format!(
             "{}.log",
@@ -292,7 +323,7 @@ impl Agent {
             _state: state,
             _pin: pin,
         };
-        agent.wait_ready(lab);
+        agent.wait_ready(pods);
         assert_eq!(
             agent.token(),
             api_token(),
@@ -301,9 +332,8 @@ impl Agent {
         agent
     }
 
-    fn wait_ready(&mut self, lab: &Lab) {
+    fn wait_ready(&mut self, pods: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let pods = lab.status()["pods"].as_array().map_or(0, Vec::len);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("agent exited early ({status}):\n{}", self.log_text());
