@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     cmd::{certs, learn, observe, policy},
-    daemon,
+    daemon, relay,
     telemetry::LogFormat,
 };
 
@@ -50,6 +50,9 @@ pub enum Command {
     /// Write a CA and the certificates of the agents' relay listeners and
     /// of the relay (mutual TLS), for labs and installs without cert-manager.
     Certs(certs::CertsArgs),
+    /// Merge every node's agent into one view: the agent's API and UI over
+    /// the whole cluster, every answer saying how much of it it covers.
+    Relay(relay::config::RelayArgs),
     /// A Kubernetes node in a box: pods as network namespaces on a bridge.
     #[command(subcommand)]
     Lab(weir_lab::LabCommand),
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Mode(cmd) => policy::run_mode(&cmd),
         Command::Certs(args) => certs::run(&args),
+        Command::Relay(args) => relay::run(args),
         Command::Lab(cmd) => weir_lab::run(cmd),
     }
 }

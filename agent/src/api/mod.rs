@@ -247,7 +247,6 @@ impl AppState {
     }
 }
 
-/// The router.
 /// A random id (an epoch without a store, an instance).
 fn random_id() -> u64 {
     let mut bytes = [0_u8; 8];
@@ -255,7 +254,14 @@ fn random_id() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// The router: [`routes`] [`with_layers`].
 pub fn app(state: AppState) -> Router {
+    with_layers(routes(), state)
+}
+
+/// Every route of the API, without its layers: a relay adds its own
+/// answers in front of them ([`with_layers`] then adds the agent's).
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -286,6 +292,12 @@ pub fn app(state: AppState) -> Router {
         .route("/{file}", get(asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `router` with the agent's layers: request limits, the token guard, the
+/// host check, the security headers and error logging.
+pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
+    router
         // Bodies arrive read and checked by `limits::limit`.
         .layer(DefaultBodyLimit::max(state.limits.max_body()))
         .layer(axum::middleware::from_fn_with_state(

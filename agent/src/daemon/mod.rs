@@ -326,7 +326,8 @@ fn ensure_bpffs(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             warn!(%error, "cannot listen for SIGINT");
