@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: attach the eBPF probes, aggregate flows, serve the API.
-    Agent(daemon::AgentArgs),
+    Agent(Box<daemon::AgentArgs>),
     /// Print observed flows from a running agent, like `hubble observe`.
     Observe(observe::ObserveArgs),
     /// Print the workload flow graph of a running agent.
@@ -64,7 +64,7 @@ pub enum Command {
 /// Whatever the subcommand fails with.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Agent(args) => daemon::run(args),
+        Command::Agent(args) => daemon::run(*args),
         Command::Observe(args) => observe::run(&args),
         Command::Graph(args) => observe::run_graph(&args),
         Command::Export(args) => learn::run_export(&args),

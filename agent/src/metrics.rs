@@ -103,6 +103,7 @@ pub struct Metrics {
     enforce_entries: Family<[(&'static str, &'static str); 1], Gauge>,
     kube_stale: Family<[(&'static str, &'static str); 1], Gauge>,
     kube_errors: Family<[(&'static str, &'static str); 1], Counter>,
+    relay_handshake_failures: Family<[(&'static str, &'static str); 1], Counter>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
 }
@@ -222,6 +223,14 @@ impl Metrics {
             kube_errors.clone(),
         );
 
+        let relay_handshake_failures =
+            Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "relay_tls_handshake_failures",
+            "TLS handshakes the relay listener refused or lost, by reason (certificate: none, or not signed by the CA; protocol; timeout; io)",
+            relay_handshake_failures.clone(),
+        );
+
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(Arc::clone(&kernel)));
 
@@ -244,6 +253,7 @@ impl Metrics {
             enforce_entries,
             kube_stale,
             kube_errors,
+            relay_handshake_failures,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
         }
@@ -354,6 +364,22 @@ impl Metrics {
         self.kube_errors
             .get_or_create(&[("resource", resource)])
             .inc();
+    }
+
+    /// Count a TLS handshake the relay listener did not complete, by
+    /// `reason`: `certificate`, `protocol`, `timeout` or `io`.
+    pub fn relay_handshake_failed(&self, reason: &'static str) {
+        self.relay_handshake_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// The relay listener's failed handshakes for `reason` so far.
+    #[must_use]
+    pub fn relay_handshake_failures(&self, reason: &'static str) -> u64 {
+        self.relay_handshake_failures
+            .get_or_create(&[("reason", reason)])
+            .get()
     }
 
     /// Set how stale the kube source's view of `resource` is.

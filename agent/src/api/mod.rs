@@ -29,6 +29,9 @@
 //! The JSON of each answer is a type of [`wire`], shared with the clients;
 //! query strings are checked with [`query`], so errors name the parameter.
 //!
+//! [`relay_app`] is the read-only subset a relay reads over mutual TLS
+//! (`--relay-listen`).
+//!
 //! Every request that changes state needs `Authorization: Bearer TOKEN`
 //! ([`auth`]); errors are JSON `{"error": "...", "status": CODE}`.
 
@@ -314,6 +317,35 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(auth::headers))
         // Outermost: it sees every answer, the other layers' refusals too.
+        .layer(axum::middleware::from_fn(error::log))
+        .with_state(state)
+}
+
+/// The relay listener's router (`--relay-listen`): read-only, what a relay
+/// reads of this node. mTLS stands in for the token and the `Host` check
+/// (only a client whose certificate the CA signed gets here); the request
+/// limits, the JSON errors and the error log are the same as [`app`]'s.
+///
+/// | path | what |
+/// |---|---|
+/// | `GET /healthz` | as on the API |
+/// | `GET /api/v1/contribution` | this node's graph by side |
+/// | `GET /api/flows` | recent flows; `follow=true` streams them |
+/// | `GET /api/events` | server-sent events: `graph` when its version changed |
+pub fn relay_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/contribution", get(contribution::contribution))
+        .route("/api/flows", get(flows::flows))
+        .route("/api/events", get(events::events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
+        .layer(axum::middleware::from_fn(auth::headers))
         .layer(axum::middleware::from_fn(error::log))
         .with_state(state)
 }

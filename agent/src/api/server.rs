@@ -17,6 +17,11 @@
 //!   limits with a JSON error first.
 //! - At shutdown, the listener closes, idle connections close, and the
 //!   answers in progress end before [`serve`] returns.
+//! - With TLS ([`serve_tls`], the relay listener), each connection's
+//!   handshake runs in its own task within `header_read_timeout`; a failed
+//!   one (no client certificate, one from another CA, not TLS at all) is
+//!   logged with the peer's address and counted
+//!   (`weir_relay_tls_handshake_failures_total`), and the listener goes on.
 
 use std::{future::Future, io, sync::Arc, time::Duration};
 
@@ -27,9 +32,15 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
 
 /// The largest request head the parser reads (a backstop above
 /// [`super::limits::MAX_URI_BYTES`] and [`super::limits::MAX_HEADER_BYTES`]).
@@ -81,6 +92,46 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    serve_with(listener, app, options, None, shutdown).await
+}
+
+/// TLS on a listener, and where its failed handshakes are counted.
+#[derive(Clone)]
+pub struct Tls {
+    /// The server configuration (for the relay listener, one that requires
+    /// a client certificate: [`crate::tls::server_config`]).
+    pub acceptor: TlsAcceptor,
+    /// Counts the failed handshakes.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+/// [`serve`] over TLS.
+///
+/// # Errors
+/// None today, as [`serve`]; failed handshakes are logged and counted.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    options: ServerOptions,
+    tls: Tls,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    serve_with(listener, app, options, Some(tls), shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    options: ServerOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -126,18 +177,92 @@ pub async fn serve(
             app.clone()
                 .map_request(|request: hyper::Request<Incoming>| request.map(Body::new)),
         );
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &tls else {
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(finish(connection, peer, slot));
+            continue;
+        };
+        // The handshake runs in the connection's task: a slow or silent
+        // client holds its slot only, never the accept loop.
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+        let timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                // Timeouts, resets and unparsable heads: the client's doing.
-                debug!(%peer, %error, "HTTP connection ended with an error");
-            }
-            drop(slot);
+            let Some(stream) = handshake(&tls, stream, peer, timeout).await else {
+                return;
+            };
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+            finish(connection, peer, slot).await;
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serve one connection to its end, then give its slot back.
+async fn finish<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    peer: std::net::SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
+    if let Err(error) = connection.await {
+        // Timeouts, resets and unparsable heads: the client's doing.
+        debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+    drop(slot);
+}
+
+/// The TLS handshake of one connection within `timeout`; `None`, logged
+/// and counted, when it fails.
+async fn handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let error = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => error,
+        Err(_) => io::Error::new(io::ErrorKind::TimedOut, "no complete handshake in time"),
+    };
+    let reason = handshake_failure(&error);
+    tls.metrics.relay_handshake_failed(reason);
+    if reason == "certificate" {
+        // A client that is not the relay, or a relay with other
+        // certificates: worth an operator's look.
+        warn!(%peer, %error, "TLS handshake refused: the client's certificate is missing or not signed by the CA");
+    } else {
+        debug!(%peer, %error, reason, "TLS handshake failed");
+    }
+    None
+}
+
+/// Why a handshake failed: `certificate` (the client presented none, or
+/// one the CA did not sign, or refused ours), `protocol` (not TLS, or no
+/// common parameters), `timeout` or `io` (the peer went away).
+fn handshake_failure(error: &io::Error) -> &'static str {
+    use rustls::{AlertDescription as Alert, Error as Tls};
+    if error.kind() == io::ErrorKind::TimedOut {
+        return "timeout";
+    }
+    match error.get_ref().and_then(|e| e.downcast_ref::<Tls>()) {
+        Some(
+            Tls::NoCertificatesPresented
+            | Tls::InvalidCertificate(_)
+            | Tls::AlertReceived(
+                Alert::BadCertificate
+                | Alert::UnknownCA
+                | Alert::CertificateUnknown
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateExpired
+                | Alert::CertificateRevoked
+                | Alert::CertificateRequired,
+            ),
+        ) => "certificate",
+        Some(_) => "protocol",
+        None => "io",
+    }
 }
 
 /// Per-connection errors (the peer went away before it was accepted) are

@@ -130,6 +130,18 @@ pub struct AgentArgs {
     /// written to `<state-dir>/api-token` (mode 0600) for local CLIs.
     #[arg(long, value_name = "FILE", env = "WEIR_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Also serve, for `weir relay`, this node's contribution, flows,
+    /// events and health (read-only) on this address over mutual TLS:
+    /// only clients whose certificate chains to --relay-tls-dir's CA.
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR", env = "WEIR_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
+    /// The relay listener's certificate for `<node>.agents.weir.internal`
+    /// and the CA its clients must chain to: `tls.crt`, `tls.key`,
+    /// `ca.crt` (a `kubernetes.io/tls` Secret with the CA, as cert-manager
+    /// and the chart write it). Required with --relay-listen.
+    #[arg(long, value_name = "DIR", env = "WEIR_RELAY_TLS_DIR")]
+    pub relay_tls_dir: Option<PathBuf>,
     /// Lower an enforcement map's limit below its capacity: MAP=ENTRIES
     /// (ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS); for tests.
     #[arg(long = "enforce-limit", value_name = "MAP=N", hide = true, value_parser = parse_limit)]
@@ -282,6 +294,17 @@ pub struct Config {
     pub enforce_limits: BTreeMap<String, usize>,
     /// `--token-file`.
     pub token_file: Option<PathBuf>,
+    /// The relay listener, when one is asked for.
+    pub relay: Option<RelayListener>,
+}
+
+/// `--relay-listen` and `--relay-tls-dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayListener {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// `tls.crt`, `tls.key`, `ca.crt`.
+    pub tls_dir: PathBuf,
 }
 
 impl TryFrom<AgentArgs> for Config {
@@ -326,6 +349,22 @@ impl TryFrom<AgentArgs> for Config {
                     args.max_body_size
                 )
             })?;
+        let relay = match (args.relay_listen, args.relay_tls_dir) {
+            (Some(listen), Some(tls_dir)) => {
+                ensure!(
+                    listen != args.listen,
+                    "--relay-listen {listen} is the API's --listen address: the relay listener needs its own"
+                );
+                Some(RelayListener { listen, tls_dir })
+            }
+            (Some(_), None) => anyhow::bail!(
+                "--relay-listen needs --relay-tls-dir (WEIR_RELAY_TLS_DIR): a directory with tls.crt, tls.key and ca.crt (weir certs writes one)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--relay-tls-dir is given without --relay-listen (WEIR_RELAY_LISTEN): say where the relay listener listens"
+            ),
+            (None, None) => None,
+        };
         let node_name = match args.node_name {
             Some(name) => name,
             None => nix::unistd::gethostname()
@@ -369,6 +408,7 @@ impl TryFrom<AgentArgs> for Config {
             node_ips: args.node_ips,
             enforce_limits: args.enforce_limits.into_iter().collect(),
             token_file: args.token_file,
+            relay,
         })
     }
 }
@@ -396,5 +436,59 @@ mod tests {
         for bad in ["", "kube:", "lab:", "inventory:", "file:x"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
+    }
+
+    /// `weir agent ARGS` into a configuration.
+    fn config(args: &[&str]) -> anyhow::Result<Config> {
+        #[derive(clap::Parser)]
+        struct Agent {
+            #[command(flatten)]
+            args: AgentArgs,
+        }
+        let parsed = <Agent as clap::Parser>::try_parse_from(
+            ["agent", "--node-name", "a"].iter().chain(args),
+        )?;
+        Config::try_from(parsed.args)
+    }
+
+    #[test]
+    fn the_relay_listener_needs_its_certificates_and_its_own_address() {
+        assert_eq!(config(&[]).unwrap().relay, None);
+        assert_eq!(
+            config(&[
+                "--relay-listen",
+                "0.0.0.0:4244",
+                "--relay-tls-dir",
+                "/certs"
+            ])
+            .unwrap()
+            .relay,
+            Some(RelayListener {
+                listen: "0.0.0.0:4244".parse().unwrap(),
+                tls_dir: "/certs".into(),
+            })
+        );
+        let error = config(&["--relay-listen", "0.0.0.0:4244"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--relay-listen needs --relay-tls-dir"),
+            "{error}"
+        );
+        let error = config(&["--relay-tls-dir", "/certs"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--relay-tls-dir is given without --relay-listen"),
+            "{error}"
+        );
+        let error = config(&[
+            "--relay-listen",
+            "127.0.0.1:9090",
+            "--relay-tls-dir",
+            "/certs",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("its own"), "{error}");
     }
 }

@@ -5,7 +5,8 @@
 //!   pods as the source reports them, turns kernel reports into
 //!   observations and sends them over a bounded channel;
 //! - the fold task feeds observations to the aggregator;
-//! - the HTTP server serves the API;
+//! - the HTTP server serves the API, and with `--relay-listen` a second
+//!   one serves the relay its read-only subset over mutual TLS;
 //! - the save task writes the learned graph to the store in `--state-dir`
 //!   when it changed (restored at start, saved once more at shutdown);
 //! - the enforcer task owns the enforcement maps (handed over by the
@@ -70,6 +71,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         std::env::var("WEIR_TOKEN").ok().as_deref(),
     )
     .context("cannot set up the API token")?;
+    // The relay listener's certificates too: bad ones stop the agent
+    // before it attaches anything, naming the file.
+    let relay_tls = config
+        .relay
+        .as_ref()
+        .map(|relay| {
+            crate::tls::server_config(&relay.tls_dir)
+                .context("cannot set up the relay listener (--relay-tls-dir)")
+        })
+        .transpose()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.loss_clear_after));
     let aggregator = Arc::new(Aggregator::new(
@@ -178,6 +189,33 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "web UI"
         ),
     }
+    let relay_server = match (&config.relay, relay_tls) {
+        (Some(relay), Some(tls)) => {
+            let listener = tokio::net::TcpListener::bind(relay.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (--relay-listen)", relay.listen))?;
+            info!(
+                relay_listen = %relay.listen,
+                tls_dir = %relay.tls_dir.display(),
+                "relay listener ready (mutual TLS, read-only)"
+            );
+            let tls = api::server::Tls {
+                acceptor: tokio_rustls::TlsAcceptor::from(tls),
+                metrics: Arc::clone(&metrics),
+            };
+            let mut stop = shutdown_rx.clone();
+            Some(tokio::spawn(api::server::serve_tls(
+                listener,
+                api::relay_app(state.clone()),
+                config.server,
+                tls,
+                async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                },
+            )))
+        }
+        _ => None,
+    };
     let followers = Arc::clone(&aggregator);
     api::server::serve(listener, api::app(state), config.server, async move {
         shutdown_signal().await;
@@ -188,6 +226,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("HTTP server failed")?;
+    if let Some(relay_server) = relay_server {
+        match relay_server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "relay listener ended with an error"),
+            Err(error) => warn!(%error, "relay listener task panicked"),
+        }
+    }
 
     // The datapath task does a last sweep and detaches; the fold task ends
     // when its channel closes.

@@ -736,6 +736,7 @@ mod enforce {
 
 mod contribution;
 mod log;
+mod relay;
 mod security;
 mod server;
 mod ui;
