@@ -243,8 +243,13 @@ impl Hub {
     }
 
     /// Discovery lists `set` at `now`: nodes it no longer lists are marked
-    /// deleted (their contribution kept), nodes back are not.
+    /// deleted (their contribution kept), nodes back are not. A set not
+    /// [`listed`](AgentSet::listed) yet (discovery before its first list,
+    /// or failing to list) says nothing of any node.
     pub fn discovered(&self, set: &AgentSet, now: u64) {
+        if !set.listed {
+            return;
+        }
         let changed: Vec<(String, Held)> = {
             let mut held = self.lock();
             held.iter_mut()

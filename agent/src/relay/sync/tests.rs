@@ -372,3 +372,45 @@ async fn a_new_epoch_replaces_a_gone_agent_is_stale_and_a_restart_loses_nothing(
     assert_eq!(again.aggregator().graph(), before);
     assert_eq!(state_of(&again, "a"), NodeState::Stale);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_node_is_not_deleted_before_discovery_has_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = aggregator("a");
+    connect(&a, "a", 40_000);
+    let (checkpoint, _) = Checkpoint::open(dir.path()).unwrap();
+    let held = BTreeMap::from([(
+        "a".to_owned(),
+        crate::relay::hub::Held {
+            contribution: Some(Arc::new(contribution(&a, 1))),
+            ..Default::default()
+        },
+    )]);
+    // Kubernetes discovery before its first list.
+    let (tx, agents) = watch::channel(AgentSet::default());
+    let hub = Hub::new(
+        agents.clone(),
+        Some((checkpoint, held)),
+        aggregator("relay"),
+    );
+    let syncing = tokio::spawn(run(
+        Arc::clone(&hub),
+        Arc::new(Simulated::default()),
+        agents,
+        pace(Duration::from_millis(50)),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hub.held()["a"].deleted_since,
+        None,
+        "an empty set not yet listed deleted a node"
+    );
+    // Listed, without a: a is gone.
+    tx.send(AgentSet {
+        listed: true,
+        ..AgentSet::default()
+    })
+    .unwrap();
+    until("a deleted", || hub.held()["a"].deleted_since.is_some()).await;
+    syncing.abort();
+}
