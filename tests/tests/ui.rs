@@ -4,7 +4,8 @@
 //! driven and learned, then `node --test tests/e2e/` checks the graph, an
 //! edge's details, live updates, the download against `weir export`, the
 //! token, enforcing a namespace from the UI (lab probes), the error state,
-//! the CSP, and a 500-node / 5,000-edge graph.
+//! the CSP, a 500-node / 5,000-edge graph, and the coverage badge a relay's
+//! answers bring (served by a route intercept).
 //!
 //! Needs `make e2edeps` (Chromium from apt, playwright-core from npm into
 //! tests/e2e/node_modules); `make test` runs it first. Set

@@ -325,7 +325,7 @@ impl Follow {
     }
 }
 
-fn ndjson(value: &impl serde::Serialize) -> String {
+pub(crate) fn ndjson(value: &impl serde::Serialize) -> String {
     // Serializing these plain structs cannot fail; an empty object keeps
     // the stream well-formed if it ever did.
     let mut line = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());

@@ -3,6 +3,11 @@
 //! `weir observe` prints flows like `hubble observe`: one line per flow in
 //! Hubble's compact form, or the JSON records as NDJSON (`-o json`), which
 //! Hubble's tooling reads. `weir graph` prints the workload graph.
+//!
+//! Through `weir relay` the flows are every node's, merged in time order:
+//! each line names its node (as `hubble observe --print-node-name` does),
+//! and a connection between two nodes is shown once, from its initiator's
+//! side, unless `--both-sides` is given.
 
 use std::{
     io::{self, BufRead, BufReader, Write},
@@ -49,6 +54,13 @@ pub struct ObserveArgs {
     /// Only flows with this verdict (FORWARDED, AUDIT, DROPPED).
     #[arg(long)]
     pub verdict: Option<crate::flow::Verdict>,
+    /// Through a relay: show both nodes' reports of a connection between
+    /// two nodes (by default only its initiator's).
+    #[arg(long)]
+    pub both_sides: bool,
+    /// Name each flow's node (always through a relay).
+    #[arg(long)]
+    pub print_node_name: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -126,29 +138,50 @@ pub fn observe(args: &ObserveArgs, out: &mut impl Write) -> anyhow::Result<()> {
         if let Some(verdict) = args.verdict {
             q.append_pair("verdict", verdict.as_str());
         }
+        if args.both_sides {
+            q.append_pair("both_sides", "true");
+        }
         if args.follow {
             q.append_pair("follow", "true");
         }
     }
     let response = Client::with_timeout((!args.follow).then_some(TIMEOUT))?.get(&url)?;
+    // A relay says how much of the cluster it covers: its flows are many
+    // nodes', so each line names its node.
+    let style = Style {
+        output: args.output,
+        node: args.print_node_name || response.headers().contains_key(COVERAGE_HEADER),
+    };
     if args.follow {
         let reader = BufReader::new(response);
         for line in reader.lines() {
             let line = line.with_context(|| format!("reading the flow stream from {url}"))?;
-            print_line(&line, args.output, out)?;
+            print_line(&line, style, out)?;
             out.flush()?;
         }
         return Ok(());
     }
     let flows: Vec<serde_json::Value> = client::decode(response, &url, "a list of flows")?;
     for flow in flows {
-        print_line(&flow.to_string(), args.output, out)?;
+        print_line(&flow.to_string(), style, out)?;
     }
     Ok(())
 }
 
+/// The header a relay puts on every answer.
+const COVERAGE_HEADER: &str = "weir-coverage";
+
+/// How flows are printed.
+#[derive(Clone, Copy, Debug)]
+struct Style {
+    output: Output,
+    /// Name each flow's node.
+    node: bool,
+}
+
 /// Print one NDJSON line from the agent: a flow, or a note on lost flows.
-fn print_line(line: &str, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
+fn print_line(line: &str, style: Style, out: &mut impl Write) -> anyhow::Result<()> {
+    let output = style.output;
     let value: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("the agent sent a bad line: {line}"))?;
     if let Some(lost) = value.get("lost_events") {
@@ -166,10 +199,27 @@ fn print_line(line: &str, output: Output, out: &mut impl Write) -> anyhow::Resul
         Output::Table => {
             let flow: FlowJson = serde_json::from_value(value)
                 .with_context(|| format!("the agent sent a flow weir cannot read: {line}"))?;
-            writeln!(out, "{}", compact(&flow))?;
+            if style.node {
+                writeln!(out, "{}", compact_on_node(&flow))?;
+            } else {
+                writeln!(out, "{}", compact(&flow))?;
+            }
         }
     }
     Ok(())
+}
+
+/// Hubble's compact line with the flow's node, as `hubble observe
+/// --print-node-name` prints it:
+/// `Nov 14 22:13:20.000 [node-1]: shop/web-1:43210 -> shop/db-0:5432 ...`.
+#[must_use]
+pub fn compact_on_node(flow: &FlowJson) -> String {
+    let line = compact(flow);
+    let time = short_time(&flow.time);
+    match line.strip_prefix(&time) {
+        Some(rest) => format!("{time} [{}]{rest}", flow.node_name),
+        None => line,
+    }
 }
 
 /// Hubble's compact line:

@@ -96,6 +96,23 @@ fn observe_and_graph_print_what_the_agent_serves() {
     .unwrap();
     assert_eq!(followed.lines().count(), 1, "{followed}");
 
+    // Asked for, each line names its node (a relay's answers always do).
+    let table = output(&[
+        "weir",
+        "observe",
+        "--server",
+        &server,
+        "--print-node-name",
+        "--both-sides",
+        "--protocol",
+        "tcp",
+    ])
+    .unwrap();
+    assert_eq!(
+        table,
+        "Nov 14 22:13:20.000 [node-1]: shop/frontend-a:43210 -> shop/cart-a:7070 from-endpoint FORWARDED (TCP Flags: SYN, ACK)\n"
+    );
+
     let table = output(&["weir", "graph", "--server", &server]).unwrap();
     assert_eq!(
         table,

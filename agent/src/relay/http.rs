@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use super::{
     discovery::{AgentEndpoint, agent_server_name},
+    flows::FlowSource,
     hub::Fetched,
     sync::Fetch,
 };
@@ -61,6 +62,18 @@ impl HttpFetch {
     #[must_use]
     pub fn new(client: reqwest::Client, names: Arc<AgentNames>) -> Self {
         Self { client, names }
+    }
+
+    /// How the relay's `/api/flows` reaches `agent`: as the sync does.
+    ///
+    /// # Errors
+    /// The agent's URL does not parse or has no host.
+    pub fn flow_source(&self, agent: &AgentEndpoint) -> Result<FlowSource, String> {
+        Ok(FlowSource {
+            node: agent.node.clone(),
+            client: self.client.clone(),
+            base: self.base(agent)?,
+        })
     }
 
     /// The base URL to ask `agent` at.

@@ -20,11 +20,13 @@
 //! | [`checkpoint`] | `relay.redb`: each node's last contribution and sync state |
 //! | [`coverage`] | how much of the cluster the view covers (pure) |
 //! | [`serve`] | the agent's API over the merged view, with coverage; writes through the cluster |
+//! | [`flows`] | the relay's `GET /api/flows`: the agents' records through [`stream`] |
 
 pub mod checkpoint;
 pub mod config;
 pub mod coverage;
 pub mod discovery;
+pub mod flows;
 pub mod http;
 pub mod hub;
 pub mod merge;
@@ -32,6 +34,8 @@ pub mod serve;
 pub mod stream;
 pub mod sync;
 
+#[cfg(test)]
+mod flows_tests;
 #[cfg(test)]
 mod stream_tests;
 
@@ -134,6 +138,7 @@ async fn serve_relay(args: RelayArgs) -> anyhow::Result<()> {
         .context("cannot build the HTTPS client for the agents")?;
     let fetch = Arc::new(HttpFetch::new(client, names));
     let pace = Pace::new(args.sync_interval, args.concurrency, args.retention);
+    let flow_agents = flows::FlowAgents::new(Arc::clone(&fetch), agents.clone());
     let syncing = tokio::spawn(sync::run(Arc::clone(&hub), fetch, agents, pace));
     let merging = tokio::spawn(Arc::clone(&hub).run_merger(MERGE_PAUSE));
 
@@ -154,6 +159,7 @@ async fn serve_relay(args: RelayArgs) -> anyhow::Result<()> {
         state,
         hub,
         cluster,
+        flows: flow_agents,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

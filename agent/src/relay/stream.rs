@@ -222,13 +222,14 @@ impl Merger {
         }
     }
 
-    /// When the next record is due: call [`Merger::flush_due`] then.
+    /// When the next record is due: call [`Merger::flush_due`] then
+    /// (`None`: nothing waits, or never, for an unbounded delay).
     #[must_use]
     pub fn next_due(&self) -> Option<Instant> {
         self.arrivals
             .iter()
             .find(|(_, key)| self.buffer.contains_key(key))
-            .map(|(arrived, _)| *arrived + self.options.max_delay)
+            .and_then(|(arrived, _)| arrived.checked_add(self.options.max_delay))
     }
 
     /// Emit everything buffered, in order (the client went away, or every
@@ -270,7 +271,13 @@ impl Merger {
     /// outnumber the buffer: the age bound's queue stays proportional to
     /// the buffer, whatever the rate.
     fn compact(&mut self) {
-        if self.arrivals.len() > 2 * self.options.max_buffered + 64 {
+        if self.arrivals.len()
+            > self
+                .options
+                .max_buffered
+                .saturating_mul(2)
+                .saturating_add(64)
+        {
             let buffer = &self.buffer;
             self.arrivals.retain(|(_, key)| buffer.contains_key(key));
         }

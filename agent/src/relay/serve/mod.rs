@@ -3,6 +3,7 @@
 //!
 //! - every JSON object answer gets a top-level `coverage` and every answer
 //!   a `Weir-Coverage` header ([`coverage::header`]);
+//! - `GET /api/flows`: the agents' flow records merged ([`flows`]);
 //! - `GET /api/v1/coverage`; `GET /healthz` is `degraded` while an
 //!   expected agent is not synced;
 //! - `GET /api/modes` from the namespaces' `weir.dev/mode` labels;
@@ -26,7 +27,11 @@ use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use weir_generator::datapath::Mode;
 
-use super::{coverage, hub::Hub};
+use super::{
+    coverage,
+    flows::{self, FlowAgents},
+    hub::Hub,
+};
 use crate::{
     api::{
         self, AppState,
@@ -68,6 +73,8 @@ pub struct Relay {
     pub hub: Arc<Hub>,
     /// Where writes go.
     pub cluster: Cluster,
+    /// Whose flows `/api/flows` merges.
+    pub flows: FlowAgents,
 }
 
 /// The relay's router.
@@ -84,6 +91,11 @@ async fn intercept(State(relay): State<Relay>, request: Request, next: Next) -> 
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => healthz(&relay),
         (Method::GET, "/api/v1/coverage") => Json(relay.hub.coverage()).into_response(),
+        (Method::GET, "/api/flows") => {
+            flows::flows(relay.flows.sources(), Query::try_from_uri(request.uri()))
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
         (Method::GET, "/api/modes") => Json(modes(&relay)).into_response(),
         (Method::POST, "/api/policies/enforced") => apply(relay, request)
             .await

@@ -20,7 +20,7 @@ use crate::{
     api::{auth::Token, contribution::Tag},
     flow::Initiator,
     metrics::Metrics,
-    relay::{discovery::static_list, hub::Fetched},
+    relay::{discovery::static_list, http::HttpFetch, hub::Fetched},
     resolve::{Inventory, LocalPod, Resolver},
 };
 
@@ -129,6 +129,10 @@ fn relay(b_synced: bool) -> Relay {
         ("a".to_owned(), "https://10.0.0.1:4244".to_owned()),
         ("b".to_owned(), "https://10.0.0.2:4244".to_owned()),
     ]);
+    let flows = FlowAgents::new(
+        Arc::new(HttpFetch::new(reqwest::Client::new(), Arc::default())),
+        agents.clone(),
+    );
     let hub = Hub::new(agents, None, aggregator("relay"));
     for node in ["a", "b"] {
         let fetched = Fetched::Changed {
@@ -152,6 +156,7 @@ fn relay(b_synced: bool) -> Relay {
         state,
         hub,
         cluster: Cluster::Unavailable(Arc::from("no kubeconfig")),
+        flows,
     }
 }
 
@@ -222,6 +227,18 @@ async fn json_answers_carry_the_coverage_and_every_answer_the_header() {
     assert!(!body.contains("\"coverage\""), "{body}");
     let coverage: CoverageJson = serde_json::from_str(&body).unwrap();
     assert_eq!((coverage.synced, coverage.expected), (1, 2));
+}
+
+#[tokio::test]
+async fn flows_are_the_relays_own_merge_of_its_agents() {
+    // The merged view's aggregator has no records; the relay's handler
+    // answers (it refuses one agent's record numbers, the agent's accepts
+    // them), with the coverage header.
+    let (status, header, body) = call(app(relay(false)), get("/api/flows?after=3")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("after"), "{body}");
+    assert_eq!(header.as_deref(), Some("synced=1; expected=2; stale=b"));
+    assert!(body.contains("\"coverage\":{"), "{body}");
 }
 
 #[tokio::test]
