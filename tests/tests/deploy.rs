@@ -208,7 +208,6 @@ fn every_manifest_and_the_rendered_chart_pass_schema_validation() {
                 "relay.address=::",
                 "relay.agentListen.address=::",
                 "relay.service.type=LoadBalancer",
-                "relay.extraArgs={--retention=48h}",
             ][..],
         ),
         (
@@ -412,6 +411,38 @@ fn the_daemonsets_flags_are_the_agents() {
     ] {
         let ds: DaemonSet = the(&render(sets), "DaemonSet");
         let args = agent_container(&ds).args.unwrap_or_default();
+        let out = Command::new(weir_bin())
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run weir");
+        assert!(
+            out.status.success(),
+            "weir {args:?} is refused:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_relay_deployments_flags_are_the_relays() {
+    // As for the agents: clap checks every flag and value before `--help`.
+    for sets in [
+        &[RELAY][..],
+        &[
+            RELAY,
+            "relay.address=::",
+            "relay.agentListen.port=4300",
+            "relay.syncInterval=1h 30m",
+            "relay.retention=2d",
+            "relay.concurrency=32",
+            "relay.persistence.enabled=true",
+            "certManager.enabled=true",
+            "logFormat=text",
+        ][..],
+    ] {
+        let deploy: Deployment = named(&render(sets), "Deployment", "weir-relay");
+        let args = relay_container(&deploy).args.unwrap_or_default();
         let out = Command::new(weir_bin())
             .args(&args)
             .arg("--help")
