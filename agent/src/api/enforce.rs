@@ -132,6 +132,9 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct RawApplyQuery {
     replace: Option<String>,
+    /// For a relay (`--allow-partial`); an agent covers its node whole.
+    #[serde(rename = "allow_partial")]
+    _allow_partial: Option<String>,
 }
 
 /// `POST /api/policies/enforced`.

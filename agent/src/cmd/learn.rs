@@ -103,6 +103,11 @@ pub struct ExportArgs {
     /// and store nothing; `none` creates them.
     #[arg(long, value_enum, default_value_t, requires = "kube")]
     pub dry_run: DryRun,
+    /// With --apply through a relay: apply even while some nodes' agents
+    /// are missing or stale (the relay refuses otherwise, naming them: a
+    /// missing node means missing allow rules).
+    #[arg(long, requires = "apply", conflicts_with = "kube")]
+    pub allow_partial: bool,
 }
 
 /// `weir verify` arguments.
@@ -166,6 +171,7 @@ fn apply_export(args: &ExportArgs, policies: &PoliciesJson) -> anyhow::Result<Ex
         &args.token.resolve(),
         policies.yaml.clone(),
         &replace,
+        args.allow_partial,
     )?;
     let mut out = io::stdout().lock();
     writeln!(

@@ -141,6 +141,10 @@ pub struct SetModeArgs {
     /// current context) instead of asking an agent; every agent follows it.
     #[arg(long)]
     pub kube: bool,
+    /// Through a relay: set the mode even while some nodes' agents are
+    /// missing or stale (the relay refuses otherwise, naming them).
+    #[arg(long, conflicts_with = "kube")]
+    pub allow_partial: bool,
 }
 
 /// `weir mode list` arguments.
@@ -235,7 +239,7 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<Applied> {
     let body = policies_yaml(&loaded)?;
     // Named by their file here; the agent checks the set as a whole.
     policies::policy_set(loaded)?;
-    post_policies(&args.server.server, &args.token.resolve(), body, &[])
+    post_policies(&args.server.server, &args.token.resolve(), body, &[], false)
 }
 
 /// `POST /api/policies/enforced` with `body`, replacing every policy of
@@ -248,11 +252,15 @@ pub fn post_policies(
     token: &ApiToken,
     body: String,
     replace: &[String],
+    allow_partial: bool,
 ) -> anyhow::Result<Applied> {
     let mut url = endpoint(server, &["api", "policies", "enforced"])?;
     if !replace.is_empty() {
         url.query_pairs_mut()
             .append_pair("replace", &replace.join(","));
+    }
+    if allow_partial {
+        url.query_pairs_mut().append_pair("allow_partial", "true");
     }
     let client = Client::new()?;
     let response = client.change(client.post_yaml(&url, body), &url, token)?;
@@ -312,7 +320,10 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     match command {
         ModeCommand::Set(args) => {
-            let url = endpoint(&args.server.server, &["api", "modes", &args.namespace])?;
+            let mut url = endpoint(&args.server.server, &["api", "modes", &args.namespace])?;
+            if args.allow_partial {
+                url.query_pairs_mut().append_pair("allow_partial", "true");
+            }
             let client = Client::new()?;
             let request = client
                 .put(&url)
@@ -382,6 +393,7 @@ mod tests {
             namespace: "shop".to_owned(),
             mode: Mode::Audit,
             kube: false,
+            allow_partial: false,
         };
         format!("{:#}", run_mode(&ModeCommand::Set(args)).unwrap_err())
     }

@@ -350,3 +350,75 @@ fn coverage_is_added_to_objects_only() {
     assert_eq!(added("[1]"), None);
     assert_eq!(added(""), None);
 }
+
+/// Serve `relay` on 127.0.0.1 from a thread of its own (the CLI blocks).
+fn serve_relay(relay: Relay) -> reqwest::Url {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app(relay)).await.unwrap();
+            });
+    });
+    url.parse().unwrap()
+}
+
+#[test]
+fn the_cli_says_which_nodes_are_missing_and_allow_partial_proceeds() {
+    use crate::cmd::{
+        client::{ServerArgs, TokenArgs},
+        policy::{ModeCommand, SetModeArgs, run_mode},
+    };
+    let server = serve_relay(relay(false));
+    let set = |allow_partial: bool| {
+        let args = SetModeArgs {
+            server: ServerArgs {
+                server: server.clone(),
+            },
+            token: TokenArgs {
+                token: Some(TOKEN.to_owned()),
+                ..TokenArgs::default()
+            },
+            namespace: "shop".to_owned(),
+            mode: Mode::Enforce,
+            kube: false,
+            allow_partial,
+        };
+        format!("{:#}", run_mode(&ModeCommand::Set(args)).unwrap_err())
+    };
+    let refused = set(false);
+    assert!(refused.contains("missing: b (stale)"), "{refused}");
+    assert!(refused.contains("--allow-partial"), "{refused}");
+    // Past the coverage check: here no cluster to write to.
+    let partial = set(true);
+    assert!(partial.contains("no kubeconfig"), "{partial}");
+
+    let token = TokenArgs {
+        token: Some(TOKEN.to_owned()),
+        ..TokenArgs::default()
+    }
+    .resolve();
+    let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: x\n  namespace: shop\nspec:\n  podSelector: {}\n";
+    let apply = |allow_partial| {
+        let result = crate::cmd::policy::post_policies(
+            &server,
+            &token,
+            policy.to_owned(),
+            &["shop".to_owned()],
+            allow_partial,
+        );
+        format!("{:#}", result.unwrap_err())
+    };
+    assert!(
+        apply(false).contains("missing: b (stale)"),
+        "{}",
+        apply(false)
+    );
+    assert!(apply(true).contains("no kubeconfig"), "{}", apply(true));
+}
