@@ -1,5 +1,6 @@
 # weir: the front door. Two set-up commands work on a fresh Debian 12 machine:
 #   make demo   bring up the example shop lab, run the agent, drive traffic, print the flow graph
+#   make demo-cluster   the shop on a two-node lab, an agent per node, weir relay over both
 #   make test   unit tests, then the privileged end-to-end tests (needs root)
 # Each installs what it needs first (apt packages; cargo fetches crates).
 
@@ -15,11 +16,13 @@ TEST_PACKAGES := iperf3 bpftool python3-venv chromium
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps testdeps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down clean
+.PHONY: help deps testdeps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down demo-cluster demo-cluster-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
 	@echo "make demo-down stop the demo agent and remove the demo lab"
+	@echo "make demo-cluster       the shop on two lab nodes: an agent per node, weir relay over both"
+	@echo "make demo-cluster-down  stop the cluster demo's relay and agents, remove its lab"
 	@echo "make test      all tests (root: privileged end-to-end tests in network namespaces)"
 	@echo "make bench     benchmarks, numbers for docs/benchmarks.md"
 	@echo "make lint      rustfmt, clippy and rustdoc"
@@ -105,6 +108,13 @@ demo: release
 
 demo-down:
 	LAB=$(LAB) WEIR=$(WEIR_RELEASE) scripts/demo.sh down
+
+CLUSTER_LAB ?= cluster
+demo-cluster: release
+	LAB=$(CLUSTER_LAB) LISTEN=$(LISTEN) WEIR=$(WEIR_RELEASE) scripts/demo-cluster.sh
+
+demo-cluster-down:
+	LAB=$(CLUSTER_LAB) WEIR=$(WEIR_RELEASE) scripts/demo-cluster.sh down
 
 clean:
 	$(CARGO) clean

@@ -1520,6 +1520,10 @@ mod tests {
                 "tests/benches/lab.yaml",
                 include_str!("../../tests/benches/lab.yaml"),
             ),
+            (
+                "deploy/examples/shop-cluster.yaml",
+                include_str!("../../deploy/examples/shop-cluster.yaml"),
+            ),
         ] {
             if let Err(error) = parse_str(Path::new(name), text) {
                 panic!("{error}");
