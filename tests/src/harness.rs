@@ -479,7 +479,9 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
     }
 }
 
-fn free_local_addr() -> SocketAddr {
+/// A free local TCP address (bound, then released).
+#[must_use]
+pub fn free_local_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr")
 }

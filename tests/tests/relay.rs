@@ -6,12 +6,23 @@
 //! responder's on the other; merged, each edge is there once with as many
 //! connections as were made, exactly what one agent counts when the same
 //! pods and traffic sit on one node.
+//!
+//! Then `weir relay` over the two agents (mutual TLS, certificates from
+//! `weir certs`, static `--agent NODE=URL`, the fake API server for its
+//! writes): its graph counts each connection once, its export is the one
+//! node's byte for byte but for evidence times, and a namespace it flips
+//! to enforce (with the policies it applied) drops disallowed cross-node
+//! connections on both nodes. Agent b killed: coverage 1 of 2, b stale,
+//! b's edges kept, writes refused naming b unless partial ones are
+//! allowed; b back with a wiped store: the relay takes its new epoch; the
+//! relay restarted: nothing lost.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 
+use serde_json::Value;
 use weir_agent::{
     api::wire::{ContributionJson, EdgeEndJson, SeenFromJson},
     relay::merge::merge,
@@ -19,7 +30,9 @@ use weir_agent::{
 use weir_generator::model::EdgeKey;
 use weir_integration_tests::{
     fake_apiserver::FakeApiServer,
-    harness::{Agent, Lab, eventually},
+    harness::{
+        Agent, Lab, api_token, eventually, free_local_addr, unique_name, weir, weir_bin, weir_ok,
+    },
 };
 
 /// The pods, on their nodes; `{node_a}`/`{node_b}` become `spec: {nodeName: ...}`
@@ -158,6 +171,169 @@ fn connections(
         .collect()
 }
 
+/// A running `weir relay`, killed on drop.
+struct Relay {
+    child: std::process::Child,
+    listen: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Relay {
+    fn start(
+        state_dir: &std::path::Path,
+        tls_dir: &std::path::Path,
+        agents: &[(&str, std::net::SocketAddr)],
+        kubeconfig: &str,
+    ) -> Self {
+        let listen = free_local_addr();
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("relay-")));
+        let mut args = vec![
+            "relay".to_owned(),
+            "--listen".into(),
+            listen.to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--tls-dir".into(),
+            tls_dir.display().to_string(),
+            "--sync-interval".into(),
+            "300ms".into(),
+        ];
+        for (node, addr) in agents {
+            args.extend(["--agent".into(), format!("{node}=https://{addr}")]);
+        }
+        let child = std::process::Command::new(weir_bin())
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("WEIR_TOKEN", api_token())
+            .env("RUST_LOG", "info,weir_agent=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("relay log"))
+            .spawn()
+            .expect("weir relay");
+        let mut relay = Self { child, listen, log };
+        eventually(Duration::from_secs(20), || {
+            if let Ok(Some(status)) = relay.child.try_wait() {
+                panic!("relay exited ({status}):\n{}", relay.log_text());
+            }
+            relay.get("/healthz").map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("relay never answered:\n{}", relay.log_text()));
+        relay
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?
+            .json()
+            .ok()
+    }
+
+    fn coverage(&self) -> Value {
+        self.get("/api/v1/coverage")
+            .unwrap_or_else(|| panic!("no coverage:\n{}", self.log_text()))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// "source -> target port/PROTO" -> connections of a graph (`/api/graph`).
+fn graph_connections(graph: &Value) -> BTreeMap<String, u64> {
+    let mut edges = BTreeMap::new();
+    for e in graph["edges"].as_array().into_iter().flatten() {
+        for p in e["ports"].as_array().into_iter().flatten() {
+            edges.insert(
+                format!(
+                    "{} -> {} {}/{}",
+                    e["source"].as_str().unwrap_or_default(),
+                    e["target"].as_str().unwrap_or_default(),
+                    p["port"],
+                    p["protocol"].as_str().unwrap_or_default()
+                ),
+                e["connections"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    edges
+}
+
+/// `weir export` YAML with the evidence times (RFC 3339 instants) blanked.
+fn without_times(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|word| {
+                    let w = word.trim_end_matches([',', ')']);
+                    if w.len() >= 20
+                        && w.as_bytes()[4] == b'-'
+                        && w.contains('T')
+                        && w.ends_with('Z')
+                    {
+                        word.replace(w, "TIME")
+                    } else {
+                        word.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `weir observe` records of `agent` with `verdict`, as (source pod,
+/// destination pod, port).
+fn verdicts(agent: &Agent, verdict: &str) -> BTreeSet<(String, String, u64)> {
+    let url = agent.url();
+    weir_ok(&[
+        "observe",
+        "--server",
+        &url,
+        "--last",
+        "1000",
+        "-o",
+        "json",
+        "--verdict",
+        verdict,
+    ])
+    .lines()
+    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    .map(|f| {
+        let pod = |e: &Value| {
+            format!(
+                "{}/{}",
+                e["namespace"].as_str().unwrap_or_default(),
+                e["pod_name"].as_str().unwrap_or_default()
+            )
+        };
+        (
+            pod(&f["source"]),
+            pod(&f["destination"]),
+            f["l4"]["TCP"]["destination_port"].as_u64().unwrap_or(0),
+        )
+    })
+    .collect()
+}
+
 #[test]
 fn two_nodes_each_edge_once_as_one_node_counts_it() {
     let lab = Lab::up("relay", &lab_yaml("relay", true));
@@ -172,8 +348,26 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
     let api = FakeApiServer::for_lab(&status, "a", &BTreeMap::new());
     let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
     let env = [("KUBECONFIG", kubeconfig.as_str())];
-    let agent_a = Agent::start_on_node(&lab, "a", "kube", &[], &env);
-    let agent_b = Agent::start_on_node(&lab, "b", "kube", &[], &env);
+    let certs = tempfile::tempdir().expect("certs dir");
+    let certs_arg = certs.path().display().to_string();
+    let _ = weir_ok(&["certs", "--out", &certs_arg, "--node", "a", "--node", "b"]);
+    let relay_listen = BTreeMap::from([("a", free_local_addr()), ("b", free_local_addr())]);
+    let agent_args = |node: &str| -> Vec<String> {
+        vec![
+            "--relay-listen".into(),
+            relay_listen[node].to_string(),
+            "--relay-tls-dir".into(),
+            certs.path().join("agents").join(node).display().to_string(),
+        ]
+    };
+    let start_agent = |node: &str, extra: &[&str]| {
+        let args = agent_args(node);
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        Agent::start_on_node(&lab, node, "kube", &all, &env)
+    };
+    let agent_a = start_agent("a", &[]);
+    let mut agent_b = start_agent("b", &[]);
     drive(&lab);
 
     // Each agent counts what its node saw: a connection within a node
@@ -244,4 +438,196 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
         got,
         "one node vs two nodes merged"
     );
+
+    // The relay over both agents.
+    let relay_state = tempfile::tempdir().expect("relay state");
+    let agents: Vec<(&str, std::net::SocketAddr)> =
+        relay_listen.iter().map(|(n, a)| (*n, *a)).collect();
+    let mut relay = Relay::start(
+        relay_state.path(),
+        &certs.path().join("relay"),
+        &agents,
+        &kubeconfig,
+    );
+    let synced = |relay: &Relay, edges: &BTreeMap<String, u64>| {
+        eventually(Duration::from_secs(15), || {
+            let graph = relay.get("/api/graph")?;
+            (graph_connections(&graph) == *edges).then_some(graph)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "relay graph {:#?} != {edges:#?}\ncoverage {}\nlog:\n{}",
+                relay.get("/api/graph").map(|g| graph_connections(&g)),
+                relay.coverage(),
+                relay.log_text()
+            )
+        })
+    };
+    let graph = synced(&relay, &want);
+    assert_eq!(graph["coverage"]["synced"], 2, "{:#}", graph["coverage"]);
+    assert_eq!(
+        graph_connections(&reference.get_json("/api/graph")),
+        want,
+        "the one-node agent"
+    );
+
+    // The relay's export is the one node's but for evidence times.
+    let export = |url: &str| without_times(&weir_ok(&["export", "--server", url]));
+    let (merged_yaml, one_yaml) = (export(&relay.url()), export(&reference.url()));
+    assert!(merged_yaml.contains("kind: NetworkPolicy"), "{merged_yaml}");
+    assert_eq!(merged_yaml, one_yaml, "relay export vs one-node export");
+    drop(reference);
+    drop(one);
+
+    // Enforce `back` through the relay: its policies by server-side apply,
+    // its mode by the namespace label; the agents read both from the API.
+    let _ = weir_ok(&["export", "--apply", "--server", &relay.url()]);
+    assert!(
+        api.object("networkpolicies", "back/weir-db").is_some(),
+        "the relay applied back's policies: {:?}",
+        api.writes()
+    );
+    let _ = weir_ok(&["mode", "set", "back", "enforce", "--server", &relay.url()]);
+    for agent in [&agent_a, &agent_b] {
+        eventually(Duration::from_secs(10), || {
+            (agent.get_json("/api/modes")["modes"]["back"] == "enforce").then_some(())
+        })
+        .unwrap_or_else(|| panic!("back never enforced:\n{}", agent.log_text()));
+    }
+    // Learned, still allowed across nodes; never learned, dropped: cache
+    // (a) -> db (b) at cache's node (egress), client (a) -> db (b) at db's
+    // (ingress).
+    assert!(
+        lab.probe("front/web", "back/api", "8080/TCP"),
+        "learned web -> api"
+    );
+    assert!(
+        lab.probe("back/api", "back/cache", "6379/TCP"),
+        "learned api -> cache"
+    );
+    assert!(
+        !lab.probe("back/cache", "back/db", "5432/TCP"),
+        "cache -> db"
+    );
+    assert!(
+        !lab.probe("front/client", "back/db", "5432/TCP"),
+        "client -> db"
+    );
+    let drop_on = |agent: &Agent, from: &str| {
+        eventually(Duration::from_secs(10), || {
+            verdicts(agent, "DROPPED")
+                .contains(&(from.to_owned(), "back/db".to_owned(), 5432))
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("no drop of {from} -> back/db:\n{}", agent.log_text()))
+    };
+    drop_on(&agent_a, "back/cache");
+    drop_on(&agent_b, "front/client");
+
+    // Agent b killed: coverage 1 of 2, b stale, its edges kept, writes
+    // refused naming b unless partial ones are allowed.
+    let before = graph_connections(&relay.get("/api/graph").expect("graph"));
+    agent_b.kill();
+    let coverage = eventually(Duration::from_secs(15), || {
+        let c = relay.coverage();
+        (c["stale"] == serde_json::json!(["b"])).then_some(c)
+    })
+    .unwrap_or_else(|| panic!("b never stale: {}\n{}", relay.coverage(), relay.log_text()));
+    assert_eq!(
+        (coverage["expected"].as_u64(), coverage["synced"].as_u64()),
+        (Some(2), Some(1)),
+        "{coverage:#}"
+    );
+    assert_eq!(
+        graph_connections(&relay.get("/api/graph").expect("graph")),
+        before,
+        "b's edges are kept"
+    );
+    let refused = weir(&["export", "--apply", "--server", &relay.url()]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("missing: b"),
+        "{message}"
+    );
+    let partial = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/policies/enforced?allow_partial=true",
+            relay.url()
+        ))
+        .bearer_auth(api_token())
+        .header("content-type", "application/yaml")
+        .body(weir_ok(&["export", "--server", &relay.url()]))
+        .send()
+        .expect("POST through the relay");
+    assert!(
+        partial.status().is_success(),
+        "allow_partial: {:?}",
+        partial.text()
+    );
+
+    // Agent b back with a wiped store: a new epoch, which the relay takes.
+    let old_epoch = coverage["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node"] == "b"))
+        .map(|n| n["epoch"].clone())
+        .expect("b's epoch");
+    let agent_b = start_agent("b", &[]);
+    let new_epoch = contribution(&agent_b).epoch;
+    assert_ne!(
+        Value::from(new_epoch.clone()),
+        old_epoch,
+        "a wiped store has a new epoch"
+    );
+    eventually(Duration::from_secs(15), || {
+        let c = relay.coverage();
+        let b = c["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node"] == "b")?
+            .clone();
+        (c["synced"] == 2 && b["epoch"] == new_epoch.as_str()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the relay kept b's old epoch: {}\n{}",
+            relay.coverage(),
+            relay.log_text()
+        )
+    });
+    // What the relay holds of b is the new store's, not the old one's
+    // added to it: the graph is a's and the new b's contributions merged.
+    let after_wipe = eventually(Duration::from_secs(15), || {
+        let held = graph_connections(&relay.get("/api/graph")?);
+        let fresh = connections(
+            &merge([&contribution(&agent_a), &contribution(&agent_b)])
+                .view
+                .graph
+                .edges,
+        );
+        fresh
+            .iter()
+            .all(|(edge, n)| held.get(edge) == Some(n))
+            .then_some(held)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the relay's graph is not the agents' after b's wipe: {:#?}\n{}",
+            relay.get("/api/graph").map(|g| graph_connections(&g)),
+            relay.log_text()
+        )
+    });
+    // The relay restarted on its store: nothing lost.
+    relay.kill();
+    let relay = Relay::start(
+        relay_state.path(),
+        &certs.path().join("relay"),
+        &agents,
+        &kubeconfig,
+    );
+    assert_eq!(
+        graph_connections(&relay.get("/api/graph").expect("graph")),
+        after_wipe,
+        "after a relay restart"
+    );
+    drop(agent_a);
 }
