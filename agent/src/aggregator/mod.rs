@@ -42,12 +42,13 @@
 //!   its target's ingress denied counts once as forwarded and once as
 //!   audit or dropped.
 //!
-//! - Every edge also keeps its counters by the side this node saw it from
+//! - Every edge keeps its counters by the side this node saw it from
 //!   ([`SeenFrom`]) and the peer's node when the resolver knows it, for a
 //!   relay merging several nodes' graphs ([`Aggregator::contribution`]): a
 //!   connection between pods on two nodes is counted by both, once from
 //!   each side, and the relay must take one side, never their sum. The
-//!   sides of an edge always add up to the edge.
+//!   edge's counters are the sum of its sides, taken at snapshot time, so
+//!   the two always agree.
 //!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
@@ -142,13 +143,10 @@ pub struct Aggregator {
     /// pod while it is cached; see [`Aggregator::intern`] for the bound.
     seen_pods: DashMap<usize, SeenPod, Hasher>,
     pods_recorded: AtomicUsize,
-    edges: DashMap<EdgeSlot, EdgeStats, Hasher>,
+    /// The learned edges, by side: see [`SeenFrom`].
+    edges: DashMap<EdgeSlot, EdgeEntry, Hasher>,
     /// Connections the datapath dropped, by the edge they would have made.
-    drops: DashMap<EdgeSlot, EdgeStats, Hasher>,
-    /// `edges` again, by side: see [`SeenFrom`].
-    sides: DashMap<SideSlot, EdgeStats, Hasher>,
-    /// `drops` by side.
-    drop_sides: DashMap<SideSlot, EdgeStats, Hasher>,
+    drops: DashMap<EdgeSlot, EdgeEntry, Hasher>,
     /// Node names interned to ids (this node's is [`THIS_NODE`]), so a
     /// side key stays `Copy`.
     node_ids: DashMap<Arc<str>, u32, Hasher>,
@@ -178,12 +176,34 @@ struct SeenPod {
     /// Keeps the address this entry is keyed by alive.
     _pod: Arc<PodMeta>,
     workload: u32,
+    /// The node the resolver gave for the pod at this address when it was
+    /// first seen ([`Resolve::node_of`], interned): a pod never moves, so
+    /// the hot path need not hash its node's name again.
+    node: (IpAddr, u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum NodeSlot {
-    Workload(u32),
+    Workload(WorkloadId),
     External(IpAddr),
+}
+
+/// An interned workload's `u32` id as two `u16`s: the edge key then aligns
+/// to 2 and packs into 40 bytes (44 with a `u32`), which keeps a map entry
+/// (key and [`EdgeEntry`]) at 112 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct WorkloadId([u16; 2]);
+
+impl WorkloadId {
+    fn new(id: u32) -> Self {
+        let [a, b, c, d] = id.to_le_bytes();
+        Self([u16::from_le_bytes([a, b]), u16::from_le_bytes([c, d])])
+    }
+
+    fn get(self) -> u32 {
+        let ([a, b], [c, d]) = (self.0[0].to_le_bytes(), self.0[1].to_le_bytes());
+        u32::from_le_bytes([a, b, c, d])
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -236,13 +256,100 @@ const THIS_NODE: u32 = 0;
 /// No node: the peer's node is not known.
 const NO_NODE: u32 = u32::MAX;
 
-/// A side of an edge: the key of [`Aggregator::sides`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct SideSlot {
-    edge: EdgeSlot,
-    seen: SeenFrom,
+/// What one side of an edge counted.
+#[derive(Clone, Copy, Debug)]
+struct SideStats {
+    stats: EdgeStats,
     /// An interned node name, or [`NO_NODE`].
     peer_node: u32,
+    seen: SeenFrom,
+}
+
+/// An edge's counters by side; the edge's own are their sum. Most edges
+/// have one side (more when the peer workload's pods run on several nodes),
+/// kept inline: an edge then costs what its counters do, and a fold is one
+/// map lookup.
+#[derive(Clone, Debug)]
+enum EdgeEntry {
+    One(SideStats),
+    Many(Vec<SideStats>),
+}
+
+impl EdgeEntry {
+    fn new((seen, peer_node): (SeenFrom, u32)) -> Self {
+        Self::One(SideStats {
+            stats: EdgeStats::default(),
+            peer_node,
+            seen,
+        })
+    }
+
+    fn sides(&self) -> &[SideStats] {
+        match self {
+            Self::One(side) => std::slice::from_ref(side),
+            Self::Many(sides) => sides,
+        }
+    }
+
+    /// The edge's counters: the sum of its sides.
+    fn total(&self) -> EdgeStats {
+        let mut total = EdgeStats::default();
+        for side in self.sides() {
+            total.merge(&side.stats);
+        }
+        total
+    }
+
+    fn merge(&mut self, (seen, peer_node): (SeenFrom, u32), delta: &EdgeStats) {
+        let is = |s: &SideStats| s.seen == seen && s.peer_node == peer_node;
+        match self {
+            Self::One(side) if is(side) => side.stats.merge(delta),
+            Self::Many(sides) => match sides.iter_mut().find(|s| is(s)) {
+                Some(side) => side.stats.merge(delta),
+                None => sides.push(SideStats {
+                    stats: *delta,
+                    peer_node,
+                    seen,
+                }),
+            },
+            Self::One(side) => {
+                let first = *side;
+                *self = Self::Many(vec![
+                    first,
+                    SideStats {
+                        stats: *delta,
+                        peer_node,
+                        seen,
+                    },
+                ]);
+            }
+        }
+    }
+
+    /// Take `stats` out of a side (a side left with no connection and no
+    /// packet goes away); whether nothing is left of the edge.
+    fn subtract(&mut self, (seen, peer_node): (SeenFrom, u32), stats: &EdgeStats) -> bool {
+        let is = |s: &SideStats| s.seen == seen && s.peer_node == peer_node;
+        match self {
+            Self::One(side) => {
+                if is(side) {
+                    subtract(&mut side.stats, stats);
+                }
+                is_empty(&side.stats)
+            }
+            Self::Many(sides) => {
+                if let Some(i) = sides.iter().position(is)
+                    && subtract(&mut sides[i].stats, stats)
+                {
+                    sides.remove(i);
+                }
+                if let [only] = sides[..] {
+                    *self = Self::One(only);
+                }
+                self.sides().iter().all(|s| is_empty(&s.stats))
+            }
+        }
+    }
 }
 
 /// The side of a connection between two attached pods.
@@ -349,8 +456,6 @@ impl Aggregator {
         Self {
             node_ids,
             node_names: RwLock::new(vec![Arc::clone(&node_name)]),
-            sides: DashMap::with_hasher(Hasher::default()),
-            drop_sides: DashMap::with_hasher(Hasher::default()),
             node_name,
             metrics,
             gate: RwLock::new(()),
@@ -401,12 +506,22 @@ impl Aggregator {
                 entries.insert(obs.entry(), folded);
             }
         }
-        let local = NodeSlot::Workload(self.intern(&endpoint));
-        let remote = match &peer {
-            Some(pod) => NodeSlot::Workload(self.intern(pod)),
+        let local = NodeSlot::Workload(self.intern(&endpoint, obs.local.ip(), resolver).0);
+        let (remote, peer_node) = match &peer {
+            Some(pod) => {
+                let ip = obs.remote.ip();
+                let (id, (seen_at, node)) = self.intern(pod, ip, resolver);
+                // Another address of the pod (dual stack): asked, not cached.
+                let node = if seen_at == ip {
+                    node
+                } else {
+                    self.node_of(resolver, ip, pod)
+                };
+                (NodeSlot::Workload(id), node)
+            }
             None => {
                 self.metrics.unresolved(Side::Peer);
-                NodeSlot::External(obs.remote.ip())
+                (NodeSlot::External(obs.remote.ip()), NO_NODE)
             }
         };
         let port = if obs.protocol.has_ports() {
@@ -437,10 +552,6 @@ impl Aggregator {
         } else {
             SeenFrom::Responder
         };
-        let peer_node = peer
-            .as_ref()
-            .and_then(|pod| resolver.node_of(obs.remote.ip(), pod))
-            .map_or(NO_NODE, |node| self.node_id(&node));
         let mut delta = EdgeStats {
             packets: obs.packets_from_pod + obs.packets_to_pod,
             bytes: obs.bytes_from_pod + obs.bytes_to_pod,
@@ -553,30 +664,18 @@ impl Aggregator {
     /// Take a connection's counters back out of an edge; an edge left with
     /// no connection and no packet goes away (nothing else made it).
     fn unmerge(&self, place: Place, edge: EdgeSlot, stats: &EdgeStats) {
-        let (map, sides) = if place == Place::Dropped {
-            (&self.drops, &self.drop_sides)
+        let map = if place == Place::Dropped {
+            &self.drops
         } else {
-            (&self.edges, &self.sides)
+            &self.edges
         };
+        // Paired connections are always counted on the side both.
         let emptied = map
             .get_mut(&edge)
-            .is_some_and(|mut e| subtract(&mut e, stats));
+            .is_some_and(|mut e| e.subtract(BOTH, stats));
         if emptied {
             map.remove(&edge);
             self.metrics.set_graph_edges(self.edges.len());
-        }
-        // Paired connections are always counted on the side both.
-        let (seen, peer_node) = BOTH;
-        let side = SideSlot {
-            edge,
-            seen,
-            peer_node,
-        };
-        if sides
-            .get_mut(&side)
-            .is_some_and(|mut e| subtract(&mut e, stats))
-        {
-            sides.remove(&side);
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
     }
@@ -601,30 +700,22 @@ impl Aggregator {
     fn merge(
         &self,
         key: EdgeSlot,
-        (seen, peer_node): (SeenFrom, u32),
+        side: (SeenFrom, u32),
         delta: &EdgeStats,
         verdict: Verdict,
     ) -> bool {
-        let (map, sides) = if verdict == Verdict::Dropped {
-            (&self.drops, &self.drop_sides)
+        let map = if verdict == Verdict::Dropped {
+            &self.drops
         } else {
-            (&self.edges, &self.sides)
+            &self.edges
         };
         let mut created = false;
         map.entry(key)
             .or_insert_with(|| {
                 created = true;
-                EdgeStats::default()
+                EdgeEntry::new(side)
             })
-            .merge(delta);
-        sides
-            .entry(SideSlot {
-                edge: key,
-                seen,
-                peer_node,
-            })
-            .or_default()
-            .merge(delta);
+            .merge(side, delta);
         self.changes.fetch_add(1, Ordering::Relaxed);
         if created && verdict != Verdict::Dropped {
             self.metrics.set_graph_edges(self.edges.len());
@@ -632,11 +723,25 @@ impl Aggregator {
         created
     }
 
-    /// The workload's id, recording the pod on the way.
-    fn intern(&self, pod: &Arc<PodMeta>) -> u32 {
+    /// The id of the node the resolver says `pod`, found at `ip`, runs on.
+    fn node_of(&self, resolver: &dyn Resolve, ip: IpAddr, pod: &PodMeta) -> u32 {
+        resolver
+            .node_of(ip, pod)
+            .map_or(NO_NODE, |node| self.node_id(&node))
+    }
+
+    /// The workload's id, and the pod's node id with the address it was
+    /// asked for when the pod was first seen (at `ip`, if it is new);
+    /// recording the pod on the way.
+    fn intern(
+        &self,
+        pod: &Arc<PodMeta>,
+        ip: IpAddr,
+        resolver: &dyn Resolve,
+    ) -> (WorkloadId, (IpAddr, u32)) {
         let address = Arc::as_ptr(pod) as usize;
         if let Some(seen) = self.seen_pods.get(&address) {
-            return seen.workload;
+            return (WorkloadId::new(seen.workload), seen.node);
         }
         let id = match self.workloads.get_mut(&pod.workload) {
             Some(mut slot) => {
@@ -661,14 +766,16 @@ impl Aggregator {
         if self.seen_pods.len() > 2 * self.pods_recorded.load(Ordering::Relaxed) + 1024 {
             self.seen_pods.clear();
         }
+        let node = (ip, self.node_of(resolver, ip, pod));
         self.seen_pods.insert(
             address,
             SeenPod {
                 _pod: Arc::clone(pod),
                 workload: id,
+                node,
             },
         );
-        id
+        (WorkloadId::new(id), node)
     }
 
     /// A consistent, deterministic snapshot of the learned graph (what
@@ -703,20 +810,29 @@ impl Aggregator {
     }
 
     fn snapshot_with(&self, with_drops: bool, with_entries: bool, with_sides: bool) -> Snapshot {
-        let (mut workloads, edges, drops, version, entries, sides) = {
+        let (mut workloads, (edges, sides), (drops, drop_sides), version, entries, names) = {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-            let sides = with_sides.then(|| {
-                let copy =
-                    |map: &DashMap<SideSlot, EdgeStats, Hasher>| -> Vec<(SideSlot, EdgeStats)> {
-                        map.iter().map(|e| (*e.key(), *e.value())).collect()
-                    };
-                let names = self
-                    .node_names
+            // Each edge's counters (the sum of its sides), and its sides
+            // when asked.
+            let copy = |map: &DashMap<EdgeSlot, EdgeEntry, Hasher>| {
+                let mut totals = Vec::with_capacity(map.len());
+                let mut sides = Vec::new();
+                for e in map {
+                    totals.push((*e.key(), e.total()));
+                    if with_sides {
+                        sides.extend(e.sides().iter().map(|side| (*e.key(), *side)));
+                    }
+                }
+                (totals, sides)
+            };
+            let names = if with_sides {
+                self.node_names
                     .read()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                (copy(&self.sides), copy(&self.drop_sides), names)
-            });
+                    .clone()
+            } else {
+                Vec::new()
+            };
             let entries: Vec<(EntryKey, EntryCounters)> = if with_entries {
                 self.entries
                     .lock()
@@ -732,14 +848,13 @@ impl Aggregator {
                 .iter()
                 .map(|e| (e.id, e.key().clone(), e.pods.values().cloned().collect()))
                 .collect();
-            let edges: Vec<(EdgeSlot, EdgeStats)> =
-                self.edges.iter().map(|e| (*e.key(), *e.value())).collect();
-            let drops: Vec<(EdgeSlot, EdgeStats)> = if with_drops {
-                self.drops.iter().map(|e| (*e.key(), *e.value())).collect()
+            let edges = copy(&self.edges);
+            let drops = if with_drops {
+                copy(&self.drops)
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            (workloads, edges, drops, self.changes(), entries, sides)
+            (workloads, edges, drops, self.changes(), entries, names)
         };
         workloads.sort_unstable_by_key(|(id, ..)| *id);
         let mut graph = FlowGraph::default();
@@ -751,7 +866,7 @@ impl Aggregator {
         let node = |slot: NodeSlot| match slot {
             NodeSlot::External(ip) => Some(NodeId::External(ip)),
             NodeSlot::Workload(id) => workloads
-                .binary_search_by_key(&id, |(id, ..)| *id)
+                .binary_search_by_key(&id.get(), |(id, ..)| *id)
                 .ok()
                 .map(|i| NodeId::Workload(workloads[i].1.clone())),
         };
@@ -774,32 +889,27 @@ impl Aggregator {
             .into_iter()
             .filter_map(|(slot, stats)| Some((key(slot)?, stats)))
             .collect();
-        let (sides, drop_sides) = match sides {
-            None => (BTreeMap::new(), BTreeMap::new()),
-            Some((sides, drop_sides, names)) => {
-                let by_edge = |sides: Vec<(SideSlot, EdgeStats)>| {
-                    let mut by_edge: BTreeMap<EdgeKey, Vec<EdgeSide>> = BTreeMap::new();
-                    for (slot, stats) in sides {
-                        let Some(edge) = key(slot.edge) else { continue };
-                        by_edge.entry(edge).or_default().push(EdgeSide {
-                            seen_from: slot.seen,
-                            peer_node: usize::try_from(slot.peer_node)
-                                .ok()
-                                .and_then(|i| names.get(i))
-                                .cloned(),
-                            stats,
-                        });
-                    }
-                    for sides in by_edge.values_mut() {
-                        sides.sort_unstable_by(|a, b| {
-                            (a.seen_from, &a.peer_node).cmp(&(b.seen_from, &b.peer_node))
-                        });
-                    }
-                    by_edge
-                };
-                (by_edge(sides), by_edge(drop_sides))
+        let by_edge = |sides: Vec<(EdgeSlot, SideStats)>| {
+            let mut by_edge: BTreeMap<EdgeKey, Vec<EdgeSide>> = BTreeMap::new();
+            for (slot, side) in sides {
+                let Some(edge) = key(slot) else { continue };
+                by_edge.entry(edge).or_default().push(EdgeSide {
+                    seen_from: side.seen,
+                    peer_node: usize::try_from(side.peer_node)
+                        .ok()
+                        .and_then(|i| names.get(i))
+                        .cloned(),
+                    stats: side.stats,
+                });
             }
+            for sides in by_edge.values_mut() {
+                sides.sort_unstable_by(|a, b| {
+                    (a.seen_from, &a.peer_node).cmp(&(b.seen_from, &b.peer_node))
+                });
+            }
+            by_edge
         };
+        let (sides, drop_sides) = (by_edge(sides), by_edge(drop_sides));
         Snapshot {
             view: GraphView {
                 graph,
@@ -845,8 +955,6 @@ impl Aggregator {
         self.next_workload.store(0, Ordering::Relaxed);
         self.edges.clear();
         self.drops.clear();
-        self.sides.clear();
-        self.drop_sides.clear();
         self.conns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -864,14 +972,13 @@ impl Aggregator {
                 protocol: key.protocol,
                 port: key.port,
             };
-            self.drops.insert(slot, *stats);
-            self.drop_sides.insert(
-                SideSlot {
-                    edge: slot,
-                    seen: SeenFrom::Unknown,
+            self.drops.insert(
+                slot,
+                EdgeEntry::One(SideStats {
+                    stats: *stats,
                     peer_node: NO_NODE,
-                },
-                *stats,
+                    seen: SeenFrom::Unknown,
+                }),
             );
         }
     }
@@ -881,7 +988,7 @@ impl Aggregator {
     fn node_slot_locked(&self, node: &NodeId) -> NodeSlot {
         match node {
             NodeId::External(ip) => NodeSlot::External(*ip),
-            NodeId::Workload(w) => NodeSlot::Workload(
+            NodeId::Workload(w) => NodeSlot::Workload(WorkloadId::new(
                 self.workloads
                     .entry(w.clone())
                     .or_insert_with(|| WorkloadSlot {
@@ -889,7 +996,7 @@ impl Aggregator {
                         pods: BTreeMap::new(),
                     })
                     .id,
-            ),
+            )),
         }
     }
 
@@ -923,7 +1030,7 @@ impl Aggregator {
         }
         let slot_of = |node: &NodeId| match node {
             NodeId::External(ip) => NodeSlot::External(*ip),
-            NodeId::Workload(w) => NodeSlot::Workload(match ids.get(w) {
+            NodeId::Workload(w) => NodeSlot::Workload(WorkloadId::new(match ids.get(w) {
                 Some(id) => *id,
                 // An edge to a workload without a row: give it one.
                 None => {
@@ -935,7 +1042,7 @@ impl Aggregator {
                         })
                         .id
                 }
-            }),
+            })),
         };
         for (key, stats) in &graph.edges {
             let slot = EdgeSlot {
@@ -944,7 +1051,6 @@ impl Aggregator {
                 protocol: key.protocol,
                 port: key.port,
             };
-            self.edges.entry(slot).or_default().merge(stats);
             let saved = sides.get(key).filter(|saved| {
                 let mut sum = EdgeStats::default();
                 for side in *saved {
@@ -957,20 +1063,24 @@ impl Aggregator {
                 peer_node: None,
                 stats: *stats,
             }];
-            for side in saved.map_or(&unknown[..], Vec::as_slice) {
+            let saved = match saved {
+                Some(saved) if !saved.is_empty() => saved.as_slice(),
+                _ => &unknown[..],
+            };
+            let side_of = |side: &EdgeSide| {
                 let peer_node = match (side.seen_from, &side.peer_node) {
                     (SeenFrom::Both, _) => THIS_NODE,
                     (SeenFrom::Unknown, _) | (_, None) => NO_NODE,
                     (_, Some(node)) => self.node_id(node),
                 };
-                self.sides
-                    .entry(SideSlot {
-                        edge: slot,
-                        seen: side.seen_from,
-                        peer_node,
-                    })
-                    .or_default()
-                    .merge(&side.stats);
+                (side.seen_from, peer_node)
+            };
+            let mut entry = self
+                .edges
+                .entry(slot)
+                .or_insert_with(|| EdgeEntry::new(side_of(&saved[0])));
+            for side in saved {
+                entry.merge(side_of(side), &side.stats);
             }
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
@@ -1105,6 +1215,11 @@ fn subtract(edge: &mut EdgeStats, stats: &EdgeStats) -> bool {
     v.forwarded = v.forwarded.saturating_sub(stats.verdicts.forwarded);
     v.audit = v.audit.saturating_sub(stats.verdicts.audit);
     v.dropped = v.dropped.saturating_sub(stats.verdicts.dropped);
+    is_empty(edge)
+}
+
+/// No connection and no packet: nothing made the edge.
+fn is_empty(edge: &EdgeStats) -> bool {
     edge.connections == 0 && edge.packets == 0
 }
 

@@ -245,3 +245,65 @@ fn a_flow_record_names_the_peers_node_and_its_place_in_the_stream() {
     assert!(seqs[0] > 0, "{seqs:?}");
     assert_eq!(seqs, [seqs[0], seqs[0] + 1, seqs[0] + 2]);
 }
+
+#[test]
+fn an_edge_to_a_workload_on_several_nodes_keeps_a_side_per_node() {
+    let (agg, _) = node_aggregator();
+    // cart-a is attached here, cart-b runs on node-2, cart-c on node-3.
+    let r = resolver()
+        .pod("shop", "cart", "cart-b", "10.0.2.2", None)
+        .on_node("10.0.2.2", "node-2")
+        .pod("shop", "cart", "cart-c", "10.0.3.2", None)
+        .on_node("10.0.3.2", "node-3");
+    let edge = key(w("shop", "frontend"), w("shop", "cart"), 7070);
+    for (local, remote) in [
+        ("10.0.0.1:43210", "10.0.0.2:7070"),
+        ("10.0.0.1:43211", "10.0.2.2:7070"),
+        ("10.0.0.1:43212", "10.0.3.2:7070"),
+        ("10.0.0.1:43213", "10.0.2.2:7070"),
+    ] {
+        agg.fold(&obs(1, local, remote, Initiator::Local), &r);
+    }
+    agg.fold(
+        &obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote),
+        &r,
+    );
+    let node = |n: &str| Some(n.to_owned());
+    let c = agg.contribution();
+    assert_eq!(
+        sides_of(&c, &edge),
+        [
+            (SeenFrom::Initiator, node("node-2"), 2, 4),
+            (SeenFrom::Initiator, node("node-3"), 1, 2),
+            (SeenFrom::Both, node("node-1"), 1, 2),
+        ]
+    );
+    assert_eq!(c.view.graph.edges[&edge].connections, 4);
+
+    // The paired connection dropped late: its side goes, the others stay
+    // and still add up to the edge.
+    let mut dropped = obs(2, "10.0.0.2:7070", "10.0.0.1:43210", Initiator::Remote);
+    dropped.new_flow = false;
+    dropped.verdict = Verdict::Dropped;
+    agg.fold(&dropped, &r);
+    let c = agg.contribution();
+    assert_eq!(
+        sides_of(&c, &edge),
+        [
+            (SeenFrom::Initiator, node("node-2"), 2, 4),
+            (SeenFrom::Initiator, node("node-3"), 1, 2),
+        ]
+    );
+    let mut sum = EdgeStats::default();
+    for side in &c.sides[&edge] {
+        sum.merge(&side.stats);
+    }
+    assert_eq!(c.view.graph.edges[&edge], sum);
+
+    // And they come back from the store as they were.
+    let (graph, _, sides) = agg.for_store_with_sides();
+    let (again, _) = node_aggregator();
+    again.restore_with_sides(&graph, &sides);
+    assert_eq!(again.contribution().sides, sides);
+    assert_eq!(again.graph(), graph);
+}
