@@ -8,8 +8,9 @@
 //! pods and traffic sit on one node.
 //!
 //! Then `weir relay` over the two agents (mutual TLS, certificates from
-//! `weir certs`, static `--agent NODE=URL`, the fake API server for its
-//! writes): its graph counts each connection once, its export is the one
+//! `weir certs`; the agents found in their Service's EndpointSlice and
+//! counted by their DaemonSet, which the fake API server serves with the
+//! pods and takes the relay's writes): its graph counts each connection once, its export is the one
 //! node's byte for byte but for evidence times, and a namespace it flips
 //! to enforce (with the policies it applied) drops disallowed cross-node
 //! connections on both nodes. Agent b killed: coverage 1 of 2, b stale,
@@ -29,7 +30,7 @@ use weir_agent::{
 };
 use weir_generator::model::EdgeKey;
 use weir_integration_tests::{
-    fake_apiserver::FakeApiServer,
+    fake_apiserver::{FakeApiServer, agents_endpointslice, daemonset},
     harness::{
         Agent, Lab, api_token, eventually, free_local_addr, unique_name, weir, weir_bin, weir_ok,
     },
@@ -182,7 +183,7 @@ impl Relay {
     fn start(
         state_dir: &std::path::Path,
         tls_dir: &std::path::Path,
-        agents: &[(&str, std::net::SocketAddr)],
+        discovery: &[String],
         kubeconfig: &str,
     ) -> Self {
         let listen = free_local_addr();
@@ -198,9 +199,7 @@ impl Relay {
             "--sync-interval".into(),
             "300ms".into(),
         ];
-        for (node, addr) in agents {
-            args.extend(["--agent".into(), format!("{node}=https://{addr}")]);
-        }
+        args.extend_from_slice(discovery);
         let child = std::process::Command::new(weir_bin())
             .args(&args)
             .env("KUBECONFIG", kubeconfig)
@@ -351,7 +350,22 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
     let certs = tempfile::tempdir().expect("certs dir");
     let certs_arg = certs.path().display().to_string();
     let _ = weir_ok(&["certs", "--out", &certs_arg, "--node", "a", "--node", "b"]);
-    let relay_listen = BTreeMap::from([("a", free_local_addr()), ("b", free_local_addr())]);
+    // The agents' relay listeners on one port of two loopback addresses,
+    // as a DaemonSet's pods share a port on their nodes' addresses; the
+    // relay finds them in the agents' Service's EndpointSlice and expects
+    // as many as their DaemonSet schedules.
+    let port = free_local_addr().port();
+    let relay_listen = BTreeMap::from([
+        ("a", std::net::SocketAddr::from(([127, 0, 0, 2], port))),
+        ("b", std::net::SocketAddr::from(([127, 0, 0, 3], port))),
+    ]);
+    let mut slice = agents_endpointslice(
+        "weir/weir-agents",
+        &[("a", "127.0.0.2", true), ("b", "127.0.0.3", true)],
+    );
+    slice["ports"][0]["port"] = port.into();
+    api.apply("ADDED", slice);
+    api.apply("ADDED", daemonset("weir/weir-agent", 2));
     let agent_args = |node: &str| -> Vec<String> {
         vec![
             "--relay-listen".into(),
@@ -441,8 +455,14 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
 
     // The relay over both agents.
     let relay_state = tempfile::tempdir().expect("relay state");
-    let agents: Vec<(&str, std::net::SocketAddr)> =
-        relay_listen.iter().map(|(n, a)| (*n, *a)).collect();
+    let agents: Vec<String> = [
+        "--agents-service",
+        "weir/weir-agents",
+        "--daemonset",
+        "weir/weir-agent",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let mut relay = Relay::start(
         relay_state.path(),
         &certs.path().join("relay"),
