@@ -408,6 +408,12 @@ fn the_daemonsets_flags_are_the_agents() {
             "extraArgs={--flow-table-entries=131072}",
             "listen.address=::",
         ][..],
+        &[RELAY][..],
+        &[
+            RELAY,
+            "relay.agentListen.address=::",
+            "relay.agentListen.port=4300",
+        ][..],
     ] {
         let ds: DaemonSet = the(&render(sets), "DaemonSet");
         let args = agent_container(&ds).args.unwrap_or_default();
