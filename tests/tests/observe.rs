@@ -12,6 +12,9 @@ use serde_json::Value;
 use weir_integration_tests::harness::{Agent, Lab, PinDir, eventually, weir_ok};
 
 /// The lab, in its own address range: tests run in parallel, each with a lab.
+/// The node name of the agent whose relay listener is read.
+const RELAY_NODE: &str = "obs-node";
+
 fn lab_yaml(subnet: u8) -> String {
     format!(
         "apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nmetadata: {{name: e2e}}\n\
@@ -156,7 +159,26 @@ fn observe_json(agent: &Agent, filters: &[&str]) -> Vec<Value> {
 #[test]
 fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
     let lab = Lab::up("obs", &lab_yaml(131));
-    let agent = Agent::start(&lab, &[]);
+    // With the relay listener, so that the relay's read is checked too.
+    let certs = tempfile::tempdir().expect("a certificates directory");
+    let certs_dir = certs.path().to_str().expect("a UTF-8 path");
+    let written = weir_ok(&["certs", "--out", certs_dir, "--node", RELAY_NODE]);
+    assert!(written.contains("relay/tls.key"), "{written}");
+    let relay_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let agent_certs = format!("{certs_dir}/agents/{RELAY_NODE}");
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--node-name",
+            RELAY_NODE,
+            "--relay-listen",
+            &relay_addr.to_string(),
+            "--relay-tls-dir",
+            &agent_certs,
+        ],
+    );
 
     let client = lab.pod("front", "client");
     let web = lab.pod("front", "web-");
@@ -282,6 +304,43 @@ fn graph_and_flow_log_hold_exactly_the_exercised_edges() {
         })
         .collect();
     assert_eq!(by_pair, graph_pairs, "{contribution}");
+
+    // The relay reads the same contribution over mutual TLS, by the node's
+    // name at the listener's address (once the graph holds still: the
+    // versions of both answers agree).
+    let relay = weir_agent::tls::RelayTls::load(&certs.path().join("relay"))
+        .expect("the relay's certificates")
+        .agent_client(RELAY_NODE, relay_addr)
+        .expect("the relay's client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = format!(
+        "{}/api/v1/contribution",
+        weir_agent::tls::agent_url(RELAY_NODE, relay_addr.port())
+    );
+    let without_time = |mut c: Value| {
+        c.as_object_mut().map(|c| c.remove("generated_at"));
+        c
+    };
+    let mut last = None;
+    let same = eventually(Duration::from_secs(10), || {
+        let plain = without_time(agent.get_json("/api/v1/contribution"));
+        let over_tls = runtime.block_on(async {
+            let answer = relay.get(&url).send().await?.error_for_status()?;
+            answer.json::<Value>().await
+        });
+        let over_tls = over_tls.map(without_time).map_err(|e| format!("{e:?}"));
+        let same = over_tls.as_ref() == Ok(&plain);
+        last = Some((plain, over_tls));
+        same.then_some(())
+    });
+    assert!(
+        same.is_some(),
+        "the contribution over mutual TLS differs from the API's: {last:#?}\nlog:\n{}",
+        agent.log_text()
+    );
 
     // Nodes: the workloads with their namespace, pods and labels; a
     // Deployment's replicas are one node; the external host by IP.
