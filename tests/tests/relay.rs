@@ -569,21 +569,14 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
         !refused.status.success() && message.contains("missing: b"),
         "{message}"
     );
-    let partial = reqwest::blocking::Client::new()
-        .post(format!(
-            "{}/api/policies/enforced?allow_partial=true",
-            relay.url()
-        ))
-        .bearer_auth(api_token())
-        .header("content-type", "application/yaml")
-        .body(weir_ok(&["export", "--server", &relay.url()]))
-        .send()
-        .expect("POST through the relay");
-    assert!(
-        partial.status().is_success(),
-        "allow_partial: {:?}",
-        partial.text()
-    );
+    let partial = weir_ok(&[
+        "export",
+        "--apply",
+        "--allow-partial",
+        "--server",
+        &relay.url(),
+    ]);
+    assert!(partial.contains("enforced"), "{partial}");
 
     // Agent b back with a wiped store: a new epoch, which the relay takes.
     let old_epoch = coverage["nodes"]
