@@ -629,8 +629,11 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
             relay.log_text()
         )
     });
-    // The relay restarted on its store: nothing lost.
+    // The relay restarted on its store with both agents gone: nothing
+    // lost, all from its checkpoint, both nodes stale.
     relay.kill();
+    drop(agent_b);
+    drop(agent_a);
     let relay = Relay::start(
         relay_state.path(),
         &certs.path().join("relay"),
@@ -642,5 +645,15 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
         after_wipe,
         "after a relay restart"
     );
-    drop(agent_a);
+    let coverage = eventually(Duration::from_secs(15), || {
+        let c = relay.coverage();
+        (c["stale"] == serde_json::json!(["a", "b"])).then_some(c)
+    })
+    .unwrap_or_else(|| panic!("{}\n{}", relay.coverage(), relay.log_text()));
+    assert_eq!(coverage["synced"], 0, "{coverage:#}");
+    assert_eq!(
+        graph_connections(&relay.get("/api/graph").expect("graph")),
+        after_wipe,
+        "stale nodes' edges are kept"
+    );
 }
