@@ -6,7 +6,7 @@
 //! contribution changes.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -76,6 +76,10 @@ pub struct Hub {
     resolver: SharedResolver,
     unknown_sides: AtomicUsize,
     merges: AtomicU64,
+    /// Nodes whose new contribution is not checkpointed yet: a busy
+    /// agent's contribution changes with every read, written at most once
+    /// per [`Hub::run_checkpointer`] period.
+    unsaved: Mutex<BTreeSet<String>>,
 }
 
 impl Hub {
@@ -100,6 +104,7 @@ impl Hub {
             resolver: Arc::new(RwLock::new(Arc::new(Resolver::default()))),
             unknown_sides: AtomicUsize::new(0),
             merges: AtomicU64::new(0),
+            unsaved: Mutex::new(BTreeSet::new()),
         });
         hub.remerge();
         hub
@@ -208,10 +213,17 @@ impl Hub {
                     !same
                 }
             };
-            (changed, (changed || was_stale).then(|| h.clone()))
+            // A node back from stale is saved now; a new contribution alone
+            // waits for the next flush (the agent has it too).
+            (changed, was_stale.then(|| h.clone()))
         };
         if let Some(h) = save {
             self.save([(node, Some(&h))]);
+        } else if changed {
+            self.unsaved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(node.to_owned());
         }
         if changed {
             self.dirty.notify_one();
@@ -295,6 +307,40 @@ impl Hub {
         if !gone.is_empty() {
             self.save(gone.iter().map(|n| (n.as_str(), None)));
             self.dirty.notify_one();
+        }
+    }
+
+    /// Checkpoint the contributions that changed since the last flush.
+    pub fn flush(&self) {
+        let unsaved =
+            std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        if unsaved.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, Option<Held>)> = {
+            let held = self.lock();
+            unsaved
+                .into_iter()
+                .map(|node| {
+                    let h = held.get(&node).cloned();
+                    (node, h)
+                })
+                .collect()
+        };
+        self.save(rows.iter().map(|(n, h)| (n.as_str(), h.as_ref())));
+    }
+
+    /// Flush the checkpoint every `period`.
+    pub async fn run_checkpointer(self: Arc<Self>, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            let hub = Arc::clone(&self);
+            if tokio::task::spawn_blocking(move || hub.flush())
+                .await
+                .is_err()
+            {
+                warn!("the checkpoint flush failed; it is retried");
+            }
         }
     }
 

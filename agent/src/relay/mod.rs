@@ -64,6 +64,10 @@ use crate::{
 /// How long the merge waits for more syncs before it remakes the view.
 const MERGE_PAUSE: Duration = Duration::from_millis(200);
 
+/// How often changed contributions are checkpointed (sync state changes
+/// are at once; a contribution lost in between is read again).
+const CHECKPOINT_PERIOD: Duration = Duration::from_secs(5);
+
 /// Run `weir relay` until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -141,6 +145,8 @@ async fn serve_relay(args: RelayArgs) -> anyhow::Result<()> {
     let flow_agents = flows::FlowAgents::new(Arc::clone(&fetch), agents.clone());
     let syncing = tokio::spawn(sync::run(Arc::clone(&hub), fetch, agents, pace));
     let merging = tokio::spawn(Arc::clone(&hub).run_merger(MERGE_PAUSE));
+    let checkpointing = tokio::spawn(Arc::clone(&hub).run_checkpointer(CHECKPOINT_PERIOD));
+    let last_flush = Arc::clone(&hub);
 
     let cluster = match kube {
         Ok(client) => Cluster::Kube(client),
@@ -176,7 +182,11 @@ async fn serve_relay(args: RelayArgs) -> anyhow::Result<()> {
     )
     .await
     .context("HTTP server failed")?;
-    syncing.abort();
-    merging.abort();
+    for task in [syncing, merging, checkpointing] {
+        task.abort();
+    }
+    tokio::task::spawn_blocking(move || last_flush.flush())
+        .await
+        .context("the last checkpoint failed")?;
     Ok(())
 }

@@ -365,6 +365,8 @@ async fn a_new_epoch_replaces_a_gone_agent_is_stale_and_a_restart_loses_nothing(
     until("the tasks gone", || Arc::strong_count(&hub) == 1).await;
     let before = hub.aggregator().graph();
     let held = hub.held();
+    // As the relay does at shutdown: new contributions are written.
+    hub.flush();
     drop(hub);
     let (checkpoint, reopened) = Checkpoint::open(dir.path()).unwrap();
     assert_eq!(reopened, held);
