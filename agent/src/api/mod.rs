@@ -102,6 +102,9 @@ pub struct AppState {
     pub learning: Learning,
     /// The enforcer, when the agent runs one.
     pub enforcer: Option<crate::enforce::task::EnforcerHandle>,
+    /// Modes are the namespaces' `weir.dev/mode` labels, as the resolver's
+    /// cluster has them (a relay: every agent follows the labels).
+    pub modes_from_labels: bool,
     /// What a request that changes state must present.
     pub token: Token,
     /// Request URI, header and body limits.
@@ -147,6 +150,7 @@ impl AppState {
             web_dir: None,
             learning: Learning::default(),
             enforcer: None,
+            modes_from_labels: false,
             token: Token::generate().expect("the system's random source works"),
             limits: limits::RequestLimits::default(),
             hosts: host::AllowedHosts::default(),
@@ -154,6 +158,13 @@ impl AppState {
             epoch: random_id(),
             instance: random_id(),
         }
+    }
+
+    /// Take the modes from the namespaces' labels (a relay).
+    #[must_use]
+    pub fn with_modes_from_labels(mut self) -> Self {
+        self.modes_from_labels = true;
+        self
     }
 
     /// Require `token` for changes.
@@ -177,9 +188,24 @@ impl AppState {
         self
     }
 
-    /// Every namespace's mode (all observe without an enforcer).
+    /// Every namespace's mode (all observe without an enforcer, unless
+    /// they come from the namespaces' labels).
     #[must_use]
     pub fn modes(&self) -> Modes {
+        if self.modes_from_labels {
+            let cluster = self.cluster();
+            return Modes {
+                modes: cluster
+                    .namespaces
+                    .iter()
+                    .filter_map(|(ns, labels)| {
+                        let mode = labels.get(crate::resolve::kube::convert::MODE_LABEL)?;
+                        Some((ns.clone(), mode.parse().ok()?))
+                    })
+                    .collect(),
+                default_mode: weir_generator::datapath::Mode::default(),
+            };
+        }
         self.enforcer
             .as_ref()
             .map(|e| Modes::from(&*e.view()))

@@ -160,7 +160,9 @@ async fn serve_relay(args: RelayArgs) -> anyhow::Result<()> {
             Cluster::Unavailable(Arc::from(reason))
         }
     };
-    let state = AppState::new(aggregator, metrics, hub.resolver(), "relay").with_token(api_token);
+    let state = AppState::new(aggregator, metrics, hub.resolver(), "relay")
+        .with_token(api_token)
+        .with_modes_from_labels();
     let relay = Relay {
         state,
         hub,

@@ -40,7 +40,6 @@ use crate::{
     },
     cmd::kube as writes,
     learn::policies,
-    resolve::kube::convert::MODE_LABEL,
 };
 
 /// The header every relay answer carries.
@@ -136,15 +135,7 @@ fn healthz(relay: &Relay) -> Response {
 
 /// The namespaces' modes, from their `weir.dev/mode` labels.
 fn modes(relay: &Relay) -> Modes {
-    let cluster = relay.state.cluster();
-    Modes {
-        modes: cluster
-            .namespaces
-            .iter()
-            .filter_map(|(ns, labels)| Some((ns.clone(), labels.get(MODE_LABEL)?.parse().ok()?)))
-            .collect(),
-        default_mode: Mode::default(),
-    }
+    relay.state.modes()
 }
 
 /// The query of the relay's writes.

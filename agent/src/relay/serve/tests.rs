@@ -62,6 +62,7 @@ fn inventory(node: &str) -> Inventory {
             BTreeMap::from([
                 ("kubernetes.io/metadata.name".to_owned(), name.to_owned()),
                 ("team".to_owned(), format!("{name}-team")),
+                ("weir.dev/mode".to_owned(), "audit".to_owned()),
             ]),
         )
     };
@@ -151,7 +152,8 @@ fn relay(b_synced: bool) -> Relay {
         hub.resolver(),
         "relay",
     )
-    .with_token(Token::new(TOKEN, "test").unwrap());
+    .with_token(Token::new(TOKEN, "test").unwrap())
+    .with_modes_from_labels();
     Relay {
         state,
         hub,
@@ -323,10 +325,16 @@ async fn writes_are_refused_naming_missing_nodes_unless_partial_is_allowed() {
 #[tokio::test]
 async fn modes_come_from_the_namespaces_labels() {
     let relay = relay(true);
-    let (_, _, body) = call(app(relay), get("/api/modes")).await;
+    let (_, _, body) = call(app(relay.clone()), get("/api/modes")).await;
     let modes: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(modes["modes"], serde_json::json!({}), "{body}");
+    let expected = serde_json::json!({"data": "audit", "shop": "audit"});
+    assert_eq!(modes["modes"], expected, "{body}");
     assert_eq!(modes["default_mode"], "observe");
+    // The same modes reach /api/events' `modes` events.
+    assert_eq!(
+        serde_json::to_value(relay.state.modes()).unwrap()["modes"],
+        expected
+    );
 }
 
 #[test]
