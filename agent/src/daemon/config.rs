@@ -352,7 +352,7 @@ impl TryFrom<AgentArgs> for Config {
         let relay = match (args.relay_listen, args.relay_tls_dir) {
             (Some(listen), Some(tls_dir)) => {
                 ensure!(
-                    listen != args.listen,
+                    listen != args.listen || listen.port() == 0,
                     "--relay-listen {listen} is the API's --listen address: the relay listener needs its own"
                 );
                 Some(RelayListener { listen, tls_dir })
@@ -490,5 +490,17 @@ mod tests {
         ])
         .unwrap_err();
         assert!(error.to_string().contains("its own"), "{error}");
+        // Port 0 is a port each of them picks.
+        assert!(
+            config(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--relay-tls-dir",
+                "/certs",
+            ])
+            .is_ok()
+        );
     }
 }

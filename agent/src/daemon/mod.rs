@@ -77,10 +77,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .relay
         .as_ref()
         .map(|relay| {
-            crate::tls::server_config(&relay.tls_dir)
-                .context("cannot set up the relay listener (--relay-tls-dir)")
+            let dir = crate::tls::TlsDir::load(&relay.tls_dir)?;
+            // A certificate for another node fails every read of the
+            // relay's; the agent still observes and serves its API.
+            let name = crate::tls::agent_server_name(&config.node_name);
+            if let Err(error) = dir.check_name(&name) {
+                warn!(error = %error, "the relay listener's certificate does not name this node: the relay will refuse it");
+            }
+            dir.server_config()
         })
-        .transpose()?;
+        .transpose()
+        .context("cannot set up the relay listener (--relay-tls-dir)")?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.loss_clear_after));
     let aggregator = Arc::new(Aggregator::new(

@@ -9,7 +9,7 @@ use std::{
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 
@@ -63,6 +63,25 @@ impl TlsDir {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether this certificate names `name` (a wildcard too), as a
+    /// client expecting `name` checks it.
+    ///
+    /// # Errors
+    /// It does not, or it cannot be parsed; naming `tls.crt`.
+    pub fn check_name(&self, name: &str) -> Result<(), TlsError> {
+        let path = self.dir.join(CERT_FILE);
+        let wrong = |problem: String| TlsError::WrongName {
+            path: path.clone(),
+            name: name.to_owned(),
+            problem,
+        };
+        let server_name = ServerName::try_from(name).map_err(|e| wrong(e.to_string()))?;
+        let cert =
+            webpki::EndEntityCert::try_from(&self.chain[0]).map_err(|e| wrong(format!("{e:?}")))?;
+        cert.verify_is_valid_for_subject_name(&server_name)
+            .map_err(|e| wrong(format!("{e:?}")))
     }
 
     /// A server that requires a client certificate chaining to the CA.

@@ -66,6 +66,15 @@ pub enum TlsError {
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("{}: a certificate that cannot be a trust anchor: {problem}", path.display())]
     BadCa { path: PathBuf, problem: String },
+    #[error(
+        "{}: the certificate is not valid for {name}: {problem} (weir certs --node NODE issues one)",
+        path.display()
+    )]
+    WrongName {
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
     #[error("{}: cannot use this certificate and key: {problem}", dir.display())]
     Config { dir: PathBuf, problem: String },
     #[error("cannot build the relay's HTTPS client from {}: {problem}", dir.display())]

@@ -282,3 +282,18 @@ async fn the_relay_client_reaches_an_agent_by_name_at_its_address() {
         .unwrap_err();
     assert!(error.is_builder(), "{error}");
 }
+
+#[test]
+fn a_certificate_names_its_node_only() {
+    let dir = certs_dir();
+    let a = TlsDir::load(&dir.path().join("agents/a")).unwrap();
+    a.check_name(&agent_server_name("a")).unwrap();
+    let error = a.check_name(&agent_server_name("b")).unwrap_err();
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{}: the certificate is not valid for b.agents.weir.internal",
+            dir.path().join("agents/a/tls.crt").display()
+        )),
+        "{error}"
+    );
+}
