@@ -52,7 +52,7 @@ export class Coverage {
       return el(`div.cov-node.${state}`, { role: 'listitem', dataset: { node: n.node, state } },
         el('span.cov-name', {}, n.node),
         el('span.cov-state', {}, state),
-        el('span.cov-sync', {}, 'synced ', fmtAgo(n.last_sync)),
+        el('span.cov-sync', {}, n.last_sync ? ['synced ', fmtAgo(n.last_sync)] : 'never synced'),
         n.error ? el('div.cov-error', {}, n.error) : null);
     }));
   }
