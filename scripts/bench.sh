@@ -13,6 +13,9 @@
 #               merger for 100 agents with clock skew, out-of-order share
 #   generator   learner time and peak memory at 1k/10k pods and 100k/1M
 #               flow records; evaluator throughput
+#   relay       the relay with 100 and 1,000 in-process agents holding the
+#               learner's cluster: sync latency, restart, memory, export,
+#               stale marking                     agent/benches/relay.rs
 #   enforce     enforcement: per-packet cost at 10 / 10,000 rules and 10,000
 #               CIDRs (a pod peer in one too); new-connection rate between lab pods under iptables
 #               (linear), nftables (set) and weir; time to apply 10,000
@@ -67,6 +70,11 @@ generator_cmd="cargo bench -p weir-generator --bench synth"
 echo "== generator (learner scaling, evaluator throughput)" >&2
 $CARGO bench -q -p weir-generator --bench synth >"$tmp/generator.md"
 cat "$tmp/generator.md" >&2
+
+relay_cmd="cargo bench -p weir --bench relay"
+echo "== relay (100 and 1,000 in-process agents)" >&2
+$CARGO bench -q -p weir --bench relay >"$tmp/relay.md"
+cat "$tmp/relay.md" >&2
 
 enforce_cmd="cargo bench -p weir-integration-tests --bench enforce"
 echo "== enforce (BPF_PROG_TEST_RUN, lab pods vs iptables/nftables, apply time)" >&2
@@ -369,9 +377,49 @@ How it is measured ([\`tests/benches/enforce.rs\`](../tests/benches/enforce.rs))
   entries), then the enforcer's writes (\`entries::plan\` from empty maps,
   through \`PolicyMapsIo\`: identities, CIDRs, peers, rules, then endpoints)
   into a freshly loaded datapath, end to end in the bench process.
+
+## 6. The relay: 100 and 1,000 agents
+
+\`\`\`sh
+${relay_cmd}
+\`\`\`
+
+$(cat "$tmp/relay.md")
+
+Targets: export on the merged graph in under 2 s and 1 GiB, as one agent's.
+
+How it is measured ([\`agent/benches/relay.rs\`](../agent/benches/relay.rs)):
+the learner benchmark's cluster and records (10,000 pods, 1M flow records,
+the same generator), pod \`i\` on node \`i % agents\`, so a workload's five
+pods run on five nodes and a connection between two nodes is in both
+nodes' contributions, once from each side. Each simulated agent holds its
+contribution as the JSON it would serve, with its ETag, and its
+\`/api/events\`; the relay reads them through its own \`Fetch\` seam (parsing
+that JSON; no sockets or TLS), and everything else is the relay's code:
+\`sync::run\` with its concurrency, events and backoff, the \`Hub\`, the merge,
+the aggregator serving the merged view and the redb checkpoint, with the
+relay's defaults. The bench checks the merged graph equals, edge for edge
+and counter for counter, what one agent holding every pod learns.
+
+- **First sync**: an empty relay until every agent is read and the merged
+  view has every edge. **Relay heap**: live heap (counting allocator) the
+  relay holds then: every node's parsed contribution, the merged view, its
+  cluster and the checkpoint's cache.
+- **Version change -> edge at the relay**: one agent (a different one
+  each time) serves a new version with one edge more and says so on its
+  events; the time until the relay's merged view has that edge: the sync
+  task's read, the merge pause, and a full merge of every contribution.
+- **Restart**: a new relay on the same state directory: the checkpoint
+  read and merged (the view is served from then), then every agent read
+  again (each answers 304: the ETags were kept).
+- **Dead agent**: ten agents stop answering at once (reads refused, event
+  streams end); the time until coverage lists each as stale.
+- **Export**: \`synthesize\` + YAML on the relay's merged graph and cluster,
+  and on one agent's graph of the same cluster, alternated 3 times
+  (medians; peak heap by the counting allocator).
 EOF
 
-# Section 6 (the UI at scale) comes from the Chromium end-to-end run, not
+# Section 7 (the UI at scale) comes from the Chromium end-to-end run, not
 # from these benches: carry it over as it is.
 if [ -f "$OUT" ]; then
   sed -n '/^## [0-9]*\. UI: /,$p' "$OUT" | sed '1s/^/\n/' >>"$tmp/benchmarks.md"
