@@ -13,6 +13,9 @@
 //!   beside the initiator's verdicts (as one agent holding both ends
 //!   counts them: the egress verdict, and the ingress one when it is not
 //!   forwarded);
+//! - a connection the responder's ingress dropped is not learned, though
+//!   the initiator's egress let it out: it comes off the initiator's side
+//!   and is a drop, as one agent holding both ends counts it;
 //! - first seen is the earliest of the sides, last seen the latest;
 //! - different node pairs of one edge add up (different connections).
 //!
@@ -185,6 +188,52 @@ fn resolve(pairs: BTreeMap<EdgeKey, BTreeMap<Ends, Pair>>) -> BTreeMap<EdgeKey, 
         .collect()
 }
 
+/// Take out of the learned edges what their responders' ingress dropped.
+///
+/// A cross-node connection let out by its initiator's egress and dropped by
+/// its responder's ingress is learned on the initiator's node (it saw
+/// nothing dropped) and a drop on the responder's. One agent holding both
+/// ends counts it as dropped only, and so must the merge: dropped traffic
+/// is never learned. The responder's dropped connections come off the
+/// initiator's side of the same node pair; a side left with no connection
+/// goes.
+fn forget_dropped_at_ingress(
+    edges: &mut BTreeMap<EdgeKey, BTreeMap<Ends, Pair>>,
+    drops: &BTreeMap<EdgeKey, BTreeMap<Ends, Pair>>,
+) {
+    for (key, by_ends) in drops {
+        let Some(learned) = edges.get_mut(key) else {
+            continue;
+        };
+        for (ends, dropped) in by_ends {
+            let (Some(back), None) = (dropped.back, dropped.front) else {
+                continue;
+            };
+            let Some(pair) = learned.get_mut(ends) else {
+                continue;
+            };
+            let Some((seen, front)) = pair.front.as_mut() else {
+                continue;
+            };
+            if *seen != SeenFromJson::Initiator {
+                continue;
+            }
+            front.connections = front.connections.saturating_sub(back.connections);
+            front.packets = front.packets.saturating_sub(back.packets);
+            front.bytes = front.bytes.saturating_sub(back.bytes);
+            let v = &mut front.verdicts;
+            v.forwarded = v.forwarded.saturating_sub(back.connections);
+            if front.connections == 0 {
+                pair.front = None;
+            }
+        }
+        learned.retain(|_, pair| pair.front.is_some() || pair.back.is_some());
+        if learned.is_empty() {
+            edges.remove(key);
+        }
+    }
+}
+
 /// Merge the contributions (in any order) into one view.
 pub fn merge<'a>(contributions: impl IntoIterator<Item = &'a ContributionJson>) -> Merged {
     // One contribution per node, the latest; then oldest first, so the
@@ -248,6 +297,7 @@ pub fn merge<'a>(contributions: impl IntoIterator<Item = &'a ContributionJson>) 
             services.insert((s.namespace.clone(), s.name.clone()), s.clone());
         }
     }
+    forget_dropped_at_ingress(&mut edges, &drops);
     graph.edges = resolve(edges);
     Merged {
         view: GraphView {

@@ -146,6 +146,29 @@ fn the_responders_verdict_counts_beside_the_initiators() {
 }
 
 #[test]
+fn a_connection_dropped_at_the_responders_ingress_is_not_learned() {
+    let cluster = Cluster::new();
+    cluster.frontend_to_db(5432, Verdict::Forwarded);
+    cluster.frontend_to_db(6379, Verdict::Dropped);
+    let (a, b) = cluster.contributions();
+    let merged = merge([&a, &b]);
+    let dropped = edge("frontend", "db", 6379);
+    assert!(
+        !merged.view.graph.edges.contains_key(&dropped),
+        "dropped traffic is learned: {:?}",
+        merged.view.graph.edges
+    );
+    assert_eq!(merged.view.drops[&dropped].connections, 1);
+    assert_eq!(merged.view.graph.edges, cluster.one.graph().edges);
+    // A node pair with some connections let in keeps those.
+    cluster.frontend_to_db(6379, Verdict::Forwarded);
+    let (a, b) = cluster.contributions();
+    let merged = merge([&a, &b]);
+    assert_eq!(merged.view.graph.edges[&dropped].connections, 1);
+    assert_eq!(merged.view.drops[&dropped].connections, 1);
+}
+
+#[test]
 fn either_side_alone_still_gives_the_edge() {
     let cluster = Cluster::new();
     cluster.frontend_to_db(5432, Verdict::Forwarded);
@@ -305,17 +328,18 @@ fn node_resolver(node: &str) -> FakeResolver {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// However the connections fall across nodes, the merged graph is what
-    /// one node holding every pod learns.
+    /// However the connections fall across nodes, and whatever the
+    /// responder's ingress did with them, the merged graph is what one node
+    /// holding every pod learns.
     #[test]
     fn the_merge_equals_one_node_holding_every_pod(
-        conns in prop::collection::vec((0..4_usize, 0..4_usize, 1..4_u16, any::<bool>()), 1..12),
+        conns in prop::collection::vec((0..4_usize, 0..4_usize, 1..4_u16, 0..3_u8), 1..12),
     ) {
         let nodes: BTreeMap<&str, Aggregator> =
             ["a", "b", "c"].into_iter().map(|n| (n, aggregator(n))).collect();
         let one = aggregator("one");
         let everything = node_resolver("one");
-        for (i, (from, to, port, audit)) in conns.into_iter().enumerate() {
+        for (i, (from, to, port, ingress)) in conns.into_iter().enumerate() {
             if from == to {
                 continue;
             }
@@ -325,9 +349,11 @@ proptest! {
             let server = format!("{to_ip}:{}", 8000 + port);
             let out = obs(u32::try_from(from).expect("small") + 1, &client, &server, Initiator::Local);
             let mut inbound = obs(u32::try_from(to).expect("small") + 1, &server, &client, Initiator::Remote);
-            if audit {
-                inbound.verdict = Verdict::Audit;
-            }
+            inbound.verdict = match ingress {
+                0 => Verdict::Forwarded,
+                1 => Verdict::Audit,
+                _ => Verdict::Dropped,
+            };
             nodes[from_node].fold(&out, &node_resolver(from_node));
             nodes[to_node].fold(&inbound, &node_resolver(to_node));
             one.fold(&out, &everything);
