@@ -1458,8 +1458,9 @@ fn the_charts_certificates_pass_weirs_mutual_tls() {
                 answer.text().await
             }
         };
-        // The relay reaches any node's agent: the wildcard names them all.
-        for node in ["node-a", "ip-10-0-0-1"] {
+        // The relay reaches any node's agent: the wildcard names them all,
+        // a node name with dots too (its dots are dashes in the name).
+        for node in ["node-a", "ip-10-0-0-1", "ip-10-0-1-2.ec2.internal"] {
             let body = get("relay", node).await;
             assert_eq!(
                 body.as_ref().ok().map(String::as_str),

@@ -39,10 +39,13 @@ pub const AGENTS_DOMAIN: &str = "agents.weir.internal";
 pub const RELAY_SERVER_NAME: &str = "relay.weir.internal";
 
 /// The DNS name an agent's relay-listener certificate is issued for:
-/// `<node>.agents.weir.internal`.
+/// `<node>.agents.weir.internal`, with the node name's dots made dashes
+/// (as Cilium names its Hubble peers), so the name has one label under
+/// the domain and the chart's wildcard `*.agents.weir.internal` covers
+/// every node, `ip-10-0-1-2.ec2.internal` too.
 #[must_use]
 pub fn agent_server_name(node: &str) -> String {
-    format!("{node}.{AGENTS_DOMAIN}")
+    format!("{}.{AGENTS_DOMAIN}", node.replace('.', "-"))
 }
 
 /// Why TLS material could not be read, used or written; each names its file.

@@ -284,6 +284,15 @@ async fn the_relay_client_reaches_an_agent_by_name_at_its_address() {
 }
 
 #[test]
+fn a_dotted_node_name_is_one_label_under_the_agents_domain() {
+    assert_eq!(
+        agent_server_name("ip-10-0-1-2.ec2.internal"),
+        "ip-10-0-1-2-ec2-internal.agents.weir.internal"
+    );
+    assert_eq!(agent_server_name("node-a"), "node-a.agents.weir.internal");
+}
+
+#[test]
 fn a_certificate_names_its_node_only() {
     let dir = certs_dir();
     let a = TlsDir::load(&dir.path().join("agents/a")).unwrap();
