@@ -191,7 +191,7 @@ pub async fn apply(
 
 /// A name from the URL path, checked as the API server checks it: a
 /// namespace stored in `enforce.json` must be one a cluster could have.
-fn path_name(
+pub(crate) fn path_name(
     segment: &str,
     value: &str,
     valid: fn(&str) -> Result<(), String>,
@@ -229,7 +229,18 @@ pub async fn modes(State(state): State<AppState>) -> Result<Json<Modes>, ApiErro
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
-    mode: String,
+    pub(crate) mode: String,
+}
+
+/// The `mode` of a `PUT /api/modes/{namespace}` body.
+pub(crate) fn parse_mode(value: &str) -> Result<Mode, ApiError> {
+    value.parse().map_err(
+        |weir_generator::datapath::UnknownMode(value)| ApiError::BadField {
+            name: "mode",
+            reason: weir_generator::datapath::UnknownMode(super::error::shorten(&value))
+                .to_string(),
+        },
+    )
 }
 
 /// `PUT /api/modes/{namespace}`.
@@ -241,16 +252,7 @@ pub async fn set_mode(
     let Path(namespace) = path?;
     path_name("namespace", &namespace, names::dns1123_label)?;
     let Json(body) = body?;
-    let mode: Mode =
-        body.mode
-            .parse()
-            .map_err(
-                |weir_generator::datapath::UnknownMode(value)| ApiError::BadField {
-                    name: "mode",
-                    reason: weir_generator::datapath::UnknownMode(super::error::shorten(&value))
-                        .to_string(),
-                },
-            )?;
+    let mode = parse_mode(&body.mode)?;
     let handle = enforcer(&state)?;
     change(handle, Change::SetMode { namespace, mode }).await?;
     Ok(Json(Modes::from(&*handle.view())))

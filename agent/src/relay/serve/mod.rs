@@ -25,7 +25,6 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
-use weir_generator::datapath::Mode;
 
 use super::{
     coverage,
@@ -201,18 +200,23 @@ fn write_failed(error: &writes::WriteError) -> ApiError {
     }
 }
 
-/// `POST /api/policies/enforced`: server-side apply of the body's policies.
-async fn apply(relay: Relay, request: Request) -> Result<Response, ApiError> {
-    check_coverage(&relay, &request, "apply policies")?;
-    let client = client(&relay)?;
-    let body = request
+/// The whole body of a write (the API's body limit bounds it).
+async fn body_bytes(request: Request) -> Result<axum::body::Bytes, ApiError> {
+    Ok(request
         .into_body()
         .collect()
         .await
         .map_err(|e| ApiError::BadBody {
             reason: e.to_string(),
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// `POST /api/policies/enforced`: server-side apply of the body's policies.
+async fn apply(relay: Relay, request: Request) -> Result<Response, ApiError> {
+    check_coverage(&relay, &request, "apply policies")?;
+    let client = client(&relay)?;
+    let body = body_bytes(request).await?;
     let text = std::str::from_utf8(&body).map_err(|e| ApiError::BadBody {
         reason: e.to_string(),
     })?;
@@ -237,46 +241,24 @@ async fn apply(relay: Relay, request: Request) -> Result<Response, ApiError> {
     .into_response())
 }
 
-/// The body of `PUT /api/modes/{namespace}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModeBody {
-    mode: String,
-}
-
 /// `PUT /api/modes/{namespace}`: the namespace's `weir.dev/mode` label.
 async fn set_mode(relay: Relay, namespace: String, request: Request) -> Result<Response, ApiError> {
-    weir_generator::names::dns1123_label(&namespace).map_err(|reason| ApiError::Status {
-        code: 400,
-        message: format!("bad path segment `namespace`: {reason}"),
-    })?;
+    api::enforce::path_name(
+        "namespace",
+        &namespace,
+        weir_generator::names::dns1123_label,
+    )?;
     check_coverage(
         &relay,
         &request,
         &format!("set the mode of namespace {namespace}"),
     )?;
     let client = client(&relay)?;
-    let body = request
-        .into_body()
-        .collect()
-        .await
+    let body: api::enforce::ModeBody = serde_json::from_slice(&body_bytes(request).await?)
         .map_err(|e| ApiError::BadBody {
             reason: e.to_string(),
-        })?
-        .to_bytes();
-    let body: ModeBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody {
-        reason: e.to_string(),
-    })?;
-    let mode: Mode =
-        body.mode
-            .parse()
-            .map_err(
-                |weir_generator::datapath::UnknownMode(value)| ApiError::BadField {
-                    name: "mode",
-                    reason: weir_generator::datapath::UnknownMode(api::error::shorten(&value))
-                        .to_string(),
-                },
-            )?;
+        })?;
+    let mode = api::enforce::parse_mode(&body.mode)?;
     writes::set_mode(client, &namespace, mode)
         .await
         .map_err(|e| write_failed(&e))?;

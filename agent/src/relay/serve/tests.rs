@@ -11,6 +11,7 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 use weir_generator::{
     cluster::NamedPort,
+    datapath::Mode,
     model::{PodMeta, Protocol, WorkloadKind, WorkloadRef},
 };
 
