@@ -186,6 +186,10 @@ async fn follow<F: Fetch>(
 }
 
 /// Follow the agent's events, again after a pause whenever they end.
+///
+/// A stream that ends (the agent stopped, its node went away) asks for a
+/// read at once: a dead agent is then marked stale within a read's timeout,
+/// not at the next periodic read.
 async fn watch_events<F: Fetch>(
     fetch: Arc<F>,
     agent: AgentEndpoint,
@@ -198,6 +202,7 @@ async fn watch_events<F: Fetch>(
             Ok(()) => failures = 1,
             Err(_) => failures = failures.saturating_add(1),
         }
+        changed.notify_one();
         tokio::time::sleep(backoff(&pace, failures)).await;
     }
 }

@@ -416,3 +416,55 @@ async fn a_checkpointed_node_is_not_deleted_before_discovery_has_listed() {
     until("a deleted", || hub.held()["a"].deleted_since.is_some()).await;
     syncing.abort();
 }
+
+/// An agent that answers until it dies; its event stream stays open until
+/// then.
+#[derive(Default)]
+struct Dying {
+    answer: Mutex<Option<ContributionJson>>,
+    died: Notify,
+}
+
+impl Fetch for Dying {
+    async fn contribution(&self, _: &AgentEndpoint, _: Option<&str>) -> Result<Fetched, String> {
+        match self.answer.lock().unwrap().clone() {
+            Some(c) => Ok(Fetched::Changed {
+                etag: Some(etag(&c)),
+                contribution: Box::new(c),
+            }),
+            None => Err("connection refused".to_owned()),
+        }
+    }
+
+    async fn watch(&self, _: &AgentEndpoint, _: Arc<Notify>) -> Result<(), String> {
+        if self.answer.lock().unwrap().is_none() {
+            return Err("connection refused".to_owned());
+        }
+        self.died.notified().await;
+        Err("stream ended".to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agent_is_stale_when_its_events_end_not_at_the_next_read() {
+    let a = aggregator("a");
+    connect(&a, "a", 40_000);
+    let dying = Arc::new(Dying::default());
+    *dying.answer.lock().unwrap() = Some(contribution(&a, 1));
+    let agents = static_list(&[("a".to_owned(), "https://10.0.0.1:4244".to_owned())]);
+    let hub = Hub::new(agents.clone(), None, aggregator("relay"));
+    // The periodic read is an hour away: only the events' end can tell.
+    let syncing = tokio::spawn(run(
+        Arc::clone(&hub),
+        Arc::clone(&dying),
+        agents,
+        pace(Duration::from_secs(3600)),
+    ));
+    until("a synced", || hub.coverage().synced == 1).await;
+    // Let the event stream open before the agent dies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    *dying.answer.lock().unwrap() = None;
+    dying.died.notify_waiters();
+    until("a stale", || state_of(&hub, "a") == NodeState::Stale).await;
+    syncing.abort();
+}
