@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd::{certs, learn, observe, policy},
+    cmd::{audit, certs, learn, observe, policy},
     daemon, relay,
     telemetry::LogFormat,
 };
@@ -47,6 +47,9 @@ pub enum Command {
     /// enforce.
     #[command(subcommand)]
     Mode(policy::ModeCommand),
+    /// The agent's audit log: mode changes, the guard's reverts,
+    /// promotions, approvals and rejections, with who, when and why.
+    Audit(audit::AuditArgs),
     /// Write a CA and the certificates of the agents' relay listeners and
     /// of the relay (mutual TLS), for labs and installs without cert-manager.
     Certs(certs::CertsArgs),
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => learn::run_status(&args),
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Mode(cmd) => policy::run_mode(&cmd),
+        Command::Audit(args) => audit::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Relay(args) => relay::run(args),
         Command::Lab(cmd) => weir_lab::run(cmd),

@@ -47,6 +47,7 @@
 //! | 1 | `enforce` | the enforcer: policies and modes compiled into the datapath's maps |
 //! | 1 | `graph_store` | the learned flow graph on disk |
 //! | 1 | `tls` | mutual TLS between the relay and the agents: certificates, configurations, the relay's client |
+//! | 1 | `audit` | the append-only log of enforcement decisions (`audit.redb`) |
 //! | 1 | `health` | what the agent lost and when, for `/healthz` and the UI |
 //! | 1 | `api::wire` | the JSON the API serves, shared by its server and its clients |
 //! | 2 | `api` | the HTTP API, the UI and `/metrics` |
@@ -60,6 +61,7 @@
 
 pub mod aggregator;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod daemon;

@@ -20,19 +20,20 @@ use axum::{
         Path, Query, State,
         rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection},
     },
-    http::header,
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use weir_generator::{datapath::Mode, names};
 
 use super::{
-    AppState,
+    AppState, audit,
     error::ApiError,
     learn::YAML,
     wire::{Applied, Deleted, Enforced, Modes},
 };
 use crate::{
+    audit::{Kind, NewEntry},
     enforce::{
         Change, EnforceError, Outcome, View,
         task::{ChangeError, EnforcerHandle},
@@ -246,6 +247,7 @@ pub(crate) fn parse_mode(value: &str) -> Result<Mode, ApiError> {
 /// `PUT /api/modes/{namespace}`.
 pub async fn set_mode(
     State(state): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Result<Json<Modes>, ApiError> {
@@ -254,6 +256,26 @@ pub async fn set_mode(
     let Json(body) = body?;
     let mode = parse_mode(&body.mode)?;
     let handle = enforcer(&state)?;
-    change(handle, Change::SetMode { namespace, mode }).await?;
+    let before = handle.view().modes.get(&namespace).copied();
+    let default_mode = handle.view().default_mode;
+    change(
+        handle,
+        Change::SetMode {
+            namespace: namespace.clone(),
+            mode,
+        },
+    )
+    .await?;
+    let from = before.unwrap_or(default_mode);
+    audit::record(
+        &state,
+        NewEntry::new(
+            audit::actor(&headers),
+            Kind::ModeChange,
+            format!("{from} -> {mode}"),
+        )
+        .namespace(namespace)
+        .details(serde_json::json!({ "from": from, "to": mode })),
+    );
     Ok(Json(Modes::from(&*handle.view())))
 }

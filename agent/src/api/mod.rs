@@ -25,6 +25,7 @@
 //! | `GET, POST /api/policies/enforced` | the enforced policies; add or replace (YAML body) |
 //! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
 //! | `GET /api/modes`, `PUT /api/modes/{ns}` | per-namespace modes: observe, audit, enforce |
+//! | `GET /api/audit` | the audit log: mode changes, reverts, promotions, approvals; filters `namespace`, `kind`, `after`, `limit` |
 //!
 //! The JSON of each answer is a type of [`wire`], shared with the clients;
 //! query strings are checked with [`query`], so errors name the parameter.
@@ -35,6 +36,7 @@
 //! Every request that changes state needs `Authorization: Bearer TOKEN`
 //! ([`auth`]); errors are JSON `{"error": "...", "status": CODE}`.
 
+pub mod audit;
 pub mod auth;
 pub mod contribution;
 pub mod details;
@@ -118,6 +120,9 @@ pub struct AppState {
     pub epoch: u64,
     /// This run of the agent: the graph's version restarts with it.
     pub instance: u64,
+    /// The append-only log of decisions ([`crate::audit`]); in memory
+    /// unless [`AppState::with_audit`] gives the state directory's.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -157,7 +162,15 @@ impl AppState {
             health: Arc::default(),
             epoch: random_id(),
             instance: random_id(),
+            audit: Arc::default(),
         }
+    }
+
+    /// Record decisions in `log`.
+    #[must_use]
+    pub fn with_audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = log;
+        self
     }
 
     /// Take the modes from the namespaces' labels (a relay).
@@ -318,6 +331,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/modes", get(enforce::modes))
         .route("/api/modes/{namespace}", put(enforce::set_mode))
+        .route("/api/audit", get(audit::audit))
         .route("/{file}", get(asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -906,3 +906,51 @@ mod tests {
         assert_eq!(round_trip(&event), r#"{"version":7,"nodes":3,"edges":2}"#);
     }
 }
+
+// ---- `GET /api/audit` ----
+
+/// The header a client names its user with, recorded as the audit log's
+/// `who` (`weir` sends `$USER`, the UI `ui`).
+pub const ACTOR_HEADER: &str = "x-weir-actor";
+
+/// `GET /api/audit`: the audit log's entries, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Audit {
+    /// The entries the query selects.
+    pub entries: Vec<AuditEntryJson>,
+}
+
+/// One decision of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntryJson {
+    /// Its number in the log, from 1.
+    pub seq: u64,
+    /// When, RFC 3339 with nanoseconds.
+    pub time: String,
+    /// Who: the client's `X-Weir-Actor` (else `api`), or `guard`, `promoter`.
+    pub who: String,
+    /// `revert`, `approve`, `reject`, `promote` or `mode-change`.
+    pub kind: crate::audit::Kind,
+    /// The namespace, when it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// What was decided.
+    pub what: String,
+    /// Why, and the rest.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+impl From<&crate::audit::Entry> for AuditEntryJson {
+    fn from(entry: &crate::audit::Entry) -> Self {
+        Self {
+            seq: entry.seq,
+            time: crate::timestamp::rfc3339(entry.at),
+            who: entry.who.clone(),
+            kind: entry.kind,
+            namespace: entry.namespace.clone(),
+            what: entry.what.clone(),
+            details: entry.details.clone(),
+        }
+    }
+}

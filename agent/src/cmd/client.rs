@@ -262,7 +262,17 @@ impl Client {
     /// # Errors
     /// [`ClientError::Build`].
     pub fn with_timeout(timeout: Option<Duration>) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        // Who asks, for the agent's audit log (the token only says the
+        // client may).
+        if let Some(user) = std::env::var("USER")
+            .ok()
+            .and_then(|u| reqwest::header::HeaderValue::from_str(&u).ok())
+        {
+            headers.insert(crate::api::wire::ACTOR_HEADER, user);
+        }
         let http = reqwest::blocking::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .build()

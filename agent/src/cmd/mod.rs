@@ -3,6 +3,7 @@
 //! They import the API's wire types and the domain; nothing imports them
 //! but `cli.rs`.
 
+pub mod audit;
 pub mod certs;
 pub mod client;
 pub mod kube;

@@ -110,6 +110,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "learned graph loaded"
     );
     let persister = Arc::new(Persister::new(store, Arc::clone(&aggregator)));
+    let audit = Arc::new(
+        crate::audit::AuditLog::open(&config.state_dir).context("cannot open the audit log")?,
+    );
     let resolver: SharedResolver = Arc::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
@@ -170,6 +173,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         readiness: config.readiness,
     })
     .with_epoch(loaded.epoch)
+    .with_audit(audit)
     .with_enforcer(enforcer.clone())
     .with_health(Arc::clone(&health))
     .with_token(api_token.clone())

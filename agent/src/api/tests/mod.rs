@@ -651,6 +651,78 @@ mod enforce {
         assert_eq!(deleted.deleted, "shop/deny");
     }
 
+    /// A mode change is an audit log entry naming who asked (the
+    /// client's `X-Weir-Actor`), from what to what; a refused one is not.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mode_changes_are_audit_log_entries() {
+        let t = with_enforcer(state());
+        let put = |actor: Option<&str>, body: &str| {
+            let mut request = Request::builder()
+                .method("PUT")
+                .uri("/api/modes/shop")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+            if let Some(actor) = actor {
+                request = request.header(wire::ACTOR_HEADER, actor);
+            }
+            t.app
+                .clone()
+                .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        };
+        assert_eq!(
+            put(Some("alice"), r#"{"mode": "audit"}"#)
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            put(None, r#"{"mode": "enforce"}"#).await.unwrap().status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            put(Some("mallory"), r#"{"mode": "block"}"#)
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
+        let audit = t.get("/api/audit?namespace=shop").await;
+        let entries = audit["entries"].as_array().unwrap();
+        let got: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["who"].as_str().unwrap(),
+                    e["kind"].as_str().unwrap(),
+                    e["what"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("alice", "mode-change", "observe -> audit"),
+                ("api", "mode-change", "audit -> enforce"),
+            ]
+        );
+        assert_eq!(entries[1]["seq"], 2);
+        assert_eq!(entries[1]["namespace"], "shop");
+        let json: wire::Audit = serde_json::from_value(audit.clone()).unwrap();
+        assert_eq!(json.entries.len(), 2);
+        assert_eq!(
+            t.get("/api/audit?namespace=blog").await["entries"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            t.get("/api/audit?kind=mode-change&limit=1").await["entries"][0]["seq"],
+            2
+        );
+        let (status, body) = t.send("GET", "/api/audit?kind=nope", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("kind"), "{body}");
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn policies_and_modes_round_trip() {
         let t = with_enforcer(state());
