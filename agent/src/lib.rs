@@ -48,6 +48,7 @@
 //! | 1 | `graph_store` | the learned flow graph on disk |
 //! | 1 | `tls` | mutual TLS between the relay and the agents: certificates, configurations, the relay's client |
 //! | 1 | `audit` | the append-only log of enforcement decisions (`audit.redb`) |
+//! | 1 | `guard` | the break-glass guard's bookkeeping: windows after a flip to enforce (pure) |
 //! | 1 | `health` | what the agent lost and when, for `/healthz` and the UI |
 //! | 1 | `api::wire` | the JSON the API serves, shared by its server and its clients |
 //! | 2 | `api` | the HTTP API, the UI and `/metrics` |
@@ -69,6 +70,7 @@ pub mod enforce;
 pub mod error_chain;
 pub mod flow;
 pub mod graph_store;
+pub mod guard;
 pub mod health;
 pub mod learn;
 pub mod metrics;

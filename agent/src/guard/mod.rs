@@ -1,0 +1,472 @@
+//! The guard (break-glass): for a while after a namespace goes to enforce
+//! (its window, 15 minutes unless the namespace's `weir.dev/guard-window`
+//! annotation says otherwise, `0` for none), a dropped connection on an
+//! edge learned before the flip is traffic the application really uses
+//! that the policies miss. Once `weir.dev/guard-max-drops` distinct learned
+//! edges (1 by default) were dropped, the namespace goes back to audit.
+//!
+//! This module is the bookkeeping only, pure and synchronous: which
+//! namespaces are watched, which edges they learned, which of those were
+//! dropped since the flip. `api::guard` runs it against the aggregator and
+//! the enforcer once a sweep, and makes the revert (and says why). The
+//! state is saved in `guard.json` of the state directory after every
+//! change, so a restart keeps the windows, their learned edges and what
+//! they counted.
+//!
+//! The guard reads nothing on the packet path: it compares the graph's
+//! drops (by edge, with their last-seen time) with each window's learned
+//! edges once per check, so the aggregator pays nothing for it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use weir_generator::{
+    datapath::Mode,
+    model::{EdgeKey, EdgeStats, FlowGraph, NodeId},
+};
+
+/// The namespace annotation that sets the window (`15m`, `1h`, `0` for
+/// none).
+pub const WINDOW_ANNOTATION: &str = "weir.dev/guard-window";
+/// The namespace annotation that sets how many distinct learned edges may
+/// be dropped before the revert (at least 1).
+pub const MAX_DROPS_ANNOTATION: &str = "weir.dev/guard-max-drops";
+/// The window without an annotation.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The threshold without an annotation.
+pub const DEFAULT_MAX_DROPS: u32 = 1;
+/// The state's file name inside the state directory.
+pub const FILE_NAME: &str = "guard.json";
+
+/// A namespace's guard settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// How long the guard watches after the flip; zero: not at all.
+    #[serde(with = "secs")]
+    pub window: Duration,
+    /// Distinct learned edges dropped that make the revert.
+    pub max_drops: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_WINDOW,
+            max_drops: DEFAULT_MAX_DROPS,
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// Edge keys as the state file writes them (the generator's keys have no
+/// JSON form of their own).
+mod edges {
+    use std::{collections::BTreeSet, net::IpAddr};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use weir_generator::model::{EdgeKey, NodeId, Protocol, WorkloadRef};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Node {
+        Workload(WorkloadRef),
+        External(IpAddr),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Edge {
+        source: Node,
+        target: Node,
+        protocol: Protocol,
+        port: u16,
+    }
+
+    fn node(n: &NodeId) -> Node {
+        match n {
+            NodeId::Workload(w) => Node::Workload(w.clone()),
+            NodeId::External(ip) => Node::External(*ip),
+        }
+    }
+
+    fn id(n: Node) -> NodeId {
+        match n {
+            Node::Workload(w) => NodeId::Workload(w),
+            Node::External(ip) => NodeId::External(ip),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(set: &BTreeSet<EdgeKey>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(set.iter().map(|k| Edge {
+            source: node(&k.source),
+            target: node(&k.target),
+            protocol: k.protocol,
+            port: k.port,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<EdgeKey>, D::Error> {
+        Ok(Vec::<Edge>::deserialize(d)?
+            .into_iter()
+            .map(|e| EdgeKey {
+                source: id(e.source),
+                target: id(e.target),
+                protocol: e.protocol,
+                port: e.port,
+            })
+            .collect())
+    }
+}
+
+/// A namespace's settings from its annotations; a value that does not
+/// parse is reported (naming the namespace, the annotation and the value)
+/// and its default used.
+#[must_use]
+pub fn settings(
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> (Settings, Vec<String>) {
+    let mut out = Settings::default();
+    let mut warnings = Vec::new();
+    let Some(annotations) = annotations else {
+        return (out, warnings);
+    };
+    if let Some(value) = annotations.get(WINDOW_ANNOTATION) {
+        match parse_window(value) {
+            Some(window) => out.window = window,
+            None => warnings.push(format!(
+                "namespace {namespace}: annotation {WINDOW_ANNOTATION}={value:?} is not a \
+                 duration (15m, 1h, 0 for none); using the default {}",
+                humantime::format_duration(DEFAULT_WINDOW)
+            )),
+        }
+    }
+    if let Some(value) = annotations.get(MAX_DROPS_ANNOTATION) {
+        match value.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => out.max_drops = n,
+            _ => warnings.push(format!(
+                "namespace {namespace}: annotation {MAX_DROPS_ANNOTATION}={value:?} is not a \
+                 whole number of edges of at least 1; using the default {DEFAULT_MAX_DROPS}"
+            )),
+        }
+    }
+    (out, warnings)
+}
+
+fn parse_window(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    humantime::parse_duration(value).ok()
+}
+
+/// One namespace's guard window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When the namespace went to enforce, Unix ns.
+    pub started_at: u64,
+    /// When the window closes, Unix ns.
+    pub until: u64,
+    /// Distinct learned edges dropped that make the revert.
+    pub max_drops: u32,
+    /// The edges from or to the namespace learned before the flip.
+    #[serde(with = "edges")]
+    pub learned: BTreeSet<EdgeKey>,
+    /// Those dropped since the flip.
+    #[serde(with = "edges")]
+    pub dropped: BTreeSet<EdgeKey>,
+}
+
+/// A namespace the guard set back to audit, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverted {
+    /// When, Unix ns.
+    pub at: u64,
+    /// Why, one sentence.
+    pub reason: String,
+    /// The learned edges dropped (`src -> dst PROTO/PORT`).
+    pub edges: Vec<String>,
+    /// The policies that isolated them (`namespace/name`).
+    pub policies: Vec<String>,
+}
+
+/// A namespace whose window saw enough learned edges dropped: it must go
+/// back to audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trip {
+    /// The namespace.
+    pub namespace: String,
+    /// Its learned edges dropped since the flip.
+    pub edges: Vec<EdgeKey>,
+    /// Its threshold.
+    pub max_drops: u32,
+}
+
+/// The guard's whole state, as saved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    /// Open windows by namespace.
+    #[serde(default)]
+    pub windows: BTreeMap<String, Window>,
+    /// The last revert of each namespace (kept until it is set to enforce
+    /// again).
+    #[serde(default)]
+    pub reverted: BTreeMap<String, Reverted>,
+    /// Namespaces whose next flip to enforce is not guarded (`--no-guard`).
+    #[serde(default)]
+    pub unguarded: BTreeSet<String>,
+    /// The modes seen at the last check; `None` before the first, whose
+    /// enforced namespaces were enforced before the guard looked.
+    #[serde(default)]
+    pub modes: Option<BTreeMap<String, Mode>>,
+    /// When the last check ran, Unix ns: a flip seen now happened after it.
+    #[serde(default)]
+    pub checked_at: u64,
+}
+
+/// `src -> dst PROTO/PORT`, as logs and the audit log name an edge.
+#[must_use]
+pub fn edge_name(edge: &EdgeKey) -> String {
+    format!(
+        "{} -> {} {}/{}",
+        edge.source, edge.target, edge.protocol, edge.port
+    )
+}
+
+fn in_namespace(node: &NodeId, namespace: &str) -> bool {
+    matches!(node, NodeId::Workload(w) if w.namespace == namespace)
+}
+
+impl Guard {
+    /// Whether anything needs the graph at this check: a window is open,
+    /// or a namespace changed mode.
+    #[must_use]
+    pub fn needs_graph(&self, modes: &BTreeMap<String, Mode>) -> bool {
+        !self.windows.is_empty() || self.modes.as_ref().is_some_and(|m| m != modes)
+    }
+
+    /// Skip the guard on `namespace`'s next flip to enforce.
+    pub fn skip_next(&mut self, namespace: &str) {
+        self.unguarded.insert(namespace.to_owned());
+    }
+
+    /// Follow the namespaces' modes: a namespace newly in enforce opens a
+    /// window (unless skipped or its window is zero) with the edges
+    /// learned before the flip; a namespace leaving enforce closes its.
+    /// Returns the namespaces whose window opened.
+    pub fn follow_modes(
+        &mut self,
+        modes: &BTreeMap<String, Mode>,
+        graph: Option<&FlowGraph>,
+        settings: impl Fn(&str) -> Settings,
+        now: u64,
+    ) -> Vec<String> {
+        let Some(before) = self.modes.replace(modes.clone()) else {
+            return Vec::new();
+        };
+        let started_at = if self.checked_at == 0 {
+            now
+        } else {
+            self.checked_at
+        };
+        let mut opened = Vec::new();
+        for (namespace, mode) in modes {
+            let was = before.get(namespace).copied().unwrap_or_default();
+            if *mode != Mode::Enforce {
+                self.windows.remove(namespace);
+                continue;
+            }
+            if was == Mode::Enforce {
+                continue;
+            }
+            // A new flip: the previous revert is history (the audit log).
+            self.reverted.remove(namespace);
+            if self.unguarded.remove(namespace) {
+                continue;
+            }
+            let s = settings(namespace);
+            if s.window.is_zero() {
+                continue;
+            }
+            let learned = graph
+                .map(|g| {
+                    g.edges
+                        .iter()
+                        .filter(|(k, stats)| {
+                            (in_namespace(&k.source, namespace)
+                                || in_namespace(&k.target, namespace))
+                                && stats.first_seen < started_at
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.windows.insert(
+                namespace.clone(),
+                Window {
+                    started_at,
+                    until: started_at
+                        .saturating_add(u64::try_from(s.window.as_nanos()).unwrap_or(u64::MAX)),
+                    max_drops: s.max_drops,
+                    learned,
+                    dropped: BTreeSet::new(),
+                },
+            );
+            opened.push(namespace.clone());
+        }
+        // Namespaces no longer listed fall to the default mode: observe
+        // unless the agent's default says otherwise; either way not a flip
+        // the user made on them.
+        self.windows
+            .retain(|ns, _| modes.get(ns) == Some(&Mode::Enforce));
+        opened
+    }
+
+    /// Count the drops of learned edges in every open window (a drop last
+    /// seen since the flip), close the windows that ran out, and return
+    /// the namespaces that must go back to audit. `attributable(ns, edge)`
+    /// says whether `ns`'s policies could have dropped `edge` (its
+    /// egress for a source in it, its ingress for a target in it).
+    pub fn check(
+        &mut self,
+        drops: &BTreeMap<EdgeKey, EdgeStats>,
+        attributable: impl Fn(&str, &EdgeKey) -> bool,
+        now: u64,
+    ) -> Vec<Trip> {
+        self.checked_at = now;
+        let mut trips = Vec::new();
+        self.windows.retain(|namespace, window| {
+            for (edge, stats) in drops {
+                if stats.last_seen >= window.started_at
+                    && window.learned.contains(edge)
+                    && !window.dropped.contains(edge)
+                    && attributable(namespace, edge)
+                {
+                    window.dropped.insert(edge.clone());
+                }
+            }
+            if window.dropped.len() >= window.max_drops as usize {
+                trips.push(Trip {
+                    namespace: namespace.clone(),
+                    edges: window.dropped.iter().cloned().collect(),
+                    max_drops: window.max_drops,
+                });
+            }
+            // Ran out: the flip is confirmed. A tripped window stays open
+            // until the revert lands (the mode leaves enforce).
+            now < window.until || window.dropped.len() >= window.max_drops as usize
+        });
+        trips
+    }
+
+    /// Record that `namespace` went back to audit.
+    pub fn reverted(&mut self, namespace: &str, reverted: Reverted) {
+        self.windows.remove(namespace);
+        self.reverted.insert(namespace.to_owned(), reverted);
+    }
+}
+
+/// Where the guard's state is saved.
+#[derive(Clone, Debug)]
+pub struct GuardFile {
+    path: PathBuf,
+}
+
+/// The state file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardFileError {
+    /// Reading or writing failed.
+    #[error("guard state {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    #[error("guard state {} does not parse", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl GuardFile {
+    /// `guard.json` in `dir`.
+    #[must_use]
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join(FILE_NAME),
+        }
+    }
+
+    /// The file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved state; the empty state when there is no file.
+    ///
+    /// # Errors
+    /// An unreadable or unparsable file.
+    pub fn load(&self) -> Result<Guard, GuardFileError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| GuardFileError::Parse {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Guard::default()),
+            Err(source) => Err(GuardFileError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Save `guard` whole: written beside and renamed, so a crash leaves
+    /// the previous state or this one.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn save(&self, guard: &Guard) -> Result<(), GuardFileError> {
+        let io = |source| GuardFileError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(guard).map_err(|source| GuardFileError::Parse {
+            path: self.path.clone(),
+            source,
+        })?;
+        let temp = self
+            .path
+            .with_file_name(format!(".{FILE_NAME}.{}", std::process::id()));
+        std::fs::write(&temp, json).map_err(io)?;
+        std::fs::rename(&temp, &self.path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+use weir_generator::model::{Protocol, VerdictCounts, WorkloadKind, WorkloadRef};
+
+use super::*;
+
+const MIN: u64 = 60_000_000_000;
+
+fn workload(ns: &str, name: &str) -> NodeId {
+    NodeId::Workload(WorkloadRef::new(ns, WorkloadKind::Deployment, name))
+}
+
+fn edge(src: (&str, &str), dst: (&str, &str), port: u16) -> EdgeKey {
+    EdgeKey {
+        source: workload(src.0, src.1),
+        target: workload(dst.0, dst.1),
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+fn stats(first_seen: u64, last_seen: u64) -> EdgeStats {
+    EdgeStats {
+        connections: 1,
+        first_seen,
+        last_seen,
+        verdicts: VerdictCounts::default(),
+        ..EdgeStats::default()
+    }
+}
+
+/// The shop learned web -> api and api -> db before minute 10, and
+/// blog -> blogdb (another namespace).
+fn shop() -> FlowGraph {
+    let mut graph = FlowGraph::default();
+    for key in [
+        edge(("shop", "web"), ("shop", "api"), 8080),
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        edge(("blog", "web"), ("blog", "db"), 5432),
+    ] {
+        graph.edges.insert(key, stats(MIN, 9 * MIN));
+    }
+    graph
+}
+
+fn modes(list: &[(&str, Mode)]) -> BTreeMap<String, Mode> {
+    list.iter().map(|(n, m)| ((*n).to_owned(), *m)).collect()
+}
+
+/// A guard that saw the shop in audit at minute 10, then the flip.
+fn flipped(settings: Settings) -> Guard {
+    let mut guard = Guard::default();
+    let graph = shop();
+    assert!(
+        guard
+            .follow_modes(
+                &modes(&[("shop", Mode::Audit)]),
+                Some(&graph),
+                |_| settings,
+                10 * MIN
+            )
+            .is_empty()
+    );
+    guard.check(&BTreeMap::new(), |_, _| true, 10 * MIN);
+    let opened = guard.follow_modes(
+        &modes(&[("shop", Mode::Enforce)]),
+        Some(&graph),
+        |_| settings,
+        11 * MIN,
+    );
+    assert_eq!(opened, ["shop"]);
+    guard
+}
+
+#[test]
+fn a_window_learns_the_namespaces_edges_from_before_the_flip() {
+    let guard = flipped(Settings::default());
+    let window = &guard.windows["shop"];
+    // The flip happened after the last check (minute 10).
+    assert_eq!(window.started_at, 10 * MIN);
+    assert_eq!(window.until, 25 * MIN);
+    assert_eq!(
+        window.learned,
+        [
+            edge(("shop", "api"), ("shop", "db"), 5432),
+            edge(("shop", "web"), ("shop", "api"), 8080),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(window.learned.len(), 2);
+    assert!(window.dropped.is_empty());
+}
+
+#[test]
+fn a_dropped_learned_edge_trips_the_window() {
+    let mut guard = flipped(Settings::default());
+    let db = edge(("shop", "api"), ("shop", "db"), 5432);
+    // A drop from before the flip (audit would not drop; a stale entry) or
+    // on an edge never learned does not count.
+    let mut drops = BTreeMap::new();
+    drops.insert(db.clone(), stats(MIN, 9 * MIN));
+    drops.insert(
+        edge(("shop", "web"), ("shop", "db"), 5432),
+        stats(11 * MIN, 11 * MIN),
+    );
+    assert!(guard.check(&drops, |_, _| true, 11 * MIN).is_empty());
+    // The learned edge dropped after the flip does.
+    drops.insert(db.clone(), stats(MIN, 11 * MIN));
+    let trips = guard.check(&drops, |_, _| true, 12 * MIN);
+    assert_eq!(
+        trips,
+        [Trip {
+            namespace: "shop".into(),
+            edges: vec![db],
+            max_drops: 1
+        }]
+    );
+    // Until the revert lands, it trips again (the revert is retried).
+    assert_eq!(guard.check(&drops, |_, _| true, 13 * MIN).len(), 1);
+    guard.reverted(
+        "shop",
+        Reverted {
+            at: 13 * MIN,
+            reason: "r".into(),
+            edges: vec![],
+            policies: vec![],
+        },
+    );
+    assert!(guard.windows.is_empty());
+    assert!(guard.check(&drops, |_, _| true, 14 * MIN).is_empty());
+}
+
+#[test]
+fn drops_another_namespace_made_do_not_count() {
+    let mut guard = flipped(Settings::default());
+    let mut drops = BTreeMap::new();
+    drops.insert(
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        stats(MIN, 11 * MIN),
+    );
+    assert!(
+        guard
+            .check(&drops, |ns, _| ns != "shop", 12 * MIN)
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_threshold_counts_distinct_learned_edges() {
+    let mut guard = flipped(Settings {
+        max_drops: 2,
+        ..Settings::default()
+    });
+    let mut drops = BTreeMap::new();
+    drops.insert(
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        stats(MIN, 11 * MIN),
+    );
+    assert!(guard.check(&drops, |_, _| true, 12 * MIN).is_empty());
+    // The same edge again is still one.
+    drops.insert(
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        stats(MIN, 12 * MIN),
+    );
+    assert!(guard.check(&drops, |_, _| true, 13 * MIN).is_empty());
+    drops.insert(
+        edge(("shop", "web"), ("shop", "api"), 8080),
+        stats(MIN, 13 * MIN),
+    );
+    assert_eq!(guard.check(&drops, |_, _| true, 14 * MIN)[0].edges.len(), 2);
+}
+
+#[test]
+fn the_window_closes_when_it_runs_out_or_the_mode_changes() {
+    let mut guard = flipped(Settings::default());
+    assert!(
+        guard
+            .check(&BTreeMap::new(), |_, _| true, 24 * MIN)
+            .is_empty()
+    );
+    assert!(guard.windows.contains_key("shop"));
+    assert!(
+        guard
+            .check(&BTreeMap::new(), |_, _| true, 25 * MIN)
+            .is_empty()
+    );
+    assert!(guard.windows.is_empty());
+    // A late drop of a learned edge after the window: nothing.
+    let mut drops = BTreeMap::new();
+    drops.insert(
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        stats(MIN, 26 * MIN),
+    );
+    assert!(guard.check(&drops, |_, _| true, 26 * MIN).is_empty());
+
+    let mut guard = flipped(Settings::default());
+    guard.follow_modes(
+        &modes(&[("shop", Mode::Observe)]),
+        None,
+        |_| Settings::default(),
+        12 * MIN,
+    );
+    assert!(guard.windows.is_empty());
+}
+
+#[test]
+fn no_guard_and_a_zero_window_skip_the_flip() {
+    let mut guard = Guard::default();
+    let graph = shop();
+    guard.follow_modes(&modes(&[]), Some(&graph), |_| Settings::default(), MIN);
+    guard.skip_next("shop");
+    assert!(
+        guard
+            .follow_modes(
+                &modes(&[("shop", Mode::Enforce)]),
+                Some(&graph),
+                |_| Settings::default(),
+                2 * MIN
+            )
+            .is_empty()
+    );
+    assert!(guard.unguarded.is_empty(), "the skip is used once");
+    let zero = Settings {
+        window: Duration::ZERO,
+        ..Settings::default()
+    };
+    assert!(
+        guard
+            .follow_modes(
+                &modes(&[("blog", Mode::Enforce), ("shop", Mode::Enforce)]),
+                Some(&graph),
+                |_| zero,
+                3 * MIN
+            )
+            .is_empty()
+    );
+}
+
+#[test]
+fn namespaces_enforced_before_the_guard_first_looked_are_not_watched() {
+    let mut guard = Guard::default();
+    assert!(
+        guard
+            .follow_modes(
+                &modes(&[("shop", Mode::Enforce)]),
+                Some(&shop()),
+                |_| Settings::default(),
+                MIN
+            )
+            .is_empty()
+    );
+    assert!(guard.windows.is_empty());
+}
+
+/// A restart during a window: the saved state keeps the window, its
+/// learned edges and what it counted, and the next drop trips it.
+#[test]
+fn a_restart_keeps_the_window_and_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = GuardFile::in_dir(dir.path());
+    assert_eq!(file.load().unwrap(), Guard::default());
+    let mut guard = flipped(Settings {
+        max_drops: 2,
+        ..Settings::default()
+    });
+    let mut drops = BTreeMap::new();
+    drops.insert(
+        edge(("shop", "api"), ("shop", "db"), 5432),
+        stats(MIN, 11 * MIN),
+    );
+    assert!(guard.check(&drops, |_, _| true, 12 * MIN).is_empty());
+    file.save(&guard).unwrap();
+
+    // The new agent's aggregator forgot the drops it had not saved.
+    let mut restarted = file.load().unwrap();
+    assert_eq!(restarted, guard);
+    assert!(
+        restarted
+            .follow_modes(
+                &modes(&[("shop", Mode::Enforce)]),
+                Some(&FlowGraph::default()),
+                |_| Settings::default(),
+                13 * MIN
+            )
+            .is_empty(),
+        "the same mode after the restart is no new flip"
+    );
+    assert_eq!(restarted.windows["shop"].dropped.len(), 1);
+    let mut drops = BTreeMap::new();
+    drops.insert(
+        edge(("shop", "web"), ("shop", "api"), 8080),
+        stats(13 * MIN, 13 * MIN),
+    );
+    let trips = restarted.check(&drops, |_, _| true, 14 * MIN);
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0].edges.len(), 2);
+
+    std::fs::write(file.path(), "{not json").unwrap();
+    let error = format!("{}", file.load().unwrap_err());
+    assert!(error.contains("guard.json"), "{error}");
+}
+
+#[test]
+fn annotations_set_the_window_and_threshold_and_bad_values_say_so() {
+    let annotations = |list: &[(&str, &str)]| -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert_eq!(settings("shop", None), (Settings::default(), vec![]));
+    let (s, warnings) = settings(
+        "shop",
+        Some(&annotations(&[
+            (WINDOW_ANNOTATION, "1h"),
+            (MAX_DROPS_ANNOTATION, "3"),
+        ])),
+    );
+    assert!(warnings.is_empty());
+    assert_eq!(
+        s,
+        Settings {
+            window: Duration::from_secs(3600),
+            max_drops: 3
+        }
+    );
+    assert_eq!(
+        settings("shop", Some(&annotations(&[(WINDOW_ANNOTATION, "0")])))
+            .0
+            .window,
+        Duration::ZERO
+    );
+    let (s, warnings) = settings(
+        "shop",
+        Some(&annotations(&[
+            (WINDOW_ANNOTATION, "soon"),
+            (MAX_DROPS_ANNOTATION, "0"),
+        ])),
+    );
+    assert_eq!(s, Settings::default());
+    assert_eq!(
+        warnings,
+        [
+            "namespace shop: annotation weir.dev/guard-window=\"soon\" is not a duration \
+             (15m, 1h, 0 for none); using the default 15m",
+            "namespace shop: annotation weir.dev/guard-max-drops=\"0\" is not a whole number \
+             of edges of at least 1; using the default 1",
+        ]
+    );
+}
