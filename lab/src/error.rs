@@ -96,6 +96,12 @@ pub enum LabError {
         /// Its log file.
         log: PathBuf,
     },
+    /// A DNS lookup or zone change failed.
+    #[error("dns: {reason}")]
+    Dns {
+        /// Why.
+        reason: String,
+    },
     /// A network namespace could not be entered.
     #[error("cannot enter network namespace {netns}")]
     Netns {

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cmd;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod lifecycle;
@@ -115,6 +116,50 @@ pub enum LabAction {
         /// The netns this runs in (for logs and `ps`).
         #[arg(long)]
         netns: Option<String>,
+        /// Answer DNS on port 53 from this zone file (the lab's CoreDNS).
+        #[arg(long)]
+        dns: Option<PathBuf>,
+    },
+    /// The lab's DNS: list the names kube-system/coredns answers, or
+    /// re-point one.
+    #[command(subcommand)]
+    Dns(DnsAction),
+}
+
+/// `weir lab dns` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnsAction {
+    /// Print every name the lab's DNS answers, with TTL and addresses.
+    Show {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Make NAME answer these addresses from now on (each an external
+    /// host's or a Service's address).
+    Set {
+        /// The name, e.g. `api.payments.example`.
+        name: String,
+        /// Its new addresses.
+        #[arg(required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// A new TTL in seconds (default: the name's current one).
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Resolve NAME from inside a pod through the lab's DNS Service, as
+    /// the pod's resolver would.
+    Lookup {
+        /// `NAMESPACE/POD` to ask from.
+        from: String,
+        /// The name.
+        name: String,
+        /// Ask for AAAA records.
+        #[arg(long, short = '6')]
+        ipv6: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
     },
 }
 
@@ -142,7 +187,8 @@ pub struct ProbeArgs {
     /// Source: `NAMESPACE/POD` or an external host's name.
     #[arg(required_unless_present = "matrix", conflicts_with = "matrix")]
     pub from: Option<String>,
-    /// Destination: `NAMESPACE/POD`, an external host's name, or an IP.
+    /// Destination: `NAMESPACE/POD`, an external host's name, an IP, or a
+    /// DNS name resolved from the source through the lab's DNS.
     #[arg(required_unless_present = "matrix")]
     pub to: Option<String>,
     /// `PORT[/PROTO]`, e.g. `80`, `53/UDP`.
@@ -242,12 +288,58 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        LabAction::Serve { tcp, udp, netns } => {
+        LabAction::Serve {
+            tcp,
+            udp,
+            netns,
+            dns,
+        } => {
             tracing::info!(lab = %lab, netns = netns.as_deref().unwrap_or("?"), "responder starting");
-            serve::serve(&tcp, &udp).context("responder")?;
+            serve::serve(&tcp, &udp, dns.as_deref()).context("responder")?;
             Ok(ExitCode::SUCCESS)
         }
+        LabAction::Dns(action) => run_dns(&lab, action),
     }
+}
+
+fn run_dns(lab: &LabName, action: DnsAction) -> anyhow::Result<ExitCode> {
+    let state = load(lab)?;
+    match action {
+        DnsAction::Show { output } => {
+            let zone = dns::Zone::load(&dns::zone_path(&state))?;
+            match output {
+                Output::Text => print(&dns::render(&zone))?,
+                Output::Json => print_json(&zone)?,
+            }
+        }
+        DnsAction::Set { name, ips, ttl } => {
+            let zone = dns::set(&state, &name, &ips, ttl)?;
+            print(&dns::render(&zone))?;
+        }
+        DnsAction::Lookup {
+            from,
+            name,
+            ipv6,
+            output,
+        } => {
+            let found = probe::resolve(&state, &from, &name, ipv6, Duration::from_secs(2))?;
+            match output {
+                Output::Text => print(&format!(
+                    "{name}: {} ttl={} {}\n",
+                    found.rcode,
+                    found.ttl.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                    found
+                        .ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))?,
+                Output::Json => print_json(&found)?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_probe(lab: &LabName, args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -277,7 +369,13 @@ fn run_probe(lab: &LabName, args: ProbeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("probe needs FROM TO PORT[/PROTO], or --matrix --port PORT[/PROTO]");
     };
     let (netns, _) = state.endpoint(&from)?;
-    let ip = probe::target_ip(&state, &to, args.ipv6)?;
+    let ip = probe::target_ip_from(
+        &state,
+        &from,
+        &to,
+        args.ipv6,
+        args.timeout.max(Duration::from_secs(1)),
+    )?;
     let dst = std::net::SocketAddr::new(ip, target.port);
     let connected = probe::probe_addr(netns, dst, target.protocol, args.timeout)?;
     match args.output {

@@ -89,6 +89,10 @@ struct Box_ {
     tcp: Vec<u16>,
     udp: Vec<u16>,
     external: bool,
+    /// The lab's DNS server (kube-system/coredns): port 53 answers DNS.
+    dns: bool,
+    /// The pod's namespace (for its `resolv.conf`); `None` for hosts.
+    namespace: Option<String>,
     /// The node (pods of a multi-node lab).
     node: Option<String>,
     /// The bridge of its node.
@@ -116,6 +120,8 @@ fn boxes(state: &LabState) -> Vec<Box_> {
         tcp: split(&p.ports, Tcp),
         udp: split(&p.ports, Udp),
         external: false,
+        dns: super::dns::is_dns_pod(p),
+        namespace: Some(p.namespace.clone()),
         node: p.node.clone(),
         bridge: bridge_of(p.node.as_deref()),
     });
@@ -126,6 +132,8 @@ fn boxes(state: &LabState) -> Vec<Box_> {
         tcp: split(&h.ports, Tcp),
         udp: split(&h.ports, Udp),
         external: true,
+        dns: false,
+        namespace: None,
         node: None,
         bridge: state.bridge.clone(),
     });
@@ -144,6 +152,8 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
         path: run_dir.clone(),
         source,
     })?;
+    let zone = super::dns::zone_path(state);
+    super::dns::Zone::from_state(state).save(&zone)?;
     let table = lab.nft_table();
     state.record(Resource::NftTable {
         family: "inet".into(),
@@ -178,6 +188,14 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
         if let (false, Some(rules)) = (b.external, &ruleset) {
             net::nft_in(&b.netns, rules)?;
         }
+        let resolv = super::dns::dns_service(state)
+            .zip(b.namespace.as_deref())
+            .map(|(svc, ns)| super::dns::resolv_conf(svc, ns));
+        if let Some(resolv) = resolv {
+            let dir = netns_etc(&b.netns);
+            state.record(Resource::NetnsEtc { path: dir.clone() })?;
+            write_resolv_conf(&dir, &resolv)?;
+        }
     }
     let mut started = Vec::new();
     for b in boxes
@@ -185,7 +203,8 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
         .filter(|b| !b.tcp.is_empty() || !b.udp.is_empty())
     {
         let log = run_dir.join(format!("{}.log", b.netns));
-        let (child, pid) = spawn_responder(opts, b, &log)?;
+        let zone = b.dns.then_some(zone.as_path());
+        let (child, pid) = spawn_responder(opts, b, zone, &log)?;
         state.record(Resource::Process {
             pid,
             netns: b.netns.clone(),
@@ -195,7 +214,29 @@ fn create(state: &mut LabState, opts: &UpOptions) -> Result<()> {
     wait_ready(started, opts.ready_timeout)
 }
 
-fn spawn_responder(opts: &UpOptions, b: &Box_, log: &std::path::Path) -> Result<(Child, u32)> {
+/// Where `ip netns exec` finds a netns's own `/etc` files (bind-mounted
+/// over the machine's, as `resolv.conf` is for a pod).
+fn netns_etc(netns: &str) -> PathBuf {
+    std::path::Path::new("/etc/netns").join(netns)
+}
+
+fn write_resolv_conf(dir: &std::path::Path, text: &str) -> Result<()> {
+    let io = |source, path: PathBuf| LabError::Io {
+        action: "cannot write",
+        path,
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(e, dir.to_owned()))?;
+    let path = dir.join("resolv.conf");
+    std::fs::write(&path, text).map_err(|e| io(e, path))
+}
+
+fn spawn_responder(
+    opts: &UpOptions,
+    b: &Box_,
+    zone: Option<&std::path::Path>,
+    log: &std::path::Path,
+) -> Result<(Child, u32)> {
     let io = |source| LabError::Io {
         action: "cannot start a responder, log",
         path: log.to_owned(),
@@ -218,6 +259,9 @@ fn spawn_responder(opts: &UpOptions, b: &Box_, log: &std::path::Path) -> Result<
     }
     for p in &b.udp {
         cmd.args(["--udp", &p.to_string()]);
+    }
+    if let Some(zone) = zone {
+        cmd.arg("--dns").arg(zone);
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -335,6 +379,8 @@ pub fn down(lab: &LabName) -> Result<bool> {
     let mut bridges = BTreeSet::from([lab.bridge()]);
     bridges.extend(net::bridges_with_alias(&lab.bridge_alias()));
     let mut dirs = BTreeSet::from([super::state::run_dir(lab)]);
+    // Each netns's own /etc (resolv.conf), by name as for the netns.
+    dirs.extend(netns.iter().map(|ns| netns_etc(ns)));
     let mut pids = BTreeSet::new();
     for r in resources {
         match r {
@@ -350,7 +396,7 @@ pub fn down(lab: &LabName) -> Result<bool> {
             Resource::Bridge { name } => {
                 bridges.insert(name);
             }
-            Resource::RunDir { path } => {
+            Resource::RunDir { path } | Resource::NetnsEtc { path } => {
                 dirs.insert(path);
             }
             Resource::Process { pid, .. } => {

@@ -126,6 +126,8 @@ pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
             // `~` cannot occur in a Kubernetes namespace: no pod collides.
             host_veth: lab.host_veth("~external", &h.name),
             ports: h.ports.iter().map(port).collect(),
+            dns_names: h.dns_names.clone(),
+            dns_ttl: h.dns_ttl,
         })
         .collect();
     let services = services(spec, &pods)?;

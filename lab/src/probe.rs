@@ -71,6 +71,64 @@ pub fn target_ip(state: &LabState, to: &str, ipv6: bool) -> Result<IpAddr> {
         })
 }
 
+/// Resolve `name` from inside `from`'s netns through the lab's DNS
+/// Service (its first ClusterIP of the asked family, else its first).
+///
+/// # Errors
+/// No kube-dns Service in the lab, an unknown `from`, or no answer.
+pub fn resolve(
+    state: &LabState,
+    from: &str,
+    name: &str,
+    ipv6: bool,
+    timeout: Duration,
+) -> Result<crate::dns::Lookup> {
+    let (netns_name, _) = state.endpoint(from)?;
+    let svc = crate::dns::dns_service(state).ok_or_else(|| LabError::Dns {
+        reason: format!(
+            "lab {} has no DNS: declare a kube-system Service selecting k8s-app: kube-dns and its pod with port 53",
+            state.lab
+        ),
+    })?;
+    let server = svc
+        .cluster_ips
+        .iter()
+        .find(|ip| ip.is_ipv6() == ipv6)
+        .or_else(|| svc.cluster_ips.first())
+        .copied()
+        .ok_or_else(|| LabError::Dns {
+            reason: "the kube-dns Service has no ClusterIP".into(),
+        })?;
+    let server = SocketAddr::new(server, crate::dns::PORT);
+    netns::run_in(netns_name, || {
+        crate::dns::lookup(server, name, ipv6, timeout)
+    })
+}
+
+/// The address `from` reaches `to` at: an IP, a pod's or external host's
+/// address, or else a DNS name resolved through the lab's DNS from `from`
+/// (the first address of the answer).
+///
+/// # Errors
+/// An unknown endpoint, or a name that does not resolve.
+pub fn target_ip_from(
+    state: &LabState,
+    from: &str,
+    to: &str,
+    ipv6: bool,
+    timeout: Duration,
+) -> Result<IpAddr> {
+    match target_ip(state, to, ipv6) {
+        Err(LabError::UnknownEndpoint { .. }) if to.contains('.') && !to.contains('/') => {
+            let found = resolve(state, from, to, ipv6, timeout)?;
+            found.ips.first().copied().ok_or_else(|| LabError::Dns {
+                reason: format!("{to}: {} with no address", found.rcode),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Probe from `from` (`namespace/pod` or an external host's name) to `to`
 /// (the same, or an IP; names resolve to their IPv4 address).
 /// `Ok(true)` when connected.

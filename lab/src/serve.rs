@@ -7,6 +7,7 @@
 use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
     time::Duration,
 };
 
@@ -86,25 +87,42 @@ fn serve_udp(socket: &UdpSocket, port: u16) {
     }
 }
 
-/// Bind every port, report `ready` on stdout, then answer forever.
+/// Bind every port, report `ready` on stdout, then answer forever. With
+/// `dns` (the zone file), port 53 answers DNS (the lab's CoreDNS) instead
+/// of echoing.
 ///
 /// # Errors
 /// When a port cannot be bound.
-pub fn serve(tcp: &[u16], udp: &[u16]) -> io::Result<()> {
+pub fn serve(tcp: &[u16], udp: &[u16], dns: Option<&Path>) -> io::Result<()> {
     // Own session: the lab, not the terminal that ran `up`, decides when
     // responders end (`down` kills them).
     if let Err(e) = nix::unistd::setsid() {
         debug!(%e, "setsid");
     }
     let mut threads = Vec::new();
+    let dns_port = |p: &&u16| dns.is_some() && **p == crate::dns::PORT;
+    if let Some(zone) = dns {
+        let udp_socket = UdpSocket::from(bind(crate::dns::PORT, Type::DGRAM)?);
+        let tcp_socket = bind(crate::dns::PORT, Type::STREAM)?;
+        tcp_socket.listen(128)?;
+        threads.extend(crate::dns::spawn_server(
+            zone.to_owned(),
+            udp_socket,
+            TcpListener::from(tcp_socket),
+        ));
+    }
+    let (tcp, udp): (Vec<u16>, Vec<u16>) = (
+        tcp.iter().filter(|p| !dns_port(p)).copied().collect(),
+        udp.iter().filter(|p| !dns_port(p)).copied().collect(),
+    );
     let mut listeners = Vec::new();
-    for &port in tcp {
+    for &port in &tcp {
         let s = bind(port, Type::STREAM)?;
         s.listen(128)?;
         listeners.push((TcpListener::from(s), port));
     }
     let mut sockets = Vec::new();
-    for &port in udp {
+    for &port in &udp {
         sockets.push((UdpSocket::from(bind(port, Type::DGRAM)?), port));
     }
     for (listener, port) in listeners {
@@ -113,7 +131,7 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> io::Result<()> {
     for (socket, port) in sockets {
         threads.push(std::thread::spawn(move || serve_udp(&socket, port)));
     }
-    info!(?tcp, ?udp, "responder ready");
+    info!(?tcp, ?udp, dns = dns.is_some(), "responder ready");
     // The readiness protocol with `lab up`: one line, then stdout is unused.
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "ready")?;

@@ -195,7 +195,14 @@ pub struct ExternalHostSpec {
     pub ips: Vec<IpAddr>,
     /// Ports to answer on.
     pub ports: Vec<PortSpec>,
+    /// Names the lab's DNS (kube-system/coredns) answers with `ips`.
+    pub dns_names: Vec<String>,
+    /// The TTL of those answers, in seconds.
+    pub dns_ttl: u32,
 }
+
+/// The TTL of an external host's DNS answers when `spec.dnsTTL` is not given.
+pub const DEFAULT_DNS_TTL: u32 = 30;
 
 /// A Service's `targetPort`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -360,6 +367,10 @@ struct ExternalHostKindSpec {
     ips: Vec<IpAddr>,
     #[serde(default)]
     ports: Vec<LabPort>,
+    #[serde(default, rename = "dnsNames")]
+    dns_names: Vec<String>,
+    #[serde(default, rename = "dnsTTL")]
+    dns_ttl: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +411,22 @@ fn typed<T: serde::de::DeserializeOwned>(
     value: serde_yaml::Value,
 ) -> Result<T, SpecError> {
     manifest::from_value(value).map_err(|e| invalid(origin, e.field, e.reason))
+}
+
+/// A name the lab's DNS may answer: a lowercase DNS subdomain of at least
+/// two labels, written without the root's trailing dot (one is accepted).
+///
+/// # Errors
+/// Why the name is not one.
+pub fn dns_name(name: &str) -> Result<String, String> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    weir_generator::names::dns1123_subdomain(trimmed)?;
+    if !trimmed.contains('.') {
+        return Err(format!(
+            "{name:?} is not a fully qualified name (e.g. api.example.com)"
+        ));
+    }
+    Ok(trimmed.to_owned())
 }
 
 impl Builder {
@@ -854,6 +881,15 @@ impl Builder {
                 },
             );
         }
+        let mut dns_names = Vec::new();
+        for (i, n) in host.spec.dns_names.iter().enumerate() {
+            let n = dns_name(n)
+                .map_err(|reason| invalid(origin, format!("spec.dnsNames[{i}]"), reason))?;
+            if !dns_names.contains(&n) {
+                dns_names.push(n);
+            }
+        }
+        let dns_ttl = host.spec.dns_ttl.unwrap_or(DEFAULT_DNS_TTL);
         if let Some(first) = self.external_hosts.get(&name) {
             return Err(invalid(
                 origin,
@@ -868,6 +904,8 @@ impl Builder {
                 name,
                 ips: host.spec.ips,
                 ports,
+                dns_names,
+                dns_ttl,
             },
         );
         Ok(())
@@ -1417,6 +1455,14 @@ mod tests {
                 "spec.ips[1]: 10.0.0.1 is outside the documentation ranges",
             ),
             ("apiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {name: x}\nspec: {ipz: []}\n".into(), "spec.ipz: unknown field `ipz`"),
+            (
+                "apiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {name: x}\nspec: {ips: [192.0.2.1], dnsNames: [api.example, Bad_Name.example]}\n".into(),
+                "spec.dnsNames[1]: \"Bad_Name.example\" is not a valid DNS-1123 subdomain",
+            ),
+            (
+                "apiVersion: lab.weir.dev/v1alpha1\nkind: ExternalHost\nmetadata: {name: x}\nspec: {ips: [192.0.2.1], dnsNames: [localhost]}\n".into(),
+                "spec.dnsNames[0]: \"localhost\" is not a fully qualified name",
+            ),
             ("apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: nonsense}\n".into(), "spec.podCIDR: invalid IP address"),
             ("apiVersion: lab.weir.dev/v1alpha1\nkind: Lab\nspec: {podCIDR: 192.0.2.0/24}\n".into(), "overlaps the documentation range"),
             (

@@ -157,6 +157,17 @@ pub struct ExternalHostState {
     pub host_veth: String,
     /// Ports its responder answers on.
     pub ports: Vec<Port>,
+    /// Names the lab's DNS answers with `ips` (at `up`; `weir lab dns set`
+    /// may re-point them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// The TTL of those answers, in seconds.
+    #[serde(default = "default_dns_ttl")]
+    pub dns_ttl: u32,
+}
+
+fn default_dns_ttl() -> u32 {
+    super::spec::DEFAULT_DNS_TTL
 }
 
 /// One backend of a Service port.
@@ -211,6 +222,12 @@ pub struct ServiceState {
 pub enum Resource {
     /// The run directory (logs).
     RunDir {
+        /// Path.
+        path: PathBuf,
+    },
+    /// A netns's own `/etc` directory (`/etc/netns/NAME`, its
+    /// `resolv.conf`).
+    NetnsEtc {
         /// Path.
         path: PathBuf,
     },
