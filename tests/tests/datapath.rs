@@ -216,6 +216,72 @@ fn existing_flow_accumulates_per_direction() {
     assert_eq!(h.counter(CNT_PACKETS), 4);
 }
 
+/// Two CPUs at once, each running both programs on one flow (the pod's
+/// data on one, the ACKs it receives on the other, as a TCP connection
+/// spreads over CPUs): every packet and byte is counted, in its direction,
+/// none lost to a race between the CPUs' updates of the same entry.
+#[test]
+fn two_cpus_in_both_directions_count_every_packet() {
+    const RUNS: u32 = 20;
+    const REPEAT: u32 = 50_000;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs to race on one flow entry, the machine has {cpus}"
+    );
+    let h = Harness::new();
+    let data = tcp4(POD, 40000, PEER, 80, ACK | PSH);
+    // a different length each way, so a byte counted in the wrong direction shows
+    let mut ack = tcp4(PEER, 80, POD, 40000, ACK);
+    ack.resize(ack.len() + 100, 0);
+    let start = std::sync::Barrier::new(2);
+
+    std::thread::scope(|scope| {
+        for cpu in [0, 1] {
+            let (h, data, ack, start) = (&h, &data, &ack, &start);
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                must("CPU set", set.set(cpu));
+                must(
+                    "pinning the thread to its CPU",
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set),
+                );
+                start.wait();
+                for run in 0..RUNS {
+                    // the two CPUs take the directions in opposite orders
+                    let (first, second) = if run % 2 == u32::from(cpu == 1) {
+                        ((Program::FromPod, data), (Program::ToPod, ack))
+                    } else {
+                        ((Program::ToPod, ack), (Program::FromPod, data))
+                    };
+                    for (program, frame) in [first, second] {
+                        must(
+                            "BPF_PROG_TEST_RUN",
+                            h.datapath.test_run(program, frame, REPEAT),
+                        );
+                    }
+                }
+            });
+        }
+    });
+
+    let per_direction = 2 * u64::from(RUNS) * u64::from(REPEAT);
+    let (k, s) = h.only_flow();
+    assert_eq!(k, key(IPPROTO_TCP, POD, 40000, PEER, 80));
+    assert_eq!(
+        (s.packets_from_pod, s.bytes_from_pod),
+        (per_direction, per_direction * len(&data)),
+        "packets and bytes the pod sent"
+    );
+    assert_eq!(
+        (s.packets_to_pod, s.bytes_to_pod),
+        (per_direction, per_direction * len(&ack)),
+        "packets and bytes the pod received"
+    );
+    assert_eq!(h.counter(CNT_PACKETS), 2 * per_direction);
+    assert_eq!(h.counter(CNT_NEW_FLOWS), 1);
+}
+
 /// A client that reuses its source port while the old connection's entry
 /// still waits for its closing expiry opens a new connection: the entry is
 /// reopened for it (counted, its own first packet time, initiator and
