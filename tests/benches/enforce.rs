@@ -1,13 +1,14 @@
 //! Enforcement cost: per packet by `BPF_PROG_TEST_RUN` at 10 and 10,000
 //! rules and 10,000 CIDR prefixes; the new-connection rate between two lab
-//! pods filtered by a linear iptables chain, an nftables set and weir; the
-//! time to compile and apply 10,000 rules; and `weir policy apply` of
-//! 10,000 NetworkPolicies end to end.
+//! pods filtered by a linear iptables chain, an nftables set and weir; what
+//! one new connection costs in each of those filters (connect() latency
+//! added, and weir's own kernel time); the time to compile and apply 10,000
+//! rules; and `weir policy apply` of 10,000 NetworkPolicies end to end.
 //!
 //! `cargo bench -p weir-integration-tests --bench enforce` (root, iptables
 //! and nft installed, the `weir` binary built) prints markdown tables for
-//! docs/benchmarks.md; `-- per-packet`, `-- connection-rate` or `-- apply`
-//! runs those sections only.
+//! docs/benchmarks.md; `-- per-packet`, `-- connection-rate`, `-- syn-cost`,
+//! `-- apply` or `-- cli-apply` runs those sections only.
 //!
 //! Method:
 //! - per packet: five datapaths are loaded side by side, each with the
@@ -29,6 +30,12 @@
 //! - connection rate: a TCP connect + close (linger 0: RST, no TIME_WAIT)
 //!   loop from the client pod's netns to a listener in the server pod's,
 //!   for a few seconds per run; the four filters alternate per round.
+//! - syn cost: the same filters, 1,500 sequential connects per run from a
+//!   client pinned to one CPU, each timed; per run the median connect()
+//!   latency, and per round the filter's median minus the unfiltered one
+//!   (what the filter adds to a new connection). weir's programs' own time
+//!   per connection comes from the kernel's run statistics (BPF_ENABLE_STATS
+//!   held open by the bench), so it needs no subtraction of noisy medians.
 //! - apply: `datapath::compile` of 100 policies x 10 peers x 10 ports over
 //!   1,000 pods (10,000 POLICY_EXACT entries), the ABI entries, and the
 //!   enforcer's writes (`entries::plan` from empty maps) into a freshly
@@ -799,6 +806,201 @@ fn connection_rate() {
     println!();
 }
 
+// ---- the cost of one new connection in each filter ----
+
+const SYN_ROUNDS: usize = 9;
+const SYN_CONNECTS: u16 = 1500;
+/// Source ports of the latency runs: above the rate runs', fresh per run.
+const SYN_FIRST_SPORT: u16 = 30000;
+
+/// `SYN_CONNECTS` sequential connects (each closed with an RST) from the
+/// client pod, the thread pinned to one CPU: each connect's latency in µs,
+/// and how many failed.
+fn connect_latencies(client: &LabPod, server: Ipv4Addr, cpu: Option<usize>) -> (Vec<f64>, u64) {
+    let netns = client.netns.clone();
+    thread::scope(|s| {
+        s.spawn(move || {
+            enter(&netns);
+            if let Some(cpu) = cpu {
+                let mut set = nix::sched::CpuSet::new();
+                must("CPU set", set.set(cpu));
+                must(
+                    "pinning the client",
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set),
+                );
+            }
+            let to = SocketAddr::from((server, LAB_PORT)).into();
+            let mut out = Vec::with_capacity(SYN_CONNECTS.into());
+            let mut failed = 0u64;
+            for sport in SYN_FIRST_SPORT..SYN_FIRST_SPORT + SYN_CONNECTS {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                socket
+                    .bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, sport)).into())
+                    .unwrap_or_else(|e| panic!("bind to source port {sport}: {e}"));
+                let t0 = Instant::now();
+                // a SYN lost under load waits a second for its retransmission:
+                // counted, not a sample
+                match socket.connect_timeout(&to, Duration::from_millis(500)) {
+                    Ok(()) => out.push(t0.elapsed().as_secs_f64() * 1e6),
+                    Err(_) => failed += 1,
+                }
+            }
+            (out, failed)
+        })
+        .join()
+        .expect("client thread")
+    })
+}
+
+/// weir's programs' own time per connection, from the kernel's run
+/// statistics: (runs per connection, ns per connection).
+fn weir_kernel_time(
+    datapath: &Datapath,
+    before: [(u64, Duration); 2],
+    connects: u64,
+) -> (f64, f64) {
+    let now = [Program::FromPod, Program::ToPod].map(|p| must("run stats", datapath.run_stats(p)));
+    let runs: u64 = now.iter().zip(&before).map(|(n, b)| n.0 - b.0).sum();
+    let time: Duration = now.iter().zip(&before).map(|(n, b)| n.1 - b.1).sum();
+    #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+    let per = (
+        runs as f64 / connects as f64,
+        time.as_nanos() as f64 / connects as f64,
+    );
+    per
+}
+
+fn syn_cost() {
+    let release = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/weir");
+    if std::env::var_os("WEIR_BIN").is_none() && release.exists() {
+        // SAFETY: no other thread reads the environment now.
+        unsafe { std::env::set_var("WEIR_BIN", &release) };
+    }
+    let lab = Lab::up("wsyn", include_str!("lab.yaml"));
+    let status = lab.status();
+    let (client, server) = (lab_pod(&status, "client"), lab_pod(&status, "server"));
+    serve(server.netns.clone());
+    let fw = Firewall {
+        client: client.ip,
+        server: server.ip,
+    };
+    fw.clean();
+    let cpu = thread::available_parallelism().ok().map(|n| n.get() - 1);
+    // while this fd is open the kernel keeps run statistics of BPF programs
+    let _stats = must(
+        "enabling BPF run statistics",
+        aya::sys::enable_stats(aya::sys::Stats::RunTime),
+    );
+
+    let names = [
+        "no filtering",
+        "iptables, linear chain of 10,000",
+        "nftables, set of 10,000",
+        "weir, 10,000 rules (enforce)",
+    ];
+    let mut medians = vec![Vec::new(); names.len()];
+    let mut failures = vec![0u64; names.len()];
+    let mut weir_runs = Vec::new();
+    let mut weir_ns = Vec::new();
+    for round in 0..SYN_ROUNDS {
+        for k in 0..names.len() {
+            let which = (k + round) % names.len();
+            let mut datapath = None;
+            match which {
+                1 => fw.iptables(),
+                2 => fw.nft(),
+                3 => datapath = Some(weir_enforcing(&client, &server)),
+                _ => {}
+            }
+            let before = datapath.as_ref().map(|d| {
+                [Program::FromPod, Program::ToPod].map(|p| must("run stats", d.run_stats(p)))
+            });
+            let (latencies, failed) = connect_latencies(&client, server.ip, cpu);
+            failures[which] += failed;
+            let ok = u64::try_from(latencies.len()).expect("few");
+            match which {
+                1 => assert!(
+                    fw.iptables_hits() >= ok,
+                    "iptables saw fewer SYNs than connections"
+                ),
+                2 => assert!(
+                    fw.nft_hits() >= ok,
+                    "nftables saw fewer SYNs than connections"
+                ),
+                3 => {
+                    let d = datapath.as_ref().expect("weir");
+                    let c = must("counters", d.counters());
+                    assert_eq!(c[CNT_DROPPED], 0, "weir dropped the allowed peer");
+                    assert!(
+                        c[CNT_NEW_FLOWS] >= 2 * ok,
+                        "weir saw fewer new flows than connections (both veths)"
+                    );
+                    let (runs, ns) = weir_kernel_time(d, before.expect("stats"), ok);
+                    weir_runs.push(runs);
+                    weir_ns.push(ns);
+                }
+                _ => {}
+            }
+            drop(datapath);
+            fw.clean();
+            medians[which].push(median(&latencies));
+        }
+    }
+    drop(lab);
+
+    println!(
+        "{SYN_CONNECTS} sequential TCP connects (each closed with an RST) from the client pod \
+         to the server pod, the client pinned to CPU {}; {SYN_ROUNDS} rounds, the four filters \
+         alternating in rotating order; per run the median connect() latency; the filter's \
+         added latency is the median over rounds of its run minus the same round's unfiltered \
+         run. Load average at the end: {}.",
+        cpu.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+        std::fs::read_to_string("/proc/loadavg").map_or_else(
+            |_| "?".to_owned(),
+            |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        )
+    );
+    println!();
+    println!(
+        "| filter | connect() µs, median | range over rounds | added vs no filtering, µs | range | connects timed out |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut added = vec![0.0; names.len()];
+    for (k, name) in names.iter().enumerate() {
+        let diffs: Vec<f64> = medians[k]
+            .iter()
+            .zip(&medians[0])
+            .map(|(f, n)| f - n)
+            .collect();
+        added[k] = median(&diffs);
+        println!(
+            "| {name} | {:.1} | {} | {:+.1} | {} | {} |",
+            median(&medians[k]),
+            range(&medians[k], 1),
+            added[k],
+            range(&diffs, 1),
+            failures[k],
+        );
+    }
+    println!();
+    let weir = median(&weir_ns);
+    println!(
+        "weir's programs ran {:.1} times per connection (SYN, SYN-ACK, ACK, RST at both veths), \
+         {weir:.0} ns per connection in all (kernel run statistics, median over rounds; range {} ns). \
+         Added latency of the linear iptables chain / weir's time per connection: {:.0}x; \
+         of the nftables set: {:.1}x. Added latency of the chain / weir's added latency: {:.0}x; \
+         of the set: {:.1}x.",
+        median(&weir_runs),
+        range(&weir_ns, 0),
+        added[1] * 1e3 / weir,
+        added[2] * 1e3 / weir,
+        added[1] / added[3],
+        added[2] / added[3],
+    );
+    println!();
+}
+
 // ---- time to apply 10,000 rules ----
 
 const NAMESPACES: usize = 10;
@@ -963,7 +1165,13 @@ fn apply_time() {
 
 /// Sections to run: every one, or those named on the command line
 /// (`cargo bench ... --bench enforce -- per-packet apply`).
-const SECTIONS: [&str; 4] = ["per-packet", "connection-rate", "apply", "cli-apply"];
+const SECTIONS: [&str; 5] = [
+    "per-packet",
+    "connection-rate",
+    "syn-cost",
+    "apply",
+    "cli-apply",
+];
 
 /// `weir policy apply -f` of 10,000 small NetworkPolicies to a running
 /// agent whose lab pod they all select: the user's path (the CLI reads,
@@ -1042,6 +1250,10 @@ fn main() {
     if run("connection-rate") {
         println!("**New-connection rate between two lab pods**\n");
         connection_rate();
+    }
+    if run("syn-cost") {
+        println!("**What one new connection costs in each filter, at 10,000 rules**\n");
+        syn_cost();
     }
     if run("apply") {
         println!("**Time to apply 10,000 rules**\n");

@@ -17,6 +17,7 @@ mod test_run;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use aya::{
@@ -438,6 +439,19 @@ impl Datapath {
     #[must_use]
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin.as_deref()
+    }
+
+    /// The kernel's run statistics of `program`: (runs, total run time).
+    /// They only grow while statistics are enabled
+    /// (`aya::sys::enable_stats`, or `sysctl kernel.bpf_stats_enabled=1`);
+    /// benchmarks read them under real traffic.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused `BPF_OBJ_GET_INFO_BY_FD`.
+    pub fn run_stats(&self, program: Program) -> Result<(u64, Duration), ProgramError> {
+        let info = self.classifier(program).info()?;
+        Ok((info.run_count(), info.run_time()))
     }
 
     fn classifier(&self, program: Program) -> &SchedClassifier {
