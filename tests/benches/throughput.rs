@@ -14,6 +14,15 @@
 //! attaches it to both pods' host veths (tcx on 6.6+); dropping it detaches.
 //! Neither iperf3 is pinned: on 2 vCPUs, pinning (`-A`) made single runs
 //! vary more, not less.
+//!
+//! While attached, the kernel's run statistics are on (BPF_ENABLE_STATS,
+//! held by this process): each program's run time per run under iperf3
+//! (TCP and UDP apart) is reported next to its `BPF_PROG_TEST_RUN` figure
+//! on an established flow, the same loaded programs on the same machine,
+//! measured between the rounds with the statistics off. Enabling them costs
+//! two clock reads and a per-CPU update per run (about 45 ns here, by test
+//! run), in the attached runs only; part of it falls inside the measured
+//! run time.
 
 #![expect(
     clippy::print_stdout,
@@ -23,6 +32,7 @@
 mod common;
 
 use std::{
+    net::Ipv4Addr,
     path::Path,
     process::{Child, Command, Stdio},
     thread,
@@ -32,13 +42,21 @@ use std::{
 use serde_json::Value;
 use weir_ebpf::{
     abi::CNT_PACKETS,
-    loader::{Datapath, LoadOptions},
+    loader::{Datapath, Floor, LoadOptions, Program},
 };
-use weir_integration_tests::harness::Lab;
+use weir_integration_tests::{
+    harness::Lab,
+    packets::{
+        L4, frame, ipv4,
+        tcp::{ACK, PSH},
+    },
+};
 
 use common::{LabPod, lab_pod, median, range, require_root};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
+/// Test runs of an established flow per `BPF_PROG_TEST_RUN` call.
+const TEST_RUN_REPEAT: u32 = 200_000;
 const SECONDS: u32 = 3;
 const PORT: &str = "5201";
 
@@ -140,6 +158,72 @@ struct Side {
     udp_pps: Vec<f64>,
 }
 
+const PROGRAMS: [Program; 2] = [Program::FromPod, Program::ToPod];
+
+/// Each program's (runs, run time) from the kernel's statistics.
+fn run_stats(datapath: &Datapath) -> [(u64, Duration); 2] {
+    PROGRAMS.map(|p| {
+        datapath
+            .run_stats(p)
+            .unwrap_or_else(|e| panic!("run statistics of {p:?}: {e}"))
+    })
+}
+
+/// ns per run of each program between two readings.
+fn ns_per_run(before: [(u64, Duration); 2], after: [(u64, Duration); 2]) -> [f64; 2] {
+    [0, 1].map(|i| {
+        let runs = after[i].0 - before[i].0;
+        assert!(runs > 0, "{:?} did not run under iperf3", PROGRAMS[i]);
+        #[expect(clippy::cast_precision_loss, reason = "counts are small")]
+        let ns = (after[i].1 - before[i].1).as_nanos() as f64 / runs as f64;
+        ns
+    })
+}
+
+/// Per program: ns per run under TCP and under UDP, and by test run.
+#[derive(Default)]
+struct ProgramCost {
+    tcp: [Vec<f64>; 2],
+    udp: [Vec<f64>; 2],
+    test_run: [Vec<f64>; 2],
+    floor: Vec<f64>,
+}
+
+/// `BPF_PROG_TEST_RUN` of both programs on an established flow (created by
+/// the first run; its key has the test-run device's ifindex, so it is not
+/// one of the lab's flows), and of the floor, alternated.
+fn test_runs(datapath: &Datapath, floor: &Floor, cost: &mut ProgramCost) {
+    const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    let tcp = |src, sport, dst, dport| {
+        frame(
+            ipv4(src, dst),
+            L4::Tcp {
+                sport,
+                dport,
+                flags: ACK | PSH,
+            },
+        )
+    };
+    let frames = [tcp(POD, 40000, PEER, 80), tcp(PEER, 80, POD, 40000)];
+    let ns = |out: weir_ebpf::loader::TestRunOutput| {
+        f64::from(u32::try_from(out.duration.as_nanos()).unwrap_or(u32::MAX))
+    };
+    for (i, program) in PROGRAMS.into_iter().enumerate() {
+        datapath
+            .test_run(program, &frames[i], 1)
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        let out = datapath
+            .test_run(program, &frames[i], TEST_RUN_REPEAT)
+            .unwrap_or_else(|e| panic!("test run: {e}"));
+        cost.test_run[i].push(ns(out));
+    }
+    let out = floor
+        .test_run(&frames[0], TEST_RUN_REPEAT)
+        .unwrap_or_else(|e| panic!("test run (floor): {e}"));
+    cost.floor.push(ns(out));
+}
+
 fn row(name: &str, unit: &str, detached: &[f64], attached: &[f64], decimals: usize) -> String {
     let ratios: Vec<f64> = attached.iter().zip(detached).map(|(a, d)| a / d).collect();
     let (d, a) = (median(detached), median(attached));
@@ -168,6 +252,8 @@ fn main() {
 
     let mut detached = Side::default();
     let mut attached = Side::default();
+    let mut cost = ProgramCost::default();
+    let floor = Floor::load().unwrap_or_else(|e| panic!("loading the floor program: {e:#}"));
     let mut packets_seen = 0;
     for round in 0..ROUNDS {
         // D,A then A,D: each state goes first equally often
@@ -178,19 +264,33 @@ fn main() {
         };
         for with_probes in order {
             let datapath = with_probes.then(|| attach(&[&client, &server]));
-            let side = if with_probes {
-                &mut attached
-            } else {
-                &mut detached
+            let Some(datapath) = datapath else {
+                detached.tcp_gbps.push(tcp(&client, &server));
+                detached.udp_pps.push(udp(&client, &server));
+                continue;
             };
-            side.tcp_gbps.push(tcp(&client, &server));
-            side.udp_pps.push(udp(&client, &server));
-            if let Some(datapath) = datapath {
-                let counters = datapath
-                    .counters()
-                    .unwrap_or_else(|e| panic!("reading counters: {e:#}"));
-                packets_seen += counters[CNT_PACKETS];
-            } // dropped: detached
+            {
+                // while this fd is open the kernel keeps run statistics
+                let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .unwrap_or_else(|e| panic!("enabling BPF run statistics: {e}"));
+                let before = run_stats(&datapath);
+                attached.tcp_gbps.push(tcp(&client, &server));
+                let between = run_stats(&datapath);
+                attached.udp_pps.push(udp(&client, &server));
+                let after = run_stats(&datapath);
+                let (t, u) = (ns_per_run(before, between), ns_per_run(between, after));
+                for i in 0..2 {
+                    cost.tcp[i].push(t[i]);
+                    cost.udp[i].push(u[i]);
+                }
+            } // statistics off: they would add two clock reads to each test run
+            // before the test runs, which the counters count too
+            let counters = datapath
+                .counters()
+                .unwrap_or_else(|e| panic!("reading counters: {e:#}"));
+            packets_seen += counters[CNT_PACKETS];
+            test_runs(&datapath, &floor, &mut cost);
+            // datapath dropped: detached
         }
     }
     assert!(packets_seen > 0, "the attached probes saw no packets");
@@ -226,6 +326,39 @@ fn main() {
             0
         )
     );
+    println!();
+    println!(
+        "Each program's cost per run: the kernel's run statistics (`run_time_ns / run_cnt`, \
+         as `bpftool prog show` reports them) under iperf3 in the attached runs, next to \
+         `BPF_PROG_TEST_RUN` of the same loaded programs on an established flow (repeat \
+         {TEST_RUN_REPEAT}) after each attached run; medians (range) over the {ROUNDS} rounds. \
+         The floor program (`weir_floor`, returns at once) by test run: {:.0} ns ({}). \
+         Load average at the end: {}.",
+        median(&cost.floor),
+        range(&cost.floor, 0),
+        std::fs::read_to_string("/proc/loadavg").map_or_else(
+            |_| "?".to_owned(),
+            |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        )
+    );
+    println!();
+    println!(
+        "| program | test run, ns | under iperf3 TCP, ns/run | / test run | under iperf3 UDP 64 B, ns/run | / test run |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (i, program) in PROGRAMS.iter().enumerate() {
+        let test_run = median(&cost.test_run[i]);
+        let (tcp, udp) = (median(&cost.tcp[i]), median(&cost.udp[i]));
+        println!(
+            "| {} | {test_run:.0} ({}) | {tcp:.0} ({}) | {:.2} | {udp:.0} ({}) | {:.2} |",
+            program.name(),
+            range(&cost.test_run[i], 0),
+            range(&cost.tcp[i], 0),
+            tcp / test_run,
+            range(&cost.udp[i], 0),
+            udp / test_run,
+        );
+    }
     drop(server_process);
     drop(lab);
 }
