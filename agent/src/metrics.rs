@@ -80,6 +80,16 @@ pub struct KernelCounters {
     pub audit: u64,
     /// Verdict events the datapath's rate limit suppressed.
     pub events_limited: u64,
+    /// DNS answers to pods the datapath copied to the ring buffer.
+    pub dns_answers: u64,
+    /// DNS answers not copied because of the rate limit.
+    pub dns_limited: u64,
+    /// DNS answers not copied because the ring buffer was full.
+    pub dns_ringbuf_full: u64,
+    /// DNS answers longer than the copy (cut).
+    pub dns_truncated: u64,
+    /// TCP segments from port 53 that did not hold one whole answer.
+    pub dns_skipped: u64,
 }
 
 /// The agent's metrics; share it as `Arc<Metrics>`.
@@ -462,7 +472,7 @@ struct KernelCollector {
 
 /// Names (without the registry's `weir_` prefix) and help of the mirrored
 /// kernel counters, in [`KernelCollector::values`] order.
-const KERNEL_COUNTERS: [(&str, &str); 12] = [
+const KERNEL_COUNTERS: [(&str, &str); 17] = [
     ("datapath_packets", "Packets seen by the datapath"),
     (
         "datapath_new_flows",
@@ -499,6 +509,26 @@ const KERNEL_COUNTERS: [(&str, &str); 12] = [
         "policy_events_limited",
         "Verdict events the datapath's rate limit suppressed",
     ),
+    (
+        "dns_answers_copied",
+        "DNS answers to pods the datapath copied to the agent",
+    ),
+    (
+        "dns_answers_limited",
+        "DNS answers not copied: the datapath's rate limit",
+    ),
+    (
+        "dns_answers_ringbuf_lost",
+        "DNS answers not copied: the ring buffer was full",
+    ),
+    (
+        "dns_answers_truncated",
+        "DNS answers longer than the datapath's copy (cut)",
+    ),
+    (
+        "dns_answers_skipped",
+        "TCP segments from port 53 that did not hold one whole answer (not copied)",
+    ),
 ];
 
 impl KernelCollector {
@@ -516,6 +546,11 @@ impl KernelCollector {
             c.dropped,
             c.audit,
             c.events_limited,
+            c.dns_answers,
+            c.dns_limited,
+            c.dns_ringbuf_full,
+            c.dns_truncated,
+            c.dns_skipped,
         ];
         for (slot, v) in self.values.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
@@ -633,6 +668,7 @@ mod tests {
         m.set_graph_edges(4);
         m.set_kernel_counters(&KernelCounters {
             ringbuf_full: 7,
+            dns_limited: 5,
             ..KernelCounters::default()
         });
         m.folded(1_000, 1_000 + 250_000);
@@ -643,6 +679,7 @@ mod tests {
             "# TYPE weir_flow_events_total counter",
             "weir_observations_total 1",
             "weir_ringbuf_lost_total 7",
+            "weir_dns_answers_limited_total 5",
             "weir_flow_table_entries 10",
             "weir_flow_table_capacity 65536",
             "weir_channel_dropped_total 1",

@@ -35,8 +35,9 @@
 #define WEIR_FLOW_F_ANNOUNCED 0x02         /* a ring-buffer event was emitted */
 #define WEIR_FLOW_F_CLOSING 0x04           /* TCP FIN or RST seen */
 
-/* flow_event.kind */
+/* flow_event.kind, dns_event.kind: the byte after the version tells them apart */
 #define WEIR_EVENT_NEW_FLOW 1
+#define WEIR_EVENT_DNS 2
 
 /*
  * Per-CPU counters (array map COUNTERS, index below). Summed by the agent and
@@ -54,7 +55,12 @@
 #define WEIR_CNT_DROPPED 9         /* packets dropped by enforcement */
 #define WEIR_CNT_AUDIT 10          /* packets that enforcement would have dropped */
 #define WEIR_CNT_EVENTS_LIMITED 11 /* verdict events suppressed by the rate limit */
-#define WEIR_CNT_MAX 12
+#define WEIR_CNT_DNS_ANSWERS 12    /* DNS answers to pods copied to the ring buffer */
+#define WEIR_CNT_DNS_LIMITED 13    /* DNS answers not copied: rate limit */
+#define WEIR_CNT_DNS_RINGBUF_FULL 14 /* DNS answers not copied: ring buffer full */
+#define WEIR_CNT_DNS_TRUNCATED 15  /* DNS answers longer than the copy (cut) */
+#define WEIR_CNT_DNS_SKIPPED 16    /* TCP segments from port 53 that are not one whole answer */
+#define WEIR_CNT_MAX 17
 
 /*
  * Flow table key: one entry per (endpoint, 5-tuple), the same entry for both
@@ -126,6 +132,30 @@ struct flow_event {
 	__u32 peer_identity; /* identity the peer resolved to (0: none) */
 	__u32 connection;    /* flow_stats.connections of the announced connection */
 	__u32 _pad1;
+} __attribute__((aligned(8)));
+
+/*
+ * A DNS answer a pod received (UDP from port 53, or a TCP segment from port
+ * 53 holding one whole length-prefixed message): the first
+ * WEIR_DNS_PAYLOAD_MAX bytes of the DNS message (without TCP's length
+ * prefix). The key is the flow's, in endpoint terms: local is the pod,
+ * remote the server.
+ */
+#define WEIR_DNS_PAYLOAD_MAX 512
+
+/* dns_event.transport */
+#define WEIR_DNS_UDP 0
+#define WEIR_DNS_TCP 1
+
+struct dns_event {
+	__u16 version; /* WEIR_ABI_VERSION */
+	__u8 kind;     /* WEIR_EVENT_DNS */
+	__u8 transport;  /* WEIR_DNS_UDP or WEIR_DNS_TCP */
+	__u16 message_len;  /* the DNS message's length in the packet */
+	__u16 captured_len; /* bytes of payload copied: min(message_len, MAX) */
+	__u64 timestamp_ns; /* bpf_ktime_get_ns() */
+	struct flow_key key;
+	__u8 payload[WEIR_DNS_PAYLOAD_MAX];
 } __attribute__((aligned(8)));
 
 /*
@@ -267,6 +297,7 @@ struct peer_cache_value {
 _Static_assert(sizeof(struct flow_key) == 48, "flow_key ABI");
 _Static_assert(sizeof(struct flow_stats) == 64, "flow_stats ABI");
 _Static_assert(sizeof(struct flow_event) == 80, "flow_event ABI");
+_Static_assert(sizeof(struct dns_event) == 64 + WEIR_DNS_PAYLOAD_MAX, "dns_event ABI");
 _Static_assert(sizeof(struct endpoint_info) == 8, "endpoint_info ABI");
 _Static_assert(sizeof(struct ip_key) == 20, "ip_key ABI");
 _Static_assert(sizeof(struct cidr_key) == 24, "cidr_key ABI");

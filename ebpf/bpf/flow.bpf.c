@@ -25,6 +25,8 @@
  *             (written here, invalidated by CIDRS_EPOCH): see cidr_identity().
  *   EVENT_RATE  per-CPU token bucket for the events of denied flows
  *             (internal): see verdict_event_allowed().
+ *   DNS_RATE  the same for DNS answers, which EVENTS also carries as
+ *             dns_event records (see dns.h).
  *
  * The programs return TC_ACT_UNSPEC unless enforcement drops the packet
  * (TC_ACT_SHOT). With tcx (kernel >= 6.6) TC_ACT_UNSPEC is TCX_NEXT, so
@@ -249,6 +251,8 @@ static __always_inline void count(__u32 index)
 	if (value)
 		*value += 1;
 }
+
+#include "dns.h"
 
 /*
  * Takes one token for the event of a denied flow. Per CPU, and TC programs
@@ -756,6 +760,9 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 		return TC_ACT_UNSPEC;
 	}
 	key.ifindex = skb->ifindex;
+	/* answers from port 53 go to the agent too (dns.h); one compare for the rest */
+	if (!from_pod && maybe_dns_answer(&key))
+		dns_answer(skb, &key);
 
 	/* one lookup; the clock is read after it, as each path needs */
 	stats = bpf_map_lookup_elem(&FLOWS, &key);

@@ -38,6 +38,15 @@ pub const FLOW_F_CLOSING: u8 = 0x04;
 
 /// `WEIR_EVENT_NEW_FLOW`: [`FlowEvent::kind`] announcing a new flow entry.
 pub const EVENT_NEW_FLOW: u8 = 1;
+/// `WEIR_EVENT_DNS`: [`DnsEvent::kind`], a DNS answer a pod received.
+pub const EVENT_DNS: u8 = 2;
+
+/// `WEIR_DNS_PAYLOAD_MAX`: bytes of a DNS message a [`DnsEvent`] carries.
+pub const DNS_PAYLOAD_MAX: usize = 512;
+/// `WEIR_DNS_UDP`: [`DnsEvent::transport`] of an answer over UDP.
+pub const DNS_UDP: u8 = 0;
+/// `WEIR_DNS_TCP`: [`DnsEvent::transport`] of an answer in one TCP segment.
+pub const DNS_TCP: u8 = 1;
 
 /// `WEIR_CNT_PACKETS`: packets seen by the programs.
 pub const CNT_PACKETS: usize = 0;
@@ -63,8 +72,18 @@ pub const CNT_DROPPED: usize = 9;
 pub const CNT_AUDIT: usize = 10;
 /// `WEIR_CNT_EVENTS_LIMITED`: verdict events suppressed by the rate limit.
 pub const CNT_EVENTS_LIMITED: usize = 11;
+/// `WEIR_CNT_DNS_ANSWERS`: DNS answers to pods copied to the ring buffer.
+pub const CNT_DNS_ANSWERS: usize = 12;
+/// `WEIR_CNT_DNS_LIMITED`: DNS answers not copied because of the rate limit.
+pub const CNT_DNS_LIMITED: usize = 13;
+/// `WEIR_CNT_DNS_RINGBUF_FULL`: DNS answers not copied: the ring buffer was full.
+pub const CNT_DNS_RINGBUF_FULL: usize = 14;
+/// `WEIR_CNT_DNS_TRUNCATED`: DNS answers longer than [`DNS_PAYLOAD_MAX`] (cut).
+pub const CNT_DNS_TRUNCATED: usize = 15;
+/// `WEIR_CNT_DNS_SKIPPED`: TCP segments from port 53 that are not one whole answer.
+pub const CNT_DNS_SKIPPED: usize = 16;
 /// `WEIR_CNT_MAX`: number of counters.
-pub const CNT_MAX: usize = 12;
+pub const CNT_MAX: usize = 17;
 
 /// Counter names, indexed by `CNT_*`, for metrics and logs (a fixed set).
 pub const COUNTER_NAMES: [&str; CNT_MAX] = [
@@ -80,6 +99,11 @@ pub const COUNTER_NAMES: [&str; CNT_MAX] = [
     "dropped",
     "audit",
     "events_limited",
+    "dns_answers",
+    "dns_limited",
+    "dns_ringbuf_full",
+    "dns_truncated",
+    "dns_skipped",
 ];
 
 /// `WEIR_MODE_OBSERVE`: [`EndpointInfo::mode`] of a namespace that is only
@@ -203,6 +227,43 @@ pub struct FlowStats {
     pub connections: u32,
     /// Padding; always zero.
     pub _pad0: u32,
+}
+
+/// `struct dns_event`: a DNS answer a pod received, the first
+/// [`DNS_PAYLOAD_MAX`] bytes of the message (TCP's length prefix removed).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// [`ABI_VERSION`] of the programs that wrote the record.
+    pub version: u16,
+    /// [`EVENT_DNS`].
+    pub kind: u8,
+    /// [`DNS_UDP`] or [`DNS_TCP`].
+    pub transport: u8,
+    /// The message's length in the packet.
+    pub message_len: u16,
+    /// Bytes of `payload` written: `min(message_len, DNS_PAYLOAD_MAX)`.
+    pub captured_len: u16,
+    /// `bpf_ktime_get_ns()` when it was seen.
+    pub timestamp_ns: u64,
+    /// The flow's key: local is the pod, remote the DNS server.
+    pub key: FlowKey,
+    /// The message; bytes past `captured_len` are zero.
+    pub payload: [u8; DNS_PAYLOAD_MAX],
+}
+
+impl DnsEvent {
+    /// The captured bytes of the message.
+    #[must_use]
+    pub fn message(&self) -> &[u8] {
+        &self.payload[..usize::from(self.captured_len).min(DNS_PAYLOAD_MAX)]
+    }
+
+    /// Whether the message was cut at [`DNS_PAYLOAD_MAX`].
+    #[must_use]
+    pub fn truncated(&self) -> bool {
+        self.message_len > self.captured_len
+    }
 }
 
 /// `struct flow_event`: the ring-buffer record announcing a new flow entry,
@@ -428,6 +489,16 @@ const _: () = {
     assert!(offset_of!(FlowStats, connections) == 56);
     assert!(offset_of!(FlowStats, _pad0) == 60);
 
+    assert!(size_of::<DnsEvent>() == 64 + DNS_PAYLOAD_MAX);
+    assert!(offset_of!(DnsEvent, version) == 0);
+    assert!(offset_of!(DnsEvent, kind) == 2);
+    assert!(offset_of!(DnsEvent, transport) == 3);
+    assert!(offset_of!(DnsEvent, message_len) == 4);
+    assert!(offset_of!(DnsEvent, captured_len) == 6);
+    assert!(offset_of!(DnsEvent, timestamp_ns) == 8);
+    assert!(offset_of!(DnsEvent, key) == 16);
+    assert!(offset_of!(DnsEvent, payload) == 64);
+
     assert!(size_of::<FlowEvent>() == 80);
     assert!(offset_of!(FlowEvent, version) == 0);
     assert!(offset_of!(FlowEvent, kind) == 2);
@@ -517,6 +588,9 @@ unsafe impl aya::Pod for FlowStats {}
 // SAFETY: as for FlowKey: #[repr(C)], integers and a Pod FlowKey, explicit
 // padding.
 unsafe impl aya::Pod for FlowEvent {}
+// SAFETY: as for FlowEvent: #[repr(C)], integers, a Pod FlowKey and a byte
+// array, no implicit padding (offsets asserted above).
+unsafe impl aya::Pod for DnsEvent {}
 // SAFETY: the enforcement structs below are all #[repr(C)], made of integers
 // and integer arrays with explicit padding fields (sizes and offsets asserted
 // above: no implicit padding).
@@ -539,6 +613,76 @@ unsafe impl aya::Pod for PeerKey {}
 unsafe impl aya::Pod for PolicyExactKey {}
 // SAFETY: as for EndpointInfo.
 unsafe impl aya::Pod for PeerCacheValue {}
+
+/// A ring-buffer record: the buffer carries both kinds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingRecord {
+    /// A new flow (or connection).
+    Flow(FlowEvent),
+    /// A DNS answer (boxed: it is seven times a flow event's size).
+    Dns(Box<DnsEvent>),
+}
+
+impl RingRecord {
+    /// Decodes a record by its kind (the byte after the version).
+    ///
+    /// # Errors
+    ///
+    /// As [`FlowEvent::from_bytes`] and [`DnsEvent::from_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.get(2) {
+            Some(&EVENT_DNS) => DnsEvent::from_bytes(bytes).map(|e| Self::Dns(Box::new(e))),
+            _ => FlowEvent::from_bytes(bytes).map(Self::Flow),
+        }
+    }
+}
+
+impl DnsEvent {
+    /// Decodes a ring-buffer record of kind [`EVENT_DNS`] (as
+    /// [`FlowEvent::from_bytes`]: no alignment needed). Only the captured
+    /// bytes of the payload are read; the rest is zero.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooShort`] or [`DecodeError::Version`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        const HEADER: usize = 64;
+        let expected = size_of::<Self>();
+        if bytes.len() < expected {
+            return Err(DecodeError::TooShort {
+                len: bytes.len(),
+                expected,
+            });
+        }
+        let mut r = Reader { bytes };
+        let version = r.u16();
+        if version != ABI_VERSION {
+            return Err(DecodeError::Version {
+                found: version,
+                expected: ABI_VERSION,
+            });
+        }
+        let kind = r.u8();
+        let transport = r.u8();
+        let message_len = r.u16();
+        let captured_len = r.u16().min(DNS_PAYLOAD_MAX as u16);
+        let timestamp_ns = r.u64();
+        let key = FlowKey::read(&mut r);
+        let mut payload = [0u8; DNS_PAYLOAD_MAX];
+        let n = usize::from(captured_len);
+        payload[..n].copy_from_slice(&bytes[HEADER..HEADER + n]);
+        Ok(Self {
+            version,
+            kind,
+            transport,
+            message_len,
+            captured_len,
+            timestamp_ns,
+            key,
+            payload,
+        })
+    }
+}
 
 /// Why a ring-buffer record could not be decoded.
 ///
@@ -747,6 +891,40 @@ mod tests {
         assert_eq!(event.direction, DIR_EGRESS);
         assert_eq!(event.peer_identity, 300);
         assert_eq!(event.connection, 2);
+    }
+
+    #[test]
+    fn dns_records_decode_by_kind_and_only_their_captured_bytes() {
+        let mut b = vec![0u8; size_of::<DnsEvent>()];
+        b[..2].copy_from_slice(&ABI_VERSION.to_ne_bytes());
+        b[2] = EVENT_DNS;
+        b[3] = DNS_TCP;
+        b[4..6].copy_from_slice(&700u16.to_ne_bytes());
+        b[6..8].copy_from_slice(&3u16.to_ne_bytes());
+        b[8..16].copy_from_slice(&99u64.to_ne_bytes());
+        b[64..68].copy_from_slice(&[1, 2, 3, 0xff]);
+        let RingRecord::Dns(ev) = RingRecord::from_bytes(&b).unwrap() else {
+            panic!("a DNS record");
+        };
+        assert_eq!(ev.message(), &[1, 2, 3]);
+        assert_eq!(ev.payload[3], 0, "bytes past captured_len are not read");
+        assert!(ev.truncated());
+        assert_eq!(ev.transport, DNS_TCP);
+        assert_eq!(ev.timestamp_ns, 99);
+        assert!(matches!(
+            RingRecord::from_bytes(&event_bytes(ABI_VERSION)),
+            Ok(RingRecord::Flow(_))
+        ));
+        assert!(matches!(
+            RingRecord::from_bytes(&b[..100]),
+            Err(DecodeError::TooShort { len: 100, .. })
+        ));
+        // a claimed length past the payload is capped, never read past it
+        b[6..8].copy_from_slice(&u16::MAX.to_ne_bytes());
+        let RingRecord::Dns(ev) = RingRecord::from_bytes(&b).unwrap() else {
+            panic!("a DNS record");
+        };
+        assert_eq!(ev.message().len(), DNS_PAYLOAD_MAX);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use object::{Object as _, ObjectSection as _};
 use weir_ebpf::{
     FLOW_OBJECT,
     abi::{
-        CidrKey, CidrKeyData, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey, PeerCacheValue,
-        PeerKey, PolicyExactKey, PolicyKey, PolicyKeyData, PolicyValue,
+        CidrKey, CidrKeyData, DnsEvent, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey,
+        PeerCacheValue, PeerKey, PolicyExactKey, PolicyKey, PolicyKeyData, PolicyValue,
     },
 };
 
@@ -189,6 +189,21 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("peer_identity", offset_of!(FlowEvent, peer_identity)),
             ("connection", offset_of!(FlowEvent, connection)),
             ("_pad1", offset_of!(FlowEvent, _pad1)),
+        ],
+    );
+    check(
+        &structs,
+        "dns_event",
+        size_of::<DnsEvent>(),
+        &[
+            ("version", offset_of!(DnsEvent, version)),
+            ("kind", offset_of!(DnsEvent, kind)),
+            ("transport", offset_of!(DnsEvent, transport)),
+            ("message_len", offset_of!(DnsEvent, message_len)),
+            ("captured_len", offset_of!(DnsEvent, captured_len)),
+            ("timestamp_ns", offset_of!(DnsEvent, timestamp_ns)),
+            ("key", offset_of!(DnsEvent, key)),
+            ("payload", offset_of!(DnsEvent, payload)),
         ],
     );
     check(

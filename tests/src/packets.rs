@@ -181,6 +181,12 @@ pub fn frame(ip: impl Into<Ip>, l4: L4) -> Vec<u8> {
 /// A frame with VLAN tags in band, as a trunk port would carry it.
 #[must_use]
 pub fn tagged_frame(vlan: Vlan, ip: impl Into<Ip>, l4: L4) -> Vec<u8> {
+    frame_with_payload(vlan, ip, l4, b"weir")
+}
+
+/// A frame carrying `payload` after the L4 header (e.g. a DNS message).
+#[must_use]
+pub fn frame_with_payload(vlan: Vlan, ip: impl Into<Ip>, l4: L4, payload: &[u8]) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(SRC_MAC, DST_MAC);
     let vid = |id| VlanId::try_new(id).expect("VLAN id below 4096");
     let ip = IpHeaders::from(ip.into());
@@ -189,11 +195,10 @@ pub fn tagged_frame(vlan: Vlan, ip: impl Into<Ip>, l4: L4) -> Vec<u8> {
         Vlan::Single(id) => eth.single_vlan(vid(id)).ip(ip),
         Vlan::Double(outer, inner) => eth.double_vlan(vid(outer), vid(inner)).ip(ip),
     };
-    finish(step, l4)
+    finish(step, l4, payload)
 }
 
-fn finish(step: PacketBuilderStep<IpHeaders>, l4: L4) -> Vec<u8> {
-    const PAYLOAD: &[u8] = b"weir";
+fn finish(step: PacketBuilderStep<IpHeaders>, l4: L4, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let written = match l4 {
         L4::Tcp {
@@ -207,14 +212,14 @@ fn finish(step: PacketBuilderStep<IpHeaders>, l4: L4) -> Vec<u8> {
             h.rst = flags & tcp::RST != 0;
             h.psh = flags & tcp::PSH != 0;
             h.ack = flags & tcp::ACK != 0;
-            step.tcp_header(h).write(&mut out, PAYLOAD)
+            step.tcp_header(h).write(&mut out, payload)
         }
-        L4::Udp { sport, dport } => step.udp(sport, dport).write(&mut out, PAYLOAD),
+        L4::Udp { sport, dport } => step.udp(sport, dport).write(&mut out, payload),
         L4::Icmpv4 { kind, code, rest } => {
-            step.icmpv4_raw(kind, code, rest).write(&mut out, PAYLOAD)
+            step.icmpv4_raw(kind, code, rest).write(&mut out, payload)
         }
         L4::Icmpv6 { kind, code, rest } => {
-            step.icmpv6_raw(kind, code, rest).write(&mut out, PAYLOAD)
+            step.icmpv6_raw(kind, code, rest).write(&mut out, payload)
         }
         L4::Raw { proto, bytes } => step.write(&mut out, IpNumber(proto), &bytes),
     };

@@ -137,3 +137,352 @@ fn lab_dns_answers_declared_names_through_the_service_and_follows_a_repoint() {
         netns_etc.display()
     );
 }
+
+// ---- the datapath's copy of DNS answers (BPF_PROG_TEST_RUN) ----
+
+mod datapath {
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        str::FromStr as _,
+    };
+
+    use etherparse::{IpAuthHeader, IpNumber, Ipv6Extensions, Ipv6RawExtHeader, TcpOptionElement};
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, Record, RecordType, rdata::A},
+    };
+    use weir_ebpf::{
+        abi::{
+            CNT_DNS_ANSWERS, CNT_DNS_LIMITED, CNT_DNS_RINGBUF_FULL, CNT_DNS_SKIPPED,
+            CNT_DNS_TRUNCATED, CNT_MAX, DNS_PAYLOAD_MAX, DNS_TCP, DNS_UDP, DnsEvent, FlowEvent,
+            RingRecord,
+        },
+        loader::{Datapath, LoadOptions, Program},
+    };
+    use weir_integration_tests::{
+        netns::require_root,
+        packets::{Ip, L4, Vlan, frame_with_payload, ipv4, ipv6, tcp},
+        test_run::{key, must},
+    };
+
+    const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 53);
+    const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    const DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x53);
+    const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
+
+    struct Harness {
+        datapath: Datapath,
+        ring: aya::maps::RingBuf<aya::maps::MapData>,
+    }
+
+    impl Harness {
+        fn with(opts: &LoadOptions) -> Self {
+            require_root();
+            let mut datapath = must("loading the datapath", Datapath::load(opts));
+            let ring = must("taking the ring buffer", datapath.take_ring_buf());
+            Self { datapath, ring }
+        }
+
+        fn new() -> Self {
+            Self::with(&LoadOptions::default())
+        }
+
+        fn run(&self, program: Program, frame: &[u8]) {
+            let out = must(
+                "BPF_PROG_TEST_RUN",
+                self.datapath.test_run(program, frame, 1),
+            );
+            assert_eq!(out.action, -1, "observe programs never set a verdict");
+        }
+
+        /// Every record in the ring: (flow events, DNS events).
+        fn drain(&mut self) -> (Vec<FlowEvent>, Vec<DnsEvent>) {
+            let (mut flows, mut dns) = (Vec::new(), Vec::new());
+            while let Some(item) = self.ring.next() {
+                match must("decoding a ring record", RingRecord::from_bytes(&item)) {
+                    RingRecord::Flow(f) => flows.push(f),
+                    RingRecord::Dns(d) => dns.push(*d),
+                }
+            }
+            (flows, dns)
+        }
+
+        fn counters(&self) -> [u64; CNT_MAX] {
+            must("reading counters", self.datapath.counters())
+        }
+    }
+
+    /// A real answer: api.payments.example A 203.0.113.210, TTL 30.
+    fn answer() -> Vec<u8> {
+        let name = Name::from_str("api.payments.example.").expect("name");
+        let mut m = Message::response(0x1234, hickory_proto::op::OpCode::Query);
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(
+            name,
+            30,
+            RData::A(A(Ipv4Addr::new(203, 0, 113, 210))),
+        ));
+        m.to_vec().expect("encode")
+    }
+
+    fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        frame_with_payload(
+            Vlan::None,
+            ipv4(DNS, POD),
+            L4::Udp { sport, dport },
+            payload,
+        )
+    }
+
+    #[test]
+    fn a_udp_answer_to_a_pod_is_copied_whole_with_its_flow_key() {
+        let mut h = Harness::new();
+        let msg = answer();
+        h.run(Program::ToPod, &udp4(53, 40000, &msg));
+
+        let (flows, dns) = h.drain();
+        assert_eq!(flows.len(), 1, "the answer's flow is announced as before");
+        let [ev] = dns.as_slice() else {
+            panic!("one DNS record, got {dns:?}");
+        };
+        assert_eq!(ev.key, key(IPPROTO_UDP, POD, 40000, DNS, 53));
+        assert_eq!(ev.transport, DNS_UDP);
+        assert_eq!(ev.message(), msg.as_slice());
+        assert_eq!(usize::from(ev.message_len), msg.len());
+        assert!(!ev.truncated());
+        let parsed = Message::from_vec(ev.message()).expect("the copy parses");
+        assert_eq!(parsed.answers.len(), 1);
+        assert_eq!(h.counters()[CNT_DNS_ANSWERS], 1);
+    }
+
+    #[test]
+    fn only_answers_to_pods_from_port_53_are_copied() {
+        let mut h = Harness::new();
+        let msg = answer();
+        // the pod's own query, a pod serving DNS, another port, a short message
+        h.run(
+            Program::FromPod,
+            &frame_with_payload(
+                Vlan::None,
+                ipv4(POD, DNS),
+                L4::Udp {
+                    sport: 40000,
+                    dport: 53,
+                },
+                &msg,
+            ),
+        );
+        h.run(
+            Program::FromPod,
+            &frame_with_payload(
+                Vlan::None,
+                ipv4(POD, DNS),
+                L4::Udp {
+                    sport: 53,
+                    dport: 40001,
+                },
+                &msg,
+            ),
+        );
+        h.run(Program::ToPod, &udp4(5353, 40002, &msg));
+        h.run(Program::ToPod, &udp4(53, 40003, &msg[..11]));
+        let (flows, dns) = h.drain();
+        assert_eq!(flows.len(), 4);
+        assert!(dns.is_empty(), "{dns:?}");
+        assert_eq!(h.counters()[CNT_DNS_ANSWERS], 0);
+    }
+
+    #[test]
+    fn a_long_answer_is_cut_at_the_bound_and_counted() {
+        let mut h = Harness::new();
+        let long: Vec<u8> = (0..1400u32).map(|i| (i % 251) as u8).collect();
+        h.run(Program::ToPod, &udp4(53, 40000, &long));
+        let (_, dns) = h.drain();
+        let [ev] = dns.as_slice() else {
+            panic!("one DNS record, got {dns:?}");
+        };
+        assert_eq!(usize::from(ev.captured_len), DNS_PAYLOAD_MAX);
+        assert_eq!(usize::from(ev.message_len), long.len());
+        assert_eq!(ev.message(), &long[..DNS_PAYLOAD_MAX]);
+        assert!(ev.truncated());
+        assert_eq!(h.counters()[CNT_DNS_TRUNCATED], 1);
+    }
+
+    /// The UDP length field is not trusted past the packet, nor ignored
+    /// when it says less than the frame holds (Ethernet padding).
+    #[test]
+    fn the_copy_never_reads_past_the_packet_whatever_the_udp_length_says() {
+        let mut h = Harness::new();
+        let msg = answer();
+        let mut lying = udp4(53, 40000, &msg);
+        let udp_len = 14 + 20 + 4;
+        lying[udp_len..udp_len + 2].copy_from_slice(&1400u16.to_be_bytes());
+        h.run(Program::ToPod, &lying);
+        let mut short = udp4(53, 40001, &msg);
+        short[udp_len..udp_len + 2].copy_from_slice(&(8u16 + 20).to_be_bytes());
+        h.run(Program::ToPod, &short);
+        let mut tiny = udp4(53, 40002, &msg);
+        tiny[udp_len..udp_len + 2].copy_from_slice(&3u16.to_be_bytes());
+        h.run(Program::ToPod, &tiny);
+
+        let (_, dns) = h.drain();
+        assert_eq!(dns.len(), 2, "{dns:?}");
+        assert_eq!(
+            dns[0].message(),
+            msg.as_slice(),
+            "only the bytes the packet has"
+        );
+        assert_eq!(
+            dns[1].message(),
+            &msg[..20],
+            "the UDP length bounds the message"
+        );
+    }
+
+    #[test]
+    fn tcp_answers_in_one_segment_are_copied_without_the_length_prefix() {
+        let mut h = Harness::new();
+        let msg = answer();
+        let mut seg = u16::try_from(msg.len())
+            .expect("short")
+            .to_be_bytes()
+            .to_vec();
+        seg.extend_from_slice(&msg);
+        let tcp_frame = |payload: &[u8], sport: u16| {
+            frame_with_payload(
+                Vlan::None,
+                ipv4(DNS, POD),
+                L4::Tcp {
+                    sport: 53,
+                    dport: sport,
+                    flags: tcp::ACK | tcp::PSH,
+                },
+                payload,
+            )
+        };
+        h.run(Program::ToPod, &tcp_frame(&seg, 40000));
+        // half a message, and a bare ACK
+        h.run(Program::ToPod, &tcp_frame(&seg[..seg.len() / 2], 40001));
+        h.run(Program::ToPod, &tcp_frame(&[], 40002));
+        // TCP options move the payload: the data offset is read
+        let mut with_options = etherparse::TcpHeader::new(53, 40003, 1, 1000);
+        with_options.ack = true;
+        with_options
+            .set_options(&[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+            ])
+            .expect("options");
+        let mut framed = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(DNS.octets(), POD.octets(), 64)
+            .tcp_header(with_options)
+            .write(&mut framed, &seg)
+            .expect("frame");
+        h.run(Program::ToPod, &framed);
+
+        let (_, dns) = h.drain();
+        assert_eq!(dns.len(), 2, "{dns:?}");
+        for ev in &dns {
+            assert_eq!(ev.transport, DNS_TCP);
+            assert_eq!(ev.message(), msg.as_slice());
+        }
+        assert_eq!(dns[1].key, key(IPPROTO_TCP, POD, 40003, DNS, 53));
+        assert_eq!(h.counters()[CNT_DNS_SKIPPED], 1, "the half message");
+    }
+
+    #[test]
+    fn ipv6_extension_headers_and_vlan_tags_move_the_payload() {
+        let mut h = Harness::new();
+        let msg = answer();
+        let raw = |len: usize| {
+            must(
+                "ext header",
+                Ipv6RawExtHeader::new_raw(IpNumber::UDP, &vec![0; len]),
+            )
+        };
+        let exts = Ipv6Extensions {
+            hop_by_hop_options: Some(raw(6)),
+            destination_options: Some(raw(14)),
+            auth: Some(must(
+                "auth",
+                IpAuthHeader::new(IpNumber::UDP, 1, 1, &[0; 12]),
+            )),
+            ..Ipv6Extensions::default()
+        };
+        h.run(
+            Program::ToPod,
+            &frame_with_payload(
+                Vlan::None,
+                Ip::v6(ipv6(DNS6, POD6), exts),
+                L4::Udp {
+                    sport: 53,
+                    dport: 40000,
+                },
+                &msg,
+            ),
+        );
+        h.run(
+            Program::ToPod,
+            &frame_with_payload(
+                Vlan::Double(10, 20),
+                ipv4(DNS, POD),
+                L4::Udp {
+                    sport: 53,
+                    dport: 40001,
+                },
+                &msg,
+            ),
+        );
+        let (_, dns) = h.drain();
+        assert_eq!(dns.len(), 2, "{dns:?}");
+        assert_eq!(dns[0].key, key(IPPROTO_UDP, POD6, 40000, DNS6, 53));
+        assert!(dns.iter().all(|ev| ev.message() == msg.as_slice()));
+    }
+
+    #[test]
+    fn answers_past_the_rate_limit_or_a_full_ring_are_counted() {
+        let mut h = Harness::with(&LoadOptions {
+            dns_answers_per_sec: 1,
+            dns_answers_burst: 3,
+            ..LoadOptions::default()
+        });
+        let msg = answer();
+        for port in 0..10 {
+            h.run(Program::ToPod, &udp4(53, 40000 + port, &msg));
+        }
+        let (_, dns) = h.drain();
+        assert_eq!(dns.len(), 3);
+        let c = h.counters();
+        assert_eq!((c[CNT_DNS_ANSWERS], c[CNT_DNS_LIMITED]), (3, 7));
+
+        let page = u32::try_from(
+            must(
+                "page size",
+                nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE),
+            )
+            .expect("a page size"),
+        )
+        .expect("small");
+        let mut h = Harness::with(&LoadOptions {
+            ringbuf_bytes: page,
+            ..LoadOptions::default()
+        });
+        for port in 0..20 {
+            h.run(Program::ToPod, &udp4(53, 40000 + port, &msg));
+        }
+        let (_, dns) = h.drain();
+        let c = h.counters();
+        assert!(
+            !dns.is_empty() && dns.len() < 20,
+            "{} records in a page",
+            dns.len()
+        );
+        assert_eq!(c[CNT_DNS_ANSWERS], dns.len() as u64);
+        assert_eq!(c[CNT_DNS_RINGBUF_FULL], 20 - dns.len() as u64);
+    }
+}

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tracing::{debug, info, trace, warn};
 use weir_ebpf::{
-    abi::{self, FlowEvent},
+    abi::{self, DnsEvent, FlowEvent, RingRecord},
     loader::{AttachError, Datapath, FlowTable, LoadOptions, PolicyMaps},
 };
 use weir_generator::datapath::PodKey;
@@ -187,15 +187,17 @@ impl DatapathTask {
                 }
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready.context("ring buffer poll failed")?;
-                    let events = drain(guard.get_inner_mut());
+                    let (events, answers) = drain(guard.get_inner_mut());
                     guard.clear_ready();
+                    self.answers(&answers);
                     self.announce(&events);
                 }
                 _ = sweep.tick() => self.sweep().await,
                 _ = resync.tick() => self.resync().await,
             }
         }
-        let events = drain(self.ring.get_mut());
+        let (events, answers) = drain(self.ring.get_mut());
+        self.answers(&answers);
         self.announce(&events);
         self.sweep().await;
         let attached = self.datapath.attached().count();
@@ -287,9 +289,22 @@ impl DatapathTask {
                     dropped: c[abi::CNT_DROPPED],
                     audit: c[abi::CNT_AUDIT],
                     events_limited: c[abi::CNT_EVENTS_LIMITED],
+                    dns_answers: c[abi::CNT_DNS_ANSWERS],
+                    dns_limited: c[abi::CNT_DNS_LIMITED],
+                    dns_ringbuf_full: c[abi::CNT_DNS_RINGBUF_FULL],
+                    dns_truncated: c[abi::CNT_DNS_TRUNCATED],
+                    dns_skipped: c[abi::CNT_DNS_SKIPPED],
                 });
             }
             Err(error) => warn!(error = %error, "cannot read kernel counters"),
+        }
+    }
+
+    /// DNS answers pods received (counted by the datapath; the names they
+    /// give are not used yet).
+    fn answers(&self, answers: &[DnsEvent]) {
+        if !answers.is_empty() {
+            trace!(answers = answers.len(), "dns answers");
         }
     }
 
@@ -525,15 +540,18 @@ impl DatapathTask {
     }
 }
 
-/// Everything in the ring buffer now. Records that do not decode (an ABI
-/// mismatch) are skipped: the sweep still reports their flows.
-fn drain(ring: &mut RingBuf<MapData>) -> Vec<FlowEvent> {
+/// Everything in the ring buffer now: new-flow hints, and DNS answers.
+/// Records that do not decode (an ABI mismatch) are skipped: the sweep
+/// still reports their flows.
+fn drain(ring: &mut RingBuf<MapData>) -> (Vec<FlowEvent>, Vec<DnsEvent>) {
     let mut events = Vec::new();
+    let mut answers = Vec::new();
     while let Some(item) = ring.next() {
-        match FlowEvent::from_bytes(&item) {
-            Ok(event) => events.push(event),
+        match RingRecord::from_bytes(&item) {
+            Ok(RingRecord::Flow(event)) => events.push(event),
+            Ok(RingRecord::Dns(answer)) => answers.push(*answer),
             Err(error) => trace!(%error, "undecodable ring buffer record"),
         }
     }
-    events
+    (events, answers)
 }

@@ -111,7 +111,9 @@ impl Datapath {
             .ok_or(MapError::Taken { name: COUNTERS })?;
         let array = PerCpuArray::<_, u64>::try_from(map).map_err(err)?;
         let mut sums = [0; CNT_MAX];
-        for (index, sum) in (0u32..).zip(&mut sums) {
+        // A COUNTERS map pinned by an older build may have fewer slots:
+        // the counters it lacks read 0 (the programs cannot count them).
+        for (index, sum) in (0..array.len()).zip(&mut sums) {
             *sum = array.get(&index, 0).map_err(err)?.iter().sum();
         }
         Ok(sums)

@@ -56,6 +56,9 @@ const PEERS: &str = "PEERS";
 /// Globals of the object, set at load time (see the rate limit in flow.bpf.c).
 const EVENT_COST_NS: &str = "weir_event_cost_ns";
 const EVENT_BUCKET_NS: &str = "weir_event_bucket_ns";
+/// The DNS answers' token bucket (bpf/dns.h).
+const DNS_COST_NS: &str = "weir_dns_cost_ns";
+const DNS_BUCKET_NS: &str = "weir_dns_bucket_ns";
 
 /// What a map must look like, pinned or not: (name, type, key size, value
 /// size). A pinned map left by an incompatible build is refused, not used.
@@ -156,6 +159,13 @@ pub struct LoadOptions {
     /// Burst of the token bucket: events of denied flows a CPU may emit at
     /// once. At least 1 unless the limit is disabled.
     pub verdict_events_burst: u32,
+    /// DNS answers to pods copied to the ring buffer per second and CPU (a
+    /// token bucket, bpf/dns.h); 0 disables the limit. Suppressed answers
+    /// are counted in `CNT_DNS_LIMITED`.
+    pub dns_answers_per_sec: u32,
+    /// Burst of the DNS answers' token bucket. At least 1 unless the limit
+    /// is disabled.
+    pub dns_answers_burst: u32,
     /// A directory on a bpffs (e.g. `/sys/fs/bpf/weir`) where the maps are
     /// pinned by name and the tcx links under `links/<ifname>_{ingress,egress}`.
     /// Maps pinned there already are adopted (flows and policy state survive
@@ -169,7 +179,7 @@ impl Default for LoadOptions {
     /// 4096 endpoints, 65536 identities, 16384 CIDRs, 262144 policy entries
     /// in each of the trie and the exact hash, 65536 peers, 16384 cached
     /// peer addresses; 1000 denied-flow events per second and CPU, burst 100;
-    /// no pinning.
+    /// 20,000 DNS answers per second and CPU, burst 2,000; no pinning.
     fn default() -> Self {
         Self {
             flow_table_entries: 65536,
@@ -183,6 +193,8 @@ impl Default for LoadOptions {
             peers_entries: 65536,
             verdict_events_per_sec: 1000,
             verdict_events_burst: 100,
+            dns_answers_per_sec: 20_000,
+            dns_answers_burst: 2_000,
             pin: None,
         }
     }
@@ -206,13 +218,22 @@ impl LoadOptions {
     /// The token bucket as the programs want it: nanoseconds of credit per
     /// event and bucket size in nanoseconds (0, 0: no limit).
     fn event_bucket(&self) -> (u64, u64) {
-        const NANOS: u64 = 1_000_000_000;
-        if self.verdict_events_per_sec == 0 {
-            return (0, 0);
-        }
-        let cost = (NANOS / u64::from(self.verdict_events_per_sec)).max(1);
-        (cost, cost * u64::from(self.verdict_events_burst))
+        bucket(self.verdict_events_per_sec, self.verdict_events_burst)
     }
+
+    /// The DNS answers' bucket, as [`LoadOptions::event_bucket`].
+    fn dns_bucket(&self) -> (u64, u64) {
+        bucket(self.dns_answers_per_sec, self.dns_answers_burst)
+    }
+}
+
+fn bucket(per_sec: u32, burst: u32) -> (u64, u64) {
+    const NANOS: u64 = 1_000_000_000;
+    if per_sec == 0 {
+        return (0, 0);
+    }
+    let cost = (NANOS / u64::from(per_sec)).max(1);
+    (cost, cost * u64::from(burst))
 }
 
 /// One of the observe programs.
@@ -261,8 +282,9 @@ pub enum LoadError {
         /// The map's name.
         name: &'static str,
     },
-    /// [`LoadOptions::verdict_events_burst`] is zero with a rate limit set.
-    #[error("the verdict event rate limit needs a burst of at least 1")]
+    /// [`LoadOptions::verdict_events_burst`] or
+    /// [`LoadOptions::dns_answers_burst`] is zero with a rate limit set.
+    #[error("an event rate limit needs a burst of at least 1")]
     EventBurst,
     /// The pin directory could not be created.
     #[error("creating the pin directory {path}")]
@@ -363,13 +385,16 @@ impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         check_options(opts)?;
         let (cost, bucket) = opts.event_bucket();
+        let (dns_cost, dns_bucket) = opts.dns_bucket();
         let mut loader = EbpfLoader::new();
         for (name, entries) in opts.map_sizes() {
             loader.map_max_entries(name, entries);
         }
         loader
             .override_global(EVENT_COST_NS, &cost, true)
-            .override_global(EVENT_BUCKET_NS, &bucket, true);
+            .override_global(EVENT_BUCKET_NS, &bucket, true)
+            .override_global(DNS_COST_NS, &dns_cost, true)
+            .override_global(DNS_BUCKET_NS, &dns_bucket, true);
         if let Some(dir) = &opts.pin {
             pin::create_dirs(dir)?;
             for (name, ..) in SHARED_MAPS {
@@ -533,7 +558,9 @@ fn check_options(opts: &LoadOptions) -> Result<(), LoadError> {
             return Err(LoadError::MapSize { map });
         }
     }
-    if opts.verdict_events_per_sec != 0 && opts.verdict_events_burst == 0 {
+    if (opts.verdict_events_per_sec != 0 && opts.verdict_events_burst == 0)
+        || (opts.dns_answers_per_sec != 0 && opts.dns_answers_burst == 0)
+    {
         return Err(LoadError::EventBurst);
     }
     let page_size = page_size();
@@ -625,6 +652,7 @@ mod tests {
     fn event_rate_limit() {
         let defaults = LoadOptions::default();
         assert_eq!(defaults.event_bucket(), (1_000_000, 100_000_000));
+        assert_eq!(defaults.dns_bucket(), (50_000, 100_000_000));
         let off = LoadOptions {
             verdict_events_per_sec: 0,
             verdict_events_burst: 0,
