@@ -485,3 +485,25 @@ pub fn free_local_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr")
 }
+
+/// The agent's bpffs must be mounted before it starts: a node's is (systemd
+/// mounts it), the DaemonSet's agent has no CAP_SYS_ADMIN to mount one
+/// without podNamespaces, and a fresh test machine may not have one. Same
+/// lock as the agent's own mount.
+pub fn ensure_bpffs() {
+    let lock = std::fs::File::create("/run/weir-bpffs.lock").expect("create the bpffs lock");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the bpffs lock");
+    let fs = nix::sys::statfs::statfs("/sys/fs/bpf").expect("statfs /sys/fs/bpf");
+    if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+        nix::mount::mount(
+            Some("bpffs"),
+            "/sys/fs/bpf",
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount bpffs on /sys/fs/bpf");
+    }
+}

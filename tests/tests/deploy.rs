@@ -1,8 +1,8 @@
 //! deploy/: the Helm chart renders schema-valid manifests with least
 //! privilege, deploy/manifests/ is its fresh render, and the DaemonSet's
 //! capability set is proven on the real kernel: the agent attaches and
-//! observes with exactly those capabilities, fails without any one of BPF,
-//! NET_ADMIN and PERFMON, and learns connections open before it attached
+//! observes with exactly those capabilities, fails naming the missing one
+//! without any one of BPF, NET_ADMIN and PERFMON, and learns connections open before it attached
 //! only with SYS_ADMIN (setns into the pod's namespace).
 //!
 //! Needs `target/tools/helm` (`make helm`) and `kubernetes-validate`
@@ -27,7 +27,7 @@ use k8s_openapi::api::{
 };
 use serde_json::Value;
 use weir_integration_tests::harness::{
-    Lab, PinDir, eventually, metric_value, require_root, unique_name, weir_bin,
+    Lab, PinDir, ensure_bpffs, eventually, metric_value, require_root, unique_name, weir_bin,
 };
 
 fn repo() -> PathBuf {
@@ -1504,28 +1504,6 @@ spec:
     ports: [{containerPort: 8080}, {containerPort: 9000}]
 ";
 
-/// The agent's bpffs must be mounted before it starts: a node's is (systemd
-/// mounts it), the DaemonSet's agent has no CAP_SYS_ADMIN to mount one
-/// without podNamespaces, and a fresh test machine may not have one. Same
-/// lock as the agent's own mount.
-fn ensure_bpffs() {
-    let lock = std::fs::File::create("/run/weir-bpffs.lock").expect("create the bpffs lock");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock the bpffs lock");
-    let fs = nix::sys::statfs::statfs("/sys/fs/bpf").expect("statfs /sys/fs/bpf");
-    if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        nix::mount::mount(
-            Some("bpffs"),
-            "/sys/fs/bpf",
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount bpffs on /sys/fs/bpf");
-    }
-}
-
 /// `weir agent --source lab:LAB` run through `setpriv` as a container
 /// runtime runs the DaemonSet's container: uid 0, the bounding set (and so
 /// the permitted and effective sets of uid 0 after exec) limited to `caps`,
@@ -1753,8 +1731,8 @@ fn the_daemonsets_capabilities_are_enough_and_each_is_needed() {
         );
         let log = agent.log_text();
         assert!(
-            log.contains("cannot start the datapath"),
-            "without {missing} the agent fails at the datapath:\n{log}"
+            log.contains(&format!("missing capability CAP_{missing} (")),
+            "without {missing} the agent fails at start naming it:\n{log}"
         );
     }
 

@@ -117,6 +117,12 @@ pub struct AgentArgs {
     /// Detach and remove everything weir pinned under --pin-dir, then exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Refuse to start without CAP_SYS_ADMIN, which reading pods' sockets
+    /// in their network namespaces under /run/netns needs (setns). Without
+    /// it the agent reads them when it can (the chart sets it with
+    /// podNamespaces.netnsDir).
+    #[arg(long, env = "WEIR_REQUIRE_NETNS")]
+    pub require_netns: bool,
     /// The mode of namespaces no `weir mode set` named.
     #[arg(long, default_value_t = Mode::Observe, env = "WEIR_DEFAULT_MODE")]
     pub default_mode: Mode,
@@ -294,6 +300,8 @@ pub struct Config {
     pub enforce_limits: BTreeMap<String, usize>,
     /// `--token-file`.
     pub token_file: Option<PathBuf>,
+    /// `--require-netns`: CAP_SYS_ADMIN is checked at start.
+    pub require_netns: bool,
     /// The relay listener, when one is asked for.
     pub relay: Option<RelayListener>,
 }
@@ -408,6 +416,7 @@ impl TryFrom<AgentArgs> for Config {
             node_ips: args.node_ips,
             enforce_limits: args.enforce_limits.into_iter().collect(),
             token_file: args.token_file,
+            require_netns: args.require_netns,
             relay,
         })
     }

@@ -19,6 +19,7 @@
 //! adopts them. An agent that judges nothing unpins and detaches at a
 //! clean stop. `weir agent --cleanup` removes everything.
 
+mod caps;
 mod config;
 mod preexisting;
 mod probes;
@@ -64,6 +65,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    // Before anything is read, written or attached: a capability the
+    // runtime did not grant is named here, not found out half-started.
+    caps::check(&caps::needed(config.require_netns)).context("cannot start the agent")?;
     // The token first: a bad --token-file stops the agent before it
     // attaches anything.
     let (api_token, token_origin) = token::load(
