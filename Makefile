@@ -2,6 +2,7 @@
 #   make demo   bring up the example shop lab, run the agent, drive traffic, print the flow graph
 #   make demo-cluster   the shop on a two-node lab, an agent per node, weir relay over both
 #   make test   unit tests, then the privileged end-to-end tests (needs root)
+#   make image  the agent/relay image as an OCI archive and its SBOM, in target/image/
 # Each installs what it needs first (apt packages; cargo fetches crates).
 
 SHELL := /bin/bash
@@ -13,10 +14,14 @@ WEIR_RELEASE := target/release/weir
 # the tests add iperf3, bpftool, python3-venv and Chromium (UI tests).
 BUILD_PACKAGES := curl clang-19 llvm-19 libbpf-dev iproute2 nftables iptables python3 procps
 TEST_PACKAGES := iperf3 bpftool python3-venv chromium
+# make image and the image test (tests/tests/image.rs): buildah commits the
+# image, skopeo reads the archive, podman runs it under runc (crun fails on
+# hybrid cgroup hosts); strip and the CA bundle go into the image.
+IMAGE_PACKAGES := podman buildah runc skopeo binutils ca-certificates git
 LAB ?= demo
 LISTEN ?= 127.0.0.1:9090
 
-.PHONY: help deps testdeps pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down demo-cluster demo-cluster-down clean
+.PHONY: help deps testdeps imagedeps image pydeps e2edeps helm manifests build release test test-unit test-privileged lint fmt bench demo demo-down demo-cluster demo-cluster-down clean
 
 help:
 	@echo "make demo      example shop lab + agent + traffic, prints the flow graph"
@@ -24,6 +29,7 @@ help:
 	@echo "make demo-cluster       the shop on two lab nodes: an agent per node, weir relay over both"
 	@echo "make demo-cluster-down  stop the cluster demo's relay and agents, remove its lab"
 	@echo "make test      all tests (root: privileged end-to-end tests in network namespaces)"
+	@echo "make image     the image (OCI archive, reproducible) and its SBOM in target/image/"
 	@echo "make bench     benchmarks, numbers for docs/benchmarks.md"
 	@echo "make lint      rustfmt, clippy and rustdoc"
 
@@ -40,8 +46,11 @@ apt_install = @missing=""; for p in $(1); do \
 deps:
 	$(call apt_install,$(BUILD_PACKAGES))
 
-testdeps: deps
+testdeps: deps imagedeps
 	$(call apt_install,$(TEST_PACKAGES))
+
+imagedeps:
+	$(call apt_install,$(IMAGE_PACKAGES))
 
 # Python tools the privileged tests call, in a venv under target/:
 # kubernetes-validate checks `weir export` output against the Kubernetes
@@ -98,6 +107,19 @@ test-privileged: build pydeps helm e2edeps
 	$(CARGO) test -p weir-integration-tests -- --test-threads=2
 
 test: test-unit test-privileged
+
+# The image: FROM scratch with the release binary, the libraries it links,
+# CA certificates and /etc/passwd (scripts/image.sh says what and why), as
+# target/image/weir-VERSION.oci.tar, its digest and its CycloneDX SBOM
+# (weir-VERSION.cdx.json). No registry, no Docker daemon; two runs on one
+# commit give one digest. docs/deploy.md: pushing it, and the Dockerfile.
+CYCLONEDX := target/tools/bin/cargo-cyclonedx
+CYCLONEDX_VERSION := 0.5.9
+$(CYCLONEDX):
+	$(CARGO) install --locked --quiet --root target/tools --version $(CYCLONEDX_VERSION) cargo-cyclonedx
+
+image: release imagedeps $(CYCLONEDX)
+	BINARY=$(WEIR_RELEASE) CYCLONEDX=$(CYCLONEDX) scripts/image.sh build
 
 bench: testdeps
 	$(CARGO) build --release -p weir -p weir-generator -p weir-integration-tests --all-targets
