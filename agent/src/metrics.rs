@@ -114,6 +114,7 @@ pub struct Metrics {
     kube_stale: Family<[(&'static str, &'static str); 1], Gauge>,
     kube_errors: Family<[(&'static str, &'static str); 1], Counter>,
     relay_handshake_failures: Family<[(&'static str, &'static str); 1], Counter>,
+    guard_reverts: Family<[(&'static str, String); 1], Counter>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
 }
@@ -241,6 +242,14 @@ impl Metrics {
             relay_handshake_failures.clone(),
         );
 
+        // The namespace label is bounded by the cluster's namespaces.
+        let guard_reverts = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            "guard_reverts",
+            "Namespaces the guard set back to audit after enforce dropped learned traffic",
+            guard_reverts.clone(),
+        );
+
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(Arc::clone(&kernel)));
 
@@ -264,6 +273,7 @@ impl Metrics {
             kube_stale,
             kube_errors,
             relay_handshake_failures,
+            guard_reverts,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
         }
@@ -351,6 +361,13 @@ impl Metrics {
                 ("verdict", verdict.as_str().to_owned()),
                 ("reason", reason.as_str().to_owned()),
             ])
+            .inc();
+    }
+
+    /// Count a revert of `namespace` by the guard.
+    pub fn guard_revert(&self, namespace: &str) {
+        self.guard_reverts
+            .get_or_create(&[("namespace", namespace.to_owned())])
             .inc();
     }
 

@@ -381,7 +381,7 @@ fn apply(agent: &Agent, dir: &std::path::Path, scenario: &str) {
 
 fn set_modes(agent: &Agent, mode: &str) {
     for ns in ["x", "y", "z"] {
-        let _ = weir_ok(&["mode", "set", ns, mode, "--server", &agent.url()]);
+        let _ = weir_ok(&["mode", "set", ns, mode, "--force", "--server", &agent.url()]);
     }
 }
 

@@ -507,6 +507,7 @@ fn the_cluster_role_writes_only_when_enforcement_is_enabled() {
         writes,
         BTreeSet::from([
             ("".to_owned(), "namespaces".to_owned(), "patch".to_owned()),
+            ("".to_owned(), "events".to_owned(), "create".to_owned()),
             (
                 "networking.k8s.io".to_owned(),
                 "networkpolicies".to_owned(),
@@ -518,7 +519,7 @@ fn the_cluster_role_writes_only_when_enforcement_is_enabled() {
                 "patch".to_owned()
             ),
         ]),
-        "exactly the write verbs of `weir mode set` and `weir export --apply`"
+        "exactly the write verbs of `weir mode set`, the guard's Event and `weir export --apply`"
     );
     assert!(grants(&enforce).is_superset(&read));
 }

@@ -81,7 +81,7 @@ fn apply_file(
 }
 
 fn set_mode(agent: &Agent, namespace: &str, mode: &str) {
-    let _ = weir_ok(&["mode", "set", "--server", &agent.url(), namespace, mode]);
+    let _ = weir_ok(&["mode", "set", "--force", "--server", &agent.url(), namespace, mode]);
 }
 
 #[test]

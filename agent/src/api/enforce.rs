@@ -47,6 +47,7 @@ impl From<&View> for Modes {
         Self {
             modes: view.modes.clone(),
             default_mode: view.default_mode,
+            ..Self::default()
         }
     }
 }
@@ -223,7 +224,8 @@ pub async fn delete(
 
 /// `GET /api/modes`.
 pub async fn modes(State(state): State<AppState>) -> Result<Json<Modes>, ApiError> {
-    Ok(Json(Modes::from(&*enforcer(&state)?.view())))
+    enforcer(&state)?;
+    Ok(Json(state.modes()))
 }
 
 /// The body of `PUT /api/modes/{namespace}`.
@@ -231,6 +233,13 @@ pub async fn modes(State(state): State<AppState>) -> Result<Json<Modes>, ApiErro
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     pub(crate) mode: String,
+    /// `false`: no guard window after this flip to enforce (`--no-guard`).
+    #[serde(default)]
+    pub(crate) guard: Option<bool>,
+    /// `true`: refuse audit or enforce for a namespace that is not ready
+    /// (`weir mode set` sends it unless `--force`; the UI too).
+    #[serde(default)]
+    pub(crate) require_ready: Option<bool>,
 }
 
 /// The `mode` of a `PUT /api/modes/{namespace}` body.
@@ -242,6 +251,38 @@ pub(crate) fn parse_mode(value: &str) -> Result<Mode, ApiError> {
                 .to_string(),
         },
     )
+}
+
+/// Why `namespace` is not ready to be judged (the readiness of
+/// `/api/status`: quiet for the quiet period, the suggestion covering its
+/// recent traffic), or `None` when it is.
+async fn not_ready(state: &AppState, namespace: &str) -> Result<Option<String>, ApiError> {
+    let report = super::learn::status_report(state).await?;
+    let Some(ns) = report.namespaces.iter().find(|n| n.namespace == namespace) else {
+        return Ok(Some("nothing was learned from or to it yet".to_owned()));
+    };
+    if ns.ready {
+        return Ok(None);
+    }
+    let mut why = Vec::new();
+    let quiet = report.quiet_period_seconds;
+    match ns.seconds_since_last_new_edge {
+        Some(since) if since < quiet => why.push(format!(
+            "its last new edge appeared {since}s ago, within the quiet period of {quiet}s"
+        )),
+        None => why.push("no edge was learned yet".to_owned()),
+        Some(_) => {}
+    }
+    if ns.covered_connections < ns.recent_connections {
+        why.push(format!(
+            "the suggestion covers {} of its {} recent connections",
+            ns.covered_connections, ns.recent_connections
+        ));
+    }
+    if why.is_empty() {
+        why.push("it is not ready (see weir status)".to_owned());
+    }
+    Ok(Some(why.join("; ")))
 }
 
 /// `PUT /api/modes/{namespace}`.
@@ -258,15 +299,37 @@ pub async fn set_mode(
     let handle = enforcer(&state)?;
     let before = handle.view().modes.get(&namespace).copied();
     let default_mode = handle.view().default_mode;
-    change(
+    let from = before.unwrap_or(default_mode);
+    if body.require_ready == Some(true)
+        && mode > from
+        && let Some(reason) = not_ready(&state, &namespace).await?
+    {
+        return Err(ApiError::Status {
+            code: 409,
+            message: format!(
+                "namespace {namespace} is not ready for {mode}: {reason}; force it to proceed"
+            ),
+        });
+    }
+    let unguarded = mode == Mode::Enforce && body.guard == Some(false);
+    if unguarded {
+        let (_, saved) = state.guard.update(|g| g.skip_next(&namespace));
+        if let Err(error) = saved {
+            return Err(ApiError::internal("cannot save the guard's state", error));
+        }
+    }
+    let changed = change(
         handle,
         Change::SetMode {
             namespace: namespace.clone(),
             mode,
         },
     )
-    .await?;
-    let from = before.unwrap_or(default_mode);
+    .await;
+    if changed.is_err() && unguarded {
+        let _ = state.guard.update(|g| g.unguarded.remove(&namespace));
+    }
+    changed?;
     audit::record(
         &state,
         NewEntry::new(
@@ -275,7 +338,12 @@ pub async fn set_mode(
             format!("{from} -> {mode}"),
         )
         .namespace(namespace)
-        .details(serde_json::json!({ "from": from, "to": mode })),
+        .details(serde_json::json!({
+            "from": from,
+            "to": mode,
+            "guard": mode == Mode::Enforce && !unguarded,
+            "forced": body.require_ready != Some(true),
+        })),
     );
-    Ok(Json(Modes::from(&*handle.view())))
+    Ok(Json(state.modes()))
 }

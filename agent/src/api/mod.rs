@@ -45,6 +45,7 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod graph;
+pub mod guard;
 pub mod host;
 pub mod learn;
 pub mod limits;
@@ -123,6 +124,11 @@ pub struct AppState {
     /// The append-only log of decisions ([`crate::audit`]); in memory
     /// unless [`AppState::with_audit`] gives the state directory's.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The guard's state ([`crate::guard`]); in memory unless
+    /// [`AppState::with_guard`] gives the state directory's.
+    pub guard: Arc<crate::guard::GuardHandle>,
+    /// How the guard reverts a namespace.
+    pub guard_reverter: guard::Reverter,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -163,7 +169,21 @@ impl AppState {
             epoch: random_id(),
             instance: random_id(),
             audit: Arc::default(),
+            guard: Arc::default(),
+            guard_reverter: guard::Reverter::Local,
         }
+    }
+
+    /// Keep the guard's state in `guard`, revert through `reverter`.
+    #[must_use]
+    pub fn with_guard(
+        mut self,
+        guard: Arc<crate::guard::GuardHandle>,
+        reverter: guard::Reverter,
+    ) -> Self {
+        self.guard = guard;
+        self.guard_reverter = reverter;
+        self
     }
 
     /// Record decisions in `log`.
@@ -217,12 +237,16 @@ impl AppState {
                     })
                     .collect(),
                 default_mode: weir_generator::datapath::Mode::default(),
+                ..Modes::default()
             };
         }
-        self.enforcer
+        let mut modes = self
+            .enforcer
             .as_ref()
             .map(|e| Modes::from(&*e.view()))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        guard::describe(&self.guard.snapshot(), &mut modes);
+        modes
     }
 
     /// The enforced policies (none without an enforcer).

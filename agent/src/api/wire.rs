@@ -714,6 +714,43 @@ pub struct Modes {
     pub modes: BTreeMap<String, Mode>,
     /// The mode of every other namespace.
     pub default_mode: Mode,
+    /// Namespaces the guard watches since their flip to enforce.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub guarded: BTreeMap<String, GuardWindowJson>,
+    /// Namespaces the guard set back to audit, and why (until they are set
+    /// to enforce again).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reverted: BTreeMap<String, RevertedJson>,
+}
+
+/// A namespace's guard window: `GET /api/modes`' `guarded`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardWindowJson {
+    /// When the namespace went to enforce, RFC 3339.
+    pub since: String,
+    /// When the window closes, RFC 3339.
+    pub until: String,
+    /// Distinct learned edges dropped that make the revert.
+    pub max_drops: u32,
+    /// Edges learned before the flip.
+    pub learned_edges: usize,
+    /// Those dropped since (`src -> dst PROTO/PORT`).
+    pub dropped_edges: Vec<String>,
+}
+
+/// A revert by the guard: `GET /api/modes`' `reverted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertedJson {
+    /// When, RFC 3339.
+    pub time: String,
+    /// `reverted to audit at TIME because REASON`, as every report says it.
+    pub message: String,
+    /// Why.
+    pub reason: String,
+    /// The learned edges dropped.
+    pub edges: Vec<String>,
+    /// The policies that isolated them.
+    pub policies: Vec<String>,
 }
 
 impl Modes {
@@ -755,6 +792,7 @@ impl Enforced {
         Modes {
             modes: self.modes.clone(),
             default_mode: self.default_mode,
+            ..Modes::default()
         }
     }
 }

@@ -404,7 +404,15 @@ pub fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_writer_pretty(&mut out, &status)?;
             writeln!(out)?;
         }
-        Output::Table => out.write_all(status_table(&status).as_bytes())?,
+        Output::Table => {
+            out.write_all(status_table(&status).as_bytes())?;
+            // The guard's word, when the agent enforces (an agent without
+            // an enforcer answers 503: nothing to add).
+            let url = endpoint(&args.server.server, &["api", "modes"])?;
+            if let Ok(modes) = Client::new()?.get_json::<crate::api::wire::Modes>(&url, "modes") {
+                out.write_all(super::policy::guard_lines(&modes).as_bytes())?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

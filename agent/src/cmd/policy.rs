@@ -145,6 +145,14 @@ pub struct SetModeArgs {
     /// missing or stale (the relay refuses otherwise, naming them).
     #[arg(long, conflicts_with = "kube")]
     pub allow_partial: bool,
+    /// Enforce without the guard: no window in which dropping learned
+    /// traffic sets the namespace back to audit.
+    #[arg(long, conflicts_with = "kube")]
+    pub no_guard: bool,
+    /// Set audit or enforce even though the namespace is not ready (still
+    /// learning new edges, or the suggestion does not cover its traffic).
+    #[arg(long, conflicts_with = "kube")]
+    pub force: bool,
 }
 
 /// `weir mode list` arguments.
@@ -307,6 +315,39 @@ pub fn policy_table(view: &Enforced) -> String {
     out
 }
 
+/// What the guard says of each namespace, one line each: its open window
+/// and its last revert (`weir mode list`, `weir status`).
+#[must_use]
+pub fn guard_lines(modes: &Modes) -> String {
+    let mut out = String::new();
+    for (ns, window) in &modes.guarded {
+        let _ = writeln!(
+            out,
+            "{ns}: guarded until {} ({} of {} learned edges dropped; {} reverts to audit)",
+            window.until,
+            window.dropped_edges.len(),
+            window.learned_edges,
+            window.max_drops,
+        );
+    }
+    for (ns, reverted) in &modes.reverted {
+        let _ = writeln!(out, "{ns}: {}", reverted.message);
+    }
+    out
+}
+
+/// The body of `PUT /api/modes/{namespace}` for `args`.
+fn mode_body(args: &SetModeArgs) -> serde_json::Value {
+    let mut body = serde_json::json!({ "mode": args.mode });
+    if !args.force {
+        body["require_ready"] = true.into();
+    }
+    if args.no_guard {
+        body["guard"] = false.into();
+    }
+    body
+}
+
 /// Run `weir mode ...`.
 ///
 /// # Errors
@@ -325,9 +366,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
                 url.query_pairs_mut().append_pair("allow_partial", "true");
             }
             let client = Client::new()?;
-            let request = client
-                .put(&url)
-                .json(&serde_json::json!({ "mode": args.mode }));
+            let request = client.put(&url).json(&mode_body(args));
             client.change(request, &url, &args.token.resolve())?;
             writeln!(out, "namespace {} is in {} mode", args.namespace, args.mode)?;
         }
@@ -349,6 +388,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
                     );
                     rows.push(["(every other)".to_owned(), modes.default_mode.to_string()]);
                     out.write_all(table(&rows).as_bytes())?;
+                    out.write_all(guard_lines(&modes).as_bytes())?;
                 }
             }
         }
@@ -394,6 +434,8 @@ mod tests {
             mode: Mode::Audit,
             kube: false,
             allow_partial: false,
+            no_guard: false,
+            force: false,
         };
         format!("{:#}", run_mode(&ModeCommand::Set(args)).unwrap_err())
     }
@@ -421,5 +463,38 @@ mod tests {
         // --token wins over the file.
         let error = set_mode(&server, Some("wrong"), &missing);
         assert!(error.contains("refused"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use crate::api::wire::{GuardWindowJson, RevertedJson};
+
+    #[test]
+    fn mode_list_and_status_say_what_the_guard_did() {
+        let mut modes = Modes::default();
+        modes.guarded.insert(
+            "blog".into(),
+            GuardWindowJson {
+                since: "2026-12-07T03:00:00Z".into(),
+                until: "2026-12-07T03:15:00Z".into(),
+                max_drops: 2,
+                learned_edges: 4,
+                dropped_edges: vec!["blog/web -> blog/db TCP/5432".into()],
+            },
+        );
+        modes.reverted.insert(
+            "shop".into(),
+            RevertedJson {
+                message: "reverted to audit at T because enforce dropped 1 learned edge".into(),
+                ..RevertedJson::default()
+            },
+        );
+        assert_eq!(
+            guard_lines(&modes),
+            "blog: guarded until 2026-12-07T03:15:00Z (1 of 4 learned edges dropped; 2 reverts to audit)\n\
+             shop: reverted to audit at T because enforce dropped 1 learned edge\n"
+        );
     }
 }

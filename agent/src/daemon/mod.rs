@@ -117,6 +117,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let audit = Arc::new(
         crate::audit::AuditLog::open(&config.state_dir).context("cannot open the audit log")?,
     );
+    // Open guard windows outlive a restart; a file that does not read
+    // stops the agent rather than forget them.
+    let guard = Arc::new(
+        crate::guard::GuardHandle::load(crate::guard::GuardFile::in_dir(&config.state_dir))
+            .context("cannot read the guard's state")?,
+    );
     let resolver: SharedResolver = Arc::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
@@ -178,6 +184,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     })
     .with_epoch(loaded.epoch)
     .with_audit(audit)
+    .with_guard(guard, guard_reverter(&config).await?)
     .with_enforcer(enforcer.clone())
     .with_health(Arc::clone(&health))
     .with_token(api_token.clone())
@@ -231,6 +238,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    let guard_task = tokio::spawn(api::guard::run(
+        state.clone(),
+        config.sweep_interval,
+        shutdown_rx.clone(),
+    ));
     let followers = Arc::clone(&aggregator);
     api::server::serve(listener, api::app(state), config.server, async move {
         shutdown_signal().await;
@@ -258,6 +270,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Err(error) = fold.await {
         warn!(%error, "fold task panicked");
+    }
+    if let Err(error) = guard_task.await {
+        warn!(%error, "guard task panicked");
     }
     if let Err(error) = enforce_task.await {
         warn!(%error, "enforcer task panicked");
@@ -287,6 +302,19 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .context("cannot save the learned graph at shutdown")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the guard reverts: the Namespace's label with the kube source (the
+/// mode is the label there), the enforcer's own mode otherwise.
+async fn guard_reverter(config: &Config) -> anyhow::Result<api::guard::Reverter> {
+    Ok(match config.source {
+        crate::daemon::config::SourceSpec::Kube => api::guard::Reverter::Kube(
+            kube::Client::try_default()
+                .await
+                .context("cannot configure a Kubernetes client for the guard")?,
+        ),
+        _ => api::guard::Reverter::Local,
+    })
 }
 
 /// The store, repaired when asked: a damaged one stops the agent otherwise,

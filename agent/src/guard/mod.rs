@@ -468,5 +468,56 @@ impl GuardFile {
     }
 }
 
+/// The guard as the agent shares it: its state behind a lock, saved to
+/// its file (when it has one) after every change.
+#[derive(Debug, Default)]
+pub struct GuardHandle {
+    state: std::sync::Mutex<Guard>,
+    file: Option<GuardFile>,
+}
+
+impl GuardHandle {
+    /// The state saved in `file` (empty without one).
+    ///
+    /// # Errors
+    /// An unreadable or unparsable file: the agent says so rather than
+    /// forget open windows.
+    pub fn load(file: GuardFile) -> Result<Self, GuardFileError> {
+        Ok(Self {
+            state: std::sync::Mutex::new(file.load()?),
+            file: Some(file),
+        })
+    }
+
+    /// A copy of the state.
+    #[must_use]
+    pub fn snapshot(&self) -> Guard {
+        self.lock().clone()
+    }
+
+    /// Change the state with `f`; save it when something but the check
+    /// time changed.
+    ///
+    /// # Errors
+    /// The file cannot be written (the change is kept in memory).
+    pub fn update<T>(&self, f: impl FnOnce(&mut Guard) -> T) -> (T, Result<(), GuardFileError>) {
+        let mut guard = self.lock();
+        let mut before = guard.clone();
+        let out = f(&mut guard);
+        before.checked_at = guard.checked_at;
+        let saved = match &self.file {
+            Some(file) if before != *guard => file.save(&guard),
+            _ => Ok(()),
+        };
+        (out, saved)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Guard> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests;

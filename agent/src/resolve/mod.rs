@@ -119,6 +119,10 @@ pub struct Inventory {
     pub modes: Option<BTreeMap<String, Mode>>,
     /// How current the source's view is, for sources that can lag.
     pub health: Option<SourceHealth>,
+    /// The guard's settings of namespaces annotated with them
+    /// (`weir.dev/guard-window`, `weir.dev/guard-max-drops`); the others
+    /// take the defaults.
+    pub guard: BTreeMap<String, crate::guard::Settings>,
 }
 
 impl Inventory {
@@ -203,6 +207,7 @@ pub struct Resolver {
     history: HashMap<IpAddr, Timeline, FastHash>,
     known_hosts: BTreeMap<IpAddr, String>,
     health: Option<SourceHealth>,
+    guard: BTreeMap<String, crate::guard::Settings>,
     cluster: Arc<Cluster>,
     /// Indexes into `cluster.pods` of the pods this node answers for to a
     /// relay: those running here, and those whose node is not known.
@@ -278,6 +283,7 @@ impl Resolver {
             history,
             known_hosts: inventory.known_hosts.clone(),
             health: inventory.health.clone(),
+            guard: inventory.guard.clone(),
             cluster: Arc::new(inventory.cluster()),
             own_pods: inventory
                 .pods
@@ -329,6 +335,12 @@ impl Resolver {
     #[must_use]
     pub fn known_hosts(&self) -> &BTreeMap<IpAddr, String> {
         &self.known_hosts
+    }
+
+    /// The guard's settings of `namespace` (the defaults unless annotated).
+    #[must_use]
+    pub fn guard_settings(&self, namespace: &str) -> crate::guard::Settings {
+        self.guard.get(namespace).copied().unwrap_or_default()
     }
 
     /// How current the source's view is, for sources that can lag.

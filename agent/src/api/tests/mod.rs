@@ -583,6 +583,8 @@ impl WithEnforcer {
     }
 }
 
+mod guard;
+
 mod enforce {
     use super::*;
 

@@ -398,6 +398,8 @@ fn the_cli_says_which_nodes_are_missing_and_allow_partial_proceeds() {
             mode: Mode::Enforce,
             kube: false,
             allow_partial,
+            no_guard: false,
+            force: false,
         };
         format!("{:#}", run_mode(&ModeCommand::Set(args)).unwrap_err())
     };

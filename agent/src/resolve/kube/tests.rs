@@ -724,3 +724,67 @@ fn trimming_keeps_a_fraction_of_each_object() {
         Some(unix_ns("2026-11-26T10:00:02Z"))
     );
 }
+
+/// The guard's annotations on a Namespace survive the trim and become its
+/// settings; a value that does not parse is a warning naming the
+/// namespace and the value, and the default is used.
+#[test]
+fn guard_annotations_set_the_namespaces_guard() {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let ns = |name: &str, annotations: Value| -> Arc<Namespace> {
+        let mut ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations}
+        }))
+        .unwrap();
+        super::trim::namespace(&mut ns);
+        Arc::new(ns)
+    };
+    let objects = super::convert::Objects {
+        namespaces: vec![
+            ns(
+                "shop",
+                json!({"weir.dev/guard-window": "1h", "weir.dev/guard-max-drops": "2",
+                       "kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+            ),
+            ns("blog", json!({"weir.dev/guard-window": "soon"})),
+            ns("data", json!({"weir.dev/guard-window": "0"})),
+        ],
+        ..super::convert::Objects::default()
+    };
+    assert_eq!(
+        objects.namespaces[0]
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .len(),
+        2,
+        "only weir's annotations are kept"
+    );
+    let inventory = super::convert::inventory(&objects, "node-1", &mut BTreeMap::new());
+    let resolver = Resolver::new(&inventory, |_| None);
+    assert_eq!(
+        resolver.guard_settings("shop"),
+        crate::guard::Settings {
+            window: Duration::from_secs(3600),
+            max_drops: 2
+        }
+    );
+    assert_eq!(resolver.guard_settings("data").window, Duration::ZERO);
+    assert_eq!(
+        resolver.guard_settings("blog"),
+        crate::guard::Settings::default()
+    );
+    assert_eq!(
+        resolver.guard_settings("elsewhere"),
+        crate::guard::Settings::default()
+    );
+    assert_eq!(
+        inventory.warnings,
+        [
+            "namespace blog: annotation weir.dev/guard-window=\"soon\" is not a duration \
+          (15m, 1h, 0 for none); using the default 15m"
+        ]
+    );
+}

@@ -20,6 +20,9 @@ use k8s_openapi::{
 /// from then on the pod holds its IP.
 pub const NETWORK_READY_CONDITION: &str = "PodReadyToStartContainers";
 
+/// The prefix of the namespace annotations weir reads.
+pub const WEIR_ANNOTATION_PREFIX: &str = "weir.dev/";
+
 /// Drops what no reader needs from any object's metadata.
 pub fn meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
@@ -85,7 +88,15 @@ pub fn pod(pod: &mut Pod) {
 
 /// A namespace keeps its name and labels.
 pub fn namespace(ns: &mut Namespace) {
+    // weir's own annotations (the guard's settings) are read; the rest go.
+    let weir: Option<std::collections::BTreeMap<String, String>> =
+        ns.metadata.annotations.take().map(|all| {
+            all.into_iter()
+                .filter(|(k, _)| k.starts_with(WEIR_ANNOTATION_PREFIX))
+                .collect()
+        });
     meta(&mut ns.metadata);
+    ns.metadata.annotations = weir.filter(|a| !a.is_empty());
     ns.spec = None;
     ns.status = None;
 }
