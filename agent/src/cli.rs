@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd::{audit, certs, learn, observe, policy},
+    cmd::{audit, certs, learn, observe, pending, policy},
     daemon, relay,
     telemetry::LogFormat,
 };
@@ -50,6 +50,10 @@ pub enum Command {
     /// The agent's audit log: mode changes, the guard's reverts,
     /// promotions, approvals and rejections, with who, when and why.
     Audit(audit::AuditArgs),
+    /// The would-have-dropped queue: connections the enforced policies
+    /// deny (audit or enforce), the rule that would allow each; approve or
+    /// reject them.
+    Pending(pending::PendingArgs),
     /// Write a CA and the certificates of the agents' relay listeners and
     /// of the relay (mutual TLS), for labs and installs without cert-manager.
     Certs(certs::CertsArgs),
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Mode(cmd) => policy::run_mode(&cmd),
         Command::Audit(args) => audit::run(&args),
+        Command::Pending(args) => pending::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Relay(args) => relay::run(args),
         Command::Lab(cmd) => weir_lab::run(cmd),

@@ -46,6 +46,7 @@
 //! | 1 | `learn` | suggestions, verification and readiness from a flow graph |
 //! | 1 | `enforce` | the enforcer: policies and modes compiled into the datapath's maps |
 //! | 1 | `graph_store` | the learned flow graph on disk |
+//! | 1 | `pending` | the would-have-dropped queue: denied edges, decisions, the rule that would allow each |
 //! | 1 | `tls` | mutual TLS between the relay and the agents: certificates, configurations, the relay's client |
 //! | 1 | `audit` | the append-only log of enforcement decisions (`audit.redb`) |
 //! | 1 | `guard` | the break-glass guard's bookkeeping: windows after a flip to enforce (pure) |
@@ -75,6 +76,7 @@ pub mod health;
 pub mod learn;
 pub mod metrics;
 pub mod netdev;
+pub mod pending;
 pub mod relay;
 pub mod resolve;
 pub mod sockets;

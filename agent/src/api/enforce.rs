@@ -67,7 +67,7 @@ impl From<&View> for Enforced {
 }
 
 /// A count per map, keyed by the map's name.
-fn per_map(counts: &BTreeMap<&'static str, usize>) -> BTreeMap<String, usize> {
+pub(crate) fn per_map(counts: &BTreeMap<&'static str, usize>) -> BTreeMap<String, usize> {
     counts.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
@@ -78,7 +78,7 @@ fn enforcer(state: &AppState) -> Result<&EnforcerHandle, ApiError> {
         .ok_or(ApiError::EnforcementUnavailable)
 }
 
-async fn change(handle: &EnforcerHandle, change: Change) -> Result<Outcome, ApiError> {
+pub(crate) async fn change(handle: &EnforcerHandle, change: Change) -> Result<Outcome, ApiError> {
     match handle.change(change).await {
         Ok(outcome) => Ok(outcome),
         Err(ChangeError::Gone) => Err(ApiError::EnforcementUnavailable),

@@ -26,6 +26,9 @@
 //! | `DELETE /api/policies/enforced/{ns}/{name}` | stop enforcing one |
 //! | `GET /api/modes`, `PUT /api/modes/{ns}` | per-namespace modes: observe, audit, enforce |
 //! | `GET /api/audit` | the audit log: mode changes, reverts, promotions, approvals; filters `namespace`, `kind`, `after`, `limit` |
+//! | `GET /api/pending` | the would-have-dropped queue: denied edges, why, the rule that would allow each |
+//! | `GET /api/pending/preview?edges=` | what approving edges would write, as a diff |
+//! | `POST /api/pending/approve`, `POST /api/pending/reject` | decide on queued edges |
 //!
 //! The JSON of each answer is a type of [`wire`], shared with the clients;
 //! query strings are checked with [`query`], so errors name the parameter.
@@ -49,6 +52,7 @@ pub mod guard;
 pub mod host;
 pub mod learn;
 pub mod limits;
+pub mod pending;
 pub mod query;
 pub mod record;
 pub mod review;
@@ -129,6 +133,8 @@ pub struct AppState {
     pub guard: Arc<crate::guard::GuardHandle>,
     /// How the guard reverts a namespace.
     pub guard_reverter: guard::Reverter,
+    /// The would-have-dropped queue.
+    pub pending: Arc<crate::pending::Queue>,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -171,6 +177,7 @@ impl AppState {
             audit: Arc::default(),
             guard: Arc::default(),
             guard_reverter: guard::Reverter::Local,
+            pending: Arc::default(),
         }
     }
 
@@ -305,6 +312,13 @@ impl AppState {
         self
     }
 
+    /// Keep the would-have-dropped queue in `queue`.
+    #[must_use]
+    pub fn with_pending(mut self, queue: Arc<crate::pending::Queue>) -> Self {
+        self.pending = queue;
+        self
+    }
+
     /// Serve the UI from `dir`.
     #[must_use]
     pub fn with_web_dir(mut self, dir: Option<PathBuf>) -> Self {
@@ -356,6 +370,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/modes", get(enforce::modes))
         .route("/api/modes/{namespace}", put(enforce::set_mode))
         .route("/api/audit", get(audit::audit))
+        .route("/api/pending", get(pending::list))
+        .route("/api/pending/preview", get(pending::preview_approval))
+        .route("/api/pending/approve", post(pending::approve))
+        .route("/api/pending/reject", post(pending::reject))
         .route("/{file}", get(asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

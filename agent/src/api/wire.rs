@@ -821,6 +821,108 @@ pub struct Deleted {
     pub writes: usize,
 }
 
+/// `GET /api/pending`: the would-have-dropped queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingQueue {
+    /// Edges the enforced policies deny and nobody decided on, most
+    /// recently seen first.
+    pub entries: Vec<PendingEdge>,
+    /// How long a rejected edge stays out of the queue, seconds.
+    pub reject_window_seconds: u64,
+}
+
+/// One edge of the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEdge {
+    /// `SOURCE->TARGET:PORT/PROTOCOL`: what approve and reject name.
+    pub id: String,
+    /// Initiator's node id.
+    pub source: String,
+    /// Responder's node id.
+    pub target: String,
+    /// Destination port.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// The namespaces whose policies deny it (one per denying side).
+    pub namespaces: Vec<String>,
+    /// When the queue first saw it marked or dropped (RFC 3339).
+    pub first_seen: String,
+    /// Its last packet when its counts last grew (RFC 3339).
+    pub last_seen: String,
+    /// Connections let through with an audit verdict.
+    pub audit: u64,
+    /// Connections dropped.
+    pub dropped: u64,
+    /// The denying sides.
+    pub denied: Vec<PendingDenial>,
+    /// The policies that would allow it (`namespace/name`), one per
+    /// denying side; empty when `no_rule` says why there are none.
+    pub policies: Vec<String>,
+    /// Those policies as a YAML stream.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
+    /// Why no policy can allow it (ICMP, a workload gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_rule: Option<String>,
+}
+
+/// A side that denies a queued edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDenial {
+    /// `egress` (at the source) or `ingress` (at the target).
+    pub direction: String,
+    /// That side's namespace.
+    pub namespace: String,
+    /// `default-deny`, `peer-not-allowed` or `port-not-allowed`.
+    pub reason: String,
+    /// The policies isolating that side.
+    pub isolated_by: Vec<String>,
+}
+
+/// `GET /api/pending/preview`: what approving edges would write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPreview {
+    /// The edges.
+    pub edges: Vec<String>,
+    /// The policies written (`namespace/name`), all new.
+    pub policies: Vec<String>,
+    /// Them as a YAML stream, as `kubectl apply -f` and server-side apply
+    /// take them.
+    pub yaml: String,
+    /// Unified diff of the enforced policies of the namespaces concerned,
+    /// before and after.
+    pub diff: String,
+}
+
+/// The body of `POST /api/pending/approve` and `POST /api/pending/reject`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingDecisionBody {
+    /// Edge ids, as the queue lists them.
+    pub edges: Vec<String>,
+    /// Approve only: the policies were written elsewhere (server-side
+    /// apply to the cluster, whose policies the agents follow); record the
+    /// decision and write nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_only: bool,
+}
+
+/// The answer to an approve or a reject.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDecided {
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// The edges.
+    pub edges: Vec<String>,
+    /// The policies enforced (`namespace/name`; approve only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// Map writes it took (approve only).
+    #[serde(default)]
+    pub writes: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

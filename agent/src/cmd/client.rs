@@ -308,6 +308,11 @@ impl Client {
             .body(body)
     }
 
+    /// `POST url` (a JSON body follows).
+    pub fn post(&self, url: &Url) -> RequestBuilder {
+        self.http.post(url.clone())
+    }
+
     /// `PUT url`.
     pub fn put(&self, url: &Url) -> RequestBuilder {
         self.http.put(url.clone())

@@ -10,6 +10,7 @@ pub mod kube;
 pub mod learn;
 pub mod observe;
 pub mod output;
+pub mod pending;
 pub mod policy;
 
 #[cfg(test)]

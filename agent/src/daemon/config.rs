@@ -98,6 +98,10 @@ pub struct AgentArgs {
     /// at shutdown).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub save_interval: Duration,
+    /// How long `weir pending reject` keeps an edge out of the queue: seen
+    /// again after that, it is proposed again.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub pending_reject_window: Duration,
     /// A namespace is ready to audit once no new edge appeared for this long
     /// and the suggestion covers all its recent traffic.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -288,6 +292,8 @@ pub struct Config {
     pub repair_store: bool,
     /// Store save period.
     pub save_interval: Duration,
+    /// `--pending-reject-window`.
+    pub pending_reject_window: Duration,
     /// How readiness is judged.
     pub readiness: ReadinessOptions,
     /// Where the datapath is pinned (`None`: nothing outlives the agent).
@@ -407,6 +413,7 @@ impl TryFrom<AgentArgs> for Config {
             state_dir: args.state_dir,
             repair_store: args.repair_store,
             save_interval: args.save_interval,
+            pending_reject_window: args.pending_reject_window,
             readiness: ReadinessOptions {
                 quiet_period: args.quiet_period,
                 window: args.coverage_window,

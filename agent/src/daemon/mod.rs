@@ -108,6 +108,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let token_path = token::save(&config.state_dir, &api_token, &token_origin)?;
     aggregator.restore_with_sides(&loaded.graph, &loaded.sides);
     aggregator.restore_entries(&loaded.entries);
+    // The queue too: one this weir cannot read stops the agent, untouched.
+    let pending = Arc::new(
+        crate::pending::Queue::load(
+            crate::pending::QueueFile::in_dir(&config.state_dir),
+            config.pending_reject_window,
+        )
+        .context("cannot read the pending queue")?,
+    );
     info!(
         store = %store.path().display(),
         edges = loaded.graph.edges.len(),
@@ -171,6 +179,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     ));
 
     let saver = tokio::spawn(Arc::clone(&persister).run(config.save_interval, shutdown_rx.clone()));
+    let pending_saver = tokio::spawn(crate::pending::run(
+        Arc::clone(&pending),
+        Arc::clone(&aggregator),
+        config.save_interval,
+        shutdown_rx.clone(),
+    ));
 
     let state = AppState::new(
         Arc::clone(&aggregator),
@@ -189,7 +203,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     .with_health(Arc::clone(&health))
     .with_token(api_token.clone())
     .with_limits(config.request_limits.clone())
-    .with_allowed_hosts(config.allowed_hosts.clone());
+    .with_allowed_hosts(config.allowed_hosts.clone())
+    .with_pending(pending);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -294,6 +309,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Err(error) = saver.await {
         warn!(%error, "save task panicked");
+    }
+    if let Err(error) = pending_saver.await {
+        warn!(%error, "pending queue task panicked");
     }
     // Everything folded: the last save.
     tokio::task::spawn_blocking(move || persister.save_if_changed())

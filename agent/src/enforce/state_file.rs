@@ -209,7 +209,7 @@ fn write_versioned(path: &Path, encoded: serde_json::Result<Vec<u8>>) -> Result<
 }
 
 /// Temp file, fsync, rename: a crash leaves the old content or the new.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

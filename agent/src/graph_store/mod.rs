@@ -177,13 +177,13 @@ pub struct Store {
 /// A node in a row key: [`NodeId`] has no serde form of its own.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum NodeRow {
+pub(crate) enum NodeRow {
     Workload(WorkloadRef),
     External(IpAddr),
 }
 
 #[derive(Serialize, Deserialize)]
-struct EdgeRow {
+pub(crate) struct EdgeRow {
     source: NodeRow,
     target: NodeRow,
     protocol: Protocol,

@@ -810,6 +810,7 @@ mod enforce {
 
 mod contribution;
 mod log;
+mod pending;
 mod relay;
 mod security;
 mod server;
