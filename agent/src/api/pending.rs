@@ -24,6 +24,7 @@ use axum::{
         Query, State,
         rejection::{JsonRejection, QueryRejection},
     },
+    http::HeaderMap,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
@@ -41,6 +42,7 @@ use super::{
     },
 };
 use crate::{
+    audit::{Kind, NewEntry},
     enforce::{Change, state_file::key_of},
     learn::policy_yaml,
     pending::{
@@ -255,6 +257,7 @@ pub async fn preview_approval(
 /// `POST /api/pending/approve`.
 pub async fn approve(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<PendingDecisionBody>, JsonRejection>,
 ) -> Result<Json<PendingDecided>, ApiError> {
     let Json(body) = body?;
@@ -277,7 +280,13 @@ pub async fn approve(
         writes = outcome.writes;
         let _ = per_map(&outcome.entries);
     }
-    record(&state, &chosen, DecisionKind::Approved);
+    record(
+        &state,
+        &headers,
+        &chosen,
+        DecisionKind::Approved,
+        body.record_only,
+    );
     Ok(Json(PendingDecided {
         decision: DecisionKind::Approved.to_string(),
         edges: preview.edges,
@@ -289,6 +298,7 @@ pub async fn approve(
 /// `POST /api/pending/reject`.
 pub async fn reject(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<PendingDecisionBody>, JsonRejection>,
 ) -> Result<Json<PendingDecided>, ApiError> {
     let Json(body) = body?;
@@ -299,7 +309,7 @@ pub async fn reject(
         });
     }
     let chosen = chosen(entries(&state).await?, &body.edges)?;
-    record(&state, &chosen, DecisionKind::Rejected);
+    record(&state, &headers, &chosen, DecisionKind::Rejected, false);
     Ok(Json(PendingDecided {
         decision: DecisionKind::Rejected.to_string(),
         edges: chosen.iter().map(|e| e.id.clone()).collect(),
@@ -308,8 +318,15 @@ pub async fn reject(
     }))
 }
 
-/// Remember the decision (and log it).
-fn record(state: &AppState, chosen: &[Entry], kind: DecisionKind) {
+/// Remember the decision, and write it to the audit log: one entry per
+/// edge, in the namespace whose policies denied it.
+fn record(
+    state: &AppState,
+    headers: &HeaderMap,
+    chosen: &[Entry],
+    kind: DecisionKind,
+    elsewhere: bool,
+) {
     let now = crate::graph_store::unix_now();
     state.pending.update(|s| {
         for entry in chosen {
@@ -317,11 +334,65 @@ fn record(state: &AppState, chosen: &[Entry], kind: DecisionKind) {
         }
         ((), true)
     });
+    let who = super::audit::actor(headers);
     for entry in chosen {
+        let isolated_by: Vec<&String> = entry.denied.iter().flat_map(|d| &d.isolated_by).collect();
+        let policies: Vec<String> = entry
+            .proposal
+            .as_ref()
+            .map(|p| p.iter().map(policy_key).collect())
+            .unwrap_or_default();
+        let key = &entry.key;
+        let what = format!(
+            "{kind_verb} {} -> {} {}/{}",
+            key.source,
+            key.target,
+            key.protocol,
+            key.port,
+            kind_verb = match kind {
+                DecisionKind::Approved => "approve",
+                DecisionKind::Rejected => "reject",
+            }
+        );
+        let reason = match (kind, elsewhere) {
+            (DecisionKind::Approved, false) => {
+                format!(
+                    "enforced {} (denied by {isolated_by:?})",
+                    policies.join(", ")
+                )
+            }
+            (DecisionKind::Approved, true) => format!(
+                "applied to the cluster by the client: {} (denied by {isolated_by:?})",
+                policies.join(", ")
+            ),
+            (DecisionKind::Rejected, _) => format!(
+                "kept denied by {isolated_by:?} for {}",
+                humantime::format_duration(state.pending.reject_window)
+            ),
+        };
+        let mut audit_entry = NewEntry::new(
+            who.clone(),
+            match kind {
+                DecisionKind::Approved => Kind::Approve,
+                DecisionKind::Rejected => Kind::Reject,
+            },
+            what,
+        )
+        .details(serde_json::json!({
+            "reason": reason,
+            "edge": entry.id,
+            "isolated_by": isolated_by,
+            "policies": policies,
+        }));
+        if let Some(denial) = entry.denied.first() {
+            audit_entry = audit_entry.namespace(denial.namespace.clone());
+        }
+        super::audit::record(state, audit_entry);
         tracing::info!(
             edge = %entry.id,
             decision = %kind,
-            isolated_by = ?entry.denied.iter().flat_map(|d| d.isolated_by.iter()).collect::<Vec<_>>(),
+            %who,
+            ?isolated_by,
             "pending edge decided"
         );
     }
