@@ -48,11 +48,23 @@ export class Modes {
           'aria-checked': String(this.mode(ns) === m),
           'data-mode': m,
           onclick: () => { if (this.mode(ns) !== m) this.confirm(ns, m); },
-        }, m)))));
+        }, m))))).flatMap((row) => [row, this.guardNote(row.dataset.namespace)].filter(Boolean));
     fill(this.root,
       el('p.hint', {}, 'observe: nothing is dropped. audit: would-drop verdicts, nothing dropped. enforce: what the policies in force deny is dropped. observe again is the kill switch.'),
       this.error ? el('p.bad', {}, `Modes unavailable: ${this.error.message}`) : null,
       rows.length ? rows : el('p.hint', {}, 'No namespace seen yet.'));
+  }
+
+  /** What the guard says of `ns`: its last revert, or its open window. */
+  guardNote(ns) {
+    const reverted = this.modes.reverted?.[ns];
+    if (reverted) return el('p.bad.guard-reverted', { 'data-namespace': ns }, reverted.message);
+    const window = this.modes.guarded?.[ns];
+    if (window) {
+      return el('p.hint.guard-window', { 'data-namespace': ns },
+        `guarded until ${window.until}: dropping ${window.max_drops} of its ${window.learned_edges} learned edges reverts it to audit (${window.dropped_edges.length} dropped so far)`);
+    }
+    return null;
   }
 
   /** The confirmation dialog: impact and readiness, then the change. */

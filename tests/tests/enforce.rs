@@ -81,7 +81,15 @@ fn apply_file(
 }
 
 fn set_mode(agent: &Agent, namespace: &str, mode: &str) {
-    let _ = weir_ok(&["mode", "set", "--force", "--server", &agent.url(), namespace, mode]);
+    let _ = weir_ok(&[
+        "mode",
+        "set",
+        "--force",
+        "--server",
+        &agent.url(),
+        namespace,
+        mode,
+    ]);
 }
 
 #[test]

@@ -94,6 +94,16 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
     let view = enforcer.view();
     if !view.ready {
         // Modes and policies are not in the maps yet: nothing was flipped.
+        // The modes as saved are the baseline, so a flip made as the
+        // agent becomes ready is seen as one.
+        let (_, saved) = state.guard.update(|guard| {
+            if guard.modes.is_none() {
+                guard.modes = Some(view.modes.clone());
+            }
+        });
+        if let Err(error) = saved {
+            warn!(error = chain(&error), "cannot save the guard's state");
+        }
         return Vec::new();
     }
     let modes = view.modes.clone();
