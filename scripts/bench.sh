@@ -220,6 +220,29 @@ Within noise of each other (the target was 3%). A DNS answer itself
 same frame before: the headers are read again with \`bpf_skb_load_bytes()\`,
 a token bucket is taken and up to 512 bytes copied.
 
+### DNS answers: parse rate in the agent
+
+\`\`\`sh
+cargo test -p weir --bench dns      # the bench's loop in a debug build
+\`\`\`
+
+| | |
+|---|---|
+| answers parsed and recorded per second, one thread, debug build (median of 9) | 18,980 |
+| range | 18,377–21,182 |
+| headroom over 10,000 answers/s | 1.9× |
+
+100,000 answers per round ([\`agent/benches/dns.rs\`](../agent/benches/dns.rs)):
+100 pods, 2,000 names, each an A record behind a CNAME, one in ten
+NXDOMAIN, parsed with hickory-proto and recorded in the per-pod name map.
+This run is the unoptimized build (the release build of \`cargo bench\` did
+not fit this run's time), so it is a lower bound: a burst of 10,000 answers
+a second is parsed by one thread without loss. Upstream of the agent, the
+datapath's token bucket (20,000 answers/s and CPU, burst 2,000) and the
+ring buffer bound what reaches it; answers dropped there are counted
+(\`weir_dns_answers_limited_total\`, \`weir_dns_answers_ringbuf_lost_total\`),
+and so are answers that do not parse (\`weir_dns_answers_unparsed_total\`).
+
 ## 2. Throughput between two lab pods, probes detached vs attached
 
 \`\`\`sh

@@ -91,6 +91,8 @@ fn record(agent: usize, time: u64, seq: u64, rng: &mut Rng) -> FlowJson {
         }),
         source: endpoint("shop", format!("web-7d9f8b6c5-{agent:05}"), "web"),
         destination: endpoint("data", format!("db-{peer}"), "db"),
+        source_names: Vec::new(),
+        destination_names: Vec::new(),
         kind: "L3_L4".to_owned(),
         node_name: node(agent),
         traffic_direction: "EGRESS".to_owned(),

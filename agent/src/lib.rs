@@ -33,6 +33,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
+//! | 0 | `dns` | DNS answers pods received: parsed, and each pod's names of addresses over time |
 //! | 0 | `error_chain` | one printer for error chains, for logs |
 //! | 0 | `flow` | a flow as decoded from the kernel: one endpoint's view of a connection |
 //! | 0 | `metrics` | the Prometheus metrics |
@@ -67,6 +68,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod daemon;
+pub mod dns;
 pub mod enforce;
 pub mod error_chain;
 pub mod flow;

@@ -100,6 +100,8 @@ pub struct Metrics {
     sweep_events: Counter,
     observations: Counter,
     channel_dropped: Counter,
+    dns_parsed: Counter,
+    dns_unparsed: Counter,
     unresolved_endpoint: Counter,
     unresolved_peer: Counter,
     unknown_initiator: Counter,
@@ -151,6 +153,18 @@ impl Metrics {
             "channel_dropped",
             "Observations dropped because the aggregator's queue was full",
             channel_dropped.clone(),
+        );
+        let dns_parsed = Counter::default();
+        registry.register(
+            "dns_answers_parsed",
+            "DNS answers to pods parsed into names",
+            dns_parsed.clone(),
+        );
+        let dns_unparsed = Counter::default();
+        registry.register(
+            "dns_answers_unparsed",
+            "DNS answers to pods that did not parse (malformed, cut, not a response)",
+            dns_unparsed.clone(),
         );
 
         let unresolved = Family::<[(&'static str, &'static str); 1], Counter>::default();
@@ -259,6 +273,8 @@ impl Metrics {
             sweep_events,
             observations,
             channel_dropped,
+            dns_parsed,
+            dns_unparsed,
             unresolved_endpoint,
             unresolved_peer,
             unknown_initiator,
@@ -285,6 +301,15 @@ impl Metrics {
             EventSource::Ringbuf => self.ringbuf_events.inc(),
             EventSource::Sweep => self.sweep_events.inc(),
         };
+    }
+
+    /// Count a DNS answer to a pod, parsed or not.
+    pub fn dns_answer(&self, parsed: bool) {
+        if parsed {
+            self.dns_parsed.inc();
+        } else {
+            self.dns_unparsed.inc();
+        }
     }
 
     /// Count an observation the aggregator's queue had no room for.

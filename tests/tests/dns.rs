@@ -5,8 +5,10 @@
 //! Needs root (network namespaces): `cargo test -p weir-integration-tests
 //! --test dns`.
 
+use std::time::Duration;
+
 use serde_json::Value;
-use weir_integration_tests::harness::Lab;
+use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
 
 /// A lab with CoreDNS, its Service, a client pod and two hosts of a payment
 /// provider; only the first is `api.payments.example` at the start.
@@ -135,6 +137,63 @@ fn lab_dns_answers_declared_names_through_the_service_and_follows_a_repoint() {
         !netns_etc.exists(),
         "lab {name} down left {}",
         netns_etc.display()
+    );
+}
+
+/// The flows from shop/client to `ip:443`, as `weir observe -o json` prints
+/// them.
+fn flows_to(agent: &Agent, ip: &str) -> Vec<Value> {
+    let url = agent.url();
+    weir_ok(&["observe", "--server", &url, "--last", "1000", "-o", "json"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("observe -o json is JSON lines"))
+        .filter(|f| f["IP"]["destination"] == ip && f["l4"]["TCP"]["destination_port"] == 443)
+        .collect()
+}
+
+/// The pod resolves the name through the Service, connects to what it got,
+/// and the agent's flow record carries the name; after the name moves, the
+/// new connection's record carries it too, the old one keeps its own.
+#[test]
+fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
+    let lab = Lab::up("dnsflow", LAB);
+    let agent = Agent::start(&lab, &[]);
+
+    assert!(lab.probe("shop/client", "api.payments.example", "443"));
+    let first = eventually(Duration::from_secs(10), || {
+        flows_to(&agent, "203.0.113.210").into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no flow to 203.0.113.210:\n{}", agent.log_text()));
+    assert_eq!(
+        first["destination_names"],
+        serde_json::json!(["api.payments.example"]),
+        "{first}"
+    );
+    let url = agent.url();
+    let line = weir_ok(&["observe", "--server", &url, "--last", "1000"]);
+    assert!(
+        line.contains("-> api.payments.example:443 (203.0.113.210)"),
+        "{line}"
+    );
+
+    let out = lab.cmd(&["dns", "set", "api.payments.example", "203.0.113.211"]);
+    assert!(out.status.success(), "dns set: {out:?}");
+    assert!(lab.probe("shop/client", "api.payments.example", "443"));
+    let second = eventually(Duration::from_secs(10), || {
+        flows_to(&agent, "203.0.113.211").into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no flow to 203.0.113.211:\n{}", agent.log_text()));
+    assert_eq!(
+        second["destination_names"],
+        serde_json::json!(["api.payments.example"]),
+        "{second}"
+    );
+    assert!(
+        agent
+            .metric("weir_dns_answers_parsed_total")
+            .is_some_and(|n| n >= 2.0),
+        "{:?}",
+        agent.metric("weir_dns_answers_parsed_total")
     );
 }
 

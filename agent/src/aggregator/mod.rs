@@ -93,6 +93,9 @@ pub struct Options {
     /// How many records a follower may fall behind before it is told it
     /// lost some.
     pub follow_capacity: usize,
+    /// The DNS names pods' peers had, for flow records (none: records
+    /// carry no names).
+    pub names: Option<Arc<crate::dns::Names>>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             node_name: String::new(),
             ring_capacity: 10_000,
             follow_capacity: 4_096,
+            names: None,
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct Aggregator {
     /// moved.
     changes: AtomicU64,
     ring: Ring,
+    /// DNS names of pods' peers (see [`Options::names`]).
+    names: Option<Arc<crate::dns::Names>>,
 }
 
 /// An interned workload and the pods seen of it.
@@ -469,6 +475,7 @@ impl Aggregator {
             entries: Mutex::new(HashMap::with_hasher(Hasher::default())),
             changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
+            names: options.names,
         }
     }
 
@@ -490,6 +497,15 @@ impl Aggregator {
             record.peer_node = peer
                 .as_ref()
                 .and_then(|pod| resolver.node_of(obs.remote.ip(), pod));
+            if let (None, Some(names)) = (&peer, &self.names) {
+                // Names of the peer's address for the endpoint's pod, as
+                // its DNS answers gave them before the flow began.
+                record.set_peer_names(names.names_at(
+                    obs.local.ip(),
+                    obs.remote.ip(),
+                    obs.first_seen,
+                ));
+            }
             self.ring.push(record);
         }
         let Some(endpoint) = endpoint else {

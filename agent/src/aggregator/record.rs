@@ -65,6 +65,12 @@ pub struct FlowRecord {
     /// tells the responder's report of a connection whose initiator's node
     /// reports it too.
     pub peer_node: Option<Arc<str>>,
+    /// DNS names the initiator's address had for the endpoint's pod when
+    /// the flow began (a peer outside the cluster that opened it).
+    pub source_names: Vec<Arc<str>>,
+    /// DNS names the responder's address had for the endpoint's pod when
+    /// the flow began.
+    pub destination_names: Vec<Arc<str>>,
     /// The record's place in this agent's stream, given when the ring takes
     /// it (0 before): a follower that reconnects asks for what came after
     /// the last one it got.
@@ -113,7 +119,17 @@ impl FlowRecord {
             direction: obs.direction,
             policies: obs.policies.clone(),
             peer_node: None,
+            source_names: Vec::new(),
+            destination_names: Vec::new(),
             seq: 0,
+        }
+    }
+
+    /// Give the peer's DNS names to whichever side the peer is.
+    pub fn set_peer_names(&mut self, names: Vec<Arc<str>>) {
+        match self.initiator {
+            Initiator::Remote => self.source_names = names,
+            Initiator::Local | Initiator::Unknown => self.destination_names = names,
         }
     }
 

@@ -509,3 +509,60 @@ fn replace_swaps_the_whole_view_and_moves_the_version() {
     assert_eq!(agg.view().graph, FlowGraph::default());
     assert_eq!(agg.edge_count(), 0);
 }
+
+#[test]
+fn records_of_flows_to_outside_peers_carry_the_names_dns_gave_the_pod() {
+    let names = Arc::new(crate::dns::Names::new(crate::dns::NamesOptions::default()));
+    let agg = aggregator_with(Options {
+        names: Some(Arc::clone(&names)),
+        ..Options::default()
+    });
+    let r = shop();
+    let o = obs(1, "10.0.0.1:43210", "203.0.113.10:443", Initiator::Local);
+    let answer = crate::dns::Answer {
+        query: "api.payments.example".into(),
+        rcode: crate::dns::Rcode::NoError,
+        cnames: Vec::new(),
+        addresses: vec![("203.0.113.10".parse().expect("ip"), 30)],
+    };
+    // the answer came a second before the flow, to this pod only
+    names.record(
+        "10.0.0.1".parse().expect("ip"),
+        &answer,
+        o.first_seen - 1_000_000_000,
+    );
+    agg.fold(&o, &r);
+    // the same peer from another pod, and from the peer's side
+    agg.fold(
+        &obs(2, "10.0.0.2:43211", "203.0.113.10:443", Initiator::Local),
+        &r,
+    );
+    agg.fold(
+        &obs(1, "10.0.0.1:8080", "203.0.113.10:50000", Initiator::Remote),
+        &r,
+    );
+
+    let records = agg.recent(10, |_| true);
+    let names_of = |i: usize| {
+        let rec: &FlowRecord = &records[i];
+        (
+            rec.source_names
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            rec.destination_names
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        names_of(0),
+        (vec![], vec!["api.payments.example".to_owned()])
+    );
+    assert_eq!(names_of(1), (vec![], vec![]), "another pod did not ask");
+    assert_eq!(
+        names_of(2),
+        (vec!["api.payments.example".to_owned()], vec![])
+    );
+}

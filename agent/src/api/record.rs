@@ -55,6 +55,12 @@ impl From<&FlowRecord> for FlowJson {
             l4,
             source: endpoint(r.source_pod.as_deref()),
             destination: endpoint(r.destination_pod.as_deref()),
+            source_names: r.source_names.iter().map(ToString::to_string).collect(),
+            destination_names: r
+                .destination_names
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             kind: "L3_L4".to_owned(),
             node_name: r.node_name.to_string(),
             traffic_direction: r

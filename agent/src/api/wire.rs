@@ -42,6 +42,16 @@ pub struct FlowJson {
     pub source: EndpointJson,
     /// The responder.
     pub destination: EndpointJson,
+    /// DNS names the initiator's address had for the reporting pod when the
+    /// flow began (Hubble's `source_names`: a peer outside the cluster that
+    /// opened the flow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_names: Vec<String>,
+    /// DNS names the responder's address had for the reporting pod when
+    /// the flow began: what the pod looked up before connecting (Hubble's
+    /// `destination_names`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_names: Vec<String>,
     /// `L3_L4`.
     #[serde(rename = "Type")]
     pub kind: String,

@@ -239,8 +239,13 @@ pub fn compact(flow: &FlowJson) -> String {
     let mut line = format!(
         "{}: {} -> {} {point} {} ({})",
         short_time(&flow.time),
-        peer(&flow.source, flow.ip.source, sport),
-        peer(&flow.destination, flow.ip.destination, dport),
+        peer(&flow.source, &flow.source_names, flow.ip.source, sport),
+        peer(
+            &flow.destination,
+            &flow.destination_names,
+            flow.ip.destination,
+            dport
+        ),
         flow.verdict,
         flow.summary
     );
@@ -261,9 +266,20 @@ pub fn compact(flow: &FlowJson) -> String {
     line
 }
 
-fn peer(endpoint: &EndpointJson, ip: std::net::IpAddr, port: Option<u16>) -> String {
+/// A pod as `ns/pod`; an address with DNS names as the names (Hubble's
+/// way), then the address in parentheses; else the address.
+fn peer(
+    endpoint: &EndpointJson,
+    names: &[String],
+    ip: std::net::IpAddr,
+    port: Option<u16>,
+) -> String {
     let name = match (&endpoint.namespace, &endpoint.pod_name) {
         (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ if !names.is_empty() => {
+            let at = port.map_or_else(String::new, |p| format!(":{p}"));
+            return format!("{}{at} ({ip})", names.join(","));
+        }
         _ if ip.is_ipv6() && port.is_some() => format!("[{ip}]"),
         _ => ip.to_string(),
     };
@@ -336,4 +352,32 @@ pub fn graph_table(graph: &GraphJson) -> String {
         ]
     }));
     table(&rows.collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_lines_name_external_peers_by_their_dns_names() {
+        let flow: FlowJson = serde_json::from_value(serde_json::json!({
+            "time": "2026-12-07T04:00:00.000000000Z",
+            "verdict": "FORWARDED",
+            "IP": {"source": "10.0.0.1", "destination": "203.0.113.10", "ipVersion": "IPv4"},
+            "l4": {"TCP": {"source_port": 40000, "destination_port": 443, "flags": {"SYN": true}}},
+            "source": {"namespace": "shop", "pod_name": "client"},
+            "destination": {},
+            "destination_names": ["api.payments.example"],
+            "Type": "L3_L4",
+            "node_name": "node-1",
+            "traffic_direction": "EGRESS",
+            "Summary": "TCP Flags: SYN",
+        }))
+        .expect("a flow");
+        assert_eq!(
+            compact(&flow),
+            "Dec 07 04:00:00.000: shop/client:40000 -> api.payments.example:443 (203.0.113.10) \
+             from-endpoint FORWARDED (TCP Flags: SYN)"
+        );
+    }
 }

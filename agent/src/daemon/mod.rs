@@ -94,9 +94,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .context("cannot set up the relay listener (--relay-tls-dir)")?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.loss_clear_after));
+    let names = Arc::new(crate::dns::Names::new(crate::dns::NamesOptions::default()));
     let aggregator = Arc::new(Aggregator::new(
         AggregatorOptions {
             node_name: config.node_name.clone(),
+            names: Some(Arc::clone(&names)),
             ..AggregatorOptions::default()
         },
         Arc::clone(&metrics),
@@ -153,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         source,
     )
     .context("cannot start the datapath")?;
+    datapath.set_names(names);
     datapath.seed(&loaded.entries);
     let enforcer = Enforcer::new(
         policy_maps,

@@ -73,6 +73,8 @@ pub(super) struct DatapathTask {
     node_ips: Vec<IpAddr>,
     /// Finds the host veths of local pods the source names none for.
     discoverer: Discoverer,
+    /// The names DNS answers gave pods' peers.
+    names: Arc<crate::dns::Names>,
 }
 
 impl DatapathTask {
@@ -159,6 +161,7 @@ impl DatapathTask {
             node,
             node_ips: config.node_ips.clone(),
             discoverer: Discoverer::new(),
+            names: Arc::default(),
         };
         Ok((task, policy_maps))
     }
@@ -300,11 +303,30 @@ impl DatapathTask {
         }
     }
 
-    /// DNS answers pods received (counted by the datapath; the names they
-    /// give are not used yet).
+    /// Where the DNS answers' names go (the map the aggregator reads).
+    pub(super) fn set_names(&mut self, names: Arc<crate::dns::Names>) {
+        self.names = names;
+    }
+
+    /// DNS answers pods received: parsed into the names their peers have
+    /// (what does not parse is counted).
     fn answers(&self, answers: &[DnsEvent]) {
-        if !answers.is_empty() {
-            trace!(answers = answers.len(), "dns answers");
+        if answers.is_empty() {
+            return;
+        }
+        let clock = Clock::now();
+        for ev in answers {
+            match crate::dns::parse(ev.message()) {
+                Ok(answer) => {
+                    self.metrics.dns_answer(true);
+                    self.names
+                        .record(ev.key.local_ip(), &answer, clock.to_unix(ev.timestamp_ns));
+                }
+                Err(error) => {
+                    self.metrics.dns_answer(false);
+                    trace!(%error, truncated = ev.truncated(), "dns answer not parsed");
+                }
+            }
         }
     }
 

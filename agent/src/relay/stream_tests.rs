@@ -40,6 +40,8 @@ fn flow(node: &str, ms: u64, seq: u64) -> FlowJson {
             pod_name: Some("db-0".to_owned()),
             ..EndpointJson::default()
         },
+        source_names: Vec::new(),
+        destination_names: Vec::new(),
         kind: "L3_L4".to_owned(),
         node_name: node.to_owned(),
         traffic_direction: "EGRESS".to_owned(),
