@@ -7,6 +7,7 @@ import { Filters, applyFilter } from './filters.js';
 import { Details } from './details.js';
 import { Policies } from './policies.js';
 import { Modes } from './modes.js';
+import { Pending } from './pending.js';
 import { Coverage } from './coverage.js';
 import { degradedText } from './dom.js';
 
@@ -43,6 +44,9 @@ const details = new Details($('tab-details'), {
 const filters = new Filters(() => refresh());
 const policies = new Policies($('tab-policies'));
 const modes = new Modes($('tab-modes'), { onChanged: (m) => { state.modes = m; render(); } });
+const pending = new Pending($('tab-pending'), {
+  onCount: (n) => { document.querySelector('.tabs button[data-tab="pending"]').textContent = n ? `Pending (${n})` : 'Pending'; },
+});
 const coverage = new Coverage($('coverage-wrap'), $('coverage'), $('coverage-nodes'));
 
 // For the end-to-end tests and the browser console.
@@ -53,9 +57,10 @@ function showTab(name) {
   for (const button of document.querySelectorAll('.tabs button')) {
     button.classList.toggle('active', button.dataset.tab === name);
   }
-  for (const tab of ['details', 'policies', 'modes']) $(`tab-${tab}`).classList.toggle('hidden', tab !== name);
+  for (const tab of ['details', 'policies', 'modes', 'pending']) $(`tab-${tab}`).classList.toggle('hidden', tab !== name);
   if (name === 'policies') policies.load();
   if (name === 'modes') loadModes();
+  if (name === 'pending') pending.load();
 }
 for (const button of document.querySelectorAll('.tabs button')) {
   button.addEventListener('click', () => showTab(button.dataset.tab));

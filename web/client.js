@@ -32,6 +32,8 @@ async function request(method, path, { body, raw, contentType, auth = false, tim
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (raw !== undefined) headers['Content-Type'] = contentType;
   if (auth && token()) headers.Authorization = `Bearer ${token()}`;
+  // Who decided, for the audit log (the token says only that it may).
+  if (auth) headers['X-Weir-Actor'] = 'ui';
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;

@@ -201,6 +201,53 @@ test('enforcing a namespace from the UI drops the never-observed, keeps the obse
   assert.equal(probe(LAB, frontend, pod(LAB, 'shop', 'catalog-'), '3550/TCP'), true, 'observed elsewhere keeps working');
 });
 
+test('the pending queue lists what enforce dropped: approve from the browser after the diff, reject keeps it dropped', async () => {
+  const approved = 'shop/frontend->data/store:6379/TCP';
+  const rejected = 'shop/loadgen->data/store:6379/TCP';
+  const frontend = pod(LAB, 'shop', 'frontend-');
+  const loadgen = pod(LAB, 'shop', 'loadgen');
+  const store = pod(LAB, 'data', 'store-');
+  await page.click('.tabs button[data-tab="pending"]');
+  const row = page.locator(`.pending-row[data-id="${approved}"]`);
+  const other = page.locator(`.pending-row[data-id="${rejected}"]`);
+  for (let i = 0; i < 40 && !((await row.count()) && (await other.count())); i += 1) {
+    await page.waitForTimeout(500);
+    await page.click('#pending-refresh');
+  }
+  await row.waitFor({ timeout: 5000 });
+  assert.match(await row.textContent(), /ingress of data: .*isolated by .*data\/weir-default-deny/);
+  assert.match(await page.textContent('.tabs button[data-tab="pending"]'), /Pending \(\d+\)/);
+
+  // Approve: the diff of the enforced policies first, nothing written yet.
+  await row.locator('button.approve').click();
+  const diff = page.locator('#confirm-body pre.diff');
+  await diff.waitFor({ timeout: 20000 });
+  assert.match(await diff.textContent(), /\+  name: weir-allow-in-frontend-to-store-6379-tcp/);
+  assert.match(await diff.textContent(), /\+\+\+ approved\/data\.yaml/);
+  const names = async () => (await (await fetch(`${AGENT}/api/policies/enforced`)).json())
+    .policies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`);
+  assert.ok(!(await names()).some((n) => n.includes('weir-allow-')), 'nothing written before the confirmation');
+  assert.equal(probe(LAB, frontend, store, '6379/TCP'), false, 'still dropped while the dialog is open');
+  await page.locator('#confirm-ok:not([disabled])').click();
+  await row.waitFor({ state: 'detached', timeout: 30000 });
+  assert.ok((await names()).includes('data/weir-allow-in-frontend-to-store-6379-tcp'), `${await names()}`);
+  assert.equal(probe(LAB, frontend, store, '6379/TCP'), true, 'approved: frontend -> store passes');
+
+  // Reject: out of the list, still dropped.
+  await other.locator('button.reject').click();
+  await page.locator('#confirm-ok:not([disabled])').click();
+  await other.waitFor({ state: 'detached', timeout: 30000 });
+  assert.equal(probe(LAB, loadgen, store, '6379/TCP'), false, 'rejected: loadgen -> store stays dropped');
+  const pending = await (await fetch(`${AGENT}/api/pending`)).json();
+  assert.ok(!pending.entries.some((e) => e.id === rejected || e.id === approved), JSON.stringify(pending));
+
+  // Both decisions are in the audit log, made by the UI.
+  const audit = await (await fetch(`${AGENT}/api/audit`)).json();
+  const decided = audit.entries.filter((e) => e.kind === 'approve' || e.kind === 'reject')
+    .map((e) => [e.kind, e.who, e.details.edge]);
+  assert.deepEqual(decided, [['approve', 'ui', approved], ['reject', 'ui', rejected]]);
+});
+
 test('no CSP violation and no script error on the page', async () => {
   assert.deepEqual(await cspProblems(), []);
 });

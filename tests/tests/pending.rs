@@ -82,7 +82,7 @@ fn new_edges_under_enforce_are_queued_approved_rejected_and_kept_across_a_restar
     let applied = weir_ok(&["export", "--server", &server, "--apply"]);
     assert!(applied.contains("enforced"), "{applied}");
     for ns in ["shop", "data", "kube-system"] {
-        let _ = weir_ok(&["mode", "set", "--server", &server, ns, "enforce"]);
+        let _ = weir_ok(&["mode", "set", "--force", "--server", &server, ns, "enforce"]);
     }
     assert_eq!(pending(&agent)["entries"], serde_json::json!([]));
 

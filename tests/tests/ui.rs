@@ -3,7 +3,8 @@
 //! (pods 10.211.0.0/16, Services 10.212.0.0/16), the shop's traffic is
 //! driven and learned, then `node --test tests/e2e/` checks the graph, an
 //! edge's details, live updates, the download against `weir export`, the
-//! token, enforcing a namespace from the UI (lab probes), the error state,
+//! token, enforcing a namespace from the UI (lab probes), approving and
+//! rejecting pending edges from the UI (diff first; lab probes), the error state,
 //! the CSP, a 500-node / 5,000-edge graph, and the coverage badge a relay's
 //! answers bring (served by a route intercept).
 //!

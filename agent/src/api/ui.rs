@@ -62,6 +62,7 @@ const ASSETS: &[Asset] = &[
     asset!("details.js", "details.js", JS),
     asset!("policies.js", "policies.js", JS),
     asset!("modes.js", "modes.js", JS),
+    asset!("pending.js", "pending.js", JS),
     asset!("coverage.js", "coverage.js", JS),
     asset!("cytoscape.esm.min.mjs", "vendor/cytoscape.esm.min.mjs", JS),
 ];
