@@ -1,5 +1,5 @@
 //! Names for the world outside: DNS answers pods received, as the datapath
-//! copies them ([`weir_ebpf::abi::DnsEvent`]), parsed ([`parse`]) and kept
+//! copies them ([`weir_ebpf::abi::DnsEvent`]), parsed ([`parse()`]) and kept
 //! per pod in a time-versioned name <-> address map ([`names`]) that flow
 //! records and the graph ask which names an address had for a pod when a
 //! flow began.
