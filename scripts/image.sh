@@ -41,6 +41,7 @@ linked_files() {
 rootfs() {
   local binary=$1 dir=$2
   [[ -x $binary ]] || { echo "image: $binary is not an executable (build it first)" >&2; exit 1; }
+  [[ $(realpath -m "$dir") != / ]] || { echo "image: the layout cannot be staged in /" >&2; exit 1; }
   rm -rf "$dir"
   install -d -m 0755 "$dir"/{etc/ssl/certs,usr/local/bin,tmp,run,var/lib/weir,var/lib/weir-relay}
   chmod 1777 "$dir/tmp"
