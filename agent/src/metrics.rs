@@ -102,6 +102,8 @@ pub struct Metrics {
     channel_dropped: Counter,
     dns_parsed: Counter,
     dns_unparsed: Counter,
+    dns_bindings: Gauge,
+    dns_bindings_dropped: Counter,
     unresolved_endpoint: Counter,
     unresolved_peer: Counter,
     unknown_initiator: Counter,
@@ -165,6 +167,18 @@ impl Metrics {
             "dns_answers_unparsed",
             "DNS answers to pods that did not parse (malformed, cut, not a response)",
             dns_unparsed.clone(),
+        );
+        let dns_bindings = Gauge::default();
+        registry.register(
+            "dns_name_bindings",
+            "(pod, address, name) bindings the agent holds from DNS answers",
+            dns_bindings.clone(),
+        );
+        let dns_bindings_dropped = Counter::default();
+        registry.register(
+            "dns_name_bindings_dropped",
+            "Bindings (and NXDOMAIN names) from DNS answers not kept: the name map was full",
+            dns_bindings_dropped.clone(),
         );
 
         let unresolved = Family::<[(&'static str, &'static str); 1], Counter>::default();
@@ -275,6 +289,8 @@ impl Metrics {
             channel_dropped,
             dns_parsed,
             dns_unparsed,
+            dns_bindings,
+            dns_bindings_dropped,
             unresolved_endpoint,
             unresolved_peer,
             unknown_initiator,
@@ -301,6 +317,13 @@ impl Metrics {
             EventSource::Ringbuf => self.ringbuf_events.inc(),
             EventSource::Sweep => self.sweep_events.inc(),
         };
+    }
+
+    /// The name map's size, and bindings it could not keep since the last
+    /// call.
+    pub fn dns_names(&self, bindings: usize, newly_dropped: u64) {
+        self.dns_bindings.set(gauge_value(bindings as u64));
+        self.dns_bindings_dropped.inc_by(newly_dropped);
     }
 
     /// Count a DNS answer to a pod, parsed or not.
@@ -713,6 +736,7 @@ mod tests {
             dns_limited: 5,
             ..KernelCounters::default()
         });
+        m.dns_names(12, 3);
         m.folded(1_000, 1_000 + 250_000);
         let text = m.encode();
         for needle in [
@@ -722,6 +746,8 @@ mod tests {
             "weir_observations_total 1",
             "weir_ringbuf_lost_total 7",
             "weir_dns_answers_limited_total 5",
+            "weir_dns_name_bindings 12",
+            "weir_dns_name_bindings_dropped_total 3",
             "weir_flow_table_entries 10",
             "weir_flow_table_capacity 65536",
             "weir_channel_dropped_total 1",

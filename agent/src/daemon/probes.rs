@@ -75,6 +75,8 @@ pub(super) struct DatapathTask {
     discoverer: Discoverer,
     /// The names DNS answers gave pods' peers.
     names: Arc<crate::dns::Names>,
+    /// The name map's drops already reported as a metric.
+    names_dropped: u64,
 }
 
 impl DatapathTask {
@@ -162,6 +164,7 @@ impl DatapathTask {
             node_ips: config.node_ips.clone(),
             discoverer: Discoverer::new(),
             names: Arc::default(),
+            names_dropped: 0,
         };
         Ok((task, policy_maps))
     }
@@ -310,7 +313,7 @@ impl DatapathTask {
 
     /// DNS answers pods received: parsed into the names their peers have
     /// (what does not parse is counted).
-    fn answers(&self, answers: &[DnsEvent]) {
+    fn answers(&mut self, answers: &[DnsEvent]) {
         if answers.is_empty() {
             return;
         }
@@ -328,6 +331,12 @@ impl DatapathTask {
                 }
             }
         }
+        let stats = self.names.stats();
+        self.metrics.dns_names(
+            stats.bindings,
+            stats.dropped.saturating_sub(self.names_dropped),
+        );
+        self.names_dropped = stats.dropped;
     }
 
     /// Settle a guessed initiator from the pod's sockets.
