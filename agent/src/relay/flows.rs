@@ -29,7 +29,8 @@ use tokio::{
 use super::{
     discovery::AgentSet,
     http::HttpFetch,
-    stream::{Merger, Options},
+    raw_flow::{RawFlow, StreamLine},
+    stream::{Merger, Options, StreamRecord as _},
 };
 use crate::api::{
     error::ApiError,
@@ -120,7 +121,11 @@ pub async fn flows(
     if !query.follow {
         return Ok(Json(recent.records).into_response());
     }
-    let pending: VecDeque<String> = recent.records.iter().map(ndjson).collect();
+    let pending: VecDeque<Vec<u8>> = recent
+        .records
+        .iter()
+        .map(|r| ndjson(r).into_bytes())
+        .collect();
     let (sender, receiver) = mpsc::channel(CHANNEL);
     let mut readers = JoinSet::new();
     for source in sources {
@@ -213,8 +218,8 @@ async fn recent(sources: &[FlowSource], query: &FlowQuery, options: &Options) ->
 enum Event {
     /// The agent's stream is up.
     Up(String),
-    /// A record of it.
-    Record(String, Box<FlowJson>),
+    /// A record of it, as it sent it.
+    Record(String, RawFlow),
     /// The agent skipped records for this stream (it fell behind).
     Lost(String, LostJson),
     /// The stream broke; it is being resumed.
@@ -256,15 +261,20 @@ async fn follow_agent(
                         }
                     };
                     buffer.extend_from_slice(&chunk);
-                    while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let Some(event) = parse_line(&source.node, &line, &mut after) else {
+                    // Every whole line of the buffer, then what is left
+                    // moved to its front once.
+                    let mut start = 0;
+                    while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
+                        let line = &buffer[start..=start + end];
+                        start += end + 1;
+                        let Some(event) = parse_line(&source.node, line, &mut after) else {
                             continue;
                         };
                         if events.send(event).await.is_err() {
                             return;
                         }
                     }
+                    buffer.drain(..start);
                 }
             }
             Err(e) => {
@@ -286,16 +296,20 @@ fn parse_line(node: &str, line: &[u8], after: &mut Option<u64>) -> Option<Event>
     if line.is_empty() {
         return None;
     }
-    if let Ok(record) = serde_json::from_slice::<FlowJson>(line) {
-        if let Some(seq) = record.weir.seq {
-            *after = Some(after.map_or(seq, |a| a.max(seq)));
+    match StreamLine::parse(line) {
+        Ok(StreamLine::Flow(record)) => {
+            if let Some(seq) = record.seq() {
+                *after = Some(after.map_or(seq, |a| a.max(seq)));
+            }
+            Some(Event::Record(node.to_owned(), record))
         }
-        return Some(Event::Record(node.to_owned(), Box::new(record)));
-    }
-    match serde_json::from_slice::<LostJson>(line) {
-        Ok(lost) => Some(Event::Lost(node.to_owned(), lost)),
-        Err(e) => {
-            tracing::warn!(node, error = %e, "the agent sent a line that is not a flow record; skipped");
+        Ok(StreamLine::Lost(lost)) => Some(Event::Lost(node.to_owned(), lost)),
+        Err(error) => {
+            tracing::warn!(
+                node,
+                error,
+                "the agent sent a line that is not a flow record; skipped"
+            );
             None
         }
     }
@@ -347,13 +361,13 @@ struct Follower {
     receiver: mpsc::Receiver<Event>,
     /// Aborted when dropped.
     _readers: JoinSet<()>,
-    merger: Merger,
-    pending: VecDeque<String>,
+    merger: Merger<RawFlow>,
+    pending: VecDeque<Vec<u8>>,
 }
 
 impl Follower {
     /// The next NDJSON line, or `None` when every reader is gone.
-    async fn next_line(&mut self) -> Option<String> {
+    async fn next_line(&mut self) -> Option<Vec<u8>> {
         loop {
             if let Some(line) = self.pending.pop_front() {
                 return Some(line);
@@ -365,7 +379,7 @@ impl Follower {
                     event = self.receiver.recv() => event,
                     () = sleep_until(due) => {
                         self.merger.flush_due(std::time::Instant::now(), &mut out);
-                        self.pending.extend(out.iter().map(ndjson));
+                        self.pending.extend(out.into_iter().map(RawFlow::into_line));
                         continue;
                     }
                 },
@@ -376,19 +390,19 @@ impl Follower {
                 Some(Event::Up(node)) => self.merger.connect(&node),
                 Some(Event::Down(node)) => self.merger.disconnect(&node),
                 Some(Event::Record(node, record)) => {
-                    self.merger.push(&node, *record, now, &mut out);
+                    self.merger.push(&node, record, now, &mut out);
                 }
                 Some(Event::Lost(node, mut lost)) => {
                     lost.lost_events.source = format!("{}/{node}", lost.lost_events.source);
-                    self.pending.push_back(ndjson(&lost));
+                    self.pending.push_back(ndjson(&lost).into_bytes());
                 }
                 None => {
                     self.merger.finish(&mut out);
-                    self.pending.extend(out.iter().map(ndjson));
+                    self.pending.extend(out.into_iter().map(RawFlow::into_line));
                     return self.pending.pop_front();
                 }
             }
-            self.pending.extend(out.iter().map(ndjson));
+            self.pending.extend(out.into_iter().map(RawFlow::into_line));
         }
     }
 }

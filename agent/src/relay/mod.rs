@@ -30,6 +30,7 @@ pub mod flows;
 pub mod http;
 pub mod hub;
 pub mod merge;
+pub mod raw_flow;
 pub mod serve;
 pub mod stream;
 pub mod sync;

@@ -37,6 +37,46 @@ use std::{
 
 use crate::{api::wire::FlowJson, timestamp::parse_rfc3339};
 
+/// What the merger reads of a record: a parsed [`FlowJson`], or a
+/// [`RawFlow`](super::raw_flow::RawFlow) passed on as its agent sent it.
+pub trait StreamRecord {
+    /// Its time (Unix ns); `None` when it is not RFC 3339.
+    fn time_ns(&self) -> Option<u64>;
+    /// Its number in its agent's stream (`weir.seq`).
+    fn seq(&self) -> Option<u64>;
+    /// The node that reported it (`node_name`), empty when not named.
+    fn node_name(&self) -> &str;
+    /// Name the node that reported it, for an agent that has no name.
+    fn set_node_name(&mut self, node: &str);
+    /// The initiator's node, when this is the responder's report of the
+    /// connection (`weir.initiator: remote` and `weir.peer_node`).
+    fn initiator_node(&self) -> Option<&str>;
+}
+
+impl StreamRecord for FlowJson {
+    fn time_ns(&self) -> Option<u64> {
+        parse_rfc3339(&self.time)
+    }
+
+    fn seq(&self) -> Option<u64> {
+        self.weir.seq
+    }
+
+    fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    fn set_node_name(&mut self, node: &str) {
+        node.clone_into(&mut self.node_name);
+    }
+
+    fn initiator_node(&self) -> Option<&str> {
+        (self.weir.initiator == "remote")
+            .then_some(self.weir.peer_node.as_deref())
+            .flatten()
+    }
+}
+
 /// The merger's bounds and choices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -89,12 +129,13 @@ struct Source {
     last_seq: u64,
 }
 
-/// The merger. Feed it with [`Merger::push`], call [`Merger::flush_due`]
-/// by [`Merger::next_due`], and [`Merger::finish`] at the end.
+/// The merger of records `R`. Feed it with [`Merger::push`], call
+/// [`Merger::flush_due`] by [`Merger::next_due`], and [`Merger::finish`]
+/// at the end.
 #[derive(Debug)]
-pub struct Merger {
+pub struct Merger<R = FlowJson> {
     options: Options,
-    buffer: BTreeMap<Key, FlowJson>,
+    buffer: BTreeMap<Key, R>,
     /// Buffered records by arrival, for the age bound. Records emitted by
     /// the count bound stay here until they reach the front or a
     /// compaction removes them.
@@ -106,7 +147,7 @@ pub struct Merger {
     stats: MergeStats,
 }
 
-impl Merger {
+impl<R: StreamRecord> Merger<R> {
     /// A merger with no sources yet.
     #[must_use]
     pub fn new(options: Options) -> Self {
@@ -160,20 +201,14 @@ impl Merger {
 
     /// A record from `node`'s stream, arrived at `now`; what is due is
     /// appended to `out`, in order.
-    pub fn push(
-        &mut self,
-        node: &str,
-        mut record: FlowJson,
-        now: Instant,
-        out: &mut Vec<FlowJson>,
-    ) {
+    pub fn push(&mut self, node: &str, mut record: R, now: Instant, out: &mut Vec<R>) {
         self.stats.received += 1;
         // The node the relay reached, for an agent that has no name.
-        if record.node_name.is_empty() {
-            node.clone_into(&mut record.node_name);
+        if record.node_name().is_empty() {
+            record.set_node_name(node);
         }
         let source = self.sources.entry(node.to_owned()).or_default();
-        if let Some(seq) = record.weir.seq {
+        if let Some(seq) = record.seq() {
             if seq <= source.last_seq {
                 self.stats.replayed += 1;
                 return self.flush_due(now, out);
@@ -184,7 +219,7 @@ impl Merger {
             self.stats.responder_sides += 1;
             return self.flush_due(now, out);
         }
-        let Some(time) = parse_rfc3339(&record.time) else {
+        let Some(time) = record.time_ns() else {
             self.stats.bad_times += 1;
             self.emit_unordered(record, out);
             return self.flush_due(now, out);
@@ -202,7 +237,7 @@ impl Merger {
 
     /// Emit, in order, every record up to the last one that has waited
     /// [`Options::max_delay`] at `now`.
-    pub fn flush_due(&mut self, now: Instant, out: &mut Vec<FlowJson>) {
+    pub fn flush_due(&mut self, now: Instant, out: &mut Vec<R>) {
         while let Some(&(arrived, key)) = self.arrivals.front() {
             if !self.buffer.contains_key(&key) {
                 self.arrivals.pop_front();
@@ -234,7 +269,7 @@ impl Merger {
 
     /// Emit everything buffered, in order (the client went away, or every
     /// stream ended).
-    pub fn finish(&mut self, out: &mut Vec<FlowJson>) {
+    pub fn finish(&mut self, out: &mut Vec<R>) {
         while !self.buffer.is_empty() {
             self.emit_first(out);
         }
@@ -243,14 +278,13 @@ impl Merger {
 
     /// Whether `record` is the responder's report of a connection whose
     /// initiator's node is being merged: that node reports it too.
-    fn initiator_reports(&self, record: &FlowJson) -> bool {
-        record.weir.initiator == "remote"
-            && record.weir.peer_node.as_deref().is_some_and(|peer| {
-                peer != record.node_name && self.sources.get(peer).is_some_and(|s| s.connected)
-            })
+    fn initiator_reports(&self, record: &R) -> bool {
+        record.initiator_node().is_some_and(|peer| {
+            peer != record.node_name() && self.sources.get(peer).is_some_and(|s| s.connected)
+        })
     }
 
-    fn emit_first(&mut self, out: &mut Vec<FlowJson>) {
+    fn emit_first(&mut self, out: &mut Vec<R>) {
         if let Some(((time, _), record)) = self.buffer.pop_first() {
             if self.high_water.is_some_and(|high| time < high) {
                 self.stats.out_of_order += 1;
@@ -262,7 +296,7 @@ impl Merger {
         }
     }
 
-    fn emit_unordered(&mut self, record: FlowJson, out: &mut Vec<FlowJson>) {
+    fn emit_unordered(&mut self, record: R, out: &mut Vec<R>) {
         self.stats.emitted += 1;
         out.push(record);
     }

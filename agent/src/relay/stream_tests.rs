@@ -383,3 +383,52 @@ fn random_interleavings_keep_every_record_once() {
         })
         .expect("property");
 }
+
+#[test]
+fn records_passed_on_as_lines_merge_as_parsed_ones_do() {
+    use super::raw_flow::{RawFlow, StreamLine};
+    // Out of order, a responder's side hidden, a replay, a nameless agent.
+    let mut nameless = flow("", 4, 2);
+    nameless.weir.seq = Some(2);
+    let input = [
+        ("a", flow("a", 5, 1)),
+        ("b", responder("b", Some("a"), 1, 1)),
+        ("b", flow("b", 2, 2)),
+        ("a", flow("a", 5, 1)),
+        ("c", nameless),
+        ("b", responder("b", Some("gone"), 3, 3)),
+    ];
+    let options = Options {
+        max_buffered: 2,
+        ..Options::default()
+    };
+    let now = Instant::now();
+    let mut typed = Merger::<FlowJson>::new(options.clone());
+    let mut raw = Merger::<RawFlow>::new(options);
+    for node in ["a", "b", "c"] {
+        typed.connect(node);
+        raw.connect(node);
+    }
+    let (mut typed_out, mut raw_out) = (Vec::new(), Vec::new());
+    for (node, record) in input {
+        let line = serde_json::to_vec(&record).expect("json");
+        let Ok(StreamLine::Flow(parsed)) = StreamLine::parse(&line) else {
+            panic!("a record");
+        };
+        typed.push(node, record, now, &mut typed_out);
+        raw.push(node, parsed, now, &mut raw_out);
+    }
+    typed.finish(&mut typed_out);
+    raw.finish(&mut raw_out);
+    assert_eq!(typed.stats(), raw.stats());
+    let lines: Vec<FlowJson> = raw_out
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.into_line()).expect("a line of JSON"))
+        .collect();
+    assert_eq!(lines, typed_out);
+    assert_eq!(seen(&typed_out).len(), 4, "{:?}", seen(&typed_out));
+    assert!(
+        typed_out.iter().any(|f| f.node_name == "c"),
+        "named by the relay"
+    );
+}
