@@ -238,3 +238,102 @@ pub fn queue_table(queue: &PendingQueue) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{
+        api::wire::{PendingDenial, PendingEdge},
+        cli::{Cli, Command},
+    };
+
+    fn parse(args: &[&str]) -> Result<PendingArgs, clap::Error> {
+        match Cli::try_parse_from([&["weir", "pending"], args].concat())?.command {
+            Command::Pending(args) => Ok(args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pending_lists_approves_and_rejects() {
+        let list = parse(&["-n", "shop", "-n", "data"]).unwrap();
+        assert!(list.command.is_none());
+        assert_eq!(list.list.namespaces, ["shop", "data"]);
+        assert!(parse(&["-n", "Not_A_Name"]).is_err());
+
+        let id = "shop/loadgen->data/store:6379/TCP";
+        let Some(PendingCommand::Approve(approve)) = parse(&["approve", id]).unwrap().command
+        else {
+            panic!("approve parses");
+        };
+        assert_eq!(
+            (approve.edges.as_slice(), approve.kube),
+            ([id.to_owned()].as_slice(), false)
+        );
+        // In a cluster: the same server-side apply as export --apply --kube,
+        // a dry run unless asked otherwise.
+        let Some(PendingCommand::Approve(approve)) =
+            parse(&["approve", id, "--kube"]).unwrap().command
+        else {
+            panic!("approve --kube parses");
+        };
+        assert_eq!(approve.dry_run, DryRun::Server);
+        let Some(PendingCommand::Approve(approve)) =
+            parse(&["approve", id, "--kube", "--dry-run", "none"])
+                .unwrap()
+                .command
+        else {
+            panic!("--dry-run none parses");
+        };
+        assert_eq!(approve.dry_run, DryRun::None);
+        assert!(
+            parse(&["approve", id, "--dry-run", "none"]).is_err(),
+            "--dry-run needs --kube"
+        );
+        assert!(parse(&["approve"]).is_err(), "an edge is required");
+        assert!(parse(&["reject"]).is_err(), "an edge is required");
+        let Some(PendingCommand::Reject(reject)) = parse(&["reject", id, id]).unwrap().command
+        else {
+            panic!("reject parses");
+        };
+        assert_eq!(reject.edges.len(), 2);
+    }
+
+    #[test]
+    fn the_table_names_the_edge_what_denies_it_and_its_rule() {
+        assert!(queue_table(&PendingQueue::default()).starts_with("nothing pending"));
+        let queue = PendingQueue {
+            entries: vec![PendingEdge {
+                id: "shop/a->data/b:1/TCP".to_owned(),
+                source: "shop/a".to_owned(),
+                target: "data/b".to_owned(),
+                port: 1,
+                protocol: weir_generator::model::Protocol::Tcp,
+                namespaces: vec!["data".to_owned()],
+                first_seen: "t0".to_owned(),
+                last_seen: "t1".to_owned(),
+                audit: 0,
+                dropped: 3,
+                denied: vec![PendingDenial {
+                    direction: "ingress".to_owned(),
+                    namespace: "data".to_owned(),
+                    reason: "default-deny".to_owned(),
+                    isolated_by: vec!["data/deny".to_owned()],
+                }],
+                policies: vec!["data/weir-allow-in-a-to-b-1-tcp".to_owned()],
+                rule: String::new(),
+                no_rule: None,
+            }],
+            reject_window_seconds: 1,
+        };
+        let table = queue_table(&queue);
+        assert!(
+            table.contains("shop/a->data/b:1/TCP")
+                && table.contains("ingress data/deny (default-deny)")
+                && table.contains("allowed by data/weir-allow-in-a-to-b-1-tcp"),
+            "{table}"
+        );
+    }
+}
