@@ -294,12 +294,26 @@ impl Live {
     }
 }
 
+/// What `weir lab probe` sends first: the DNS pod answers a probe as
+/// every lab pod does, with an echo, so the probes of the lab's traffic
+/// reach it as they reach the others.
+const PROBE: &[u8] = b"weir-probe ";
+
+/// The reply to one datagram: an echo of a probe, else the DNS answer.
+fn reply_to(request: &[u8], zone: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    if request.starts_with(PROBE) {
+        Some(request.to_vec())
+    } else {
+        zone(request)
+    }
+}
+
 fn serve_udp(socket: &UdpSocket, zone: &Live) {
     let mut buf = [0u8; 4096];
     loop {
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => {
-                if let Some(reply) = zone.answer(&buf[..n])
+                if let Some(reply) = reply_to(&buf[..n], |r| zone.answer(r))
                     && let Err(e) = socket.send_to(&reply, peer)
                 {
                     debug!(%e, %peer, "dns reply failed");
@@ -317,6 +331,12 @@ fn serve_tcp_conn(mut stream: TcpStream, zone: &Live) -> io::Result<()> {
         match stream.read_exact(&mut len) {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             other => other?,
+        }
+        if len == PROBE[..2] {
+            // A probe's line, not a length: echoed as the lab's pods do.
+            stream.write_all(&len)?;
+            io::copy(&mut stream.try_clone()?, &mut stream)?;
+            return Ok(());
         }
         let mut request = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut request)?;
@@ -498,6 +518,24 @@ mod tests {
         let reply = Message::from_vec(&reply).expect("decode");
         assert_eq!(reply.metadata.id, q.metadata.id);
         reply
+    }
+
+    #[test]
+    fn a_probe_is_echoed_and_a_query_answered() {
+        let probe = b"weir-probe 10.96.0.10:53 Instant { .. }\n";
+        assert_eq!(
+            super::reply_to(probe, |_| None).as_deref(),
+            Some(&probe[..])
+        );
+        let zone = zone();
+        let mut query = Message::query();
+        query.add_query(Query::query(
+            Name::from_str("api.payments.example.").expect("name"),
+            RecordType::A,
+        ));
+        let query = query.to_vec().expect("query");
+        let answer = super::reply_to(&query, |r| zone.answer(r)).expect("an answer");
+        assert!(!Message::from_vec(&answer).expect("dns").answers.is_empty());
     }
 
     #[test]
