@@ -5,7 +5,10 @@
 //! Needs root (network namespaces): `cargo test -p weir-integration-tests
 //! --test dns`.
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use serde_json::Value;
 use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
@@ -60,6 +63,14 @@ spec:
   ports: [{port: 443}]
 ";
 
+/// The two tests that bring [`LAB`] up take turns: its pod and Service
+/// ranges and its external hosts' addresses would overlap on this machine.
+static LAB_IN_USE: Mutex<()> = Mutex::new(());
+
+fn lab_turn() -> MutexGuard<'static, ()> {
+    LAB_IN_USE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn lookup(lab: &Lab, name: &str) -> Value {
     let out = lab.cmd(&["dns", "lookup", "shop/client", name, "-o", "json"]);
     assert!(out.status.success(), "dns lookup {name}: {out:?}");
@@ -76,6 +87,7 @@ fn exec(lab: &Lab, args: &[&str]) -> String {
 
 #[test]
 fn lab_dns_answers_declared_names_through_the_service_and_follows_a_repoint() {
+    let _turn = lab_turn();
     let lab = Lab::up("dns", LAB);
 
     let found = lookup(&lab, "api.payments.example");
@@ -156,6 +168,7 @@ fn flows_to(agent: &Agent, ip: &str) -> Vec<Value> {
 /// new connection's record carries it too, the old one keeps its own.
 #[test]
 fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
+    let _turn = lab_turn();
     let lab = Lab::up("dnsflow", LAB);
     let agent = Agent::start(&lab, &[]);
 
