@@ -272,7 +272,11 @@ fn the_kube_source_attaches_attributes_and_follows_namespace_modes() {
     // Enforce `back` by label, with a policy that lets web reach api only.
     api.apply("ADDED", allow_web_to_api());
     let enforce = BTreeMap::from([("weir.dev/mode".to_owned(), "enforce".to_owned())]);
-    api.apply("MODIFIED", namespace("back", &enforce));
+    // The policy leaves client -> db out on purpose, though it was learned
+    // above: no guard window, or the guard would set back to audit.
+    let mut back = namespace("back", &enforce);
+    back["metadata"]["annotations"] = json!({"weir.dev/guard-window": "0"});
+    api.apply("MODIFIED", back);
     eventually(Duration::from_secs(10), || {
         (modes(&agent)["modes"]["back"] == "enforce").then_some(())
     })
