@@ -344,7 +344,12 @@ pub async fn run(
                 error = crate::error_chain::chain(&error),
                 "cannot save the pending queue"
             ),
-            Err(error) => tracing::warn!(%error, "pending queue save panicked"),
+            // The runtime stopping first (the agent failed to start) is
+            // not a fault of the save: said as what it is.
+            Err(error) if error.is_cancelled() => tracing::warn!(
+                "the pending queue was not saved: the agent stopped before the save ran"
+            ),
+            Err(error) => tracing::warn!(%error, "the pending queue's save failed"),
         }
         if stopping || *shutdown.borrow() {
             return;
