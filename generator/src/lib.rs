@@ -19,6 +19,7 @@
 
 pub mod cluster;
 pub mod datapath;
+pub mod dialect;
 pub mod eval;
 pub mod identity;
 pub mod manifest;

@@ -36,7 +36,7 @@
 //! assert!(suggestion.namespaces.is_empty());
 //! ```
 
-mod render;
+pub(crate) mod render;
 mod select;
 
 use std::{

@@ -3,7 +3,7 @@
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// Longest name a NetworkPolicy may have (a DNS-1123 subdomain).
-pub(super) const MAX_NAME: usize = 253;
+pub(crate) const MAX_NAME: usize = 253;
 
 /// FNV-1a, 64 bits: small, stable across versions and platforms (unlike
 /// `std`'s hashers), good enough to tell truncated names apart.
@@ -17,7 +17,7 @@ fn fnv1a(s: &str) -> u64 {
 /// starting and ending alphanumeric, at most `max` characters. A name that
 /// had to be changed or shortened ends with a hash of the original so that
 /// two different inputs stay different.
-pub(super) fn dns1123(s: &str, max: usize) -> String {
+pub(crate) fn dns1123(s: &str, max: usize) -> String {
     let clean: String = s
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
@@ -41,7 +41,7 @@ pub(super) fn dns1123(s: &str, max: usize) -> String {
 }
 
 /// Unix nanoseconds as RFC 3339 UTC to the second, `unknown` for 0.
-pub(super) fn timestamp(nanos: u64) -> String {
+pub(crate) fn timestamp(nanos: u64) -> String {
     if nanos == 0 {
         return "unknown".to_owned();
     }
