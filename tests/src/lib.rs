@@ -1,5 +1,6 @@
 //! Helpers for weir privileged integration tests.
 
+pub mod chart;
 pub mod cni;
 pub mod fake_apiserver;
 pub mod harness;

@@ -26,64 +26,12 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde_json::Value;
-use weir_integration_tests::harness::{
-    Lab, PinDir, ensure_bpffs, eventually, metric_value, require_root, unique_name, weir_bin,
+use weir_integration_tests::{
+    chart::{documents, only_of_kind, render, render_error, render_on_cluster, repo, tool},
+    harness::{
+        Lab, PinDir, ensure_bpffs, eventually, metric_value, require_root, unique_name, weir_bin,
+    },
 };
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
-}
-
-fn tool(path: &str, install: &str) -> PathBuf {
-    let tool = target_dir().join(path);
-    assert!(
-        tool.exists(),
-        "{} is missing: run `make {install}` (make test does)",
-        tool.display()
-    );
-    tool
-}
-
-/// `helm template weir deploy/helm/weir --namespace weir --set SETS...`,
-/// exactly as `make manifests` runs it (plus the sets).
-fn render(sets: &[&str]) -> String {
-    let mut cmd = Command::new(tool("tools/helm", "helm"));
-    cmd.args(["template", "weir"])
-        .arg(repo().join("deploy/helm/weir"))
-        .args(["--namespace", "weir"]);
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    run_helm(cmd, sets)
-}
-
-fn run_helm(mut cmd: Command, sets: &[&str]) -> String {
-    let out = cmd.output().expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template {sets:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("helm output is UTF-8")
-}
-
-/// helm's error for values the chart refuses.
-fn render_error(sets: &[&str]) -> String {
-    let mut cmd = Command::new(tool("tools/helm", "helm"));
-    cmd.args(["template", "weir"])
-        .arg(repo().join("deploy/helm/weir"))
-        .args(["--namespace", "weir"]);
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    let out = cmd.output().expect("run helm");
-    assert!(!out.status.success(), "helm template {sets:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// `kubernetes-validate --strict` on a file: schema errors and unknown
 /// fields fail.
@@ -112,19 +60,9 @@ fn validate_text(name: &str, yaml: &str) {
     validate(file.path());
 }
 
-/// The documents of a multi-document YAML stream, as JSON values.
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|doc: &Value| !doc.is_null())
-        .collect()
-}
-
 fn the<T: serde::de::DeserializeOwned>(yaml: &str, kind: &str) -> T {
-    let mut found = documents(yaml).into_iter().filter(|d| d["kind"] == kind);
-    let doc = found.next().unwrap_or_else(|| panic!("no {kind} rendered"));
-    assert!(found.next().is_none(), "more than one {kind}");
-    serde_json::from_value(doc).unwrap_or_else(|e| panic!("{kind} is not a valid {kind}: {e}"))
+    serde_json::from_value(only_of_kind(yaml, kind))
+        .unwrap_or_else(|e| panic!("{kind} is not a valid {kind}: {e}"))
 }
 
 fn agent_container(ds: &DaemonSet) -> Container {
@@ -1281,15 +1219,7 @@ impl SecretServer {
 
     /// The chart rendered as `helm upgrade` would against this cluster.
     fn render(&self, sets: &[&str]) -> String {
-        let mut cmd = Command::new(tool("tools/helm", "helm"));
-        cmd.args(["template", "weir"])
-            .arg(repo().join("deploy/helm/weir"))
-            .args(["--namespace", "weir", "--dry-run=server"])
-            .env("KUBECONFIG", self.kubeconfig.path());
-        for set in sets {
-            cmd.args(["--set", set]);
-        }
-        run_helm(cmd, sets)
+        render_on_cluster(self.kubeconfig.path(), sets)
     }
 }
 

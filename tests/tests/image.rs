@@ -26,6 +26,7 @@ use std::{
 
 use serde_json::Value;
 use weir_integration_tests::{
+    chart::{only_of_kind, render, repo},
     fake_apiserver::FakeApiServer,
     harness::{
         Lab, PinDir, ensure_bpffs, eventually, free_local_addr, metric_value, require_root,
@@ -52,10 +53,6 @@ kind: Pod
 metadata: {name: server, namespace: shop, labels: {app: server}}
 spec: {containers: [{name: s, image: lab, ports: [{containerPort: 8080}]}]}
 ";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -87,30 +84,6 @@ fn build_image(dir: &Path) -> (PathBuf, String) {
     let digest = std::fs::read_to_string(dir.join(format!("weir-{version}.oci.tar.digest")))
         .unwrap_or_else(|e| panic!("no digest next to the archive ({e}): {}", stdout(&out)));
     (archive, digest.trim().to_owned())
-}
-
-/// `helm template` of the chart with `sets`, its DaemonSet as JSON.
-fn rendered_daemonset(sets: &[String]) -> Value {
-    let helm = repo().join("target/tools/helm");
-    assert!(
-        helm.exists(),
-        "{} is missing: run `make helm`",
-        helm.display()
-    );
-    let mut cmd = Command::new(helm);
-    cmd.args(["template", "weir"])
-        .arg(repo().join("deploy/helm/weir"))
-        .args(["--namespace", "weir"]);
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    let yaml = stdout(&run(&mut cmd));
-    let mut found = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|doc: &Value| doc["kind"] == "DaemonSet");
-    let ds = found.next().expect("a DaemonSet rendered");
-    assert!(found.next().is_none(), "one DaemonSet");
-    ds
 }
 
 /// Panics on any key of `object` outside `known`: the conversion below
@@ -703,12 +676,16 @@ fn the_image_runs_under_the_daemonsets_exact_privileges() {
         .and_then(|n| n.to_str())
         .expect("pin dir name")
         .to_owned();
-    let ds = rendered_daemonset(&[
-        "listen.address=127.0.0.1".into(),
+    let sets = [
+        "listen.address=127.0.0.1".to_owned(),
         format!("listen.port={}", listen.port()),
         format!("hostPaths.stateDir={}", state.path().display()),
         format!("hostPaths.pinDir={pin_name}"),
-    ]);
+    ];
+    let ds = only_of_kind(
+        &render(&sets.iter().map(String::as_str).collect::<Vec<_>>()),
+        "DaemonSet",
+    );
     let node = Node {
         name: node_name,
         secrets: BTreeMap::from([(
