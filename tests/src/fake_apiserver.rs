@@ -21,10 +21,12 @@
 //! and the agents' DaemonSet ([`daemonset`]).
 //!
 //! It takes the writes weir makes (`weir mode set --kube`, `weir export
-//! --apply --kube`, the relay's): PATCHes of Namespaces and
-//! NetworkPolicies, by server-side apply or JSON merge patch, stored and
+//! --apply --kube`, the relay's, the guard's): PATCHes of Namespaces and
+//! NetworkPolicies, by server-side apply or JSON merge patch, and POSTs of
+//! core/v1 Events (checked as the API server checks them), stored and
 //! pushed to watches as `ADDED`/`MODIFIED` ([`FakeApiServer::writes`]
-//! lists them). A multi-node lab's pods are served on their own nodes.
+//! lists them with their bodies). A multi-node lab's pods are served on
+//! their own nodes.
 
 use std::{
     collections::BTreeMap,
@@ -58,6 +60,7 @@ const RESOURCES: &[(&str, &str, &str)] = &[
         "networking.k8s.io/v1",
     ),
     ("daemonsets", "DaemonSetList", "apps/v1"),
+    ("events", "EventList", "v1"),
 ];
 
 /// One event of a resource, kept for watches that resume from before it.
@@ -75,18 +78,23 @@ struct Store {
     watchers: BTreeMap<&'static str, Vec<mpsc::UnboundedSender<Value>>>,
     /// (resource, watch) of every request, for the test's assertions.
     requests: Vec<(String, bool)>,
-    /// Every PATCH, for the test's assertions.
+    /// Every PATCH and POST, for the test's assertions.
     writes: Vec<Write>,
 }
 
-/// A PATCH the server received.
+/// A PATCH or POST the server received (refused ones too).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Write {
+    /// `PATCH` or `POST`.
+    pub method: String,
     /// The request path.
     pub path: String,
     /// `Content-Type`: `application/apply-patch+yaml` (server-side apply)
-    /// or `application/merge-patch+json`.
+    /// or `application/merge-patch+json` for a PATCH, `application/json`
+    /// for a POST.
     pub content_type: String,
+    /// The body, read as YAML (JSON is YAML); `null` when it is neither.
+    pub body: Value,
     /// `fieldManager`, if given.
     pub field_manager: Option<String>,
     /// `dryRun=All`: checked, nothing stored.
@@ -113,6 +121,7 @@ fn resource_of(object: &Value) -> Option<&'static str> {
         "EndpointSlice" => "endpointslices",
         "NetworkPolicy" => "networkpolicies",
         "DaemonSet" => "daemonsets",
+        "Event" => "events",
         _ => return None,
     })
 }
@@ -289,6 +298,16 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Every stored object of `resource`, by `namespace/name`.
+    #[must_use]
+    pub fn objects(&self, resource: &str) -> Vec<Value> {
+        lock(&self.shared)
+            .objects
+            .get(resource)
+            .map(|objects| objects.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// How many watch requests of `resource` were made so far.
     #[must_use]
     pub fn watches(&self, resource: &str) -> usize {
@@ -331,12 +350,25 @@ async fn serve(
     body: axum::body::Bytes,
 ) -> Response {
     let query = query.unwrap_or_default();
-    if method == Method::PATCH {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        return patch(&shared, uri.path(), &query, content_type, &body);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if method == Method::PATCH || method == Method::POST {
+        let write = Write {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            content_type: content_type.to_owned(),
+            body: serde_yaml::from_slice(&body).unwrap_or(Value::Null),
+            field_manager: query_param(&query, "fieldManager"),
+            dry_run: query_param(&query, "dryRun").as_deref() == Some("All"),
+        };
+        lock(&shared).writes.push(write.clone());
+        return if method == Method::PATCH {
+            patch(&shared, &write, &body)
+        } else {
+            post(&shared, &write)
+        };
     }
     if method != Method::GET {
         return status(
@@ -345,13 +377,7 @@ async fn serve(
             &format!("{method} is not served"),
         );
     }
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v))
-    };
+    let param = |name: &str| query_param(&query, name);
     let last = uri.path().rsplit('/').next().unwrap_or_default();
     let watch = param("watch").as_deref() == Some("true");
     let mut store = lock(&shared);
@@ -448,14 +474,9 @@ async fn serve(
 /// arbitrate); a JSON merge patch (`application/merge-patch+json`)
 /// changes an object that exists. `dryRun=All` answers without storing.
 /// A stored change is pushed to watches as `ADDED` or `MODIFIED`.
-fn patch(shared: &Shared, path: &str, query: &str, content_type: &str, body: &[u8]) -> Response {
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v))
-    };
+fn patch(shared: &Shared, write: &Write, body: &[u8]) -> Response {
+    let path = write.path.as_str();
+    let content_type = write.content_type.as_str();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let n = segments.len();
     let (resource, namespace, name) = match (n >= 4).then(|| &segments[n - 4..]) {
@@ -475,15 +496,9 @@ fn patch(shared: &Shared, path: &str, query: &str, content_type: &str, body: &[u
             );
         }
     };
-    let field_manager = param("fieldManager");
-    let dry_run = param("dryRun").as_deref() == Some("All");
+    let field_manager = write.field_manager.clone();
+    let dry_run = write.dry_run;
     let mut store = lock(shared);
-    store.writes.push(Write {
-        path: path.to_owned(),
-        content_type: content_type.to_owned(),
-        field_manager: field_manager.clone(),
-        dry_run,
-    });
     let store_key = format!("{}/{name}", namespace.as_deref().unwrap_or_default());
     let existing = store
         .objects
@@ -579,6 +594,104 @@ fn patch(shared: &Shared, path: &str, query: &str, content_type: &str, body: &[u
         object.to_string(),
     )
         .into_response()
+}
+
+/// A POST of a core/v1 Event (`/api/v1/namespaces/NS/events`), checked
+/// as the API server checks an Event without `eventTime`: the namespace
+/// of the body (if any) is the path's; an `involvedObject` with a
+/// namespace is in the Event's namespace, one without (a cluster-scoped
+/// object) only in `default`; a `generateName` gets a suffix. Stored and
+/// pushed to watches as `ADDED`.
+fn post(shared: &Shared, write: &Write) -> Response {
+    let segments: Vec<&str> = write.path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", namespace, "events"] = segments.as_slice() else {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("POST {} is not served (core/v1 events only)", write.path),
+        );
+    };
+    let namespace = (*namespace).to_owned();
+    let mut event = write.body.clone();
+    if event["kind"] != "Event" || event["apiVersion"] != "v1" {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("the body is not a v1 Event: {event}"),
+        );
+    }
+    match event["metadata"]["namespace"].as_str() {
+        None => event["metadata"]["namespace"] = json!(namespace),
+        Some(ns) if ns == namespace => {}
+        Some(ns) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "the namespace of the provided object ({ns}) does not match the namespace \
+                     sent on the request ({namespace})"
+                ),
+            );
+        }
+    }
+    let involved = event["involvedObject"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let agrees = if involved.is_empty() {
+        namespace == "default"
+    } else {
+        involved == namespace
+    };
+    if !agrees {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!(
+                "Event is invalid: involvedObject.namespace: Invalid value: {involved:?}: does \
+                 not match event.namespace"
+            ),
+        );
+    }
+    let mut store = lock(shared);
+    if event["metadata"]["name"].as_str().is_none() {
+        let Some(prefix) = event["metadata"]["generateName"].as_str() else {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                "Event is invalid: metadata.name: Required value: name or generateName is required",
+            );
+        };
+        event["metadata"]["name"] = json!(format!("{prefix}{:05x}", store.rv + 1));
+    }
+    let key = key(&event);
+    if store
+        .objects
+        .get("events")
+        .is_some_and(|events| events.contains_key(&key))
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("events {key:?} already exists"),
+        );
+    }
+    event["metadata"]["uid"] = json!(format!("event-{key}"));
+    let event = record(&mut store, "events", "ADDED", event);
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        event.to_string(),
+    )
+        .into_response()
+}
+
+/// The query parameter `name`, decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
 }
 
 /// RFC 7386: `null` removes, objects merge, anything else replaces.
@@ -1109,5 +1222,83 @@ mod writes {
         let writes = api.writes();
         assert_eq!(writes.len(), 7);
         assert!(writes[1].dry_run && writes[1].field_manager.as_deref() == Some("weir"));
+    }
+
+    fn post(api: &FakeApiServer, path: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("http://{}{path}", api.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("POST");
+        let code = response.status().as_u16();
+        (code, response.json().expect("a JSON answer"))
+    }
+
+    fn event(namespace: &str, involved: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": "shop.guard-", "namespace": namespace},
+            "involvedObject": involved,
+            "type": "Warning", "reason": "GuardReverted", "message": "why",
+        })
+    }
+
+    #[test]
+    fn events_are_checked_as_the_api_server_checks_them_and_stored() {
+        let api = FakeApiServer::start();
+        let path = "/api/v1/namespaces/shop/events";
+        let namespace = |ns: Option<&str>| {
+            let mut object = json!({"apiVersion": "v1", "kind": "Namespace", "name": "shop"});
+            if let Some(ns) = ns {
+                object["namespace"] = json!(ns);
+            }
+            object
+        };
+        // A cluster-scoped object's Event outside `default`: refused.
+        let (code, refused) = post(&api, path, &event("shop", namespace(None)));
+        assert_eq!(code, 422, "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("does not match event.namespace")),
+            "{refused}"
+        );
+        let (code, _) = post(&api, path, &event("other", namespace(Some("other"))));
+        assert_eq!(code, 400, "the body's namespace is the path's");
+        assert!(api.objects("events").is_empty());
+
+        let (code, stored) = post(&api, path, &event("shop", namespace(Some("shop"))));
+        assert_eq!(code, 201, "{stored}");
+        let name = stored["metadata"]["name"].as_str().expect("a name");
+        assert!(name.starts_with("shop.guard-") && name.len() > "shop.guard-".len());
+        let (code, _) = post(
+            &api,
+            "/api/v1/namespaces/default/events",
+            &event("default", namespace(None)),
+        );
+        assert_eq!(code, 201, "a cluster-scoped object's Event in default");
+        assert_eq!(api.objects("events").len(), 2);
+        let listed: Value = reqwest::blocking::get(format!("http://{}{path}", api.addr))
+            .expect("list")
+            .json()
+            .expect("JSON");
+        assert_eq!(listed["kind"], "EventList");
+        assert_eq!(
+            listed["items"].as_array().map(Vec::len),
+            Some(1),
+            "{listed}"
+        );
+
+        let writes = api.writes();
+        assert_eq!(writes.len(), 4, "refused ones too");
+        assert_eq!(
+            (writes[2].method.as_str(), writes[2].path.as_str()),
+            ("POST", path)
+        );
+        assert_eq!(writes[2].content_type, "application/json");
+        assert_eq!(writes[2].body, event("shop", namespace(Some("shop"))));
+        let (code, _) = post(&api, "/api/v1/namespaces/shop/pods", &json!({}));
+        assert_eq!(code, 405);
     }
 }

@@ -352,3 +352,177 @@ fn the_kube_source_attaches_attributes_and_follows_namespace_modes() {
         "one namespace watch carried every change"
     );
 }
+
+/// The guard's lab: client -> server:80 in one namespace (podCIDR octet
+/// 247).
+const GUARD_LAB: &str = "apiVersion: lab.weir.dev/v1alpha1
+kind: Lab
+metadata: {name: kguard}
+spec: {podCIDR: 10.247.0.0/24, serviceCIDR: 10.248.0.0/24}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kg}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: kg, labels: {app: client}}
+spec: {containers: [{name: c, image: lab}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: kg, labels: {app: server}}
+spec: {containers: [{name: s, image: lab, ports: [{containerPort: 80}]}]}
+";
+
+/// Isolates the server's ingress and allows nothing: the learned
+/// client -> server:80 is missing.
+fn isolate_server() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "server", "namespace": "kg", "uid": "np-kg-server"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]},
+    })
+}
+
+/// In a cluster the guard reverts through the API server: a namespace
+/// labelled enforce (the default window) whose policies miss a learned
+/// edge gets, once that edge is dropped, exactly a merge patch of its
+/// `weir.dev/mode` label back to audit with the `weir.dev/guard-reverted`
+/// annotation saying why, and a Warning Event on the Namespace; the agents
+/// follow the label, and the connection works again.
+#[test]
+fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
+    let lab = Lab::up("kgrd", GUARD_LAB);
+    let client = lab.pod("kg", "client");
+    let server = lab.pod("kg", "server");
+    let node = unique_name("kguard-node-");
+    let api = FakeApiServer::for_lab(&lab.status(), &node, &BTreeMap::new());
+    let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
+    let agent = Agent::start_with(
+        &lab,
+        "kube",
+        &["--node-name", &node],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    assert!(lab.probe(&client, &server, "80/TCP"), "observe passes");
+    eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph?namespace=kg");
+        (graph["edges"].as_array().map_or(0, Vec::len) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("client -> server never learned:\n{}", agent.log_text()));
+
+    api.apply("ADDED", isolate_server());
+    let enforce = BTreeMap::from([("weir.dev/mode".to_owned(), "enforce".to_owned())]);
+    api.apply("MODIFIED", namespace("kg", &enforce));
+    let guarded = eventually(Duration::from_secs(10), || {
+        let m = modes(&agent);
+        m["guarded"]["kg"].is_object().then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the guard never watched kg: {:#}\n{}",
+            modes(&agent),
+            agent.log_text()
+        )
+    });
+    assert_eq!(guarded["guarded"]["kg"]["learned_edges"], 1, "{guarded:#}");
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+
+    // Dropped once; the guard reverts within a sweep, so a retransmitted
+    // SYN may already pass.
+    let _ = lab.probe(&client, &server, "80/TCP");
+    let writes = eventually(Duration::from_secs(5), || {
+        let writes = api.writes();
+        (writes.len() >= 2).then_some(writes)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the guard never wrote: {:?}\n{}",
+            api.writes(),
+            agent.log_text()
+        )
+    });
+    let message = modes(&agent)["reverted"]["kg"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no revert in /api/modes: {:#}", modes(&agent)))
+        .to_owned();
+    assert!(
+        message.starts_with("reverted to audit at ")
+            && message.ends_with(
+                " because enforce dropped 1 learned edge within the guard window: \
+                 kg/client -> kg/server TCP/80 (isolated by kg/server)"
+            ),
+        "{message}"
+    );
+    let patch = &writes[0];
+    assert_eq!(
+        (
+            patch.method.as_str(),
+            patch.path.as_str(),
+            patch.content_type.as_str(),
+            patch.field_manager.as_deref(),
+            patch.dry_run,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/kg",
+            "application/merge-patch+json",
+            Some("weir-guard"),
+            false
+        ),
+        "{writes:#?}"
+    );
+    assert_eq!(
+        patch.body,
+        json!({"metadata": {
+            "labels": {"weir.dev/mode": "audit"},
+            "annotations": {"weir.dev/guard-reverted": message},
+        }})
+    );
+    let post = &writes[1];
+    assert_eq!(
+        (
+            post.method.as_str(),
+            post.path.as_str(),
+            post.content_type.as_str()
+        ),
+        ("POST", "/api/v1/namespaces/kg/events", "application/json"),
+        "{writes:#?}"
+    );
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    // Stored: the API server took the Event as it is.
+    let events = api.objects("events");
+    assert_eq!(events.len(), 1, "{writes:#?}\n{}", agent.log_text());
+    let event = &events[0];
+    assert_eq!(
+        (
+            &event["type"],
+            &event["reason"],
+            &event["message"],
+            &event["involvedObject"],
+            &event["source"]["component"]
+        ),
+        (
+            &json!("Warning"),
+            &json!("GuardReverted"),
+            &json!(message),
+            &json!({"apiVersion": "v1", "kind": "Namespace", "name": "kg", "namespace": "kg"}),
+            &json!("weir-guard")
+        ),
+        "{event:#}"
+    );
+    let stored = api.object("namespaces", "/kg").expect("kg");
+    assert_eq!(stored["metadata"]["labels"]["weir.dev/mode"], "audit");
+
+    // The agent follows the label: audit, the connection passes again.
+    eventually(Duration::from_secs(5), || {
+        (modes(&agent)["modes"]["kg"] == "audit").then_some(())
+    })
+    .unwrap_or_else(|| panic!("kg never audited: {:#}", modes(&agent)));
+    assert!(
+        lab.probe(&client, &server, "80/TCP"),
+        "audit lets it through again:\n{}",
+        agent.log_text()
+    );
+}

@@ -369,9 +369,15 @@ pub async fn revert_kube(
     let time = crate::timestamp::rfc3339(now);
     // Second precision: the Event's `lastTimestamp` is a metav1.Time.
     let seconds = format!("{}Z", time.get(..19).unwrap_or(&time));
+    // In the namespace itself, where its users look (`kubectl get events
+    // -n NS`). The API server takes an Event there only when its
+    // involvedObject names that namespace too (one without would have to
+    // be in `default`).
     let event: Event = match serde_json::from_value(json!({
         "metadata": {"generateName": format!("{namespace}.guard-"), "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace,
+        },
         "type": "Warning",
         "reason": "GuardReverted",
         "message": message,

@@ -69,7 +69,9 @@ async fn a_cluster_revert_patches_the_label_and_records_an_event() {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": "shop.guard-", "namespace": "shop"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": "shop"},
+            "involvedObject": {
+                "apiVersion": "v1", "kind": "Namespace", "name": "shop", "namespace": "shop",
+            },
             "type": "Warning",
             "reason": "GuardReverted",
             "message": message,
