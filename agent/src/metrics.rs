@@ -118,6 +118,7 @@ pub struct Metrics {
     kube_stale: Family<[(&'static str, &'static str); 1], Gauge>,
     kube_errors: Family<[(&'static str, &'static str); 1], Counter>,
     relay_handshake_failures: Family<[(&'static str, &'static str); 1], Counter>,
+    relay_stream_records: Family<[(&'static str, &'static str); 1], Counter>,
     guard_reverts: Family<[(&'static str, String); 1], Counter>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
@@ -270,6 +271,13 @@ impl Metrics {
             relay_handshake_failures.clone(),
         );
 
+        let relay_stream_records = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "relay_stream_records",
+            "Records the relay's merged flow streams set apart or passed on unordered, by outcome (out_of_order, responder_side, replayed, bad_time, unnamed)",
+            relay_stream_records.clone(),
+        );
+
         // The namespace label is bounded by the cluster's namespaces.
         let guard_reverts = Family::<[(&'static str, String); 1], Counter>::default();
         registry.register(
@@ -305,6 +313,7 @@ impl Metrics {
             kube_stale,
             kube_errors,
             relay_handshake_failures,
+            relay_stream_records,
             guard_reverts,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
@@ -455,6 +464,15 @@ impl Metrics {
         self.relay_handshake_failures
             .get_or_create(&[("reason", reason)])
             .get()
+    }
+
+    /// Count `records` the relay's stream merge set apart for `outcome`.
+    pub fn relay_stream_records(&self, outcome: &'static str, records: u64) {
+        if records > 0 {
+            self.relay_stream_records
+                .get_or_create(&[("outcome", outcome)])
+                .inc_by(records);
+        }
     }
 
     /// Set how stale the kube source's view of `resource` is.

@@ -30,13 +30,16 @@ use super::{
     discovery::AgentSet,
     http::HttpFetch,
     raw_flow::{RawFlow, StreamLine},
-    stream::{Merger, Options, StreamRecord as _},
+    stream::{MergeStats, Merger, Options, StreamRecord as _},
 };
-use crate::api::{
-    error::ApiError,
-    flows::{FlowQuery, RawFlowQuery, ndjson},
-    query::bad,
-    wire::{FlowJson, LostJson},
+use crate::{
+    api::{
+        error::ApiError,
+        flows::{FlowQuery, RawFlowQuery, ndjson},
+        query::bad,
+        wire::{FlowJson, LostJson},
+    },
+    metrics::Metrics,
 };
 
 /// How many records an agent is asked for when a stream resumes: its whole
@@ -94,13 +97,15 @@ impl FlowAgents {
     }
 }
 
-/// The handler, over the agents the relay reads now.
+/// The handler, over the agents the relay reads now; what the merge sets
+/// apart is counted in `metrics`.
 ///
 /// # Errors
 /// A bad parameter, named; `after` (an agent's record number means nothing
 /// across agents).
 pub async fn flows(
     sources: Vec<FlowSource>,
+    metrics: Arc<Metrics>,
     query: Result<Query<RawFlowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(raw) = query.map_err(|e| ApiError::BadQuery {
@@ -117,7 +122,7 @@ pub async fn flows(
         both_sides: query.both_sides,
         ..Options::default()
     };
-    let recent = recent(&sources, &query, &options).await;
+    let recent = recent(&sources, &query, &options, &metrics).await;
     if !query.follow {
         return Ok(Json(recent.records).into_response());
     }
@@ -142,6 +147,8 @@ pub async fn flows(
         _readers: readers,
         merger: Merger::new(options),
         pending,
+        metrics,
+        counted: MergeStats::default(),
     };
     let body = stream::unfold(follower, |mut f| async move {
         let line = f.next_line().await?;
@@ -163,7 +170,12 @@ struct Recent {
 }
 
 /// Ask every agent for its last matching records, at once.
-async fn recent(sources: &[FlowSource], query: &FlowQuery, options: &Options) -> Recent {
+async fn recent(
+    sources: &[FlowSource],
+    query: &FlowQuery,
+    options: &Options,
+    metrics: &Metrics,
+) -> Recent {
     let answers = join_all(sources.iter().map(|source| async move {
         let url = agent_url(source, query, None, false, query.last);
         let answer = async {
@@ -208,6 +220,7 @@ async fn recent(sources: &[FlowSource], query: &FlowQuery, options: &Options) ->
         after.push((node, high));
     }
     merger.finish(&mut records);
+    count_set_apart(metrics, MergeStats::default(), merger.stats());
     let skip = records.len().saturating_sub(query.last);
     records.drain(..skip);
     Recent { records, after }
@@ -363,11 +376,29 @@ struct Follower {
     _readers: JoinSet<()>,
     merger: Merger<RawFlow>,
     pending: VecDeque<Vec<u8>>,
+    metrics: Arc<Metrics>,
+    /// The merger's stats already added to `metrics`.
+    counted: MergeStats,
+}
+
+/// Add what the merge set apart between `before` and `now` to `metrics`.
+fn count_set_apart(metrics: &Metrics, before: MergeStats, now: MergeStats) {
+    for ((outcome, was), (_, is)) in before.set_apart().into_iter().zip(now.set_apart()) {
+        metrics.relay_stream_records(outcome, is.saturating_sub(was));
+    }
 }
 
 impl Follower {
     /// The next NDJSON line, or `None` when every reader is gone.
     async fn next_line(&mut self) -> Option<Vec<u8>> {
+        let line = self.next_merged().await;
+        let stats = self.merger.stats();
+        count_set_apart(&self.metrics, self.counted, stats);
+        self.counted = stats;
+        line
+    }
+
+    async fn next_merged(&mut self) -> Option<Vec<u8>> {
         loop {
             if let Some(line) = self.pending.pop_front() {
                 return Some(line);

@@ -34,7 +34,7 @@ async fn serve(router: Router) -> reqwest::Url {
 /// node-1 runs the frontend, node-2 the database; the frontend opened a
 /// connection to the database (both nodes report it) and an external
 /// client one to the database (node-2 alone).
-async fn cluster() -> (reqwest::Url, Arc<Aggregator>) {
+async fn cluster() -> (reqwest::Url, Arc<Aggregator>, Arc<Metrics>) {
     let one = aggregator("node-1");
     let at_one = shop().on_node("10.0.1.9", "node-2");
     one.fold(
@@ -63,11 +63,13 @@ async fn cluster() -> (reqwest::Url, Arc<Aggregator>) {
             base: serve(app(state)).await,
         });
     }
+    let metrics = Arc::new(Metrics::new());
+    let relay_metrics = Arc::clone(&metrics);
     let relay = Router::new().route(
         "/api/flows",
-        get(move |query| flows(sources.clone(), query)),
+        get(move |query| flows(sources.clone(), Arc::clone(&relay_metrics), query)),
     );
-    (serve(relay).await, two)
+    (serve(relay).await, two, metrics)
 }
 
 /// node-2's view: the database attached, the frontend on node-1.
@@ -101,7 +103,7 @@ async fn get_flows(relay: &reqwest::Url, query: &str) -> Vec<FlowJson> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_node_connection_is_shown_once_and_filters_reach_the_agents() {
-    let (relay, _) = cluster().await;
+    let (relay, _, metrics) = cluster().await;
     let frontend: IpAddr = "10.0.0.1".parse().expect("address");
     let external: IpAddr = "203.0.113.5".parse().expect("address");
     assert_eq!(
@@ -111,6 +113,9 @@ async fn a_cross_node_connection_is_shown_once_and_filters_reach_the_agents() {
             ("node-2".into(), external, "INGRESS".into()),
         ]
     );
+    // node-2's report of the frontend's connection was hidden, and said so.
+    let hidden = r#"weir_relay_stream_records_total{outcome="responder_side"} 1"#;
+    assert!(metrics.encode().contains(hidden), "{}", metrics.encode());
     assert_eq!(
         summary(&get_flows(&relay, "both_sides=true").await),
         [
@@ -135,7 +140,7 @@ async fn a_cross_node_connection_is_shown_once_and_filters_reach_the_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_stream_merges_what_the_agents_see_next() {
-    let (relay, two) = cluster().await;
+    let (relay, two, _) = cluster().await;
     let url = relay.join("/api/flows?follow=true&last=10").expect("url");
     let mut response = reqwest::get(url).await.expect("the relay answers");
     assert_eq!(response.status(), 200);

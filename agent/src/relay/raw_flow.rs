@@ -113,16 +113,19 @@ impl StreamRecord for RawFlow {
         &self.node_name
     }
 
-    fn set_node_name(&mut self, node: &str) {
+    fn set_node_name(&mut self, node: &str) -> bool {
         // Rare (an agent that has no name): the line is re-encoded with it.
-        if let Ok(mut record) = serde_json::from_slice::<FlowJson>(&self.line) {
-            node.clone_into(&mut record.node_name);
-            if let Ok(mut line) = serde_json::to_vec(&record) {
-                line.push(b'\n');
-                self.line = line;
-                node.clone_into(&mut self.node_name);
-            }
-        }
+        let Ok(mut record) = serde_json::from_slice::<FlowJson>(&self.line) else {
+            return false;
+        };
+        node.clone_into(&mut record.node_name);
+        let Ok(mut line) = serde_json::to_vec(&record) else {
+            return false;
+        };
+        line.push(b'\n');
+        self.line = line;
+        node.clone_into(&mut self.node_name);
+        true
     }
 
     fn initiator_node(&self) -> Option<&str> {
@@ -166,6 +169,26 @@ mod tests {
         let record = flow(r#"{"time":"2026-12-07T01:02:03Z","node_name":"n\u0031"}"#);
         assert_eq!(record.node_name(), "n1");
         assert_eq!(record.seq(), None);
+    }
+
+    #[test]
+    fn an_unnamed_record_that_is_not_a_flow_record_is_passed_on_and_counted() {
+        use std::time::Instant;
+
+        use crate::relay::stream::{Merger, Options};
+
+        // A header a flow's, a body not (no verdict, no addresses).
+        let odd = r#"{"time":"2026-12-07T01:02:03Z","weir":{"seq":1}}"#;
+        let mut merger = Merger::new(Options::default());
+        let mut out = Vec::new();
+        merger.push("node-a", flow(odd), Instant::now(), &mut out);
+        merger.finish(&mut out);
+        assert_eq!(merger.stats().unnamed, 1);
+        let [record] = out.as_slice() else {
+            panic!("one record out: {out:?}")
+        };
+        assert_eq!(record.line(), format!("{odd}\n").as_bytes());
+        assert_eq!(record.node_name(), "");
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub trait StreamRecord {
     fn seq(&self) -> Option<u64>;
     /// The node that reported it (`node_name`), empty when not named.
     fn node_name(&self) -> &str;
-    /// Name the node that reported it, for an agent that has no name.
-    fn set_node_name(&mut self, node: &str);
+    /// Name the node that reported it, for an agent that has no name;
+    /// `false` when the record cannot take the name (it stays unnamed).
+    fn set_node_name(&mut self, node: &str) -> bool;
     /// The initiator's node, when this is the responder's report of the
     /// connection (`weir.initiator: remote` and `weir.peer_node`).
     fn initiator_node(&self) -> Option<&str>;
@@ -66,8 +67,9 @@ impl StreamRecord for FlowJson {
         &self.node_name
     }
 
-    fn set_node_name(&mut self, node: &str) {
+    fn set_node_name(&mut self, node: &str) -> bool {
         node.clone_into(&mut self.node_name);
+        true
     }
 
     fn initiator_node(&self) -> Option<&str> {
@@ -115,6 +117,24 @@ pub struct MergeStats {
     pub replayed: u64,
     /// Records whose time is not RFC 3339, emitted as they came.
     pub bad_times: u64,
+    /// Records of an agent without a name that could not be given the
+    /// node they came from (not a flow record), emitted as they came.
+    pub unnamed: u64,
+}
+
+impl MergeStats {
+    /// The records set apart or passed on unordered, by outcome, for the
+    /// relay's `weir_relay_stream_records_total`.
+    #[must_use]
+    pub const fn set_apart(&self) -> [(&'static str, u64); 5] {
+        [
+            ("out_of_order", self.out_of_order),
+            ("responder_side", self.responder_sides),
+            ("replayed", self.replayed),
+            ("bad_time", self.bad_times),
+            ("unnamed", self.unnamed),
+        ]
+    }
 }
 
 /// A buffered record's place: its time, then its arrival.
@@ -204,8 +224,8 @@ impl<R: StreamRecord> Merger<R> {
     pub fn push(&mut self, node: &str, mut record: R, now: Instant, out: &mut Vec<R>) {
         self.stats.received += 1;
         // The node the relay reached, for an agent that has no name.
-        if record.node_name().is_empty() {
-            record.set_node_name(node);
+        if record.node_name().is_empty() && !record.set_node_name(node) {
+            self.stats.unnamed += 1;
         }
         let source = self.sources.entry(node.to_owned()).or_default();
         if let Some(seq) = record.seq() {

@@ -89,11 +89,13 @@ async fn intercept(State(relay): State<Relay>, request: Request, next: Next) -> 
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => healthz(&relay),
         (Method::GET, "/api/v1/coverage") => Json(relay.hub.coverage()).into_response(),
-        (Method::GET, "/api/flows") => {
-            flows::flows(relay.flows.sources(), Query::try_from_uri(request.uri()))
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
+        (Method::GET, "/api/flows") => flows::flows(
+            relay.flows.sources(),
+            Arc::clone(&relay.state.metrics),
+            Query::try_from_uri(request.uri()),
+        )
+        .await
+        .unwrap_or_else(IntoResponse::into_response),
         (Method::GET, "/api/modes") => Json(modes(&relay)).into_response(),
         (Method::POST, "/api/policies/enforced") => apply(relay, request)
             .await
