@@ -36,6 +36,7 @@ use crate::{
     aggregator::{Aggregator, Options as AggregatorOptions},
     api::{self, AppState, Learning, SharedResolver},
     enforce::{Enforcer, state_file::DesiredFile, task::SharedExplain},
+    error_chain::task_ended,
     flow::{Observation, Verdict},
     graph_store::{Persister, Store},
     health::Health,
@@ -275,7 +276,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         match relay_server.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => warn!(%error, "relay listener ended with an error"),
-            Err(error) => warn!(%error, "relay listener task panicked"),
+            Err(error) => warn!("{}", task_ended("relay listener", error)),
         }
     }
 
@@ -284,16 +285,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     match datapath.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(error = format!("{error:#}"), "datapath ended with an error"),
-        Err(error) => warn!(%error, "datapath task panicked"),
+        Err(error) => warn!("{}", task_ended("datapath", error)),
     }
-    if let Err(error) = fold.await {
-        warn!(%error, "fold task panicked");
-    }
-    if let Err(error) = guard_task.await {
-        warn!(%error, "guard task panicked");
-    }
-    if let Err(error) = enforce_task.await {
-        warn!(%error, "enforcer task panicked");
+    for (what, task) in [
+        ("fold", fold),
+        ("guard", guard_task),
+        ("enforcer", enforce_task),
+    ] {
+        if let Err(error) = task.await {
+            warn!("{}", task_ended(what, error));
+        }
     }
     // A stop (not a crash) of an agent that judges nothing leaves nothing
     // behind: pins matter only to keep enforcing without the agent.
@@ -310,16 +311,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    if let Err(error) = saver.await {
-        warn!(%error, "save task panicked");
-    }
-    if let Err(error) = pending_saver.await {
-        warn!(%error, "pending queue task panicked");
+    for (what, task) in [("save", saver), ("pending queue", pending_saver)] {
+        if let Err(error) = task.await {
+            warn!("{}", task_ended(what, error));
+        }
     }
     // Everything folded: the last save.
     tokio::task::spawn_blocking(move || persister.save_if_changed())
         .await
-        .context("final save panicked")?
+        .map_err(|error| anyhow::anyhow!(task_ended("final save", error)))?
         .context("cannot save the learned graph at shutdown")?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)

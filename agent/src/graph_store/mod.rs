@@ -910,12 +910,9 @@ impl Persister {
                     error = crate::error_chain::chain(&error),
                     "cannot save the learned graph, will retry"
                 ),
-                // The runtime stopping first (the agent failed to start)
-                // cancels it: no fault of the save, and not a panic.
-                Err(error) if error.is_cancelled() => {
-                    warn!("the periodic save did not run: the agent stopped first");
-                }
-                Err(error) => warn!(%error, "save task panicked"),
+                // Cancelled when the runtime stops first (the agent failed
+                // to start): no fault of the save, and not said as a panic.
+                Err(error) => warn!("{}", crate::error_chain::task_ended("periodic save", error)),
             }
         }
     }

@@ -344,12 +344,12 @@ pub async fn run(
                 error = crate::error_chain::chain(&error),
                 "cannot save the pending queue"
             ),
-            // The runtime stopping first (the agent failed to start) is
-            // not a fault of the save: said as what it is.
-            Err(error) if error.is_cancelled() => tracing::warn!(
-                "the pending queue was not saved: the agent stopped before the save ran"
+            // Cancelled when the runtime stops first (the agent failed to
+            // start): no fault of the save, and not said as a panic.
+            Err(error) => tracing::warn!(
+                "{}",
+                crate::error_chain::task_ended("pending queue save", error)
             ),
-            Err(error) => tracing::warn!(%error, "the pending queue's save failed"),
         }
         if stopping || *shutdown.borrow() {
             return;

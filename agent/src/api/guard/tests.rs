@@ -1,8 +1,5 @@
-use http::{Request, Response};
-use kube::client::Body;
-use tower_test::mock;
-
 use super::*;
+use crate::cmd::kube::mock;
 
 /// In a cluster the revert is exactly two requests: a merge patch of the
 /// Namespace's mode label with the annotation saying why (field manager
@@ -10,42 +7,14 @@ use super::*;
 /// Namespace.
 #[tokio::test]
 async fn a_cluster_revert_patches_the_label_and_records_an_event() {
-    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            let (request, send) = handle.next_request().await.expect("a request");
-            let (parts, body) = request.into_parts();
-            let body = body.collect_bytes().await.expect("a body");
-            let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-            seen.push((
-                parts.method.to_string(),
-                parts.uri.path().to_owned(),
-                parts.uri.query().unwrap_or_default().to_owned(),
-                parts
-                    .headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-                json.clone(),
-            ));
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(json.to_string().into_bytes()))
-                    .expect("response"),
-            );
-        }
-        seen
-    });
     let now = crate::timestamp::parse_rfc3339("2026-12-07T03:30:00.123456789Z").unwrap();
     let message = "reverted to audit at 2026-12-07T03:30:00.123456789Z because enforce dropped \
                    1 learned edge within the guard window: shop/web -> shop/db TCP/5432 \
                    (isolated by shop/db)";
-    revert_kube(kube::Client::new(service, "default"), "shop", message, now)
-        .await
-        .expect("reverted");
-    let seen = server.await.expect("server");
+    let (reverted, seen) =
+        mock::serve(async |client| revert_kube(client, "shop", message, now).await).await;
+    reverted.expect("reverted");
+    assert_eq!(seen.len(), 2, "{seen:#?}");
     assert_eq!(
         seen[0],
         (

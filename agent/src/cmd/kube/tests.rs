@@ -1,0 +1,123 @@
+use super::{mock::serve, *};
+
+#[tokio::test]
+async fn mode_set_patches_the_namespace_label() {
+    let (result, seen) = serve(async |client| set_mode(client, "shop", Mode::Enforce).await).await;
+    result.expect("patched");
+    assert_eq!(
+        seen,
+        [(
+            "PATCH".to_owned(),
+            "/api/v1/namespaces/shop".to_owned(),
+            "&fieldManager=weir".to_owned(),
+            "application/merge-patch+json".to_owned(),
+            json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}}),
+        )]
+    );
+}
+
+fn policy(namespace: &str, name: &str) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }))
+    .expect("policy")
+}
+
+#[tokio::test]
+async fn export_apply_is_a_server_side_apply_dry_run_by_default() {
+    let policies = [policy("shop", "default-deny"), policy("data", "db")];
+    let (result, seen) =
+        serve(async |client| apply_policies(client, &policies, DryRun::default()).await).await;
+    assert_eq!(result.expect("applied"), ["shop/default-deny", "data/db"]);
+    let requests: Vec<(&str, &str, &str, &str)> = seen
+        .iter()
+        .map(|(m, p, q, c, _)| (m.as_str(), p.as_str(), q.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            (
+                "PATCH",
+                "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/default-deny",
+                "&dryRun=All&fieldManager=weir",
+                "application/apply-patch+yaml"
+            ),
+            (
+                "PATCH",
+                "/apis/networking.k8s.io/v1/namespaces/data/networkpolicies/db",
+                "&dryRun=All&fieldManager=weir",
+                "application/apply-patch+yaml"
+            ),
+        ]
+    );
+    // The whole object, with its type, as server-side apply needs.
+    assert_eq!(seen[0].4["kind"], "NetworkPolicy");
+    assert_eq!(seen[0].4["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(seen[0].4["spec"]["policyTypes"], json!(["Ingress"]));
+
+    let (result, seen) =
+        serve(async |client| apply_policies(client, &policies[..1], DryRun::None).await).await;
+    result.expect("applied");
+    assert_eq!(seen[0].2, "&fieldManager=weir", "no dryRun once asked");
+}
+
+#[test]
+fn the_cli_asks_for_the_cluster_explicitly() {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+    let parse = |args: &[&str]| Cli::try_parse_from([&["weir"], args].concat());
+    let Ok(Cli {
+        command: Command::Export(export),
+        ..
+    }) = parse(&["export", "--apply", "--kube"])
+    else {
+        panic!("export --apply --kube parses");
+    };
+    assert!(export.kube && export.dry_run == DryRun::Server);
+    let Ok(Cli {
+        command: Command::Export(export),
+        ..
+    }) = parse(&["export", "--apply", "--kube", "--dry-run", "none"])
+    else {
+        panic!("--dry-run none parses");
+    };
+    assert_eq!(export.dry_run, DryRun::None);
+    assert!(
+        parse(&["export", "--kube"]).is_err(),
+        "--kube needs --apply"
+    );
+    assert!(parse(&["export", "--dry-run", "none"]).is_err());
+    let Ok(Cli {
+        command: Command::Mode(crate::cmd::policy::ModeCommand::Set(set)),
+        ..
+    }) = parse(&["mode", "set", "shop", "enforce", "--kube"])
+    else {
+        panic!("mode set --kube parses");
+    };
+    assert!(set.kube && set.mode == Mode::Enforce);
+}
+
+#[tokio::test]
+async fn a_policy_without_namespace_sends_nothing() {
+    let mut nameless = policy("shop", "x");
+    nameless.metadata.namespace = None;
+    let (result, seen) = serve(async |client| {
+        apply_policies(client, &[policy("shop", "a"), nameless], DryRun::None).await
+    })
+    .await;
+    assert!(
+        matches!(
+            result,
+            Err(WriteError::Incomplete {
+                index: 1,
+                field: "namespace"
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(seen.is_empty());
+}
