@@ -1,9 +1,14 @@
 //! The demo shop (deploy/examples/shop.yaml) as the learn and enforce tests
 //! use it: in its own address ranges, with the traffic scripts/demo.sh drives.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::harness::Lab;
+use crate::harness::{Agent, Lab, eventually};
+
+/// Edges of the demo's traffic ([`drive_traffic`]) in the agent's graph.
+pub const SHOP_EDGES: usize = 7;
 
 pub const SHOP: &str = include_str!("../../deploy/examples/shop.yaml");
 
@@ -103,4 +108,17 @@ pub fn drive_traffic(lab: &Lab, rounds: usize) {
             "cart -> payments"
         );
     }
+}
+
+/// The demo's traffic, `rounds` times, until `agent`'s graph holds every
+/// edge of it; then `settle` (a sweep or two) for the counters and the
+/// suggestion to settle. Panics with the graph when an edge is missing.
+pub fn learn_the_shop(lab: &Lab, agent: &Agent, rounds: usize, settle: Duration) {
+    drive_traffic(lab, rounds);
+    eventually(Duration::from_secs(20), || {
+        let graph = agent.get_json("/api/graph");
+        (graph["edges"].as_array().map_or(0, Vec::len) >= SHOP_EDGES).then_some(())
+    })
+    .unwrap_or_else(|| panic!("graph incomplete: {:#}", agent.get_json("/api/graph")));
+    std::thread::sleep(settle);
 }

@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, time::Duration};
 use serde_json::Value;
 use weir_integration_tests::{
     harness::{Agent, Lab, PinDir, eventually, weir, weir_ok},
-    shop::{drive_traffic, shop_yaml},
+    shop::{drive_traffic, learn_the_shop, shop_yaml},
 };
 
 fn observe_json(agent: &Agent, filters: &[&str]) -> Vec<Value> {
@@ -100,14 +100,8 @@ fn the_learned_shop_is_enforced_and_the_unobserved_is_dropped() {
         &["--flow-idle-timeout", "2s", "--flow-closing-timeout", "1s"],
     );
     let server = agent.url();
-    drive_traffic(&lab, 2);
     // Every edge of the demo is learned before the suggestion is applied.
-    eventually(Duration::from_secs(20), || {
-        let graph = agent.get_json("/api/graph");
-        (graph["edges"].as_array().map_or(0, Vec::len) >= 7).then_some(())
-    })
-    .unwrap_or_else(|| panic!("graph incomplete: {:#}", agent.get_json("/api/graph")));
-    std::thread::sleep(Duration::from_secs(3));
+    learn_the_shop(&lab, &agent, 2, Duration::from_secs(3));
 
     let applied = weir_ok(&["export", "--server", &server, "--apply"]);
     assert!(applied.contains("enforced"), "{applied}");

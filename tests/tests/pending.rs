@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_integration_tests::{
     harness::{Agent, Lab, PinDir, eventually, weir, weir_ok},
-    shop::{drive_traffic, shop_yaml},
+    shop::{learn_the_shop, shop_yaml},
 };
 
 fn pending(agent: &Agent) -> Value {
@@ -72,13 +72,7 @@ fn new_edges_under_enforce_are_queued_approved_rejected_and_kept_across_a_restar
     ];
     let mut agent = Agent::start(&lab, &args);
     let server = agent.url();
-    drive_traffic(&lab, 2);
-    eventually(Duration::from_secs(20), || {
-        let graph = agent.get_json("/api/graph");
-        (graph["edges"].as_array().map_or(0, Vec::len) >= 7).then_some(())
-    })
-    .unwrap_or_else(|| panic!("graph incomplete: {:#}", agent.get_json("/api/graph")));
-    std::thread::sleep(Duration::from_secs(3));
+    learn_the_shop(&lab, &agent, 2, Duration::from_secs(3));
     let applied = weir_ok(&["export", "--server", &server, "--apply"]);
     assert!(applied.contains("enforced"), "{applied}");
     for ns in ["shop", "data", "kube-system"] {

@@ -22,7 +22,7 @@ use std::{
 
 use weir_integration_tests::{
     harness::{Agent, Lab, eventually, weir_bin},
-    shop::{drive_traffic, shop_yaml},
+    shop::{learn_the_shop, shop_yaml},
 };
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -69,14 +69,8 @@ fn the_ui_in_chromium_against_the_demo_shop() {
             "1s",
         ],
     );
-    drive_traffic(&lab, 2);
-    eventually(Duration::from_secs(20), || {
-        let graph = agent.get_json("/api/graph");
-        (graph["edges"].as_array().map_or(0, Vec::len) >= 7).then_some(())
-    })
-    .unwrap_or_else(|| panic!("graph incomplete: {:#}", agent.get_json("/api/graph")));
     // One more sweep: the counters and the suggestion settle.
-    std::thread::sleep(Duration::from_secs(2));
+    learn_the_shop(&lab, &agent, 2, Duration::from_secs(2));
 
     let token_file = state.path().join("api-token");
     let token = eventually(Duration::from_secs(10), || {
