@@ -421,6 +421,7 @@ fn contributions(cluster: &Cluster, records: &[Record], agents: usize) -> Vec<Co
                 namespaces: namespaces.clone(),
                 pods,
                 services: Vec::new(),
+                external_names: Default::default(),
             }
         })
         .collect()

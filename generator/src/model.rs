@@ -295,6 +295,52 @@ pub struct WorkloadInfo {
     pub pods: BTreeSet<String>,
 }
 
+/// When flows to (or from) an external address carried a DNS name, and
+/// for which workloads: one entry of [`FlowGraph::external_names`]. Times
+/// are Unix nanoseconds, those of the flows (not of the DNS answers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameSeen {
+    /// The first packet of the first flow that carried the name.
+    pub first_seen: u64,
+    /// The last packet of the latest such flow seen.
+    pub last_seen: u64,
+    /// The in-cluster ends of those flows: the workloads whose pods got
+    /// the name's DNS answer and then talked to the address. A workload's
+    /// name rules use only what its own pods resolved, so a shared CDN
+    /// address named for another workload adds nothing to its policy.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub workloads: BTreeSet<WorkloadRef>,
+}
+
+impl NameSeen {
+    /// Fold other sightings into these (earliest first, latest last, the
+    /// union of workloads).
+    pub fn merge(&mut self, other: &Self) {
+        self.first_seen = match (self.first_seen, other.first_seen) {
+            (0, t) | (t, 0) => t,
+            (a, b) => a.min(b),
+        };
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.workloads.extend(other.workloads.iter().cloned());
+    }
+}
+
+/// The DNS names of external addresses: fully qualified name (lowercase,
+/// no trailing dot) -> address -> when flows named so were seen. One name
+/// has several addresses (round robin, re-pointing), and one address may
+/// have several names (a shared front end).
+pub type ExternalNames = BTreeMap<String, BTreeMap<IpAddr, NameSeen>>;
+
+/// Fold `from` into `into`: [`NameSeen::merge`] per name and address.
+pub fn merge_names(into: &mut ExternalNames, from: &ExternalNames) {
+    for (name, addresses) in from {
+        let mine = into.entry(name.clone()).or_default();
+        for (ip, seen) in addresses {
+            mine.entry(*ip).or_default().merge(seen);
+        }
+    }
+}
+
 /// The workload-level flow graph.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowGraph {
@@ -303,6 +349,10 @@ pub struct FlowGraph {
     pub workloads: BTreeMap<WorkloadRef, WorkloadInfo>,
     /// Edges with their counters.
     pub edges: BTreeMap<EdgeKey, EdgeStats>,
+    /// Names of external addresses, as the DNS answers a pod got before a
+    /// flow named them ([`FlowGraph::name_address`]); empty when no DNS was
+    /// observed. Addresses without a name are simply absent.
+    pub external_names: ExternalNames,
 }
 
 impl FlowGraph {
@@ -320,6 +370,51 @@ impl FlowGraph {
     /// Fold counters into an edge.
     pub fn record(&mut self, key: EdgeKey, stats: &EdgeStats) {
         self.edges.entry(key).or_default().merge(stats);
+    }
+
+    /// Record that flows of `workload` to or from the external address
+    /// `ip` carried the DNS name `name`, from `first_seen` to `last_seen`
+    /// (Unix ns).
+    pub fn name_address(
+        &mut self,
+        name: &str,
+        ip: IpAddr,
+        workload: &WorkloadRef,
+        first_seen: u64,
+        last_seen: u64,
+    ) {
+        let seen = self
+            .external_names
+            .entry(name.to_owned())
+            .or_default()
+            .entry(ip)
+            .or_default();
+        seen.merge(&NameSeen {
+            first_seen,
+            last_seen,
+            workloads: BTreeSet::new(),
+        });
+        if !seen.workloads.contains(workload) {
+            seen.workloads.insert(workload.clone());
+        }
+    }
+
+    /// Fold other names in ([`merge_names`]).
+    pub fn merge_names(&mut self, names: &ExternalNames) {
+        merge_names(&mut self.external_names, names);
+    }
+
+    /// Address -> its names, sorted: the inverse of
+    /// [`FlowGraph::external_names`].
+    #[must_use]
+    pub fn names_by_address(&self) -> BTreeMap<IpAddr, BTreeSet<&str>> {
+        let mut out: BTreeMap<IpAddr, BTreeSet<&str>> = BTreeMap::new();
+        for (name, addresses) in &self.external_names {
+            for ip in addresses.keys() {
+                out.entry(*ip).or_default().insert(name.as_str());
+            }
+        }
+        out
     }
 
     /// Every node, workloads and external addresses, in order.
@@ -381,6 +476,32 @@ mod tests {
         let mut empty = EdgeStats::default();
         empty.merge(&a);
         assert_eq!(empty.first_seen, 50);
+    }
+
+    #[test]
+    fn names_merge_per_address_and_invert() {
+        let web = WorkloadRef::new("shop", WorkloadKind::Deployment, "web");
+        let api = WorkloadRef::new("shop", WorkloadKind::Deployment, "api");
+        let a: IpAddr = "203.0.113.10".parse().unwrap();
+        let b: IpAddr = "203.0.113.11".parse().unwrap();
+        let mut g = FlowGraph::default();
+        g.name_address("api.payments.example", a, &web, 100, 200);
+        g.name_address("api.payments.example", a, &web, 50, 150);
+        let mut other = FlowGraph::default();
+        other.name_address("api.payments.example", a, &api, 300, 400);
+        other.name_address("api.payments.example", b, &web, 500, 600);
+        other.name_address("cdn.example", b, &api, 500, 600);
+        g.merge_names(&other.external_names);
+        let seen = &g.external_names["api.payments.example"][&a];
+        assert_eq!((seen.first_seen, seen.last_seen), (50, 400));
+        assert_eq!(seen.workloads, BTreeSet::from([api.clone(), web.clone()]));
+        assert_eq!(g.external_names["api.payments.example"].len(), 2);
+        let by_address = g.names_by_address();
+        assert_eq!(
+            by_address[&b],
+            BTreeSet::from(["api.payments.example", "cdn.example"])
+        );
+        assert_eq!(by_address[&a], BTreeSet::from(["api.payments.example"]));
     }
 
     #[test]

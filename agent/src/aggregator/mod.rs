@@ -50,6 +50,12 @@
 //!   edge's counters are the sum of its sides, taken at snapshot time, so
 //!   the two always agree.
 //!
+//! - An external peer's DNS names (the names the endpoint pod's DNS answers
+//!   gave its address before the flow began, [`Options::names`]) go on the
+//!   flow record and into the graph's [`FlowGraph::external_names`], with
+//!   the endpoint's workload and the flow's first and last packet. They
+//!   are looked up at a flow's first and last report only.
+//!
 //! The hot path (a counter update on an existing edge) allocates nothing:
 //! workloads are interned to `u32` ids on first sight, edge keys are small
 //! `Copy` values hashed with foldhash, and flow records are only built for
@@ -69,7 +75,8 @@ use std::{
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 use weir_generator::model::{
-    EdgeKey, EdgeStats, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef,
+    EdgeKey, EdgeStats, ExternalNames, FlowGraph, NameSeen, NodeId, PodMeta, Protocol, WorkloadRef,
+    merge_names,
 };
 
 use self::record::Ring;
@@ -167,6 +174,10 @@ pub struct Aggregator {
     ring: Ring,
     /// DNS names of pods' peers (see [`Options::names`]).
     names: Option<Arc<crate::dns::Names>>,
+    /// The names flows carried for external addresses
+    /// ([`FlowGraph::external_names`]); written at flows' first and last
+    /// reports under the gate, read with it held exclusively.
+    external_names: Mutex<ExternalNames>,
 }
 
 /// An interned workload and the pods seen of it.
@@ -476,6 +487,7 @@ impl Aggregator {
             changes: AtomicU64::new(0),
             ring: Ring::new(options.ring_capacity, options.follow_capacity),
             names: options.names,
+            external_names: Mutex::default(),
         }
     }
 
@@ -491,6 +503,7 @@ impl Aggregator {
         // The pod that held the address when the flow began, not a pod
         // that took the address over since.
         let peer = resolver.pod_by_ip_at(obs.remote.ip(), obs.first_seen);
+        let mut peer_names = Vec::new();
         if obs.new_flow || obs.closed {
             let mut record =
                 FlowRecord::new(obs, &self.node_name, endpoint.as_ref(), peer.as_ref());
@@ -500,11 +513,8 @@ impl Aggregator {
             if let (None, Some(names)) = (&peer, &self.names) {
                 // Names of the peer's address for the endpoint's pod, as
                 // its DNS answers gave them before the flow began.
-                record.set_peer_names(names.names_at(
-                    obs.local.ip(),
-                    obs.remote.ip(),
-                    obs.first_seen,
-                ));
+                peer_names = names.names_at(obs.local.ip(), obs.remote.ip(), obs.first_seen);
+                record.set_peer_names(peer_names.clone());
             }
             self.ring.push(record);
         }
@@ -559,6 +569,9 @@ impl Aggregator {
             protocol: obs.protocol,
             port,
         };
+        if !peer_names.is_empty() {
+            self.name_peer(&peer_names, obs, &endpoint.workload);
+        }
         // Both ends on this node: the two reports of the connection meet.
         if resolver.is_attached(obs.remote.ip()) {
             return self.fold_paired(key, obs);
@@ -584,6 +597,32 @@ impl Aggregator {
             (_, Verdict::Dropped) => Folded::Dropped,
             (true, _) => Folded::NewEdge,
             (false, _) => Folded::Edge,
+        }
+    }
+
+    /// The flow's external peer had these DNS names for `workload`'s pod.
+    fn name_peer(&self, names: &[Arc<str>], obs: &Observation, workload: &WorkloadRef) {
+        let ip = obs.remote.ip();
+        let mut map = self
+            .external_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for name in names {
+            if !map.contains_key(&**name) {
+                map.insert(name.to_string(), BTreeMap::new());
+            }
+            let Some(addresses) = map.get_mut(&**name) else {
+                continue;
+            };
+            let seen = addresses.entry(ip).or_default();
+            seen.merge(&NameSeen {
+                first_seen: obs.first_seen,
+                last_seen: obs.last_seen,
+                ..NameSeen::default()
+            });
+            if !seen.workloads.contains(workload) {
+                seen.workloads.insert(workload.clone());
+            }
         }
     }
 
@@ -826,7 +865,15 @@ impl Aggregator {
     }
 
     fn snapshot_with(&self, with_drops: bool, with_entries: bool, with_sides: bool) -> Snapshot {
-        let (mut workloads, (edges, sides), (drops, drop_sides), version, entries, names) = {
+        let (
+            mut workloads,
+            (edges, sides),
+            (drops, drop_sides),
+            version,
+            entries,
+            names,
+            external_names,
+        ) = {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             // Each edge's counters (the sum of its sides), and its sides
             // when asked.
@@ -870,10 +917,26 @@ impl Aggregator {
             } else {
                 (Vec::new(), Vec::new())
             };
-            (workloads, edges, drops, self.changes(), entries, names)
+            let external_names = self
+                .external_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            (
+                workloads,
+                edges,
+                drops,
+                self.changes(),
+                entries,
+                names,
+                external_names,
+            )
         };
         workloads.sort_unstable_by_key(|(id, ..)| *id);
-        let mut graph = FlowGraph::default();
+        let mut graph = FlowGraph {
+            external_names,
+            ..FlowGraph::default()
+        };
         for (_, _, pods) in &workloads {
             for pod in pods {
                 graph.add_pod(pod);
@@ -980,6 +1043,10 @@ impl Aggregator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.external_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.restore_locked(&view.graph, &Sides::new());
         for (key, stats) in &view.drops {
             let slot = EdgeSlot {
@@ -1018,6 +1085,13 @@ impl Aggregator {
 
     /// [`Aggregator::restore_with_sides`] with the gate held exclusively.
     fn restore_locked(&self, graph: &FlowGraph, sides: &Sides) {
+        merge_names(
+            &mut self
+                .external_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            &graph.external_names,
+        );
         let mut ids: BTreeMap<&WorkloadRef, u32> = BTreeMap::new();
         for (workload, info) in &graph.workloads {
             let mut slot = self

@@ -566,3 +566,68 @@ fn records_of_flows_to_outside_peers_carry_the_names_dns_gave_the_pod() {
         (vec!["api.payments.example".to_owned()], vec![])
     );
 }
+
+#[test]
+fn the_graph_keeps_the_names_flows_carried_per_address_and_workload() {
+    let names = Arc::new(crate::dns::Names::new(crate::dns::NamesOptions::default()));
+    let agg = aggregator_with(Options {
+        names: Some(Arc::clone(&names)),
+        ..Options::default()
+    });
+    let r = shop();
+    let first = obs(1, "10.0.0.1:43210", "203.0.113.10:443", Initiator::Local);
+    let answer = |ip: &str| crate::dns::Answer {
+        query: "api.payments.example".into(),
+        rcode: crate::dns::Rcode::NoError,
+        cnames: Vec::new(),
+        addresses: vec![(ip.parse().expect("ip"), 30)],
+    };
+    let pod: IpAddr = "10.0.0.1".parse().expect("ip");
+    names.record(
+        pod,
+        &answer("203.0.113.10"),
+        first.first_seen - 1_000_000_000,
+    );
+    agg.fold(&first, &r);
+    // re-pointed: a later answer, a later flow to the new address
+    let mut second = obs(1, "10.0.0.1:43211", "203.0.113.11:443", Initiator::Local);
+    second.first_seen = first.first_seen + 3_000_000_000;
+    second.last_seen = second.first_seen + 1_000;
+    names.record(pod, &answer("203.0.113.11"), second.first_seen - 1);
+    agg.fold(&second, &r);
+    // an unnamed address stays out
+    agg.fold(
+        &obs(1, "10.0.0.1:43212", "198.51.100.1:443", Initiator::Local),
+        &r,
+    );
+
+    let graph = agg.graph();
+    let by_address = &graph.external_names["api.payments.example"];
+    assert_eq!(graph.external_names.len(), 1);
+    assert_eq!(
+        by_address
+            .keys()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["203.0.113.10", "203.0.113.11"]
+    );
+    let seen = &by_address[&"203.0.113.11".parse::<IpAddr>().expect("ip")];
+    assert_eq!(
+        (seen.first_seen, seen.last_seen),
+        (second.first_seen, second.last_seen)
+    );
+    assert_eq!(
+        seen.workloads
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["shop/frontend"]
+    );
+
+    // A restore brings them back; a replace swaps them.
+    let restored = aggregator();
+    restored.restore(&graph);
+    assert_eq!(restored.graph(), graph);
+    restored.replace(&GraphView::default());
+    assert!(restored.graph().external_names.is_empty());
+}

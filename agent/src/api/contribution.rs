@@ -218,6 +218,7 @@ pub fn to_json(
             })
             .collect(),
         services: cluster.services.clone(),
+        external_names: contribution.view.graph.external_names.clone(),
     }
 }
 

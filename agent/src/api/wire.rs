@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use weir_generator::{
     cluster::{ClusterService, NamedPort},
     datapath::Mode,
-    model::{Protocol, VerdictCounts, WorkloadRef},
+    model::{ExternalNames, Protocol, VerdictCounts, WorkloadRef},
 };
 
 use crate::health::Episode;
@@ -568,6 +568,11 @@ pub struct ContributionJson {
     /// The ClusterIP Services the node knows.
     #[serde(default)]
     pub services: Vec<ClusterService>,
+    /// The DNS names flows carried for external addresses, by name and
+    /// address ([`FlowGraph::external_names`](weir_generator::model::FlowGraph::external_names));
+    /// absent from agents that keep none.
+    #[serde(default, skip_serializing_if = "ExternalNames::is_empty")]
+    pub external_names: ExternalNames,
 }
 
 /// A pod as the generator needs it: what policies select and match on.
@@ -981,6 +986,7 @@ mod tests {
                 labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
                 pods: vec!["web-1".to_owned()],
             }],
+            external_names: ExternalNames::new(),
             edges: vec![ContributedEdgeJson {
                 source: EdgeEndJson::Workload(web),
                 target: EdgeEndJson::External("203.0.113.7".parse().unwrap()),

@@ -19,10 +19,20 @@ fn graph(n: u16) -> FlowGraph {
                 ..WorkloadInfo::default()
             },
         );
+        let external: IpAddr = format!("192.0.2.{}", i % 250 + 1).parse().unwrap();
+        if i % 4 == 0 {
+            g.name_address(
+                &format!("svc-{}.example", i % 16),
+                external,
+                &web,
+                1_700_000_000_000_000_000,
+                1_700_000_100_000_000_000,
+            );
+        }
         g.record(
             EdgeKey {
                 source: NodeId::Workload(web),
-                target: NodeId::External(format!("192.0.2.{}", i % 250 + 1).parse().unwrap()),
+                target: NodeId::External(external),
                 protocol: Protocol::Tcp,
                 port: 1000 + i,
             },

@@ -10,6 +10,9 @@
 //! | `workloads` | a workload as JSON | its labels and pods as JSON |
 //! | `edges` | an edge key as JSON | its counters as JSON |
 //! | `sides` | an edge key, the side it was seen from and the peer's node as JSON | that side's counters as JSON |
+//! | `names` | a DNS name and an external address as JSON | when flows carried the name, and for which workloads, as JSON |
+//!
+//! A store saved before a table was kept reads as if it were empty.
 //!
 //! JSON rows keep the format readable by the next version without a schema
 //! crate; keys are deterministic (`BTreeMap`-ordered structs). A save
@@ -56,7 +59,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use weir_generator::model::{
-    EdgeKey, EdgeStats, FlowGraph, NodeId, Protocol, WorkloadInfo, WorkloadRef,
+    EdgeKey, EdgeStats, FlowGraph, NameSeen, NodeId, Protocol, WorkloadInfo, WorkloadRef,
 };
 
 /// Version of the on-disk format this build reads and writes.
@@ -74,6 +77,9 @@ const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
 /// The learned edges' counters by side (JSON [`SideRow`] -> JSON
 /// [`EdgeStats`]), for a relay: see [`SeenFrom`].
 const SIDES: TableDefinition<&str, &str> = TableDefinition::new("sides");
+/// The names flows carried for external addresses (JSON [`NameRow`] ->
+/// JSON [`NameSeen`]): [`FlowGraph::external_names`].
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 
 const KEY_VERSION: &str = "format_version";
 const KEY_WINDOW_START: &str = "window_start";
@@ -210,6 +216,13 @@ impl From<EdgeRow> for EdgeKey {
             port: row.port,
         }
     }
+}
+
+/// A name of an external address in a row key.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NameRow {
+    pub(crate) name: String,
+    pub(crate) address: IpAddr,
 }
 
 /// A side of an edge in a row key.
@@ -474,6 +487,22 @@ impl Store {
             }
         }
         {
+            let mut table = write.open_table(NAMES).map_err(|e| self.db_error(e))?;
+            table.retain(|_, _| false).map_err(|e| self.db_error(e))?;
+            for (name, addresses) in &graph.external_names {
+                for (address, seen) in addresses {
+                    let key = to_json(&NameRow {
+                        name: name.clone(),
+                        address: *address,
+                    });
+                    let value = to_json(seen);
+                    table
+                        .insert(key.as_str(), value.as_str())
+                        .map_err(|e| self.db_error(e))?;
+                }
+            }
+        }
+        {
             let mut table = write.open_table(ENTRIES).map_err(|e| self.db_error(e))?;
             table.retain(|_, _| false).map_err(|e| self.db_error(e))?;
             for (key, counters) in entries {
@@ -714,6 +743,33 @@ fn read_graph(db: &Database, now: u64, rows: Rows) -> Result<Option<(Loaded, u64
                 }
             }
         }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match read.open_table(NAMES) {
+        Ok(table) => {
+            for row in table.iter()? {
+                let Ok((key, value)) = row else {
+                    bad("a names row does not read".to_owned())?;
+                    continue;
+                };
+                let (key, value) = (key.value(), value.value());
+                match (
+                    serde_json::from_str::<NameRow>(key),
+                    serde_json::from_str::<NameSeen>(value),
+                ) {
+                    (Ok(row), Ok(seen)) => {
+                        graph
+                            .external_names
+                            .entry(row.name)
+                            .or_default()
+                            .insert(row.address, seen);
+                    }
+                    (Err(e), _) | (_, Err(e)) => bad(format!("names row {key:?}: {e}"))?,
+                }
+            }
+        }
+        // Saved by a weir that kept no names.
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(e.into()),
     }
@@ -973,14 +1029,38 @@ mod tests {
         );
         g.record(
             EdgeKey {
-                source: NodeId::Workload(web),
+                source: NodeId::Workload(web.clone()),
                 target: NodeId::External("2001:db8::1".parse().unwrap()),
                 protocol: Protocol::Udp,
                 port: 53,
             },
             &stats,
         );
+        g.name_address(
+            "ns.example",
+            "2001:db8::1".parse().unwrap(),
+            &web,
+            stats.first_seen,
+            stats.last_seen,
+        );
         g
+    }
+
+    #[test]
+    fn a_store_saved_before_names_were_kept_loads_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 100).unwrap();
+        store.save(&graph(), 200).unwrap();
+        // As a weir that kept no names left it.
+        let write = store.db.begin_write().unwrap();
+        assert!(write.delete_table(NAMES).unwrap());
+        write.commit().unwrap();
+        drop(store);
+
+        let (_store, loaded) = Store::open(dir.path(), 300).unwrap();
+        let mut expected = graph();
+        expected.external_names.clear();
+        assert_eq!(loaded.graph, expected);
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! each value (`u32`, for variable-width values), then the keys and the
 //! values, at a page boundary.
 
-use weir_generator::model::{EdgeKey, EdgeStats, FlowGraph, WorkloadInfo, WorkloadRef};
+use weir_generator::model::{EdgeKey, EdgeStats, FlowGraph, NameSeen, WorkloadInfo, WorkloadRef};
 
-use super::{EdgeRow, KEY_SAVED_AT, KEY_WINDOW_START, Rows, check, read_graph};
+use super::{EdgeRow, KEY_SAVED_AT, KEY_WINDOW_START, NameRow, Rows, check, read_graph};
 
 /// What a repair could read.
 pub(super) struct Salvaged {
@@ -100,6 +100,18 @@ fn row_by_row(bytes: &[u8], now: u64) -> Option<Salvaged> {
                 serde_json::from_str::<WorkloadInfo>(value),
             ) {
                 graph.workloads.entry(workload).or_insert(info);
+            } else if let (Ok(row), Ok(seen)) = (
+                serde_json::from_str::<NameRow>(key),
+                serde_json::from_str::<NameSeen>(value),
+            ) {
+                // An older save's copy of a row has seen less: merge.
+                graph
+                    .external_names
+                    .entry(row.name)
+                    .or_default()
+                    .entry(row.address)
+                    .or_default()
+                    .merge(&seen);
             }
         }
         // The meta table: string keys, u64 values.

@@ -28,6 +28,18 @@
 //!   emitted when observed and never added otherwise.
 //! - Evidence is one line per observed edge (not per rule index), so a new
 //!   edge adds one line and does not renumber the others.
+//! - An external address that flows carried a DNS name for
+//!   ([`FlowGraph::external_names`], per workload) is not a peer of its
+//!   own: the name is. Each name a workload's pods resolved gets one rule,
+//!   whose peers are an `ipBlock` per address its traffic under that name
+//!   went to in the window and whose ports are those of that traffic, so
+//!   when the name is re-pointed the new address joins the same rule
+//!   rather than adding one. Tightness holds per name (a port seen on one
+//!   of its addresses is allowed on all of them: the name is the
+//!   destination). The rules are listed, with their evidence, in the
+//!   [`FQDN_RULES_ANNOTATION`] annotation and, for egress, as
+//!   [`FqdnEgress`] values for renderers of FQDN-aware dialects. An
+//!   address with several names is in each name's rule.
 //!
 //! ```
 //! use weir_generator::{cluster::Cluster, model::FlowGraph, synth};
@@ -36,6 +48,8 @@
 //! assert!(suggestion.namespaces.is_empty());
 //! ```
 
+#[cfg(test)]
+mod names_tests;
 pub(crate) mod render;
 mod select;
 
@@ -72,6 +86,10 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "weir");
 pub const EVIDENCE_ANNOTATION: &str = "weir.dev/evidence";
 /// Annotation naming the workload a policy is for.
 pub const WORKLOAD_ANNOTATION: &str = "weir.dev/workload";
+/// Annotation listing the rules made for DNS names, as JSON
+/// ([`FqdnRuleNote`] values), so a reviewer sees why each address is there
+/// and `weir verify` can match a flow's name to its rule.
+pub const FQDN_RULES_ANNOTATION: &str = "weir.dev/fqdn-rules";
 pub use crate::cluster::NAMESPACE_NAME_LABEL;
 
 /// What to generate.
@@ -155,6 +173,114 @@ pub struct Suggestion {
     pub namespaces: BTreeMap<String, Vec<NetworkPolicy>>,
     /// What could not be done exactly, sorted.
     pub warnings: Vec<Warning>,
+    /// Egress to DNS names, one per (policy, name), sorted by namespace,
+    /// policy and name: what the standard policies hold as the name's
+    /// `ipBlock` rule, for dialects that can name the peer instead
+    /// (`toFQDNs`, `domainNames`).
+    pub fqdn_egress: Vec<FqdnEgress>,
+}
+
+/// When and how much traffic went to (or came from) one address of a name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddressSeen {
+    /// First packet, Unix ns (0: unknown).
+    pub first_seen: u64,
+    /// Last packet, Unix ns.
+    pub last_seen: u64,
+    /// Connections opened.
+    pub connections: u64,
+}
+
+impl AddressSeen {
+    fn saw(&mut self, stats: &EdgeStats) {
+        self.first_seen = match (self.first_seen, stats.first_seen) {
+            (0, t) | (t, 0) => t,
+            (a, b) => a.min(b),
+        };
+        self.last_seen = self.last_seen.max(stats.last_seen);
+        self.connections += stats.connections;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.saw(&EdgeStats {
+            first_seen: other.first_seen,
+            last_seen: other.last_seen,
+            connections: other.connections,
+            ..EdgeStats::default()
+        });
+    }
+}
+
+/// Egress of one workload to one DNS name, as learned: the standard
+/// policy's rule for the name, in a form a dialect renderer turns into a
+/// `toFQDNs` or `domainNames` peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FqdnEgress {
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload.
+    pub workload: WorkloadRef,
+    /// The name of the standard NetworkPolicy holding the rule.
+    pub policy: String,
+    /// The workload's pod selector (`matchLabels`), as in that policy.
+    pub pod_selector: BTreeMap<String, String>,
+    /// The DNS name: lowercase, without the root's trailing dot.
+    pub name: String,
+    /// The ports the workload's traffic to the name went to, sorted.
+    pub ports: Vec<(Protocol, u16)>,
+    /// The addresses that traffic went to under the name, in the window.
+    pub addresses: BTreeMap<IpAddr, AddressSeen>,
+    /// All of it together.
+    pub seen: AddressSeen,
+}
+
+/// One entry of the [`FQDN_RULES_ANNOTATION`] annotation: a rule made for
+/// a DNS name, with its evidence.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FqdnRuleNote {
+    /// `egress` or `ingress`.
+    pub direction: String,
+    /// The rule's index in `spec.egress` or `spec.ingress`.
+    pub rule: usize,
+    /// The DNS name.
+    pub name: String,
+    /// Its addresses with their evidence, by address.
+    pub addresses: BTreeMap<IpAddr, AddressNote>,
+    /// The rule's ports, `PORT/PROTOCOL`.
+    pub ports: Vec<String>,
+    /// First packet under the name, RFC 3339.
+    pub first_seen: String,
+    /// Last packet under the name, RFC 3339.
+    pub last_seen: String,
+    /// Connections under the name.
+    pub connections: u64,
+}
+
+/// The evidence of one address of a name rule.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddressNote {
+    /// RFC 3339.
+    pub first_seen: String,
+    /// RFC 3339.
+    pub last_seen: String,
+    /// Connections.
+    pub connections: u64,
+}
+
+impl FqdnRuleNote {
+    /// The entries of a policy's [`FQDN_RULES_ANNOTATION`] annotation (none
+    /// when it has none).
+    ///
+    /// # Errors
+    /// The annotation is not a JSON list of entries.
+    pub fn of(policy: &NetworkPolicy) -> Result<Vec<Self>, serde_json::Error> {
+        policy
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FQDN_RULES_ANNOTATION))
+            .map_or_else(|| Ok(Vec::new()), |json| serde_json::from_str(json))
+    }
 }
 
 impl Suggestion {
@@ -171,7 +297,26 @@ impl Suggestion {
         }
         for p in policies {
             out.push_str("---\n");
-            out.push_str(&render::policy_yaml(p));
+            let notes = FqdnRuleNote::of(p).unwrap_or_default();
+            let comments: Vec<(&str, usize, String)> = notes
+                .iter()
+                .map(|n| {
+                    (
+                        n.direction.as_str(),
+                        n.rule,
+                        format!(
+                            "{}: {} address{} seen in the window",
+                            n.name,
+                            n.addresses.len(),
+                            if n.addresses.len() == 1 { "" } else { "es" }
+                        ),
+                    )
+                })
+                .collect();
+            out.push_str(&render::with_rule_comments(
+                &render::policy_yaml(p),
+                &comments,
+            ));
         }
         Some(out)
     }
@@ -259,11 +404,125 @@ type Port = (u16, Protocol);
 #[derive(Default)]
 struct Side {
     peers: BTreeMap<Peer, BTreeSet<Port>>,
+    /// External peers by DNS name: one rule each, after the others.
+    named: BTreeMap<String, NamedPeer>,
+}
+
+/// The traffic of one side under one DNS name.
+#[derive(Default)]
+struct NamedPeer {
+    addresses: BTreeMap<IpAddr, AddressSeen>,
+    ports: BTreeSet<Port>,
+}
+
+impl NamedPeer {
+    fn seen(&self) -> AddressSeen {
+        let mut all = AddressSeen::default();
+        for seen in self.addresses.values() {
+            all.merge(seen);
+        }
+        all
+    }
+}
+
+fn k8s_ports(ports: &BTreeSet<Port>) -> Vec<NetworkPolicyPort> {
+    ports
+        .iter()
+        .map(|(port, proto)| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(*port))),
+            protocol: Some(proto.as_str().to_owned()),
+            end_port: None,
+        })
+        .collect()
 }
 
 impl Side {
-    /// Rules: peers grouped by identical port sets, ordered by first peer.
+    /// Rules: peers grouped by identical port sets, ordered by first peer;
+    /// then one rule per DNS name, by name.
     fn rules(&self) -> Vec<(Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>)> {
+        let mut rules = self.grouped_rules();
+        for named in self.named.values() {
+            let peers = named
+                .addresses
+                .keys()
+                .map(|ip| {
+                    Peer::Cidr {
+                        net: IpNet::from(*ip),
+                        except: BTreeSet::new(),
+                    }
+                    .to_k8s()
+                })
+                .collect();
+            rules.push((peers, k8s_ports(&named.ports)));
+        }
+        rules
+    }
+
+    /// Traffic on `ports` with a peer, or with an external address under
+    /// its DNS names.
+    fn add(
+        &mut self,
+        peer: Option<Peer>,
+        names: Option<(IpAddr, &[&str])>,
+        ports: BTreeSet<Port>,
+        stats: &EdgeStats,
+    ) {
+        if let Some(peer) = peer {
+            self.peers
+                .entry(peer)
+                .or_default()
+                .extend(ports.iter().copied());
+        }
+        if let Some((ip, names)) = names {
+            for name in names {
+                let named = self.named.entry((*name).to_owned()).or_default();
+                named.addresses.entry(ip).or_default().saw(stats);
+                named.ports.extend(ports.iter().copied());
+            }
+        }
+    }
+
+    /// The entries of [`FQDN_RULES_ANNOTATION`] for this side's name rules.
+    fn notes(&self, direction: &str) -> Vec<FqdnRuleNote> {
+        let first = self.grouped_rules().len();
+        self.named
+            .iter()
+            .enumerate()
+            .map(|(i, (name, named))| {
+                let seen = named.seen();
+                FqdnRuleNote {
+                    direction: direction.to_owned(),
+                    rule: first + i,
+                    name: name.clone(),
+                    addresses: named
+                        .addresses
+                        .iter()
+                        .map(|(ip, s)| {
+                            (
+                                *ip,
+                                AddressNote {
+                                    first_seen: render::timestamp(s.first_seen),
+                                    last_seen: render::timestamp(s.last_seen),
+                                    connections: s.connections,
+                                },
+                            )
+                        })
+                        .collect(),
+                    ports: named
+                        .ports
+                        .iter()
+                        .map(|(port, proto)| format!("{port}/{proto}"))
+                        .collect(),
+                    first_seen: render::timestamp(seen.first_seen),
+                    last_seen: render::timestamp(seen.last_seen),
+                    connections: seen.connections,
+                }
+            })
+            .collect()
+    }
+
+    /// Rules of the peers that are not DNS names.
+    fn grouped_rules(&self) -> Vec<(Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>)> {
         let mut by_ports: BTreeMap<&BTreeSet<Port>, Vec<&Peer>> = BTreeMap::new();
         for (peer, ports) in &self.peers {
             by_ports.entry(ports).or_default().push(peer);
@@ -274,14 +533,7 @@ impl Side {
                 (
                     peers[0],
                     peers.iter().map(|p| p.to_k8s()).collect(),
-                    ports
-                        .iter()
-                        .map(|(port, proto)| NetworkPolicyPort {
-                            port: Some(IntOrString::Int(i32::from(*port))),
-                            protocol: Some(proto.as_str().to_owned()),
-                            end_port: None,
-                        })
-                        .collect(),
+                    k8s_ports(ports),
                 )
             })
             .collect();
@@ -495,6 +747,31 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
     };
     let mut drafts: BTreeMap<WorkloadRef, Draft> = BTreeMap::new();
     let mut windows: BTreeMap<&str, Draft> = BTreeMap::new();
+    // External address -> workload -> the names its pods resolved for it.
+    let mut names_of: BTreeMap<IpAddr, BTreeMap<&WorkloadRef, Vec<&str>>> = BTreeMap::new();
+    for (name, addresses) in &graph.external_names {
+        for (ip, seen) in addresses {
+            for w in &seen.workloads {
+                names_of
+                    .entry(*ip)
+                    .or_default()
+                    .entry(w)
+                    .or_default()
+                    .push(name);
+            }
+        }
+    }
+    let named = |w: &WorkloadRef, peer: &NodeId| match peer {
+        NodeId::External(ip) => names_of
+            .get(ip)
+            .and_then(|by| by.get(w))
+            .map(|n| (*ip, n.as_slice())),
+        NodeId::Workload(_) => None,
+    };
+    let shown = |peer: &NodeId, names: Option<(IpAddr, &[&str])>| match names {
+        Some((_, names)) => format!("{peer} ({})", names.join(", ")),
+        None => peer.to_string(),
+    };
 
     for (key, stats) in &graph.edges {
         if !index.knows(&key.source) || !index.knows(&key.target) {
@@ -540,7 +817,7 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
                     .map(|(p, note)| (p, Some(note))),
             );
         }
-        let evidence = |peer: &NodeId| {
+        let evidence = |peer: &str| {
             format!(
                 "{} {}/{}: {} connection{}, last seen {}",
                 peer,
@@ -555,17 +832,20 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(src) = &key.source
             && in_scope(&key.source)
         {
-            let peer = peer_of(
-                &key.target,
-                &src.namespace,
-                options,
-                &index.pod_ips,
-                &mut selector_of,
-            );
+            let names = named(src, &key.target);
+            let peer = names.is_none().then(|| {
+                peer_of(
+                    &key.target,
+                    &src.namespace,
+                    options,
+                    &index.pod_ips,
+                    &mut selector_of,
+                )
+            });
             let draft = drafts.entry(src.clone()).or_default();
             draft.saw(stats);
-            let set = draft.egress.peers.entry(peer).or_default();
-            let target = key.target.to_string();
+            let mut set = BTreeSet::new();
+            let target = shown(&key.target, names);
             for (p, note) in &ports {
                 set.insert(*p);
                 if let Some(note) = note {
@@ -577,8 +857,9 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
             }
             draft.evidence.insert(
                 (1, target.clone(), port, false),
-                format!("egress to {}", evidence(&key.target)),
+                format!("egress to {}", evidence(&target)),
             );
+            draft.egress.add(peer, names, set, stats);
             windows
                 .entry(src.namespace.as_str())
                 .or_default()
@@ -587,17 +868,20 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         if let NodeId::Workload(dst) = &key.target
             && in_scope(&key.target)
         {
-            let peer = peer_of(
-                &key.source,
-                &dst.namespace,
-                options,
-                &index.pod_ips,
-                &mut selector_of,
-            );
+            let names = named(dst, &key.source);
+            let peer = names.is_none().then(|| {
+                peer_of(
+                    &key.source,
+                    &dst.namespace,
+                    options,
+                    &index.pod_ips,
+                    &mut selector_of,
+                )
+            });
             let draft = drafts.entry(dst.clone()).or_default();
             draft.saw(stats);
-            let set = draft.ingress.peers.entry(peer).or_default();
-            let source = key.source.to_string();
+            let mut set = BTreeSet::new();
+            let source = shown(&key.source, names);
             for (p, note) in &ports {
                 set.insert(*p);
                 if let Some(note) = note {
@@ -609,8 +893,9 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
             }
             draft.evidence.insert(
                 (0, source.clone(), port, false),
-                format!("ingress from {}", evidence(&key.source)),
+                format!("ingress from {}", evidence(&source)),
             );
+            draft.ingress.add(peer, names, set, stats);
             windows
                 .entry(dst.namespace.as_str())
                 .or_default()
@@ -649,6 +934,7 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
     }
 
     let mut namespaces: BTreeMap<String, Vec<NetworkPolicy>> = BTreeMap::new();
+    let mut fqdn_egress: Vec<FqdnEgress> = Vec::new();
     for ns in &scope {
         let window = windows.get(ns);
         let deny_evidence = format!(
@@ -698,10 +984,34 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
                 evidence.push_str(line);
                 evidence.push('\n');
             }
-            let annotations = BTreeMap::from([
+            let mut annotations = BTreeMap::from([
                 (EVIDENCE_ANNOTATION.to_owned(), evidence),
                 (WORKLOAD_ANNOTATION.to_owned(), format!("{} {w}", w.kind)),
             ]);
+            let mut notes = draft.egress.notes("egress");
+            notes.extend(draft.ingress.notes("ingress"));
+            if !notes.is_empty() {
+                // Plain data with string keys: it always serializes.
+                let json = serde_json::to_string_pretty(&notes)
+                    .expect("name rule notes always serialize to JSON");
+                annotations.insert(FQDN_RULES_ANNOTATION.to_owned(), json + "\n");
+            }
+            for (dns_name, named) in &draft.egress.named {
+                fqdn_egress.push(FqdnEgress {
+                    namespace: (*ns).to_owned(),
+                    workload: (*w).clone(),
+                    policy: name.clone(),
+                    pod_selector: selection.labels.clone(),
+                    name: dns_name.clone(),
+                    ports: named
+                        .ports
+                        .iter()
+                        .map(|(port, proto)| (*proto, *port))
+                        .collect(),
+                    addresses: named.addresses.clone(),
+                    seen: named.seen(),
+                });
+            }
             let ingress = draft
                 .ingress
                 .rules()
@@ -734,9 +1044,13 @@ pub fn synthesize(graph: &FlowGraph, cluster: &Cluster, options: &Options) -> Su
         namespaces.insert((*ns).to_owned(), policies);
     }
 
+    fqdn_egress.sort_by(|a, b| {
+        (&a.namespace, &a.policy, &a.name).cmp(&(&b.namespace, &b.policy, &b.name))
+    });
     Suggestion {
         namespaces,
         warnings: warnings.into_iter().collect(),
+        fqdn_egress,
     }
 }
 

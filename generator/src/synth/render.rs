@@ -73,6 +73,48 @@ pub(super) fn policy_yaml(policy: &NetworkPolicy) -> String {
     serde_yaml::to_string(policy).expect("a NetworkPolicy always serializes to YAML")
 }
 
+/// `yaml` (one policy) with a comment line above some rules:
+/// `(direction, rule index, text)`, where direction is `egress` or
+/// `ingress`. The rules are found as the items of `spec.egress` and
+/// `spec.ingress`; a rule not found gets no comment.
+pub(super) fn with_rule_comments(yaml: &str, comments: &[(&str, usize, String)]) -> String {
+    if comments.is_empty() {
+        return yaml.to_owned();
+    }
+    let mut out = String::with_capacity(yaml.len() + 64 * comments.len());
+    let mut in_spec = false;
+    // (direction, the items' indentation, the next item's index)
+    let mut list: Option<(&str, usize, usize)> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let body = &line[indent..];
+        if indent == 0 {
+            in_spec = body == "spec:";
+            list = None;
+        } else if in_spec && (body == "egress:" || body == "ingress:") {
+            list = Some((body.trim_end_matches(':'), indent, 0));
+        } else if let Some((direction, items, next)) = list {
+            if indent == items && body.starts_with("- ") {
+                for (_, _, text) in comments
+                    .iter()
+                    .filter(|(d, i, _)| *d == direction && *i == next)
+                {
+                    out.push_str(&" ".repeat(indent));
+                    out.push_str("# ");
+                    out.push_str(text);
+                    out.push('\n');
+                }
+                list = Some((direction, items, next + 1));
+            } else if indent <= items && !body.starts_with("- ") {
+                list = None;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +131,28 @@ mod tests {
         let weird = dns1123("weir-Foo_Bar", 63);
         assert!(weird.starts_with("weir-foo-bar-"), "{weird}");
         assert!(weird.len() <= 63);
+    }
+
+    #[test]
+    fn rule_comments_go_above_their_rule_only() {
+        let yaml = "metadata:\n  name: x\nspec:\n  egress:\n  - ports:\n    - port: 1\n    to:\n    - ipBlock:\n        cidr: 1.2.3.4/32\n  - ports:\n    - port: 2\n  ingress:\n  - from:\n    - podSelector: {}\n  podSelector: {}\n";
+        let out = with_rule_comments(
+            yaml,
+            &[
+                ("egress", 1, "api.example: 1 address".to_owned()),
+                ("ingress", 0, "in".to_owned()),
+                ("egress", 5, "missing".to_owned()),
+            ],
+        );
+        assert_eq!(
+            out,
+            "metadata:\n  name: x\nspec:\n  egress:\n  - ports:\n    - port: 1\n    to:\n    - ipBlock:\n        cidr: 1.2.3.4/32\n  # api.example: 1 address\n  - ports:\n    - port: 2\n  ingress:\n  # in\n  - from:\n    - podSelector: {}\n  podSelector: {}\n"
+        );
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap()
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //!
 //! The cluster the generator selects in (namespaces, pods, Services) is the
 //! union of the contributions; where two list the same namespace, pod or
-//! Service, the latest contribution's wins.
+//! Service, the latest contribution's wins. The names of external
+//! addresses are the union too, each (name, address) seen from the
+//! earliest first packet to the latest last one, by every workload that
+//! named it on any node.
 
 use std::collections::{BTreeMap, btree_map::Entry};
 
@@ -296,6 +299,7 @@ pub fn merge<'a>(contributions: impl IntoIterator<Item = &'a ContributionJson>) 
         for s in &c.services {
             services.insert((s.namespace.clone(), s.name.clone()), s.clone());
         }
+        graph.merge_names(&c.external_names);
     }
     forget_dropped_at_ingress(&mut edges, &drops);
     graph.edges = resolve(edges);

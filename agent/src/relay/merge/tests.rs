@@ -246,6 +246,46 @@ fn unknown_sides_are_taken_as_they_are_and_counted() {
 }
 
 #[test]
+fn names_of_external_addresses_are_the_union_of_the_nodes() {
+    let name = "api.payments.example";
+    let (old, new): (std::net::IpAddr, std::net::IpAddr) = (
+        "203.0.113.10".parse().unwrap(),
+        "203.0.113.11".parse().unwrap(),
+    );
+    let web = WorkloadRef::new("shop", WorkloadKind::Deployment, "frontend");
+    let cart = WorkloadRef::new("shop", WorkloadKind::Deployment, "cart");
+    let named = |entries: &[(std::net::IpAddr, &WorkloadRef, u64, u64)]| {
+        let mut g = weir_generator::model::FlowGraph::default();
+        for (ip, w, first, last) in entries {
+            g.name_address(name, *ip, w, *first, *last);
+        }
+        g
+    };
+    let (a, b) = (aggregator("a"), aggregator("b"));
+    a.restore(&named(&[(old, &web, 10, 20)]));
+    b.restore(&named(&[(old, &cart, 5, 15), (new, &web, 30, 40)]));
+    let none = Inventory::default();
+    let merged = merge(&[
+        contribution(&a, &none, "2026-01-01T00:00:01Z"),
+        contribution(&b, &none, "2026-01-01T00:00:02Z"),
+    ]);
+    assert_eq!(
+        merged.view.graph.external_names,
+        named(&[
+            (old, &web, 10, 20),
+            (old, &cart, 5, 15),
+            (new, &web, 30, 40)
+        ])
+        .external_names
+    );
+    let seen = &merged.view.graph.external_names[name][&old];
+    assert_eq!(
+        (seen.first_seen, seen.last_seen, seen.workloads.len()),
+        (5, 20, 2)
+    );
+}
+
+#[test]
 fn the_cluster_is_the_union_of_the_nodes_and_the_latest_wins() {
     let agg = aggregator("a");
     let pod = |name: &str, version: &str, node: &str| LocalPod {
