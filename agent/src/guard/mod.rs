@@ -309,10 +309,15 @@ impl Guard {
                 .map(|g| {
                     g.edges
                         .iter()
+                        // Every edge of the graph now: one first seen
+                        // between the flip and this check was let through
+                        // (dropped connections make no edge). Bounding by
+                        // the flip instead lost the edges learned just
+                        // before it whenever this check came late.
                         .filter(|(k, stats)| {
                             (in_namespace(&k.source, namespace)
                                 || in_namespace(&k.target, namespace))
-                                && stats.first_seen < started_at
+                                && stats.first_seen <= now
                         })
                         .map(|(k, _)| k.clone())
                         .collect()

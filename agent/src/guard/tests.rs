@@ -90,6 +90,36 @@ fn a_window_learns_the_namespaces_edges_from_before_the_flip() {
     assert!(window.dropped.is_empty());
 }
 
+/// The check that sees the flip may come long after the previous one (a
+/// busy node): an edge first seen in between, just before the flip, is
+/// learned all the same.
+#[test]
+fn an_edge_first_seen_between_the_last_check_and_a_late_flip_check_is_learned() {
+    let mut guard = Guard::default();
+    let mut graph = shop();
+    let audit = modes(&[("shop", Mode::Audit)]);
+    guard.follow_modes(&audit, Some(&graph), |_| Settings::default(), 10 * MIN);
+    assert!(
+        guard
+            .check(&BTreeMap::new(), |_, _| true, 10 * MIN)
+            .is_empty()
+    );
+    // Learned at minute 11, the flip at minute 12, seen at minute 13.
+    let late = edge(("shop", "web"), ("shop", "cache"), 6379);
+    graph.edges.insert(late.clone(), stats(11 * MIN, 11 * MIN));
+    let opened = guard.follow_modes(
+        &modes(&[("shop", Mode::Enforce)]),
+        Some(&graph),
+        |_| Settings::default(),
+        13 * MIN,
+    );
+    assert_eq!(opened, ["shop"]);
+    let window = &guard.windows["shop"];
+    assert_eq!(window.started_at, 10 * MIN);
+    assert!(window.learned.contains(&late), "{window:?}");
+    assert_eq!(window.learned.len(), 3);
+}
+
 #[test]
 fn a_dropped_learned_edge_trips_the_window() {
     let mut guard = flipped(Settings::default());
