@@ -79,6 +79,7 @@ pub mod learn;
 pub mod metrics;
 pub mod netdev;
 pub mod pending;
+pub mod promote;
 pub mod relay;
 pub mod resolve;
 pub mod sockets;

@@ -120,6 +120,7 @@ pub struct Metrics {
     relay_handshake_failures: Family<[(&'static str, &'static str); 1], Counter>,
     relay_stream_records: Family<[(&'static str, &'static str); 1], Counter>,
     guard_reverts: Family<[(&'static str, String); 1], Counter>,
+    promotions: Family<[(&'static str, String); 2], Counter>,
     kernel: Arc<KernelCollector>,
     delay: Mutex<DelayWindow>,
 }
@@ -285,6 +286,12 @@ impl Metrics {
             "Namespaces the guard set back to audit after enforce dropped learned traffic",
             guard_reverts.clone(),
         );
+        let promotions = Family::<[(&'static str, String); 2], Counter>::default();
+        registry.register(
+            "promotions",
+            "Namespaces promoted automatically (weir.dev/promote: auto), by the mode they went to",
+            promotions.clone(),
+        );
 
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(Arc::clone(&kernel)));
@@ -315,6 +322,7 @@ impl Metrics {
             relay_handshake_failures,
             relay_stream_records,
             guard_reverts,
+            promotions,
             kernel,
             delay: Mutex::new(DelayWindow::new()),
         }
@@ -425,6 +433,13 @@ impl Metrics {
     pub fn guard_revert(&self, namespace: &str) {
         self.guard_reverts
             .get_or_create(&[("namespace", namespace.to_owned())])
+            .inc();
+    }
+
+    /// Count an automatic promotion of `namespace` to `to`.
+    pub fn promotion(&self, namespace: &str, to: weir_generator::datapath::Mode) {
+        self.promotions
+            .get_or_create(&[("namespace", namespace.to_owned()), ("to", to.to_string())])
             .inc();
     }
 

@@ -144,6 +144,7 @@ pub fn plan(lab: &LabName, spec: &LabSpec) -> Result<LabState> {
         run_dir: run_dir(lab),
         sources: spec.sources.clone(),
         namespaces: spec.namespaces.clone(),
+        namespace_annotations: spec.namespace_annotations.clone(),
         pods,
         external_hosts,
         services,

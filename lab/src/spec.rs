@@ -264,6 +264,9 @@ pub struct LabSpec {
     /// Namespaces and their labels (with `kubernetes.io/metadata.name`),
     /// including those only referenced by objects.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The annotations of declared namespaces that have some (the agent
+    /// reads weir's own: the guard's and automatic promotion's settings).
+    pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Pods, controllers expanded, sorted by namespace and name.
     pub pods: Vec<PodSpec>,
     /// External hosts, sorted by name.
@@ -387,6 +390,7 @@ struct LabPort {
 struct Builder {
     lab: Option<(Origin, LabKindSpec)>,
     namespaces: BTreeMap<String, (Origin, BTreeMap<String, String>)>,
+    namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
     pods: BTreeMap<(String, String), DeclaredPod>,
     daemon_sets: Vec<DeclaredDaemonSet>,
     external_hosts: BTreeMap<String, ExternalHostSpec>,
@@ -518,6 +522,9 @@ impl Builder {
             ));
         }
         let labels = ns.metadata.labels.unwrap_or_default();
+        if let Some(annotations) = ns.metadata.annotations.filter(|a| !a.is_empty()) {
+            self.namespace_annotations.insert(name.clone(), annotations);
+        }
         self.namespaces.insert(name, (origin.clone(), labels));
         Ok(())
     }
@@ -1063,6 +1070,7 @@ impl Builder {
             sources: sources.to_vec(),
             settings,
             namespaces,
+            namespace_annotations: self.namespace_annotations,
             pods,
             external_hosts: self.external_hosts.into_values().collect(),
             services: self.services.into_values().collect(),

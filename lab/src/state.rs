@@ -301,6 +301,9 @@ pub struct LabState {
     pub sources: Vec<PathBuf>,
     /// Namespaces and labels (with `kubernetes.io/metadata.name`).
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The annotations of namespaces that have some.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
     /// Pods, sorted by namespace and name.
     pub pods: Vec<PodState>,
     /// External hosts, sorted by name.

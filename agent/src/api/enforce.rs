@@ -258,11 +258,19 @@ pub(crate) fn parse_mode(value: &str) -> Result<Mode, ApiError> {
 /// recent traffic), or `None` when it is.
 async fn not_ready(state: &AppState, namespace: &str) -> Result<Option<String>, ApiError> {
     let report = super::learn::status_report(state).await?;
+    Ok(why_not_ready(&report, namespace))
+}
+
+/// [`not_ready`] from a readiness report.
+pub(crate) fn why_not_ready(
+    report: &crate::learn::analysis::StatusReport,
+    namespace: &str,
+) -> Option<String> {
     let Some(ns) = report.namespaces.iter().find(|n| n.namespace == namespace) else {
-        return Ok(Some("nothing was learned from or to it yet".to_owned()));
+        return Some("nothing was learned from or to it yet".to_owned());
     };
     if ns.ready {
-        return Ok(None);
+        return None;
     }
     let mut why = Vec::new();
     let quiet = report.quiet_period_seconds;
@@ -282,7 +290,7 @@ async fn not_ready(state: &AppState, namespace: &str) -> Result<Option<String>, 
     if why.is_empty() {
         why.push("it is not ready (see weir status)".to_owned());
     }
-    Ok(Some(why.join("; ")))
+    Some(why.join("; "))
 }
 
 /// `PUT /api/modes/{namespace}`.

@@ -53,6 +53,7 @@ pub mod host;
 pub mod learn;
 pub mod limits;
 pub mod pending;
+pub mod promote;
 pub mod query;
 pub mod record;
 pub mod review;
@@ -135,6 +136,9 @@ pub struct AppState {
     pub guard_reverter: guard::Reverter,
     /// The would-have-dropped queue.
     pub pending: Arc<crate::pending::Queue>,
+    /// Automatic promotion's clocks ([`crate::promote`]); in memory unless
+    /// [`AppState::with_promote`] gives the state directory's.
+    pub promote: Arc<promote::Promoter>,
 }
 
 /// What `/api/status` needs beyond the graph.
@@ -178,7 +182,15 @@ impl AppState {
             guard: Arc::default(),
             guard_reverter: guard::Reverter::Local,
             pending: Arc::default(),
+            promote: Arc::default(),
         }
+    }
+
+    /// Keep automatic promotion's clocks in `promote`.
+    #[must_use]
+    pub fn with_promote(mut self, promote: crate::promote::PromoteHandle) -> Self {
+        self.promote = Arc::new(promote::Promoter::new(promote));
+        self
     }
 
     /// Keep the guard's state in `guard`, revert through `reverter`.
@@ -253,6 +265,7 @@ impl AppState {
             .map(|e| Modes::from(&*e.view()))
             .unwrap_or_default();
         guard::describe(&self.guard.snapshot(), &mut modes);
+        self.promote.describe(&mut modes);
         modes
     }
 

@@ -736,6 +736,43 @@ pub struct Modes {
     /// to enforce again).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reverted: BTreeMap<String, RevertedJson>,
+    /// Namespaces promoted automatically (`weir.dev/promote: auto`): their
+    /// next step and when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promotion: BTreeMap<String, PromotionJson>,
+}
+
+/// A namespace's automatic promotion: `GET /api/modes`' `promotion`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionJson {
+    /// The mode it goes to next; none once enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Mode>,
+    /// When, RFC 3339, if nothing is marked as would-drop until then; none
+    /// when it waits for readiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// What it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// The audit period, seconds.
+    pub after_seconds: u64,
+    /// The last automatic promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<PromotedJson>,
+    /// One sentence saying all of it, as `weir status` and the UI show it.
+    pub message: String,
+}
+
+/// An automatic promotion made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotedJson {
+    /// The mode before.
+    pub from: Mode,
+    /// The mode after.
+    pub to: Mode,
+    /// When, RFC 3339.
+    pub time: String,
 }
 
 /// A namespace's guard window: `GET /api/modes`' `guarded`.

@@ -315,8 +315,9 @@ pub fn policy_table(view: &Enforced) -> String {
     out
 }
 
-/// What the guard says of each namespace, one line each: its open window
-/// and its last revert (`weir mode list`, `weir status`).
+/// What the guard and automatic promotion say of each namespace, one line
+/// each: its open window, its last revert, its next automatic step
+/// (`weir mode list`, `weir status`).
 #[must_use]
 pub fn guard_lines(modes: &Modes) -> String {
     let mut out = String::new();
@@ -332,6 +333,12 @@ pub fn guard_lines(modes: &Modes) -> String {
     }
     for (ns, reverted) in &modes.reverted {
         let _ = writeln!(out, "{ns}: {}", reverted.message);
+    }
+    for (ns, promotion) in &modes.promotion {
+        let last = promotion.last.as_ref().map_or_else(String::new, |l| {
+            format!(" (last: {} -> {} at {})", l.from, l.to, l.time)
+        });
+        let _ = writeln!(out, "{ns}: {}{last}", promotion.message);
     }
     out
 }
@@ -495,6 +502,31 @@ mod guard_tests {
             guard_lines(&modes),
             "blog: guarded until 2026-12-07T03:15:00Z (1 of 4 learned edges dropped; 2 reverts to audit)\n\
              shop: reverted to audit at T because enforce dropped 1 learned edge\n"
+        );
+    }
+    #[test]
+    fn mode_list_and_status_say_what_automatic_promotion_does_next() {
+        use crate::api::wire::{PromotedJson, PromotionJson};
+        use weir_generator::datapath::Mode;
+        let mut modes = Modes::default();
+        modes.promotion.insert(
+            "shop".into(),
+            PromotionJson {
+                next: Some(Mode::Enforce),
+                at: Some("2026-12-08T03:00:00Z".into()),
+                message: "automatic promotion: enforce at 2026-12-08T03:00:00Z".into(),
+                last: Some(PromotedJson {
+                    from: Mode::Observe,
+                    to: Mode::Audit,
+                    time: "2026-12-07T03:00:00Z".into(),
+                }),
+                ..PromotionJson::default()
+            },
+        );
+        assert_eq!(
+            guard_lines(&modes),
+            "shop: automatic promotion: enforce at 2026-12-08T03:00:00Z \
+             (last: observe -> audit at 2026-12-07T03:00:00Z)\n"
         );
     }
 }

@@ -134,6 +134,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         crate::guard::GuardHandle::load(crate::guard::GuardFile::in_dir(&config.state_dir))
             .context("cannot read the guard's state")?,
     );
+    let promote =
+        crate::promote::PromoteHandle::load(crate::promote::PromoteFile::in_dir(&config.state_dir))
+            .context("cannot read automatic promotion's state")?;
     let resolver: SharedResolver = Arc::default();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(config.channel_capacity);
@@ -203,6 +206,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     .with_epoch(loaded.epoch)
     .with_audit(audit)
     .with_guard(guard, guard_reverter(&config).await?)
+    .with_promote(promote)
     .with_enforcer(enforcer.clone())
     .with_health(Arc::clone(&health))
     .with_token(api_token.clone())

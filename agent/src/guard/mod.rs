@@ -394,13 +394,16 @@ pub struct GuardFile {
     path: PathBuf,
 }
 
-/// The state file cannot be read or written.
+/// A state file (the guard's, automatic promotion's) cannot be read or
+/// written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum GuardFileError {
+pub enum StateFileError {
     /// Reading or writing failed.
-    #[error("guard state {}", path.display())]
+    #[error("{what} state {}", path.display())]
     Io {
+        /// Whose state.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
@@ -408,14 +411,70 @@ pub enum GuardFileError {
         source: std::io::Error,
     },
     /// The file does not parse.
-    #[error("guard state {} does not parse", path.display())]
+    #[error("{what} state {} does not parse", path.display())]
     Parse {
+        /// Whose state.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// Why.
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The guard's state file cannot be read or written.
+pub type GuardFileError = StateFileError;
+
+/// The state saved in `path`; the default when there is no file.
+///
+/// # Errors
+/// An unreadable or unparsable file.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(
+    what: &'static str,
+    path: &Path,
+) -> Result<T, StateFileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateFileError::Parse {
+            what,
+            path: path.to_owned(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(StateFileError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Save `value` whole in `path`: written beside and renamed, so a crash
+/// leaves the previous state or this one.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn save_json<T: Serialize>(
+    what: &'static str,
+    path: &Path,
+    value: &T,
+) -> Result<(), StateFileError> {
+    let io = |source| StateFileError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(value).map_err(|source| StateFileError::Parse {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let temp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&temp, json).map_err(io)?;
+    std::fs::rename(&temp, path).map_err(io)
 }
 
 impl GuardFile {
@@ -438,38 +497,15 @@ impl GuardFile {
     /// # Errors
     /// An unreadable or unparsable file.
     pub fn load(&self) -> Result<Guard, GuardFileError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| GuardFileError::Parse {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Guard::default()),
-            Err(source) => Err(GuardFileError::Io {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        load_json("guard", &self.path)
     }
 
-    /// Save `guard` whole: written beside and renamed, so a crash leaves
-    /// the previous state or this one.
+    /// Save `guard` whole (see [`save_json`]).
     ///
     /// # Errors
     /// The file cannot be written.
     pub fn save(&self, guard: &Guard) -> Result<(), GuardFileError> {
-        let io = |source| GuardFileError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let json = serde_json::to_vec_pretty(guard).map_err(|source| GuardFileError::Parse {
-            path: self.path.clone(),
-            source,
-        })?;
-        let temp = self
-            .path
-            .with_file_name(format!(".{FILE_NAME}.{}", std::process::id()));
-        std::fs::write(&temp, json).map_err(io)?;
-        std::fs::rename(&temp, &self.path).map_err(io)
+        save_json("guard", &self.path, guard)
     }
 }
 

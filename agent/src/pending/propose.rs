@@ -120,6 +120,26 @@ pub fn list(state: &QueueState, inputs: &Inputs<'_>) -> Vec<Entry> {
     entries
 }
 
+/// The last would-drop of each namespace: the latest last packet of the
+/// queued edges the enforced set denies at that namespace's side (what
+/// [`list`] lists, without the proposals), decided ones left out.
+#[must_use]
+pub fn last_denied(state: &QueueState, inputs: &Inputs<'_>) -> BTreeMap<String, u64> {
+    let evaluator = Evaluator::new(inputs.enforced, inputs.cluster);
+    let reps = representatives(inputs.graph, inputs.cluster);
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, seen) in &state.seen {
+        if state.decided(key, inputs.reject_window).is_some() {
+            continue;
+        }
+        for denial in denials(&evaluator, &reps, key).unwrap_or_default() {
+            let t = last.entry(denial.namespace).or_default();
+            *t = (*t).max(seen.last_seen);
+        }
+    }
+    last
+}
+
 /// The sides of `key` the enforced set denies; `None` when an end is a
 /// workload without a pod (nothing to judge).
 fn denials(

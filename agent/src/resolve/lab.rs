@@ -105,7 +105,7 @@ pub fn inventory_of_node(state: &LabState, node: Option<&str>) -> Inventory {
         .filter(|s| s.node == node || !multi)
         .map(|s| s.node_addresses())
         .unwrap_or_default();
-    Inventory {
+    let mut inventory = Inventory {
         pods: state
             .pods
             .iter()
@@ -135,7 +135,11 @@ pub fn inventory_of_node(state: &LabState, node: Option<&str>) -> Inventory {
         node_ips,
         warnings: not_a_node(state, node).into_iter().collect(),
         ..Inventory::default()
+    };
+    for (name, annotations) in &state.namespace_annotations {
+        inventory.namespace_annotations(name, annotations);
     }
+    inventory
 }
 
 /// Refuse, before the agent starts, to be no node of a multi-node lab
@@ -304,6 +308,46 @@ spec: {ips: [203.0.113.10]}
         assert_eq!(
             inv.node_ips,
             ["10.88.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
+    /// The lab keeps the namespaces' annotations as a cluster does: the
+    /// guard's and automatic promotion's settings are read from them, and
+    /// a bad value is a warning naming the namespace and the value.
+    #[test]
+    fn namespace_annotations_set_the_guard_and_automatic_promotion() {
+        let yaml = YAML.replace(
+            "metadata: {name: shop, labels: {team: a}}",
+            "metadata:\n  name: shop\n  labels: {team: a}\n  annotations:\n    \
+             weir.dev/promote: auto\n    weir.dev/promote-after: 3s\n    \
+             weir.dev/guard-max-drops: '2'\n    weir.dev/guard-window: soon",
+        );
+        let spec = parse_str(Path::new("t.yaml"), &yaml).unwrap();
+        let state = plan(&"x".parse().unwrap(), &spec).unwrap();
+        let state: LabState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+        let inv = inventory_of_node(&state, None);
+        assert_eq!(
+            inv.promote,
+            BTreeMap::from([(
+                "shop".to_owned(),
+                crate::promote::Settings {
+                    after: std::time::Duration::from_secs(3)
+                }
+            )])
+        );
+        assert_eq!(
+            inv.guard["shop"],
+            crate::guard::Settings {
+                max_drops: 2,
+                ..crate::guard::Settings::default()
+            }
+        );
+        assert_eq!(
+            inv.warnings,
+            [
+                "namespace shop: annotation weir.dev/guard-window=\"soon\" is not a duration \
+              (15m, 1h, 0 for none); using the default 15m"
+            ]
         );
     }
 

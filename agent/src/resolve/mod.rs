@@ -123,9 +123,28 @@ pub struct Inventory {
     /// (`weir.dev/guard-window`, `weir.dev/guard-max-drops`); the others
     /// take the defaults.
     pub guard: BTreeMap<String, crate::guard::Settings>,
+    /// The namespaces promoted automatically (`weir.dev/promote: auto`),
+    /// with their settings.
+    pub promote: BTreeMap<String, crate::promote::Settings>,
 }
 
 impl Inventory {
+    /// Read weir's annotations of namespace `name` (the guard's and
+    /// automatic promotion's settings); values that do not parse are
+    /// warnings naming the namespace and the value, and take the default.
+    pub fn namespace_annotations(&mut self, name: &str, annotations: &BTreeMap<String, String>) {
+        let (settings, warnings) = crate::guard::settings(name, Some(annotations));
+        self.warnings.extend(warnings);
+        if settings != crate::guard::Settings::default() {
+            self.guard.insert(name.to_owned(), settings);
+        }
+        let (settings, warnings) = crate::promote::settings(name, Some(annotations));
+        self.warnings.extend(warnings);
+        if let Some(settings) = settings {
+            self.promote.insert(name.to_owned(), settings);
+        }
+    }
+
     /// The cluster as the generator sees it: namespaces, pods with their
     /// ports, Services.
     #[must_use]
@@ -208,6 +227,7 @@ pub struct Resolver {
     known_hosts: BTreeMap<IpAddr, String>,
     health: Option<SourceHealth>,
     guard: BTreeMap<String, crate::guard::Settings>,
+    promote: BTreeMap<String, crate::promote::Settings>,
     cluster: Arc<Cluster>,
     /// Indexes into `cluster.pods` of the pods this node answers for to a
     /// relay: those running here, and those whose node is not known.
@@ -284,6 +304,7 @@ impl Resolver {
             known_hosts: inventory.known_hosts.clone(),
             health: inventory.health.clone(),
             guard: inventory.guard.clone(),
+            promote: inventory.promote.clone(),
             cluster: Arc::new(inventory.cluster()),
             own_pods: inventory
                 .pods
@@ -341,6 +362,19 @@ impl Resolver {
     #[must_use]
     pub fn guard_settings(&self, namespace: &str) -> crate::guard::Settings {
         self.guard.get(namespace).copied().unwrap_or_default()
+    }
+
+    /// The automatic promotion settings of `namespace`, when it has
+    /// `weir.dev/promote: auto`.
+    #[must_use]
+    pub fn promote_settings(&self, namespace: &str) -> Option<crate::promote::Settings> {
+        self.promote.get(namespace).copied()
+    }
+
+    /// The namespaces promoted automatically.
+    #[must_use]
+    pub fn promoted_namespaces(&self) -> &BTreeMap<String, crate::promote::Settings> {
+        &self.promote
     }
 
     /// How current the source's view is, for sources that can lag.

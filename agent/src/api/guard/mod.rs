@@ -59,7 +59,9 @@ impl std::fmt::Debug for Reverter {
     }
 }
 
-/// Run [`tick`] every `interval` until `shutdown`.
+/// Run [`tick`] every `interval` until `shutdown`, then automatic
+/// promotion's ([`super::promote::tick`]): it sees the guard's reverts
+/// of this check, and the guard sees its promotions at the next.
 pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,6 +71,7 @@ pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Recei
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         tick(&state).await;
+        super::promote::tick(&state).await;
     }
 }
 
@@ -268,10 +271,20 @@ async fn revert(state: &AppState, trip: &Trip, policies: Vec<String>, now: u64) 
         crate::timestamp::rfc3339(now)
     );
 
-    let done = match &state.guard_reverter {
-        Reverter::Local => revert_local(state, namespace).await,
-        Reverter::Kube(client) => revert_kube(client.clone(), namespace, &message, now).await,
-    };
+    let done = set_mode(
+        state,
+        &ModeChange {
+            namespace,
+            mode: Mode::Audit,
+            manager: GUARD,
+            annotation: REVERTED_ANNOTATION,
+            message: &message,
+            event_reason: "GuardReverted",
+            event_type: "Warning",
+        },
+        now,
+    )
+    .await;
     if let Err(error) = done {
         warn!(
             namespace,
@@ -316,14 +329,46 @@ async fn revert(state: &AppState, trip: &Trip, policies: Vec<String>, now: u64) 
     true
 }
 
-async fn revert_local(state: &AppState, namespace: &str) -> Result<(), String> {
+/// A mode change the agent makes by itself (the guard's revert, an
+/// automatic promotion), and how it is recorded in a cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct ModeChange<'a> {
+    /// The namespace.
+    pub namespace: &'a str,
+    /// Its new mode.
+    pub mode: Mode,
+    /// The field manager of the patch and the Event's component.
+    pub manager: &'static str,
+    /// The annotation recording why.
+    pub annotation: &'static str,
+    /// Why, one sentence (the annotation's value and the Event's message).
+    pub message: &'a str,
+    /// The Event's reason.
+    pub event_reason: &'static str,
+    /// `Warning` or `Normal`.
+    pub event_type: &'static str,
+}
+
+/// Set a namespace's mode where it lives: through the enforcer, or the
+/// Namespace's label in a cluster ([`Reverter`]).
+///
+/// # Errors
+/// Why the change was not made (it is tried again at the next check).
+pub async fn set_mode(state: &AppState, change: &ModeChange<'_>, now: u64) -> Result<(), String> {
+    match &state.guard_reverter {
+        Reverter::Local => set_local(state, change.namespace, change.mode).await,
+        Reverter::Kube(client) => set_kube(client.clone(), change, now).await,
+    }
+}
+
+async fn set_local(state: &AppState, namespace: &str, mode: Mode) -> Result<(), String> {
     let Some(enforcer) = state.enforcer.as_ref() else {
         return Err("no enforcer".to_owned());
     };
     match enforcer
         .change(Change::SetMode {
             namespace: namespace.to_owned(),
-            mode: Mode::Audit,
+            mode,
         })
         .await
     {
@@ -337,9 +382,8 @@ async fn revert_local(state: &AppState, namespace: &str) -> Result<(), String> {
     }
 }
 
-/// The label patch (with the annotation saying why) and the Event, as
-/// field manager `weir-guard`. The patch is what reverts; an Event that
-/// cannot be written is logged, not retried.
+/// The guard's revert in a cluster: [`set_kube`] of `audit` as
+/// `weir-guard`, recorded in `weir.dev/guard-reverted`.
 ///
 /// # Errors
 /// The patch was refused.
@@ -349,20 +393,56 @@ pub async fn revert_kube(
     message: &str,
     now: u64,
 ) -> Result<(), String> {
+    set_kube(
+        client,
+        &ModeChange {
+            namespace,
+            mode: Mode::Audit,
+            manager: GUARD,
+            annotation: REVERTED_ANNOTATION,
+            message,
+            event_reason: "GuardReverted",
+            event_type: "Warning",
+        },
+        now,
+    )
+    .await
+}
+
+/// The label patch (with the annotation saying why) and the Event, as
+/// the change's field manager. The patch is what changes the mode; an
+/// Event that cannot be written is logged, not retried.
+///
+/// # Errors
+/// The patch was refused.
+pub async fn set_kube(
+    client: kube::Client,
+    change: &ModeChange<'_>,
+    now: u64,
+) -> Result<(), String> {
+    let ModeChange {
+        namespace,
+        mode,
+        manager,
+        annotation,
+        message,
+        event_reason,
+        event_type,
+    } = *change;
     let params = PatchParams {
-        field_manager: Some(GUARD.to_owned()),
+        field_manager: Some(manager.to_owned()),
         ..PatchParams::default()
     };
     let patch = json!({"metadata": {
-        "labels": {MODE_LABEL: Mode::Audit.to_string()},
-        "annotations": {REVERTED_ANNOTATION: message},
+        "labels": {MODE_LABEL: mode.to_string()},
+        "annotations": {annotation: message},
     }});
     Api::<Namespace>::all(client.clone())
         .patch(namespace, &params, &Patch::Merge(&patch))
         .await
         .map_err(|error| {
             format!(
-                "cannot label namespace {namespace} {MODE_LABEL}=audit: {}",
+                "cannot label namespace {namespace} {MODE_LABEL}={mode}: {}",
                 chain(&error)
             )
         })?;
@@ -373,16 +453,17 @@ pub async fn revert_kube(
     // -n NS`). The API server takes an Event there only when its
     // involvedObject names that namespace too (one without would have to
     // be in `default`).
+    let suffix = if manager == GUARD { "guard" } else { "promote" };
     let event: Event = match serde_json::from_value(json!({
-        "metadata": {"generateName": format!("{namespace}.guard-"), "namespace": namespace},
+        "metadata": {"generateName": format!("{namespace}.{suffix}-"), "namespace": namespace},
         "involvedObject": {
             "apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace,
         },
-        "type": "Warning",
-        "reason": "GuardReverted",
+        "type": event_type,
+        "reason": event_reason,
         "message": message,
-        "source": {"component": GUARD},
-        "reportingComponent": GUARD,
+        "source": {"component": manager},
+        "reportingComponent": manager,
         "firstTimestamp": seconds,
         "lastTimestamp": seconds,
         "count": 1,
@@ -397,7 +478,7 @@ pub async fn revert_kube(
         warn!(
             namespace,
             error = chain(&error),
-            "cannot record the guard's Event"
+            "cannot record the Event of the mode change"
         );
     }
     Ok(())

@@ -41,6 +41,11 @@ const TOKEN: &str = "t0ken";
 /// The shop of [`state`] as the agent's source would describe it, ports
 /// included: the learner and the evaluator read it.
 fn shop_resolver() -> SharedResolver {
+    shop_resolver_with(|_| {})
+}
+
+/// [`shop_resolver`] with `f` changing its inventory first.
+fn shop_resolver_with(f: impl FnOnce(&mut crate::resolve::Inventory)) -> SharedResolver {
     use std::collections::BTreeMap;
 
     use weir_generator::{
@@ -66,7 +71,7 @@ fn shop_resolver() -> SharedResolver {
         local: false,
         node: None,
     };
-    let inventory = Inventory {
+    let mut inventory = Inventory {
         pods: vec![
             pod("shop", "frontend", "frontend-a", "10.0.0.1", 8080),
             pod("shop", "cart", "cart-a", "10.0.0.2", 7070),
@@ -75,6 +80,7 @@ fn shop_resolver() -> SharedResolver {
         known_hosts: BTreeMap::from([("198.51.100.7".parse().unwrap(), "payments".to_owned())]),
         ..Inventory::default()
     };
+    f(&mut inventory);
     Arc::new(RwLock::new(Arc::new(Resolver::new(&inventory, |_| None))))
 }
 
@@ -584,6 +590,7 @@ impl WithEnforcer {
 }
 
 mod guard;
+mod promote;
 
 mod enforce {
     use super::*;

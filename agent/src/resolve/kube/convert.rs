@@ -173,11 +173,7 @@ fn add_namespaces(
             }
         }
         if let Some(annotations) = ns.metadata.annotations.as_ref() {
-            let (settings, warnings) = crate::guard::settings(&name, Some(annotations));
-            inventory.warnings.extend(warnings);
-            if settings != crate::guard::Settings::default() {
-                inventory.guard.insert(name.clone(), settings);
-            }
+            inventory.namespace_annotations(&name, annotations);
         }
         labels
             .entry(NAMESPACE_NAME_LABEL.to_owned())
