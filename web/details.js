@@ -25,10 +25,18 @@ export class Details {
     fill(this.root, el('p.hint', {}, 'Loading…'));
     let remote = null;
     let problem = null;
+    // A DNS name's node (and its edges) stands for several addresses: the
+    // graph's JSON says all there is of it.
+    const isName = (id) => Boolean(this.graphLookup('node', id)?.addresses?.length);
+    const byName = selection.kind === 'edge'
+      ? isName(local?.source ?? selection.data.source) || isName(local?.target ?? selection.data.target)
+      : Boolean(local?.addresses?.length);
     try {
-      remote = selection.kind === 'edge'
-        ? await api.get('/api/edge', { source: local?.source ?? selection.data.source, target: local?.target ?? selection.data.target })
-        : await api.get('/api/node', { id: selection.id });
+      if (!byName) {
+        remote = selection.kind === 'edge'
+          ? await api.get('/api/edge', { source: local?.source ?? selection.data.source, target: local?.target ?? selection.data.target })
+          : await api.get('/api/node', { id: selection.id });
+      }
     } catch (error) {
       problem = error;
     }
@@ -54,13 +62,17 @@ export class Details {
         n.mode ? ['Mode', el(`span.badge.${n.mode}`, {}, n.mode)] : null,
         ['Edges', `${n.edges_in?.length ?? n.edges_in ?? '–'} in, ${n.edges_out?.length ?? n.edges_out ?? '–'} out`],
       ]),
+      n.addresses?.length ? [el('h3', {}, `Addresses (${n.addresses.length})`),
+        el('table.addresses', {}, el('tr', {}, el('th', {}, 'Address'), el('th', {}, 'First seen'), el('th', {}, 'Last seen')),
+          n.addresses.map((a) => el('tr', {}, el('td.mono', {}, a.address), el('td', {}, fmtAgo(a.first_seen)), el('td', {}, fmtAgo(a.last_seen)))))] : null,
       el('h3', {}, 'Labels'),
       chips(n.labels),
       el('h3', {}, `Pods (${podRows.length})`),
       podRows.length
         ? el('table', {}, el('tr', {}, el('th', {}, 'Pod'), el('th', {}, 'IPs')),
           podRows.map((p) => el('tr', {}, el('td.mono', {}, p.name), el('td.mono', {}, (p.ips || []).join(', ')))))
-        : el('p.hint', {}, n.kind === 'external' ? 'An address outside the cluster.' : 'No pod seen.'),
+        : el('p.hint', {}, n.addresses?.length ? 'A DNS name outside the cluster: the addresses its answers gave pods, each drawn here as one node.'
+          : n.kind === 'external' ? 'An address outside the cluster.' : 'No pod seen.'),
       n.ports_served ? [el('h3', {}, 'Ports served'),
         el('div', {}, (n.ports_served || []).map((p) => el('span.chip', {}, typeof p === 'object' ? portLabel(p) : String(p))))] : null,
       this.edgeList('Incoming', n.edges_in),

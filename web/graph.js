@@ -141,7 +141,8 @@ function nodeData(n, modes) {
     kind: n.kind || 'workload',
     group,
     w: Math.max(70, Math.min(240, label.length * 7 + 26)),
-    search: [n.id, label, ...Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`)].join(' ').toLowerCase(),
+    search: [n.id, label, ...(n.addresses || []).map((a) => a.address),
+      ...Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`)].join(' ').toLowerCase(),
     mode: modes?.[group],
   };
 }

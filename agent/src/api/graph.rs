@@ -7,6 +7,12 @@
 //! Filters (`namespace`, `protocol`, `port`, `verdict`, `since`) select
 //! ports of edges; an edge without a selected port is left out, and its
 //! totals are those of its selected ports.
+//!
+//! External addresses that flows carried a DNS name for are drawn as one
+//! node per name (id: the name; `addresses` lists them with their first
+//! and last seen), and their edges merge into the name's; an address with
+//! several names goes under the first. Addresses without a name stay
+//! nodes of their own.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -27,7 +33,7 @@ use super::{
     AppState,
     error::ApiError,
     query,
-    wire::{EdgeJson, EdgeVerdict, GraphJson, NodeJson, PortJson},
+    wire::{EdgeJson, EdgeVerdict, GraphJson, NameAddressJson, NodeJson, PortJson},
 };
 use crate::{aggregator::GraphView, timestamp::rfc3339};
 
@@ -195,6 +201,7 @@ impl Decor<'_> {
                     pods: info
                         .map(|i| i.pods.iter().cloned().collect())
                         .unwrap_or_default(),
+                    addresses: Vec::new(),
                 }
             }
             NodeId::External(ip) => NodeJson {
@@ -207,7 +214,52 @@ impl Decor<'_> {
                 workload: None,
                 labels: BTreeMap::new(),
                 pods: Vec::new(),
+                addresses: Vec::new(),
             },
+        }
+    }
+
+    /// The JSON of the node standing for the DNS name `name`.
+    #[must_use]
+    pub fn name_node(name: &str, view: &GraphView) -> NodeJson {
+        NodeJson {
+            id: name.to_owned(),
+            kind: "external".to_owned(),
+            group: "external".to_owned(),
+            name: name.to_owned(),
+            mode: None,
+            namespace: None,
+            workload: None,
+            labels: BTreeMap::new(),
+            pods: Vec::new(),
+            addresses: view
+                .graph
+                .external_names
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|(ip, seen)| NameAddressJson {
+                    address: *ip,
+                    first_seen: rfc3339(seen.first_seen),
+                    last_seen: rfc3339(seen.last_seen),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A node as drawn: a graph node, or the DNS name its address goes under.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Drawn<'a> {
+    Node(NodeId),
+    Name(&'a str),
+}
+
+impl std::fmt::Display for Drawn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Node(n) => n.fmt(f),
+            Self::Name(name) => f.write_str(name),
         }
     }
 }
@@ -254,39 +306,73 @@ pub fn edge_json(source: &NodeId, target: &NodeId, ports: &[(&EdgeKey, EdgeStats
     }
 }
 
+/// The edge between two drawn nodes: [`edge_json`], with the ports of
+/// several addresses of a name added up per port.
+fn drawn_edge_json(source: &Drawn<'_>, target: &Drawn<'_>, ports: &[(&EdgeKey, EdgeStats)]) -> EdgeJson {
+    let mut by_port: BTreeMap<(Protocol, u16), (&EdgeKey, EdgeStats)> = BTreeMap::new();
+    for (key, stats) in ports {
+        by_port
+            .entry((key.protocol, key.port))
+            .or_insert((*key, EdgeStats::default()))
+            .1
+            .merge(stats);
+    }
+    let merged: Vec<(&EdgeKey, EdgeStats)> = by_port.into_values().collect();
+    let mut json = edge_json(&ports[0].0.source, &ports[0].0.target, &merged);
+    json.source = source.to_string();
+    json.target = target.to_string();
+    json.id = format!("{}->{}", json.source, json.target);
+    json
+}
+
 /// The graph as the UI draws it.
 #[must_use]
 pub fn build(view: &GraphView, decor: &Decor<'_>, filter: &GraphFilter, now: u64) -> GraphJson {
-    let mut pairs: BTreeMap<(&NodeId, &NodeId), Vec<(&EdgeKey, EdgeStats)>> = BTreeMap::new();
+    let names = view.graph.names_by_address();
+    let drawn = |node: &NodeId| match node {
+        NodeId::External(ip) => names
+            .get(ip)
+            .and_then(|n| n.first())
+            .map_or_else(|| Drawn::Node(node.clone()), |name| Drawn::Name(name)),
+        NodeId::Workload(_) => Drawn::Node(node.clone()),
+    };
+    let mut pairs: BTreeMap<(Drawn<'_>, Drawn<'_>), Vec<(&EdgeKey, EdgeStats)>> = BTreeMap::new();
     for (key, stats) in all_ports(view) {
         if (filter.node_in_namespaces(&key.source) || filter.node_in_namespaces(&key.target))
             && filter.port_matches(key, &stats)
         {
             pairs
-                .entry((&key.source, &key.target))
+                .entry((drawn(&key.source), drawn(&key.target)))
                 .or_default()
                 .push((key, stats));
         }
     }
-    let mut nodes: BTreeSet<NodeId> = pairs
+    let mut nodes: BTreeSet<Drawn<'_>> = pairs
         .keys()
-        .flat_map(|(s, t)| [(*s).clone(), (*t).clone()])
+        .flat_map(|(s, t)| [s.clone(), t.clone()])
         .collect();
     if !filter.selects_ports() {
         nodes.extend(
             view.graph
                 .nodes()
-                .into_iter()
-                .filter(|n| filter.node_in_namespaces(n)),
+                .iter()
+                .filter(|n| filter.node_in_namespaces(n))
+                .map(drawn),
         );
     }
     GraphJson {
         version: view.version,
         generated_at: rfc3339(now),
-        nodes: nodes.iter().map(|n| decor.node(n, view)).collect(),
+        nodes: nodes
+            .iter()
+            .map(|n| match n {
+                Drawn::Node(n) => decor.node(n, view),
+                Drawn::Name(name) => Decor::name_node(name, view),
+            })
+            .collect(),
         edges: pairs
             .iter()
-            .map(|((s, t), ports)| edge_json(s, t, ports))
+            .map(|((s, t), ports)| drawn_edge_json(s, t, ports))
             .collect(),
         incomplete: false,
         degraded: Vec::new(),
@@ -312,4 +398,73 @@ pub async fn graph(
     json.degraded = state.health.episodes(filter.since);
     json.incomplete = json.degraded.iter().any(|e| e.incomplete);
     Ok(Json(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_generator::model::{WorkloadKind, WorkloadRef};
+
+    use super::*;
+
+    #[test]
+    fn addresses_with_a_name_are_one_node_and_their_edges_merge() {
+        let web = WorkloadRef::new("shop", WorkloadKind::Deployment, "web");
+        let mut view = GraphView::default();
+        let mut out = |to: &str, port: u16, at: u64| {
+            view.graph.record(
+                EdgeKey {
+                    source: NodeId::Workload(web.clone()),
+                    target: NodeId::External(to.parse().unwrap()),
+                    protocol: Protocol::Tcp,
+                    port,
+                },
+                &EdgeStats {
+                    connections: 1,
+                    packets: 2,
+                    first_seen: at,
+                    last_seen: at + 1,
+                    ..EdgeStats::default()
+                },
+            );
+        };
+        out("203.0.113.10", 443, 1_000_000_000);
+        out("203.0.113.11", 443, 2_000_000_000);
+        out("198.51.100.1", 80, 3_000_000_000);
+        for (ip, at) in [("203.0.113.10", 1_000_000_000), ("203.0.113.11", 2_000_000_000)] {
+            view.graph
+                .name_address("api.payments.example", ip.parse().unwrap(), &web, at, at + 1);
+        }
+        let decor = Decor {
+            mode_of: &|_| Mode::Observe,
+            name_of: &|_| None,
+        };
+        let json = build(&view, &decor, &GraphFilter::default(), 0);
+        let ids: Vec<&str> = json.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["shop/web", "198.51.100.1", "api.payments.example"]);
+        let name = &json.nodes[2];
+        assert_eq!(
+            (name.kind.as_str(), name.name.as_str()),
+            ("external", "api.payments.example")
+        );
+        assert_eq!(
+            name.addresses
+                .iter()
+                .map(|a| (a.address.to_string(), a.first_seen.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("203.0.113.10".to_owned(), "1970-01-01T00:00:01.000000000Z"),
+                ("203.0.113.11".to_owned(), "1970-01-01T00:00:02.000000000Z")
+            ]
+        );
+        let edge = json
+            .edges
+            .iter()
+            .find(|e| e.target == "api.payments.example")
+            .expect("the edge to the name");
+        assert_eq!(edge.id, "shop/web->api.payments.example");
+        assert_eq!(edge.connections, 2);
+        assert_eq!(edge.ports.len(), 1, "one port, both addresses' counters");
+        assert_eq!((edge.ports[0].port, edge.ports[0].connections), (443, 2));
+        assert_eq!(json.edges.len(), 2);
+    }
 }

@@ -289,6 +289,21 @@ pub struct NodeJson {
     pub labels: BTreeMap<String, String>,
     /// Pods seen, by name.
     pub pods: Vec<String>,
+    /// For a node standing for a DNS name (its id is the name): every
+    /// address flows carried the name for, with when; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NameAddressJson>,
+}
+
+/// An address of a DNS name's node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameAddressJson {
+    /// The address.
+    pub address: IpAddr,
+    /// First packet of a flow that carried the name to or from it, RFC 3339.
+    pub first_seen: String,
+    /// Last packet of such a flow, RFC 3339.
+    pub last_seen: String,
 }
 
 /// The worst verdict seen on an edge or port: dropped > audit > forwarded.
