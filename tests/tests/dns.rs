@@ -163,9 +163,70 @@ fn flows_to(agent: &Agent, ip: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The learned export of namespace shop, as `weir export` prints it
+/// (standard NetworkPolicies); `extra` adds arguments (a dialect).
+fn learned_export(agent: &Agent, extra: &[&str]) -> String {
+    let url = agent.url();
+    let mut args = vec!["export", "--server", url.as_str(), "--namespace", "shop"];
+    args.extend_from_slice(extra);
+    weir_ok(&args)
+}
+
+/// The client's policy in `export`, parsed, with its egress rules whose
+/// peers are the name's host ipBlocks.
+fn client_policy(export: &str) -> Value {
+    export
+        .split("\n---\n")
+        .skip(1)
+        .map(|doc| serde_yaml::from_str::<Value>(doc).expect("export is YAML"))
+        .find(|p| p["metadata"]["name"] == "weir-client")
+        .unwrap_or_else(|| panic!("no weir-client policy in:\n{export}"))
+}
+
+/// The `to` CIDRs of each egress rule of `policy`.
+fn egress_cidrs(policy: &Value) -> Vec<Vec<String>> {
+    policy["spec"]["egress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|peer| peer["ipBlock"]["cidr"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+/// The graph's node for `name`, once it has `addresses` addresses.
+fn name_node(agent: &Agent, name: &str, addresses: usize) -> Value {
+    eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph");
+        graph["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == name).cloned())
+            .filter(|n| {
+                n["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == addresses)
+            })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no node {name} with {addresses} addresses in {}",
+            agent.get_json("/api/graph")
+        )
+    })
+}
+
 /// The pod resolves the name through the Service, connects to what it got,
 /// and the agent's flow record carries the name; after the name moves, the
-/// new connection's record carries it too, the old one keeps its own.
+/// new connection's record carries it too, the old one keeps its own. The
+/// graph draws the name as one node with its addresses, and the export
+/// allows the name with one rule holding every address seen for it,
+/// annotated with the name and its evidence.
 #[test]
 fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
     let _turn = lab_turn();
@@ -189,6 +250,47 @@ fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
         "{line}"
     );
 
+    // The graph has the name's node, the address no node of its own.
+    let node = name_node(&agent, "api.payments.example", 1);
+    assert_eq!(node["addresses"][0]["address"], "203.0.113.210", "{node}");
+    let graph = agent.get_json("/api/graph");
+    let ids: Vec<&str> = graph["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert!(!ids.contains(&"203.0.113.210"), "{ids:?}");
+    assert!(
+        graph["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["id"] == "shop/client->api.payments.example"),
+        "{graph}"
+    );
+
+    let export = learned_export(&agent, &[]);
+    let policy = client_policy(&export);
+    let rules = egress_cidrs(&policy);
+    assert!(
+        rules.contains(&vec!["203.0.113.210/32".to_owned()]),
+        "{export}"
+    );
+    assert!(
+        export.contains("# api.payments.example: 1 address seen in the window"),
+        "{export}"
+    );
+    let notes: Value = serde_json::from_str(
+        policy["metadata"]["annotations"]["weir.dev/fqdn-rules"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no weir.dev/fqdn-rules annotation:\n{export}")),
+    )
+    .expect("the annotation is JSON");
+    assert_eq!(notes[0]["name"], "api.payments.example", "{notes}");
+    assert_eq!(notes[0]["direction"], "egress", "{notes}");
+    assert!(notes[0]["connections"].as_u64() >= Some(1), "{notes}");
+
     let out = lab.cmd(&["dns", "set", "api.payments.example", "203.0.113.211"]);
     assert!(out.status.success(), "dns set: {out:?}");
     assert!(lab.probe("shop/client", "api.payments.example", "443"));
@@ -207,6 +309,28 @@ fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
             .is_some_and(|n| n >= 2.0),
         "{:?}",
         agent.metric("weir_dns_answers_parsed_total")
+    );
+
+    // Re-pointed: still one node and one rule for the name, now with both
+    // addresses.
+    name_node(&agent, "api.payments.example", 2);
+    let export = learned_export(&agent, &[]);
+    let rules = egress_cidrs(&client_policy(&export));
+    let named: Vec<&Vec<String>> = rules
+        .iter()
+        .filter(|cidrs| cidrs.iter().any(|c| c.starts_with("203.0.113.21")))
+        .collect();
+    assert_eq!(
+        named,
+        [&vec![
+            "203.0.113.210/32".to_owned(),
+            "203.0.113.211/32".to_owned()
+        ]],
+        "{export}"
+    );
+    assert!(
+        export.contains("# api.payments.example: 2 addresses seen in the window"),
+        "{export}"
     );
 }
 

@@ -308,7 +308,11 @@ pub fn edge_json(source: &NodeId, target: &NodeId, ports: &[(&EdgeKey, EdgeStats
 
 /// The edge between two drawn nodes: [`edge_json`], with the ports of
 /// several addresses of a name added up per port.
-fn drawn_edge_json(source: &Drawn<'_>, target: &Drawn<'_>, ports: &[(&EdgeKey, EdgeStats)]) -> EdgeJson {
+fn drawn_edge_json(
+    source: &Drawn<'_>,
+    target: &Drawn<'_>,
+    ports: &[(&EdgeKey, EdgeStats)],
+) -> EdgeJson {
     let mut by_port: BTreeMap<(Protocol, u16), (&EdgeKey, EdgeStats)> = BTreeMap::new();
     for (key, stats) in ports {
         by_port
@@ -430,9 +434,17 @@ mod tests {
         out("203.0.113.10", 443, 1_000_000_000);
         out("203.0.113.11", 443, 2_000_000_000);
         out("198.51.100.1", 80, 3_000_000_000);
-        for (ip, at) in [("203.0.113.10", 1_000_000_000), ("203.0.113.11", 2_000_000_000)] {
-            view.graph
-                .name_address("api.payments.example", ip.parse().unwrap(), &web, at, at + 1);
+        for (ip, at) in [
+            ("203.0.113.10", 1_000_000_000),
+            ("203.0.113.11", 2_000_000_000),
+        ] {
+            view.graph.name_address(
+                "api.payments.example",
+                ip.parse().unwrap(),
+                &web,
+                at,
+                at + 1,
+            );
         }
         let decor = Decor {
             mode_of: &|_| Mode::Observe,
