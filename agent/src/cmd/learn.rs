@@ -471,6 +471,21 @@ pub fn status_table(status: &StatusReport) -> String {
             e.message
         );
     }
+    for c in &status.name_churn {
+        let _ = writeln!(
+            out,
+            "warning: DNS name {} changed address {} time{} since {} (last {}; {} addresses seen since {}): \
+             the standard policy's ipBlocks for it go stale when it changes again; \
+             a policy that names the peer (CiliumNetworkPolicy toFQDNs, AdminNetworkPolicy domainNames) follows it",
+            c.name,
+            c.changes,
+            if c.changes == 1 { "" } else { "s" },
+            c.changing_since,
+            c.last_change,
+            c.addresses,
+            c.first_seen,
+        );
+    }
     out.push_str(&table(&rows));
     out
 }
@@ -480,6 +495,42 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn status_warns_of_a_dns_name_whose_address_keeps_changing() {
+        let status = StatusReport {
+            window_start: None,
+            observed_seconds: None,
+            quiet_period_seconds: 60,
+            window_seconds: 60,
+            edges: 0,
+            namespaces: Vec::new(),
+            incomplete: false,
+            degraded: Vec::new(),
+            name_churn: vec![crate::learn::analysis::NameChurn {
+                name: "api.payments.example".into(),
+                addresses: 3,
+                changes: 2,
+                first_seen: "2026-12-07T06:00:00Z".into(),
+                changing_since: "2026-12-07T06:10:00Z".into(),
+                last_change: "2026-12-07T06:20:00Z".into(),
+            }],
+        };
+        let table = status_table(&status);
+        assert!(
+            table.contains(
+                "warning: DNS name api.payments.example changed address 2 times since \
+                 2026-12-07T06:10:00Z (last 2026-12-07T06:20:00Z; 3 addresses seen since \
+                 2026-12-07T06:00:00Z): the standard policy's ipBlocks for it go stale"
+            ),
+            "{table}"
+        );
+        let quiet = StatusReport {
+            name_churn: Vec::new(),
+            ..status
+        };
+        assert!(!status_table(&quiet).contains("warning"));
+    }
 
     #[test]
     fn export_writes_one_file_per_namespace_and_a_kustomization() {

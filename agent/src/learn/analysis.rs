@@ -339,6 +339,62 @@ pub struct StatusReport {
     /// Losses since the agent started, each with its time.
     #[serde(default)]
     pub degraded: Vec<crate::health::Episode>,
+    /// DNS names whose addresses changed during the window: a standard
+    /// policy's `ipBlock`s for them go stale when they change again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_churn: Vec<NameChurn>,
+}
+
+/// A DNS name whose address set changed: [`name_churn`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameChurn {
+    /// The name.
+    pub name: String,
+    /// Distinct addresses flows carried it for.
+    pub addresses: usize,
+    /// Addresses that appeared after its first one (each a change).
+    pub changes: usize,
+    /// When the name was first seen, RFC 3339.
+    pub first_seen: String,
+    /// When it first changed, RFC 3339.
+    pub changing_since: String,
+    /// When it last changed, RFC 3339.
+    pub last_change: String,
+}
+
+/// An address first seen this long after the name's first one is a change;
+/// addresses of one answer (round robin) are seen together.
+const CHANGE_SLACK_NS: u64 = 60 * 1_000_000_000;
+
+/// The names of `graph` whose addresses changed: an address first seen
+/// more than a minute after the name's first address counts as a change.
+#[must_use]
+pub fn name_churn(graph: &FlowGraph) -> Vec<NameChurn> {
+    graph
+        .external_names
+        .iter()
+        .filter_map(|(name, addresses)| {
+            let firsts: Vec<u64> = addresses
+                .values()
+                .map(|s| s.first_seen)
+                .filter(|t| *t > 0)
+                .collect();
+            let start = *firsts.iter().min()?;
+            let later: Vec<u64> = firsts
+                .iter()
+                .copied()
+                .filter(|t| *t > start.saturating_add(CHANGE_SLACK_NS))
+                .collect();
+            Some(NameChurn {
+                name: name.clone(),
+                addresses: addresses.len(),
+                changes: later.len(),
+                first_seen: rfc3339(start),
+                changing_since: rfc3339(*later.iter().min()?),
+                last_change: rfc3339(*later.iter().max()?),
+            })
+        })
+        .collect()
 }
 
 /// Readiness of every namespace with a workload in the graph. `policies`
@@ -439,6 +495,7 @@ pub fn readiness(
         namespaces,
         incomplete: false,
         degraded: Vec::new(),
+        name_churn: name_churn(graph),
     }
 }
 
@@ -553,6 +610,61 @@ mod tests {
         spec: {podSelector: {}, policyTypes: [Ingress, Egress]}\n---\n\
         kind: NetworkPolicy\nmetadata: {name: deny, namespace: data}\n\
         spec: {podSelector: {}, policyTypes: [Ingress, Egress]}\n";
+
+    #[test]
+    fn a_name_whose_addresses_change_is_reported_and_round_robin_is_not() {
+        const S: u64 = 1_000_000_000;
+        let web = WorkloadRef::new(
+            "shop",
+            weir_generator::model::WorkloadKind::Deployment,
+            "web",
+        );
+        let mut g = FlowGraph::default();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // two addresses of one answer, then two re-points
+        g.name_address(
+            "api.payments.example",
+            ip("203.0.113.10"),
+            &web,
+            1000 * S,
+            1001 * S,
+        );
+        g.name_address(
+            "api.payments.example",
+            ip("203.0.113.12"),
+            &web,
+            1010 * S,
+            1011 * S,
+        );
+        g.name_address(
+            "api.payments.example",
+            ip("203.0.113.11"),
+            &web,
+            2000 * S,
+            2001 * S,
+        );
+        g.name_address(
+            "api.payments.example",
+            ip("203.0.113.13"),
+            &web,
+            3000 * S,
+            3001 * S,
+        );
+        g.name_address("cdn.example", ip("198.51.100.1"), &web, 1000 * S, 1001 * S);
+        g.name_address("cdn.example", ip("198.51.100.2"), &web, 1030 * S, 1031 * S);
+        let churn = name_churn(&g);
+        assert_eq!(
+            churn,
+            [NameChurn {
+                name: "api.payments.example".into(),
+                addresses: 4,
+                changes: 2,
+                first_seen: rfc3339(1000 * S),
+                changing_since: rfc3339(2000 * S),
+                last_change: rfc3339(3000 * S),
+            }]
+        );
+    }
 
     #[test]
     fn the_suggestion_passes_verify_complete_and_tight() {
