@@ -329,6 +329,17 @@ fn direction(name: &str, d: &analysis::DirectionJson) -> String {
 #[must_use]
 pub fn verify_table(report: &VerifyReport, strict: bool) -> String {
     let mut out = String::new();
+    for a in &report.allowed_by_name {
+        let _ = writeln!(
+            out,
+            "allowed by DNS name: {} -> {} {} is {} for its pods, whose rule in {} allows it",
+            a.source,
+            a.target,
+            port(a.protocol, a.port),
+            a.name,
+            a.policy
+        );
+    }
     if !report.denied.is_empty() {
         let _ = writeln!(
             out,

@@ -14,6 +14,7 @@ use weir_generator::{
     cluster::{Cluster, ClusterPod},
     eval::{DirectionVerdict, Endpoint, Evaluator, Flow, PolicySet, Verdict},
     model::{EdgeKey, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef},
+    synth::FqdnRuleNote,
 };
 
 use crate::timestamp::rfc3339;
@@ -177,6 +178,81 @@ pub struct VerifyReport {
     pub denied: Vec<DeniedFlow>,
     /// (b) allowed, never observed.
     pub unobserved_allowed: Vec<UnobservedAllowed>,
+    /// Observed flows to an address no rule lists, allowed because DNS
+    /// named the address for the source's pods with a name a policy's
+    /// name rule allows (`weir.dev/fqdn-rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_by_name: Vec<AllowedByName>,
+}
+
+/// An observed flow allowed through a DNS name's rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedByName {
+    /// Initiator.
+    pub source: String,
+    /// The address it went to.
+    pub target: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// The DNS name.
+    pub name: String,
+    /// The policy whose rule for the name allows it (`namespace/name`).
+    pub policy: String,
+}
+
+/// Whether the egress `source -> ip` denied by the policies is allowed
+/// by a name rule: a name the source's pods resolved `ip` as, that a
+/// policy of its namespace annotates as a rule for the same port, whose
+/// listed addresses the policies do let the source reach on that port (so
+/// a stale annotation, whose rule is gone, allows nothing).
+fn by_name(
+    evaluator: &Evaluator<'_>,
+    reps: &BTreeMap<WorkloadRef, ClusterPod>,
+    policies: &PolicySet,
+    graph: &FlowGraph,
+    key: &EdgeKey,
+) -> Option<(String, String)> {
+    let (NodeId::Workload(w), NodeId::External(ip)) = (&key.source, &key.target) else {
+        return None;
+    };
+    let port = format!("{}/{}", key.port, key.protocol);
+    for (name, addresses) in &graph.external_names {
+        if !addresses.get(ip).is_some_and(|s| s.workloads.contains(w)) {
+            continue;
+        }
+        for policy in policies.policies() {
+            if policy.metadata.namespace.as_deref() != Some(w.namespace.as_str()) {
+                continue;
+            }
+            let notes = FqdnRuleNote::of(policy).unwrap_or_default();
+            let rule = notes
+                .iter()
+                .find(|n| n.direction == "egress" && n.name == *name && n.ports.contains(&port));
+            let Some(rule) = rule else { continue };
+            let allowed = rule.addresses.keys().any(|addr| {
+                evaluate(
+                    evaluator,
+                    reps,
+                    &key.source,
+                    &NodeId::External(*addr),
+                    key.protocol,
+                    key.port,
+                )
+                .is_some_and(|v| !DirectionJson::from(&v.egress).denied())
+            });
+            if allowed {
+                let policy_name = format!(
+                    "{}/{}",
+                    w.namespace,
+                    policy.metadata.name.as_deref().unwrap_or_default()
+                );
+                return Some((name.clone(), policy_name));
+            }
+        }
+    }
+    None
 }
 
 impl VerifyReport {
@@ -213,6 +289,20 @@ pub fn verify(policies: &PolicySet, graph: &FlowGraph, cluster: &Cluster) -> Ver
             DirectionJson::from(&verdict.egress),
             DirectionJson::from(&verdict.ingress),
         );
+        if egress.denied()
+            && !ingress.denied()
+            && let Some((name, policy)) = by_name(&evaluator, &reps, policies, graph, key)
+        {
+            report.allowed_by_name.push(AllowedByName {
+                source: key.source.to_string(),
+                target: key.target.to_string(),
+                protocol: key.protocol,
+                port: key.port,
+                name,
+                policy,
+            });
+            continue;
+        }
         if egress.denied() || ingress.denied() {
             report.denied.push(DeniedFlow {
                 source: key.source.to_string(),
@@ -678,6 +768,72 @@ mod tests {
         );
         assert!(report.passes(true));
         assert_eq!((report.observed, report.workloads, report.ports), (3, 3, 4));
+    }
+
+    /// The policies learned while the name pointed at one address pass a
+    /// later flow to its new address, which no rule lists, only because
+    /// DNS named it so for the source's pods; the report names the name.
+    #[test]
+    fn verify_passes_a_flow_to_a_new_address_of_an_allowed_name() {
+        let name = "api.payments.example";
+        let (old, new) = (
+            "203.0.113.10".parse().unwrap(),
+            "203.0.113.11".parse().unwrap(),
+        );
+        let frontend = workload("shop", "frontend");
+        let c = cluster();
+        let mut learned = graph(T0);
+        learned.name_address(name, old, &frontend, T0, T0 + SEC);
+        let policies = suggestion_set(&learned, &c);
+
+        let mut later = learned.clone();
+        later.record(
+            EdgeKey {
+                source: NodeId::Workload(frontend.clone()),
+                target: NodeId::External(new),
+                protocol: Protocol::Tcp,
+                port: 443,
+            },
+            &EdgeStats {
+                connections: 1,
+                first_seen: T0 + 200 * SEC,
+                last_seen: T0 + 201 * SEC,
+                ..EdgeStats::default()
+            },
+        );
+        let unnamed = verify(&policies, &later, &c);
+        assert_eq!(unnamed.denied.len(), 1, "{unnamed:?}");
+        assert_eq!(unnamed.denied[0].target, "203.0.113.11");
+
+        later.name_address(name, new, &frontend, T0 + 200 * SEC, T0 + 201 * SEC);
+        let report = verify(&policies, &later, &c);
+        assert!(report.denied.is_empty(), "{report:?}");
+        assert_eq!(
+            report.allowed_by_name,
+            [AllowedByName {
+                source: "shop/frontend".into(),
+                target: "203.0.113.11".into(),
+                protocol: Protocol::Tcp,
+                port: 443,
+                name: name.into(),
+                policy: "shop/weir-frontend".into(),
+            }]
+        );
+        // Another port is not the name rule's.
+        let mut other_port = later.clone();
+        other_port.record(
+            EdgeKey {
+                source: NodeId::Workload(frontend),
+                target: NodeId::External(new),
+                protocol: Protocol::Tcp,
+                port: 8443,
+            },
+            &EdgeStats {
+                connections: 1,
+                ..EdgeStats::default()
+            },
+        );
+        assert_eq!(verify(&policies, &other_port, &c).denied.len(), 1);
     }
 
     #[test]
