@@ -1,6 +1,9 @@
 // Namespace modes: observe / audit / enforce per namespace. A change first
 // shows its impact (/api/impact: how many recent flows the policies in
 // force would deny) and the namespace's readiness, then PUTs with the token.
+// Going up (to audit or enforce) is disabled while the namespace is not
+// ready, saying why (/api/status' reason, as `weir mode set` refuses it);
+// a namespace promoted automatically shows its next step and when.
 
 import * as api from './client.js';
 import { el, fill, fmtCount, portLabel } from './dom.js';
@@ -14,8 +17,33 @@ export class Modes {
     this.modes = { modes: {}, default_mode: 'observe' };
     this.namespaces = [];
     this.error = null;
+    this.readiness = null;
     this.dialog = document.getElementById('confirm-dialog');
     this.render();
+    this.loadReadiness();
+    // Readiness moves with time (the quiet period runs out): while shown.
+    setInterval(() => { if (this.root.offsetParent !== null) this.loadReadiness(); }, 3000);
+  }
+
+  async loadReadiness() {
+    try {
+      const [status, modes] = await Promise.all([api.get('/api/status'), api.get('/api/modes')]);
+      this.readiness = Object.fromEntries((status.namespaces || []).map((n) => [n.namespace, n]));
+      // The next automatic step moves with time too.
+      this.modes = modes || this.modes;
+    } catch {
+      // Unknown readiness gates nothing here: the agent still refuses.
+      this.readiness = null;
+    }
+    this.render();
+  }
+
+  /** Why `ns` may not go up now, or null. */
+  notReady(ns) {
+    if (!this.readiness) return null;
+    const r = this.readiness[ns];
+    if (!r) return 'nothing was learned from or to it yet';
+    return r.ready ? null : (r.reason || 'it is not ready (see weir status)');
   }
 
   mode(ns) { return this.modes.modes?.[ns] || this.modes.default_mode || 'observe'; }
@@ -39,20 +67,42 @@ export class Modes {
   }
 
   render() {
-    const rows = this.namespaces.map((ns) => el('div.modes-row', { 'data-namespace': ns },
-      el('span', {}, el('strong', {}, ns)),
-      el('span.segmented', { role: 'radiogroup', 'aria-label': `Mode of ${ns}` },
-        MODES.map((m) => el(`button.${m}${this.mode(ns) === m ? '.on' : ''}`, {
-          type: 'button',
-          role: 'radio',
-          'aria-checked': String(this.mode(ns) === m),
-          'data-mode': m,
-          onclick: () => { if (this.mode(ns) !== m) this.confirm(ns, m); },
-        }, m))))).flatMap((row) => [row, this.guardNote(row.dataset.namespace)].filter(Boolean));
+    const rows = this.namespaces.map((ns) => {
+      const current = MODES.indexOf(this.mode(ns));
+      const why = this.notReady(ns);
+      const row = el('div.modes-row', { 'data-namespace': ns },
+        el('span', {}, el('strong', {}, ns)),
+        el('span.segmented', { role: 'radiogroup', 'aria-label': `Mode of ${ns}` },
+          MODES.map((m, i) => {
+            const blocked = Boolean(why) && i > current;
+            return el(`button.${m}${this.mode(ns) === m ? '.on' : ''}`, {
+              type: 'button',
+              role: 'radio',
+              'aria-checked': String(this.mode(ns) === m),
+              'data-mode': m,
+              disabled: blocked,
+              title: blocked ? `not ready: ${why}` : undefined,
+              onclick: () => { if (this.mode(ns) !== m) this.confirm(ns, m); },
+            }, m);
+          })));
+      const gated = why && current < MODES.length - 1
+        ? el('p.warn.not-ready', { 'data-namespace': ns },
+          `${MODES.slice(current + 1).join(' and ')} disabled: not ready: ${why}`)
+        : null;
+      return [row, gated, this.promotionNote(ns), this.guardNote(ns)].filter(Boolean);
+    }).flat();
     fill(this.root,
       el('p.hint', {}, 'observe: nothing is dropped. audit: would-drop verdicts, nothing dropped. enforce: what the policies in force deny is dropped. observe again is the kill switch.'),
       this.error ? el('p.bad', {}, `Modes unavailable: ${this.error.message}`) : null,
       rows.length ? rows : el('p.hint', {}, 'No namespace seen yet.'));
+  }
+
+  /** Automatic promotion of `ns` (weir.dev/promote: auto): next step and when. */
+  promotionNote(ns) {
+    const p = this.modes.promotion?.[ns];
+    if (!p) return null;
+    const last = p.last ? ` (last: ${p.last.from} → ${p.last.to} at ${p.last.time})` : '';
+    return el('p.hint.promotion', { 'data-namespace': ns }, `${p.message}${last}`);
   }
 
   /** What the guard says of `ns`: its last revert, or its open window. */
@@ -108,7 +158,7 @@ export class Modes {
     if (!result) { this.dialog.close(); return; }
     ok.disabled = true;
     try {
-      const modes = await api.write('PUT', `/api/modes/${encodeURIComponent(ns)}`, { mode });
+      const modes = await api.write('PUT', `/api/modes/${encodeURIComponent(ns)}`, { mode, require_ready: true });
       this.dialog.close();
       this.setModes(modes);
       this.onChanged?.(modes);

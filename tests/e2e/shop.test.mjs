@@ -119,6 +119,38 @@ test('a live update adds a new edge and keeps zoom, pan, positions and selection
   assert.deepEqual(afterUpdate, before);
 });
 
+test('the mode switch says why it is disabled while a namespace is not ready, and what automatic promotion does next', async () => {
+  await page.click('.tabs button[data-tab="modes"]');
+  // shop just saw a new edge (loadgen -> catalog): within the quiet period.
+  const shop = page.locator('.modes-row[data-namespace="shop"]');
+  await shop.locator('button[data-mode="audit"][disabled]').waitFor({ timeout: 10000 });
+  assert.ok(await shop.locator('button[data-mode="enforce"]').isDisabled());
+  assert.ok(!(await shop.locator('button[data-mode="observe"]').isDisabled()), 'going down is never gated');
+  const why = await page.textContent('.not-ready[data-namespace="shop"]');
+  assert.match(why, /^audit and enforce disabled: not ready: its last new edge appeared \d+s ago, within the quiet period of 20s/);
+  const status = await (await fetch(`${AGENT}/api/status`)).json();
+  const reason = status.namespaces.find((n) => n.namespace === 'shop').reason;
+  // The same words as the API's (its seconds may have moved on since).
+  const words = (text) => text.replace(/\d+s ago/, 'Ns ago');
+  assert.ok(words(why).endsWith(words(reason)), `${why} | ${reason}`);
+  assert.match(await shop.locator('button[data-mode="audit"]').getAttribute('title'), /^not ready: /);
+
+  // kube-system is annotated weir.dev/promote: auto (1h of audit): it says
+  // its next step, goes to audit by itself once quiet, then says when enforce comes.
+  const promotion = page.locator('.promotion[data-namespace="kube-system"]');
+  await promotion.waitFor({ timeout: 10000 });
+  assert.match(await promotion.textContent(), /^automatic promotion: (audit once ready \(not ready: |enforce at \d{4}-)/);
+  await page.locator('.modes-row[data-namespace="kube-system"] button[data-mode="audit"].on').waitFor({ timeout: 40000 });
+  await page.waitForFunction(() => /^automatic promotion: enforce at \d{4}-\d\d-\d\dT[^ ]+Z \(last: observe → audit at /
+    .test(document.querySelector('.promotion[data-namespace="kube-system"]')?.textContent || ''), undefined, { timeout: 10000 });
+  const modes = await (await fetch(`${AGENT}/api/modes`)).json();
+  assert.equal(modes.promotion['kube-system'].next, 'enforce', JSON.stringify(modes));
+
+  // data was quiet all along: once its quiet period ran out, its switch is enabled.
+  await page.locator('.modes-row[data-namespace="data"] button[data-mode="audit"]:not([disabled])').waitFor({ timeout: 30000 });
+  assert.equal(await page.locator('.not-ready[data-namespace="data"]').count(), 0);
+});
+
 test('the downloaded YAML is byte-identical to `weir export`', async () => {
   await page.click('.tabs button[data-tab="policies"]');
   const button = page.locator('#policies-download');

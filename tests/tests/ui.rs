@@ -52,7 +52,14 @@ fn require_tools() {
 )]
 fn the_ui_in_chromium_against_the_demo_shop() {
     require_tools();
-    let lab = Lab::up("ui", &shop_yaml(211));
+    // kube-system promoted automatically (its audit period long enough
+    // that it stays in audit): the mode switch shows the next step.
+    let yaml = shop_yaml(211).replace(
+        "  name: kube-system\n---",
+        "  name: kube-system\n  annotations: {weir.dev/promote: auto, weir.dev/promote-after: 1h}\n---",
+    );
+    assert!(yaml.contains("weir.dev/promote: auto"), "{yaml}");
+    let lab = Lab::up("ui", &yaml);
     let state = tempfile::Builder::new()
         .prefix("weir-ui-state")
         .tempdir()
@@ -67,6 +74,10 @@ fn the_ui_in_chromium_against_the_demo_shop() {
             "2s",
             "--flow-closing-timeout",
             "1s",
+            // Not ready at first, ready during the run: the mode switch
+            // shows both.
+            "--quiet-period",
+            "20s",
         ],
     );
     // One more sweep: the counters and the suggestion settle.

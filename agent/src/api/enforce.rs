@@ -266,31 +266,10 @@ pub(crate) fn why_not_ready(
     report: &crate::learn::analysis::StatusReport,
     namespace: &str,
 ) -> Option<String> {
-    let Some(ns) = report.namespaces.iter().find(|n| n.namespace == namespace) else {
-        return Some("nothing was learned from or to it yet".to_owned());
-    };
-    if ns.ready {
-        return None;
+    match report.namespaces.iter().find(|n| n.namespace == namespace) {
+        Some(ns) => ns.why_not_ready(report.quiet_period_seconds),
+        None => Some("nothing was learned from or to it yet".to_owned()),
     }
-    let mut why = Vec::new();
-    let quiet = report.quiet_period_seconds;
-    match ns.seconds_since_last_new_edge {
-        Some(since) if since < quiet => why.push(format!(
-            "its last new edge appeared {since}s ago, within the quiet period of {quiet}s"
-        )),
-        None => why.push("no edge was learned yet".to_owned()),
-        Some(_) => {}
-    }
-    if ns.covered_connections < ns.recent_connections {
-        why.push(format!(
-            "the suggestion covers {} of its {} recent connections",
-            ns.covered_connections, ns.recent_connections
-        ));
-    }
-    if why.is_empty() {
-        why.push("it is not ready (see weir status)".to_owned());
-    }
-    Some(why.join("; "))
 }
 
 /// `PUT /api/modes/{namespace}`.

@@ -405,6 +405,38 @@ pub struct NamespaceReadiness {
     pub coverage: f64,
     /// Quiet for the quiet period and fully covered.
     pub ready: bool,
+    /// Why it is not ready, as `weir mode set` refuses it and the UI's
+    /// mode switch says it; none when ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl NamespaceReadiness {
+    /// Why it is not ready (`quiet_period`: seconds), or `None` when it is.
+    #[must_use]
+    pub fn why_not_ready(&self, quiet_period: u64) -> Option<String> {
+        if self.ready {
+            return None;
+        }
+        let mut why = Vec::new();
+        match self.seconds_since_last_new_edge {
+            Some(since) if since < quiet_period => why.push(format!(
+                "its last new edge appeared {since}s ago, within the quiet period of {quiet_period}s"
+            )),
+            None => why.push("no edge was learned yet".to_owned()),
+            Some(_) => {}
+        }
+        if self.covered_connections < self.recent_connections {
+            why.push(format!(
+                "the suggestion covers {} of its {} recent connections",
+                self.covered_connections, self.recent_connections
+            ));
+        }
+        if why.is_empty() {
+            why.push("it is not ready (see weir status)".to_owned());
+        }
+        Some(why.join("; "))
+    }
 }
 
 /// `GET /api/status` and `weir status`.
@@ -573,7 +605,12 @@ pub fn readiness(
                 covered_connections: a.covered,
                 coverage,
                 ready: a.edges > 0 && since.is_some_and(|s| s >= quiet) && a.covered == a.recent,
+                reason: None,
             }
+        })
+        .map(|mut n: NamespaceReadiness| {
+            n.reason = n.why_not_ready(options.quiet_period.as_secs());
+            n
         })
         .collect();
     StatusReport {
