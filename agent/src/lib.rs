@@ -51,6 +51,7 @@
 //! | 1 | `tls` | mutual TLS between the relay and the agents: certificates, configurations, the relay's client |
 //! | 1 | `audit` | the append-only log of enforcement decisions (`audit.redb`) |
 //! | 1 | `guard` | the break-glass guard's bookkeeping: windows after a flip to enforce (pure) |
+//! | 1 | `promote` | automatic promotion: observe -> audit -> enforce when ready and quiet (pure) |
 //! | 1 | `health` | what the agent lost and when, for `/healthz` and the UI |
 //! | 1 | `api::wire` | the JSON the API serves, shared by its server and its clients |
 //! | 2 | `api` | the HTTP API, the UI and `/metrics` |
