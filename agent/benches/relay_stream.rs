@@ -97,6 +97,7 @@ fn record(agent: usize, time: u64, seq: u64, rng: &mut Rng) -> FlowJson {
         source_names: Vec::new(),
         destination_names: Vec::new(),
         kind: "L3_L4".to_owned(),
+        l7: None,
         node_name: node(agent),
         traffic_direction: "EGRESS".to_owned(),
         is_reply: Some(false),

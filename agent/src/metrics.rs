@@ -102,6 +102,7 @@ pub struct Metrics {
     channel_dropped: Counter,
     dns_parsed: Counter,
     dns_unparsed: Counter,
+    dns_nxdomain: Counter,
     dns_bindings: Gauge,
     dns_bindings_dropped: Counter,
     unresolved_endpoint: Counter,
@@ -169,6 +170,12 @@ impl Metrics {
             "dns_answers_unparsed",
             "DNS answers to pods that did not parse (malformed, cut, not a response)",
             dns_unparsed.clone(),
+        );
+        let dns_nxdomain = Counter::default();
+        registry.register(
+            "dns_answers_nxdomain",
+            "DNS answers to pods that said the name does not exist (NXDOMAIN), of those parsed",
+            dns_nxdomain.clone(),
         );
         let dns_bindings = Gauge::default();
         registry.register(
@@ -304,6 +311,7 @@ impl Metrics {
             channel_dropped,
             dns_parsed,
             dns_unparsed,
+            dns_nxdomain,
             dns_bindings,
             dns_bindings_dropped,
             unresolved_endpoint,
@@ -350,6 +358,11 @@ impl Metrics {
         } else {
             self.dns_unparsed.inc();
         }
+    }
+
+    /// Count a parsed DNS answer that was NXDOMAIN.
+    pub fn dns_nxdomain(&self) {
+        self.dns_nxdomain.inc();
     }
 
     /// Count an observation the aggregator's queue had no room for.

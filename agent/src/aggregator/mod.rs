@@ -80,7 +80,7 @@ use weir_generator::model::{
 };
 
 use self::record::Ring;
-pub use self::record::{FlowRecord, SharedRecord};
+pub use self::record::{DnsAnswer, FlowRecord, SharedRecord};
 use crate::{
     flow::{EntryCounters, EntryKey, Initiator, Observation, Verdict},
     metrics::{Metrics, Side},
@@ -489,6 +489,38 @@ impl Aggregator {
             names: options.names,
             external_names: Mutex::default(),
         }
+    }
+
+    /// Put the record of a DNS answer into the flow stream (see
+    /// [`FlowRecord::dns_answer`]): `local` is the pod's end of the query's
+    /// flow, behind `ifindex`, `server` the other end, `time` Unix ns.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one answer's flow, named"
+    )]
+    pub fn record_dns_answer(
+        &self,
+        protocol: Protocol,
+        ifindex: u32,
+        local: SocketAddr,
+        server: SocketAddr,
+        time: u64,
+        answer: DnsAnswer,
+        resolver: &dyn Resolve,
+    ) {
+        let pod = resolver
+            .pod_by_ifindex(ifindex)
+            .or_else(|| resolver.pod_by_ip_at(local.ip(), time));
+        let server_pod = resolver.pod_by_ip_at(server.ip(), time);
+        self.ring.push(FlowRecord::dns_answer(
+            &self.node_name,
+            protocol,
+            ifindex,
+            (local, pod),
+            (server, server_pod),
+            time,
+            answer,
+        ));
     }
 
     /// Fold one observation into the graph (see the module docs for the

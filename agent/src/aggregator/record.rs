@@ -71,6 +71,9 @@ pub struct FlowRecord {
     /// DNS names the responder's address had for the endpoint's pod when
     /// the flow began.
     pub destination_names: Vec<Arc<str>>,
+    /// For a record of a DNS answer (not a flow start or end; see
+    /// [`FlowRecord::dns_answer`]): the name asked and the response code.
+    pub dns: Option<DnsAnswer>,
     /// The record's place in this agent's stream, given when the ring takes
     /// it (0 before): a follower that reconnects asks for what came after
     /// the last one it got.
@@ -121,6 +124,52 @@ impl FlowRecord {
             peer_node: None,
             source_names: Vec::new(),
             destination_names: Vec::new(),
+            dns: None,
+            seq: 0,
+        }
+    }
+
+    /// The record of a DNS answer the pod `local` got from `server` at
+    /// `time` (Unix ns), on the query's flow (`local` -> `server`): a flow
+    /// record comes when the query's flow begins, before its answer, and
+    /// only says how the name resolved through the names of later flows; a
+    /// name that did not exist has no later flow.
+    #[must_use]
+    pub fn dns_answer(
+        node_name: &Arc<str>,
+        protocol: Protocol,
+        ifindex: u32,
+        (local, local_pod): (SocketAddr, Option<Arc<PodMeta>>),
+        (server, server_pod): (SocketAddr, Option<Arc<PodMeta>>),
+        time: u64,
+        answer: DnsAnswer,
+    ) -> Self {
+        Self {
+            time,
+            node_name: Arc::clone(node_name),
+            protocol,
+            source: local,
+            destination: server,
+            source_pod: local_pod,
+            destination_pod: server_pod,
+            initiator: Initiator::Local,
+            ifindex,
+            tcp_flags: 0,
+            icmp: None,
+            packets: 1,
+            bytes: 0,
+            new_flow: false,
+            closed: false,
+            first_seen: time,
+            last_seen: time,
+            verdict: Verdict::Forwarded,
+            reason: DenyReason::None,
+            direction: None,
+            policies: Vec::new(),
+            peer_node: None,
+            source_names: Vec::new(),
+            destination_names: Vec::new(),
+            dns: Some(answer),
             seq: 0,
         }
     }
@@ -141,6 +190,15 @@ impl FlowRecord {
             Initiator::Local | Initiator::Unknown => self.source_pod.as_ref(),
         }
     }
+}
+
+/// The DNS answer a record reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The name asked: lowercase, without the root's trailing dot.
+    pub query: Arc<str>,
+    /// The response code (3: NXDOMAIN).
+    pub rcode: u16,
 }
 
 /// A shared flow record.

@@ -631,3 +631,33 @@ fn the_graph_keeps_the_names_flows_carried_per_address_and_workload() {
     restored.replace(&GraphView::default());
     assert!(restored.graph().external_names.is_empty());
 }
+
+#[test]
+fn an_nxdomain_answer_goes_to_the_flow_stream_with_its_pod() {
+    let agg = Aggregator::new(Options::default(), Arc::new(crate::metrics::Metrics::new()));
+    let r = shop();
+    agg.record_dns_answer(
+        Protocol::Udp,
+        1,
+        "10.0.0.1:40000".parse().unwrap(),
+        "10.96.0.10:53".parse().unwrap(),
+        1_700_000_000_000_000_000,
+        DnsAnswer {
+            query: Arc::from("nope.example"),
+            rcode: 3,
+        },
+        &r,
+    );
+    let records = agg.recent(10, |_| true);
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(
+        record.dns.as_ref().map(|d| (&*d.query, d.rcode)),
+        Some(("nope.example", 3))
+    );
+    assert_eq!(
+        record.source_pod.as_ref().map(|p| p.name.as_str()),
+        Some("frontend-a")
+    );
+    assert!(agg.graph().edges.is_empty(), "an answer makes no edge");
+}

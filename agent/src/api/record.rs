@@ -18,11 +18,11 @@
 use weir_generator::model::{PodMeta, Protocol};
 
 use super::wire::{
-    EndpointJson, EndpointRefJson, FlowJson, IcmpJson, IpJson, L4Json, PolicyJson, PortsJson,
-    TcpJson, WeirJson, WorkloadJson,
+    DnsJson, EndpointJson, EndpointRefJson, FlowJson, IcmpJson, IpJson, L4Json, L7Json, PolicyJson,
+    PortsJson, TcpJson, WeirJson, WorkloadJson,
 };
 use crate::{
-    aggregator::FlowRecord,
+    aggregator::{DnsAnswer, FlowRecord},
     flow::{CheckedDirection, Initiator, Verdict},
     timestamp::rfc3339,
 };
@@ -42,7 +42,10 @@ const TCP_FLAGS: [(u8, &str); 8] = [
 impl From<&FlowRecord> for FlowJson {
     fn from(r: &FlowRecord) -> Self {
         let l4 = l4(r);
-        let summary = summary(&l4, r.closed);
+        let summary = match &r.dns {
+            Some(dns) => dns_summary(dns),
+            None => summary(&l4, r.closed),
+        };
         Self {
             time: rfc3339(r.time),
             verdict: r.verdict.as_str().to_owned(),
@@ -61,7 +64,14 @@ impl From<&FlowRecord> for FlowJson {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            kind: "L3_L4".to_owned(),
+            kind: if r.dns.is_some() { "L7" } else { "L3_L4" }.to_owned(),
+            l7: r.dns.as_ref().map(|dns| L7Json {
+                kind: "RESPONSE".to_owned(),
+                dns: DnsJson {
+                    query: format!("{}.", dns.query),
+                    rcode: dns.rcode,
+                },
+            }),
             node_name: r.node_name.to_string(),
             traffic_direction: r
                 .direction
@@ -98,6 +108,15 @@ impl From<&FlowRecord> for FlowJson {
                 seq: (r.seq != 0).then_some(r.seq),
             },
         }
+    }
+}
+
+/// `NXDOMAIN nope.example`: what `weir observe` prints of the answer.
+fn dns_summary(dns: &DnsAnswer) -> String {
+    match dns.rcode {
+        3 => format!("NXDOMAIN {}", dns.query),
+        0 => format!("NOERROR {}", dns.query),
+        code => format!("DNS rcode {code} {}", dns.query),
     }
 }
 
@@ -230,6 +249,39 @@ mod tests {
                     "last_seen": "2023-11-14T22:13:20.500000000Z"}
             })
         );
+    }
+
+    #[test]
+    fn an_nxdomain_answer_is_an_l7_record_of_the_query_flow() {
+        let r = shop();
+        let pod = crate::resolve::Resolve::pod_by_ifindex(&r, 1);
+        let record = FlowRecord::dns_answer(
+            &Arc::from("node-1"),
+            Protocol::Udp,
+            1,
+            ("10.0.0.1:40000".parse().unwrap(), pod),
+            ("10.96.0.10:53".parse().unwrap(), None),
+            1_700_000_000_000_000_000,
+            DnsAnswer {
+                query: Arc::from("nope.example"),
+                rcode: 3,
+            },
+        );
+        let json = serde_json::to_value(FlowJson::from(&record)).unwrap();
+        assert_eq!(json["Type"], "L7");
+        assert_eq!(
+            json["l7"],
+            serde_json::json!({"type": "RESPONSE", "dns": {"query": "nope.example.", "rcode": 3}})
+        );
+        assert_eq!(json["Summary"], "NXDOMAIN nope.example");
+        assert_eq!(json["source"]["pod_name"], "frontend-a");
+        assert_eq!(json["IP"]["destination"], "10.96.0.10");
+        assert_eq!(json["l4"]["UDP"]["destination_port"], 53);
+        assert_eq!(json["weir"]["new_flow"], false);
+        // A flow record has no `l7`.
+        let o = obs(1, "10.0.0.1:43210", "198.51.100.7:443", Initiator::Local);
+        let flow = serde_json::to_value(FlowJson::from(&self::record(&o))).unwrap();
+        assert!(flow.get("l7").is_none(), "{flow}");
     }
 
     #[test]

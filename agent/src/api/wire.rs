@@ -52,9 +52,14 @@ pub struct FlowJson {
     /// `destination_names`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destination_names: Vec<String>,
-    /// `L3_L4`.
+    /// `L3_L4`, or `L7` for a record of a DNS answer ([`FlowJson::l7`]).
     #[serde(rename = "Type")]
     pub kind: String,
+    /// Hubble's `l7` for a DNS answer a pod got, on the query's flow (weir
+    /// reports NXDOMAIN answers this way: a name that did not exist has no
+    /// later flow to carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Json>,
     /// The node that saw the flow.
     pub node_name: String,
     /// `EGRESS`, `INGRESS` or `TRAFFIC_DIRECTION_UNKNOWN`.
@@ -68,6 +73,26 @@ pub struct FlowJson {
     /// weir's extras.
     #[serde(default)]
     pub weir: WeirJson,
+}
+
+/// Hubble's `Layer7`, as far as weir fills it: a DNS response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L7Json {
+    /// `RESPONSE`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The answer.
+    pub dns: DnsJson,
+}
+
+/// Hubble's `DNS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsJson {
+    /// The name asked, fully qualified (with the root's dot, as Hubble has
+    /// it).
+    pub query: String,
+    /// The response code (3: NXDOMAIN).
+    pub rcode: u16,
 }
 
 /// Hubble's `IP`.

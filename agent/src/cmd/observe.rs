@@ -232,6 +232,7 @@ pub fn compact(flow: &FlowJson) -> String {
         L4Json::Icmp(_) | L4Json::IcmpV6(_) => (None, None),
     };
     let point = match flow.traffic_direction.as_str() {
+        _ if flow.l7.is_some() => "dns-response",
         "EGRESS" => "from-endpoint",
         "INGRESS" => "to-endpoint",
         _ => "unknown-point",
@@ -357,6 +358,29 @@ pub fn graph_table(graph: &GraphJson) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dns_answer_record_prints_the_rcode_and_the_name() {
+        let flow: FlowJson = serde_json::from_value(serde_json::json!({
+            "time": "2026-12-07T04:00:00.000000000Z",
+            "verdict": "FORWARDED",
+            "IP": {"source": "10.0.0.1", "destination": "10.96.0.10", "ipVersion": "IPv4"},
+            "l4": {"UDP": {"source_port": 40000, "destination_port": 53}},
+            "source": {"namespace": "shop", "pod_name": "client"},
+            "destination": {},
+            "Type": "L7",
+            "l7": {"type": "RESPONSE", "dns": {"query": "nope.example.", "rcode": 3}},
+            "node_name": "node-1",
+            "traffic_direction": "EGRESS",
+            "Summary": "NXDOMAIN nope.example",
+        }))
+        .expect("a flow");
+        assert_eq!(
+            compact(&flow),
+            "Dec 07 04:00:00.000: shop/client:40000 -> 10.96.0.10:53 dns-response FORWARDED \
+             (NXDOMAIN nope.example)"
+        );
+    }
 
     #[test]
     fn compact_lines_name_external_peers_by_their_dns_names() {

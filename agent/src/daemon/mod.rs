@@ -160,6 +160,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     )
     .context("cannot start the datapath")?;
     datapath.set_names(names);
+    datapath.set_flow_records(Arc::clone(&aggregator));
     datapath.seed(&loaded.entries);
     let enforcer = Enforcer::new(
         policy_maps,

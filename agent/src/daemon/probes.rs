@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -24,7 +24,7 @@ use weir_ebpf::{
     abi::{self, DnsEvent, FlowEvent, RingRecord},
     loader::{AttachError, Datapath, FlowTable, LoadOptions, PolicyMaps},
 };
-use weir_generator::datapath::PodKey;
+use weir_generator::{datapath::PodKey, model::Protocol};
 
 use super::{
     Config, SharedResolver,
@@ -77,6 +77,8 @@ pub(super) struct DatapathTask {
     names: Arc<crate::dns::Names>,
     /// The name map's drops already reported as a metric.
     names_dropped: u64,
+    /// Where records of NXDOMAIN answers go (the flow stream).
+    flows: Option<Arc<crate::aggregator::Aggregator>>,
 }
 
 impl DatapathTask {
@@ -165,6 +167,7 @@ impl DatapathTask {
             discoverer: Discoverer::new(),
             names: Arc::default(),
             names_dropped: 0,
+            flows: None,
         };
         Ok((task, policy_maps))
     }
@@ -311,8 +314,15 @@ impl DatapathTask {
         self.names = names;
     }
 
+    /// Where records of NXDOMAIN answers go: the aggregator's flow stream,
+    /// so `weir observe` shows a name that did not exist as it happens.
+    pub(super) fn set_flow_records(&mut self, aggregator: Arc<crate::aggregator::Aggregator>) {
+        self.flows = Some(aggregator);
+    }
+
     /// DNS answers pods received: parsed into the names their peers have
-    /// (what does not parse is counted).
+    /// (what does not parse is counted); an NXDOMAIN answer is also a
+    /// record in the flow stream and is counted.
     fn answers(&mut self, answers: &[DnsEvent]) {
         if answers.is_empty() {
             return;
@@ -322,8 +332,12 @@ impl DatapathTask {
             match crate::dns::parse(ev.message()) {
                 Ok(answer) => {
                     self.metrics.dns_answer(true);
-                    self.names
-                        .record(ev.key.local_ip(), &answer, clock.to_unix(ev.timestamp_ns));
+                    let at = clock.to_unix(ev.timestamp_ns);
+                    self.names.record(ev.key.local_ip(), &answer, at);
+                    if answer.rcode == crate::dns::Rcode::NxDomain {
+                        self.metrics.dns_nxdomain();
+                        self.nxdomain_record(ev, &answer, at);
+                    }
                 }
                 Err(error) => {
                     self.metrics.dns_answer(false);
@@ -337,6 +351,30 @@ impl DatapathTask {
             stats.dropped.saturating_sub(self.names_dropped),
         );
         self.names_dropped = stats.dropped;
+    }
+
+    fn nxdomain_record(&self, ev: &DnsEvent, answer: &crate::dns::Answer, at: u64) {
+        let Some(flows) = &self.flows else {
+            return;
+        };
+        let protocol = if ev.transport == abi::DNS_TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let resolver = Arc::clone(&self.resolver.read().unwrap_or_else(|e| e.into_inner()));
+        flows.record_dns_answer(
+            protocol,
+            ev.key.ifindex,
+            SocketAddr::new(ev.key.local_ip(), ev.key.local_port),
+            SocketAddr::new(ev.key.remote_ip(), ev.key.remote_port),
+            at,
+            crate::aggregator::DnsAnswer {
+                query: Arc::from(answer.query.as_str()),
+                rcode: 3,
+            },
+            resolver.as_ref(),
+        );
     }
 
     /// Settle a guessed initiator from the pod's sockets.

@@ -43,6 +43,7 @@ fn flow(node: &str, ms: u64, seq: u64) -> FlowJson {
         source_names: Vec::new(),
         destination_names: Vec::new(),
         kind: "L3_L4".to_owned(),
+        l7: None,
         node_name: node.to_owned(),
         traffic_direction: "EGRESS".to_owned(),
         is_reply: Some(false),
