@@ -2,6 +2,7 @@
 
 pub mod chart;
 pub mod cni;
+pub mod dns_burst;
 pub mod fake_apiserver;
 pub mod harness;
 pub mod netns;
