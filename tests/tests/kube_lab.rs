@@ -14,7 +14,7 @@ use std::{
 use serde_json::{Value, json};
 use weir_integration_tests::{
     fake_apiserver::{FakeApiServer, namespace},
-    harness::{Agent, Lab, eventually, unique_name, weir_ok},
+    harness::{Agent, Lab, eventually, unique_name, weir_bin, weir_ok},
 };
 
 const LAB: &str = r"apiVersion: lab.weir.dev/v1alpha1
@@ -390,7 +390,9 @@ fn isolate_server() -> Value {
 /// edge gets, once that edge is dropped, exactly a merge patch of its
 /// `weir.dev/mode` label back to audit with the `weir.dev/guard-reverted`
 /// annotation saying why, and a Warning Event on the Namespace; the agents
-/// follow the label, and the connection works again.
+/// follow the label, and the connection works again. The label is set by
+/// `weir mode set --kube`, whose readiness gate (asked of the agent)
+/// first refuses the namespace, just learned.
 #[test]
 fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
     let lab = Lab::up("kgrd", GUARD_LAB);
@@ -413,8 +415,50 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
     .unwrap_or_else(|| panic!("client -> server never learned:\n{}", agent.log_text()));
 
     api.apply("ADDED", isolate_server());
-    let enforce = BTreeMap::from([("weir.dev/mode".to_owned(), "enforce".to_owned())]);
-    api.apply("MODIFIED", namespace("kg", &enforce));
+    // `mode set --kube` asks the agent first: the edge is seconds old, so
+    // kg is not ready, and nothing is written.
+    let mode_set = |extra: &[&str]| {
+        let server = agent.url();
+        let mut args = vec![
+            "mode", "set", "kg", "enforce", "--kube", "--server", &server,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(weir_bin())
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("run weir mode set --kube")
+    };
+    let refused = mode_set(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("namespace kg is not ready for enforce")
+            && stderr.contains("within the quiet period"),
+        "{refused:?}"
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // Forced: the label, as a GitOps tool would set it.
+    let forced = mode_set(&["--force"]);
+    assert!(forced.status.success(), "{forced:?}");
+    let label = api.writes();
+    assert_eq!(
+        label
+            .iter()
+            .map(|w| (
+                w.method.as_str(),
+                w.path.as_str(),
+                w.field_manager.as_deref(),
+                &w.body
+            ))
+            .collect::<Vec<_>>(),
+        [(
+            "PATCH",
+            "/api/v1/namespaces/kg",
+            Some("weir"),
+            &json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}})
+        )]
+    );
     let guarded = eventually(Duration::from_secs(10), || {
         let m = modes(&agent);
         m["guarded"]["kg"].is_object().then_some(m)
@@ -427,13 +471,13 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
         )
     });
     assert_eq!(guarded["guarded"]["kg"]["learned_edges"], 1, "{guarded:#}");
-    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    assert_eq!(api.writes(), label, "the guard wrote nothing yet");
 
     // Dropped once; the guard reverts within a sweep, so a retransmitted
     // SYN may already pass.
     let _ = lab.probe(&client, &server, "80/TCP");
     let writes = eventually(Duration::from_secs(5), || {
-        let writes = api.writes();
+        let writes = api.writes().split_off(label.len());
         (writes.len() >= 2).then_some(writes)
     })
     .unwrap_or_else(|| {

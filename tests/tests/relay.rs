@@ -538,7 +538,24 @@ fn two_nodes_each_edge_once_as_one_node_counts_it() {
         "the relay applied back's policies: {:?}",
         api.writes()
     );
-    let _ = weir_ok(&["mode", "set", "back", "enforce", "--server", &relay.url()]);
+    // Its edges are minutes old: the merged view does not judge it ready.
+    let refused = weir(&["mode", "set", "back", "enforce", "--server", &relay.url()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("namespace back is not ready for enforce")
+            && stderr.contains("within the quiet period"),
+        "the relay's readiness gate: {refused:?}"
+    );
+    let _ = weir_ok(&[
+        "mode",
+        "set",
+        "back",
+        "enforce",
+        "--force",
+        "--server",
+        &relay.url(),
+    ]);
     for agent in [&agent_a, &agent_b] {
         eventually(Duration::from_secs(10), || {
             (agent.get_json("/api/modes")["modes"]["back"] == "enforce").then_some(())

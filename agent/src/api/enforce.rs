@@ -272,6 +272,12 @@ pub(crate) fn why_not_ready(
     }
 }
 
+/// What the readiness gate says when it refuses `namespace` `mode`, on
+/// every path (the agent's API, the relay's, `weir mode set --kube`).
+pub(crate) fn not_ready_message(namespace: &str, mode: Mode, reason: &str) -> String {
+    format!("namespace {namespace} is not ready for {mode}: {reason}; force it to proceed")
+}
+
 /// `PUT /api/modes/{namespace}`.
 pub async fn set_mode(
     State(state): State<AppState>,
@@ -293,9 +299,7 @@ pub async fn set_mode(
     {
         return Err(ApiError::Status {
             code: 409,
-            message: format!(
-                "namespace {namespace} is not ready for {mode}: {reason}; force it to proceed"
-            ),
+            message: not_ready_message(&namespace, mode, &reason),
         });
     }
     let unguarded = mode == Mode::Enforce && body.guard == Some(false);

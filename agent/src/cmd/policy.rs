@@ -139,6 +139,8 @@ pub struct SetModeArgs {
     pub mode: Mode,
     /// In a cluster: set the Namespace's `weir.dev/mode` label (kubeconfig's
     /// current context) instead of asking an agent; every agent follows it.
+    /// Unless --force, --server (an agent or the relay) is asked first
+    /// whether the namespace is ready.
     #[arg(long)]
     pub kube: bool,
     /// Through a relay: set the mode even while some nodes' agents are
@@ -151,7 +153,7 @@ pub struct SetModeArgs {
     pub no_guard: bool,
     /// Set audit or enforce even though the namespace is not ready (still
     /// learning new edges, or the suggestion does not cover its traffic).
-    #[arg(long, conflicts_with = "kube")]
+    #[arg(long)]
     pub force: bool,
 }
 
@@ -363,7 +365,11 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
     if let ModeCommand::Set(args) = command
         && args.kube
     {
-        return kube::run_set_mode(&args.namespace, args.mode);
+        return kube::run_set_mode(
+            &args.namespace,
+            args.mode,
+            (!args.force).then_some(&args.server.server),
+        );
     }
     let mut out = io::stdout().lock();
     match command {

@@ -19,7 +19,14 @@ use kube::{
 use serde_json::json;
 use weir_generator::datapath::Mode;
 
-use crate::{learn::PoliciesJson, resolve::kube::convert::MODE_LABEL};
+use reqwest::Url;
+
+use super::client::{Client as CliClient, endpoint};
+use crate::{
+    api::wire::Modes,
+    learn::{PoliciesJson, analysis::StatusReport},
+    resolve::kube::convert::MODE_LABEL,
+};
 
 /// The field manager of everything weir writes.
 pub const FIELD_MANAGER: &str = "weir";
@@ -151,11 +158,69 @@ pub async fn client() -> anyhow::Result<Client> {
         .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")
 }
 
-/// `weir mode set NS MODE --kube`: label the namespace.
+/// Why the readiness gate refuses to set `namespace` to `mode`, from the
+/// modes and readiness an agent or the relay reports: a step up (observe
+/// -> audit -> enforce) of a namespace that is not ready. The sentence is
+/// the agent's own.
+#[must_use]
+pub fn readiness_refusal(
+    modes: &Modes,
+    status: &StatusReport,
+    namespace: &str,
+    mode: Mode,
+) -> Option<String> {
+    let from = modes
+        .modes
+        .get(namespace)
+        .copied()
+        .unwrap_or(modes.default_mode);
+    if mode <= from {
+        return None;
+    }
+    let reason = crate::api::enforce::why_not_ready(status, namespace)?;
+    Some(crate::api::enforce::not_ready_message(
+        namespace, mode, &reason,
+    ))
+}
+
+/// Ask the agent or relay at `server` whether `namespace` may go to
+/// `mode` ([`readiness_refusal`]).
 ///
 /// # Errors
-/// No usable configuration, a refused patch.
-pub fn run_set_mode(namespace: &str, mode: Mode) -> anyhow::Result<ExitCode> {
+/// `server` cannot say, or the namespace is not ready.
+pub fn check_ready(server: &Url, namespace: &str, mode: Mode) -> anyhow::Result<()> {
+    let asking = || {
+        format!(
+            "cannot ask {server} whether namespace {namespace} is ready for {mode} \
+             (--server: an agent or the relay; --force sets the label without asking)"
+        )
+    };
+    let client = CliClient::new().with_context(asking)?;
+    let modes: Modes = client
+        .get_json(&endpoint(server, &["api", "modes"])?, "modes")
+        .with_context(asking)?;
+    let status: StatusReport = client
+        .get_json(&endpoint(server, &["api", "status"])?, "a status")
+        .with_context(asking)?;
+    match readiness_refusal(&modes, &status, namespace, mode) {
+        Some(refusal) => anyhow::bail!("{refusal} (--force)"),
+        None => Ok(()),
+    }
+}
+
+/// `weir mode set NS MODE --kube`: label the namespace, once the agent or
+/// relay at `ready_at` (none: `--force`) judged it ready for `mode`.
+///
+/// # Errors
+/// Not ready, no usable configuration, a refused patch.
+pub fn run_set_mode(
+    namespace: &str,
+    mode: Mode,
+    ready_at: Option<&Url>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(server) = ready_at {
+        check_ready(server, namespace, mode)?;
+    }
     block_on(async {
         let client = client().await?;
         set_mode(client, namespace, mode).await?;

@@ -121,3 +121,68 @@ async fn a_policy_without_namespace_sends_nothing() {
     );
     assert!(seen.is_empty());
 }
+
+/// `mode set --kube` judges as the agent does: a step up of a namespace
+/// that is not ready is refused with the agent's reason; the same mode,
+/// a step down or a ready namespace is not.
+#[test]
+fn mode_set_kube_refuses_a_step_up_of_a_namespace_that_is_not_ready() {
+    let status: StatusReport = serde_json::from_value(json!({
+        "window_start": null, "observed_seconds": null,
+        "quiet_period_seconds": 600, "window_seconds": 3600, "edges": 2,
+        "namespaces": [
+            {"namespace": "shop", "edges": 1, "last_new_edge": null,
+             "seconds_since_last_new_edge": 30, "recent_connections": 4,
+             "covered_connections": 4, "coverage": 1.0, "ready": false},
+            {"namespace": "data", "edges": 1, "last_new_edge": null,
+             "seconds_since_last_new_edge": 900, "recent_connections": 4,
+             "covered_connections": 4, "coverage": 1.0, "ready": true},
+        ],
+    }))
+    .expect("a status report");
+    let modes: Modes = serde_json::from_value(json!({
+        "modes": {"shop": "audit"}, "default_mode": "observe",
+    }))
+    .expect("modes");
+    assert_eq!(
+        readiness_refusal(&modes, &status, "shop", Mode::Enforce).as_deref(),
+        Some(
+            "namespace shop is not ready for enforce: its last new edge appeared 30s ago, \
+             within the quiet period of 600s; force it to proceed"
+        )
+    );
+    assert_eq!(
+        readiness_refusal(&modes, &status, "empty", Mode::Audit).as_deref(),
+        Some(
+            "namespace empty is not ready for audit: nothing was learned from or to it yet; force it to proceed"
+        ),
+        "from the default mode"
+    );
+    for (namespace, mode) in [
+        ("shop", Mode::Audit),
+        ("shop", Mode::Observe),
+        ("data", Mode::Enforce),
+    ] {
+        assert_eq!(
+            readiness_refusal(&modes, &status, namespace, mode),
+            None,
+            "{namespace} {mode}"
+        );
+    }
+}
+
+#[test]
+fn mode_set_kube_says_when_it_cannot_ask_about_readiness() {
+    // Nothing listens on port 9 of localhost.
+    let server: Url = "http://127.0.0.1:9".parse().expect("url");
+    let error = format!(
+        "{:#}",
+        check_ready(&server, "shop", Mode::Enforce).expect_err("no server")
+    );
+    assert!(
+        error.starts_with(
+            "cannot ask http://127.0.0.1:9/ whether namespace shop is ready for enforce"
+        ) && error.contains("--force sets the label without asking"),
+        "{error}"
+    );
+}

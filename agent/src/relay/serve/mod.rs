@@ -9,7 +9,10 @@
 //! - `GET /api/modes` from the namespaces' `weir.dev/mode` labels;
 //! - `POST /api/policies/enforced` and `PUT /api/modes/{ns}` refuse with
 //!   409 while coverage is below 100% (a missing node means missing allow
-//!   rules) unless `allow_partial=true`, then write to the cluster with the
+//!   rules) unless `allow_partial=true`; `PUT /api/modes/{ns}` with
+//!   `require_ready` (`weir mode set` without `--force`) refuses a step up
+//!   of a namespace the merged view does not judge ready, as an agent
+//!   does; then they write to the cluster with the
 //!   server-side apply of `weir export --apply --kube` / `weir mode set
 //!   --kube`; without a Kubernetes API they answer 501 saying why.
 
@@ -261,6 +264,24 @@ async fn set_mode(relay: Relay, namespace: String, request: Request) -> Result<R
             reason: e.to_string(),
         })?;
     let mode = api::enforce::parse_mode(&body.mode)?;
+    // The readiness gate of the agent's `PUT /api/modes`, on the merged
+    // view: a step up of a namespace that is not ready is refused.
+    let current = modes(&relay);
+    let from = current
+        .modes
+        .get(&namespace)
+        .copied()
+        .unwrap_or(current.default_mode);
+    if body.require_ready == Some(true)
+        && mode > from
+        && let Some(reason) =
+            api::enforce::why_not_ready(&api::learn::status_report(&relay.state).await?, &namespace)
+    {
+        return Err(ApiError::Status {
+            code: 409,
+            message: api::enforce::not_ready_message(&namespace, mode, &reason),
+        });
+    }
     writes::set_mode(client, &namespace, mode)
         .await
         .map_err(|e| write_failed(&e))?;

@@ -338,6 +338,66 @@ async fn modes_come_from_the_namespaces_labels() {
     );
 }
 
+/// The relay keeps the agent's readiness gate: `require_ready` (what
+/// `weir mode set` sends unless `--force`) refuses a step up of a
+/// namespace the merged view does not judge ready, before anything is
+/// written; without it, or for a ready namespace, the label is patched.
+#[tokio::test]
+async fn mode_set_through_the_relay_refuses_a_namespace_that_is_not_ready_unless_forced() {
+    let ((refused, forced, ready), seen) = crate::cmd::kube::mock::serve(async |client| {
+        let relay = Relay {
+            cluster: Cluster::Kube(client),
+            ..relay(true)
+        };
+        let put = |uri: &str, body: &str| call(app(relay.clone()), write("PUT", uri, body));
+        let refused = put(
+            "/api/modes/quiet",
+            r#"{"mode": "audit", "require_ready": true}"#,
+        )
+        .await;
+        let forced = put("/api/modes/quiet", r#"{"mode": "audit"}"#).await;
+        // shop's traffic is old and the suggestion covers it: ready.
+        let ready = put(
+            "/api/modes/shop",
+            r#"{"mode": "enforce", "require_ready": true}"#,
+        )
+        .await;
+        (refused, forced, ready)
+    })
+    .await;
+    assert_eq!(refused.0, StatusCode::CONFLICT, "{}", refused.2);
+    assert!(
+        refused.2.contains(
+            "namespace quiet is not ready for audit: nothing was learned from or to it yet; \
+             force it to proceed"
+        ),
+        "{}",
+        refused.2
+    );
+    assert_eq!(forced.0, StatusCode::OK, "{}", forced.2);
+    assert_eq!(ready.0, StatusCode::OK, "{}", ready.2);
+    let patches: Vec<(&str, &str, &serde_json::Value)> = seen
+        .iter()
+        .map(|(method, path, _, _, body)| (method.as_str(), path.as_str(), body))
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            (
+                "PATCH",
+                "/api/v1/namespaces/quiet",
+                &serde_json::json!({"metadata": {"labels": {"weir.dev/mode": "audit"}}})
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/shop",
+                &serde_json::json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}})
+            ),
+        ],
+        "nothing written for the refused one"
+    );
+}
+
 #[test]
 fn coverage_is_added_to_objects_only() {
     let c = CoverageJson {
