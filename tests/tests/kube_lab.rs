@@ -438,6 +438,10 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
         "{refused:?}"
     );
     assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // The guard counts as learned the edges first seen before its last
+    // check ahead of the flip: let it check (every 300 ms) after the edge,
+    // even on a loaded machine.
+    std::thread::sleep(Duration::from_secs(1));
     // Forced: the label, as a GitOps tool would set it.
     let forced = mode_set(&["--force"]);
     assert!(forced.status.success(), "{forced:?}");
@@ -470,7 +474,13 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
             agent.log_text()
         )
     });
-    assert_eq!(guarded["guarded"]["kg"]["learned_edges"], 1, "{guarded:#}");
+    assert_eq!(
+        guarded["guarded"]["kg"]["learned_edges"],
+        1,
+        "{guarded:#}\n{:#}\n{}",
+        agent.get_json("/api/graph?namespace=kg"),
+        agent.log_text()
+    );
     assert_eq!(api.writes(), label, "the guard wrote nothing yet");
 
     // Dropped once; the guard reverts within a sweep, so a retransmitted
