@@ -64,7 +64,8 @@
 
 /*
  * Flow table key: one entry per (endpoint, 5-tuple), the same entry for both
- * directions. "local" is the pod behind the endpoint, "remote" its peer.
+ * directions. FLOWS holds IPv6 flows by this key, FLOWS4 IPv4 flows by
+ * flow_key4 (below); events and the agent use this one for both. "local" is the pod behind the endpoint, "remote" its peer.
  * Addresses are in network byte order; IPv4 uses the first 4 bytes and zeroes
  * the rest. Ports are in host byte order. ICMP echo uses the identifier as
  * local_port and 0 as remote_port; other ICMP messages make no flows.
@@ -80,6 +81,22 @@ struct flow_key {
 	__u16 remote_port;
 	__u32 _pad1;
 } __attribute__((aligned(8)));
+
+/*
+ * Key of FLOWS4, the IPv4 flow table: the same fields as flow_key for an
+ * IPv4 flow (the family is implied), 20 bytes instead of 48, so the hash and
+ * the compare on every packet cover less than half. Addresses in network
+ * byte order, ports in host byte order, as in flow_key.
+ */
+struct flow_key4 {
+	__u32 ifindex;
+	__u32 local_addr;  /* network order */
+	__u32 remote_addr; /* network order */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 proto;
+	__u8 _pad0[3];
+} __attribute__((aligned(4)));
 
 /*
  * Flow table value. Timestamps are CLOCK_MONOTONIC nanoseconds:
@@ -295,6 +312,7 @@ struct peer_cache_value {
 } __attribute__((aligned(4)));
 
 _Static_assert(sizeof(struct flow_key) == 48, "flow_key ABI");
+_Static_assert(sizeof(struct flow_key4) == 20, "flow_key4 ABI");
 _Static_assert(sizeof(struct flow_stats) == 64, "flow_stats ABI");
 _Static_assert(sizeof(struct flow_event) == 80, "flow_event ABI");
 _Static_assert(sizeof(struct dns_event) == 64 + WEIR_DNS_PAYLOAD_MAX, "dns_event ABI");

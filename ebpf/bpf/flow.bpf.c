@@ -9,11 +9,17 @@
  *   weir_to_pod    TC egress of the host veth: packets the pod receives
  *
  * Maps (types and layouts in abi.h):
- *   FLOWS     hash flow_key -> flow_stats: the source of truth. A plain hash,
- *             not LRU, so a full table is visible (WEIR_CNT_TABLE_FULL)
- *             instead of silently evicting flows the agent has not seen.
+ *   FLOWS4    hash flow_key4 -> flow_stats: the IPv4 flows, the source of
+ *             truth. A plain hash, not LRU, so a full table is visible
+ *             (WEIR_CNT_TABLE_FULL) instead of silently evicting flows the
+ *             agent has not seen. Keyed by 20 bytes, not flow_key's 48: the
+ *             key's hash and compare are most of an established flow's cost.
+ *   FLOWS     hash flow_key -> flow_stats: the IPv6 flows, the same way (not
+ *             preallocated: most clusters have few or none). A FLOWS pinned
+ *             by a build before FLOWS4 also holds IPv4 flows: see
+ *             weir_ipv4_in_flows.
  *   EVENTS    ring buffer of flow_event, one per new entry: a low-latency
- *             hint only; the agent sweeps FLOWS for entries without
+ *             hint only; the agent sweeps both tables for entries without
  *             WEIR_FLOW_F_ANNOUNCED, so a full ring loses no flow.
  *   COUNTERS  per-CPU __u64[WEIR_CNT_MAX]: losses are counted, never silent.
  *   CLOCK_CACHE  per-CPU clock reading of the current jiffy (internal, not
@@ -33,7 +39,7 @@
  * programs attached after ours (a CNI's own datapath) still run; with legacy
  * cls_bpf in direct-action mode it means "continue with the next filter".
  *
- * Enforcement. Only the first packet of a flow (no FLOWS entry yet) is
+ * Enforcement. Only the first packet of a flow (no flow table entry yet) is
  * judged, and only at an endpoint whose ENDPOINTS entry is in audit or
  * enforce mode; the verdict is stored in the new entry and every later
  * packet of the flow, both ways, shares it (connection tracking), so the
@@ -86,9 +92,9 @@
  *   Limitations: mid-stream TCP (no SYN, e.g. after the entry expired) is
  *   judged as a new flow from whichever side sends first; non-first IP
  *   fragments, ICMP errors and IP protocols other than TCP/UDP/SCTP/ICMP are
- *   not judged (they pass); when FLOWS is full a flow is judged on every
- *   packet with nothing remembered, so replies of allowed flows are judged
- *   as new flows of the other direction.
+ *   not judged (they pass); when the flow table is full a flow is judged on
+ *   every packet with nothing remembered, so replies of allowed flows are
+ *   judged as new flows of the other direction.
  *
  * Needs kernel >= 5.8 (ring buffer).
  *
@@ -131,9 +137,27 @@ struct clock_cache {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__type(key, struct flow_key4);
+	__type(value, struct flow_stats);
+} FLOWS4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct flow_key);
 	__type(value, struct flow_stats);
 } FLOWS SEC(".maps");
+
+/*
+ * Set by the loader when it adopted a pinned FLOWS that still holds IPv4
+ * flows (a build before FLOWS4 made them): an IPv4 flow missing from FLOWS4
+ * is then looked up in FLOWS too, so its established verdict and counters
+ * carry on under the new programs instead of being judged and announced
+ * again. Such an entry stays in FLOWS until it expires or is deleted; new
+ * flows always go to FLOWS4. Left 0, the verifier drops the extra lookup.
+ */
+volatile const __u32 weir_ipv4_in_flows = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -242,6 +266,46 @@ struct {
 	__type(key, struct peer_key);
 	__type(value, __u8);
 } PEERS SEC(".maps");
+
+/* The FLOWS4 key of an IPv4 flow_key. */
+static __always_inline void key4_of(struct flow_key4 *k4, const struct flow_key *key)
+{
+	k4->ifindex = key->ifindex;
+	__builtin_memcpy(&k4->local_addr, key->local_addr, 4);
+	__builtin_memcpy(&k4->remote_addr, key->remote_addr, 4);
+	k4->local_port = key->local_port;
+	k4->remote_port = key->remote_port;
+	k4->proto = key->proto;
+	k4->_pad0[0] = 0;
+	k4->_pad0[1] = 0;
+	k4->_pad0[2] = 0;
+}
+
+/* The flow's entry: FLOWS4 for IPv4 (see weir_ipv4_in_flows), else FLOWS. */
+static __always_inline struct flow_stats *flow_lookup(const struct flow_key *key)
+{
+	struct flow_key4 k4;
+	struct flow_stats *stats;
+
+	if (key->family != WEIR_FAMILY_IPV4)
+		return bpf_map_lookup_elem(&FLOWS, key);
+	key4_of(&k4, key);
+	stats = bpf_map_lookup_elem(&FLOWS4, &k4);
+	if (!stats && weir_ipv4_in_flows)
+		stats = bpf_map_lookup_elem(&FLOWS, key);
+	return stats;
+}
+
+/* Inserts a new entry into the family's table, failing if one exists. */
+static __always_inline long flow_insert(const struct flow_key *key, const struct flow_stats *stats)
+{
+	struct flow_key4 k4;
+
+	if (key->family != WEIR_FAMILY_IPV4)
+		return bpf_map_update_elem(&FLOWS, key, stats, BPF_NOEXIST);
+	key4_of(&k4, key);
+	return bpf_map_update_elem(&FLOWS4, &k4, stats, BPF_NOEXIST);
+}
 
 static __always_inline void count(__u32 index)
 {
@@ -636,7 +700,7 @@ static __always_inline int new_flow(const struct flow_key *key, const struct par
 	if (ev)
 		stats.flags |= WEIR_FLOW_F_ANNOUNCED;
 
-	err = bpf_map_update_elem(&FLOWS, key, &stats, BPF_NOEXIST);
+	err = flow_insert(key, &stats);
 	if (!err) {
 		count(WEIR_CNT_NEW_FLOWS);
 		if (ev) {
@@ -654,7 +718,7 @@ static __always_inline int new_flow(const struct flow_key *key, const struct par
 
 	if (err == -EEXIST) {
 		/* another CPU inserted the flow between our lookup and insert */
-		existing = bpf_map_lookup_elem(&FLOWS, key);
+		existing = flow_lookup(key);
 		if (existing) {
 			account(existing, p, len, now, from_pod);
 			return apply(existing->verdict);
@@ -765,7 +829,7 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 		dns_answer(skb, &key);
 
 	/* one lookup; the clock is read after it, as each path needs */
-	stats = bpf_map_lookup_elem(&FLOWS, &key);
+	stats = flow_lookup(&key);
 	if (stats) {
 		if (reopens(stats, &key, &p))
 			return reopen(stats, &key, &p, skb->len, from_pod);

@@ -187,6 +187,74 @@ pub struct FlowKey {
     pub _pad1: u32,
 }
 
+/// `struct flow_key4`: the key of `FLOWS4`, the IPv4 flow table: an IPv4
+/// [`FlowKey`]'s fields in 20 bytes (the family is implied). The agent sees
+/// IPv4 flows as [`FlowKey`]s: convert with [`FlowKey4::of`] and
+/// [`FlowKey4::flow_key`].
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    /// Host-side veth of the endpoint.
+    pub ifindex: u32,
+    /// Address of the pod, network byte order (the octets in memory order).
+    pub local_addr: [u8; 4],
+    /// Address of the peer, network byte order.
+    pub remote_addr: [u8; 4],
+    /// Port of the pod, host byte order.
+    pub local_port: u16,
+    /// Port of the peer, host byte order.
+    pub remote_port: u16,
+    /// IP protocol number (`IPPROTO_*`).
+    pub proto: u8,
+    /// Padding; always zero.
+    pub _pad0: [u8; 3],
+}
+
+impl FlowKey4 {
+    /// The `FLOWS4` key of an IPv4 flow; `None` for another family.
+    #[must_use]
+    pub fn of(key: &FlowKey) -> Option<Self> {
+        (key.family == FAMILY_IPV4).then(|| Self {
+            ifindex: key.ifindex,
+            local_addr: [
+                key.local_addr[0],
+                key.local_addr[1],
+                key.local_addr[2],
+                key.local_addr[3],
+            ],
+            remote_addr: [
+                key.remote_addr[0],
+                key.remote_addr[1],
+                key.remote_addr[2],
+                key.remote_addr[3],
+            ],
+            local_port: key.local_port,
+            remote_port: key.remote_port,
+            proto: key.proto,
+            _pad0: [0; 3],
+        })
+    }
+
+    /// The flow's [`FlowKey`], as events and the agent carry it.
+    #[must_use]
+    pub fn flow_key(&self) -> FlowKey {
+        let mut local_addr = [0; 16];
+        let mut remote_addr = [0; 16];
+        local_addr[..4].copy_from_slice(&self.local_addr);
+        remote_addr[..4].copy_from_slice(&self.remote_addr);
+        FlowKey {
+            ifindex: self.ifindex,
+            family: FAMILY_IPV4,
+            proto: self.proto,
+            local_addr,
+            remote_addr,
+            local_port: self.local_port,
+            remote_port: self.remote_port,
+            ..FlowKey::default()
+        }
+    }
+}
+
 /// `struct flow_stats`: the flow table value. Timestamps are
 /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`).
 #[repr(C, align(8))]
@@ -471,6 +539,16 @@ const _: () = {
     assert!(offset_of!(FlowKey, remote_port) == 42);
     assert!(offset_of!(FlowKey, _pad1) == 44);
 
+    assert!(size_of::<FlowKey4>() == 20);
+    assert!(align_of::<FlowKey4>() == 4);
+    assert!(offset_of!(FlowKey4, ifindex) == 0);
+    assert!(offset_of!(FlowKey4, local_addr) == 4);
+    assert!(offset_of!(FlowKey4, remote_addr) == 8);
+    assert!(offset_of!(FlowKey4, local_port) == 12);
+    assert!(offset_of!(FlowKey4, remote_port) == 14);
+    assert!(offset_of!(FlowKey4, proto) == 16);
+    assert!(offset_of!(FlowKey4, _pad0) == 17);
+
     assert!(size_of::<FlowStats>() == 64);
     assert!(offset_of!(FlowStats, first_seen_ns) == 0);
     assert!(offset_of!(FlowStats, last_seen_ns) == 8);
@@ -583,6 +661,9 @@ const _: () = {
 // with explicit padding fields (no implicit padding, asserted above), so every
 // bit pattern is valid and all of its bytes are initialised.
 unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as for FlowKey: #[repr(C)], integers and byte arrays, explicit
+// padding (offsets asserted above).
+unsafe impl aya::Pod for FlowKey4 {}
 // SAFETY: as for FlowKey: #[repr(C)], integers only, explicit padding.
 unsafe impl aya::Pod for FlowStats {}
 // SAFETY: as for FlowKey: #[repr(C)], integers and a Pod FlowKey, explicit
@@ -962,6 +1043,31 @@ mod tests {
                 expected: ABI_VERSION
             })
         );
+    }
+
+    #[test]
+    fn ipv4_keys_convert_both_ways_and_ipv6_has_no_short_key() {
+        let key = FlowKey {
+            ifindex: 7,
+            family: FAMILY_IPV4,
+            proto: 6,
+            local_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            local_port: 40000,
+            remote_port: 80,
+            ..FlowKey::default()
+        };
+        let short = FlowKey4::of(&key).expect("an IPv4 key");
+        assert_eq!(
+            (short.local_addr, short.remote_addr, short.local_port),
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000)
+        );
+        assert_eq!(short.flow_key(), key);
+        let v6 = FlowKey {
+            family: FAMILY_IPV6,
+            ..key
+        };
+        assert_eq!(FlowKey4::of(&v6), None);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use object::{Object as _, ObjectSection as _};
 use weir_ebpf::{
     FLOW_OBJECT,
     abi::{
-        CidrKey, CidrKeyData, DnsEvent, EndpointInfo, FlowEvent, FlowKey, FlowStats, IpKey,
-        PeerCacheValue, PeerKey, PolicyExactKey, PolicyKey, PolicyKeyData, PolicyValue,
+        CidrKey, CidrKeyData, DnsEvent, EndpointInfo, FlowEvent, FlowKey, FlowKey4, FlowStats,
+        IpKey, PeerCacheValue, PeerKey, PolicyExactKey, PolicyKey, PolicyKeyData, PolicyValue,
     },
 };
 
@@ -140,6 +140,20 @@ fn rust_mirrors_match_the_btf_of_the_object() {
             ("local_port", offset_of!(FlowKey, local_port)),
             ("remote_port", offset_of!(FlowKey, remote_port)),
             ("_pad1", offset_of!(FlowKey, _pad1)),
+        ],
+    );
+    check(
+        &structs,
+        "flow_key4",
+        size_of::<FlowKey4>(),
+        &[
+            ("ifindex", offset_of!(FlowKey4, ifindex)),
+            ("local_addr", offset_of!(FlowKey4, local_addr)),
+            ("remote_addr", offset_of!(FlowKey4, remote_addr)),
+            ("local_port", offset_of!(FlowKey4, local_port)),
+            ("remote_port", offset_of!(FlowKey4, remote_port)),
+            ("proto", offset_of!(FlowKey4, proto)),
+            ("_pad0", offset_of!(FlowKey4, _pad0)),
         ],
     );
     check(

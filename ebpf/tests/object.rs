@@ -37,10 +37,12 @@ fn flow_object_has_the_observe_programs_and_maps() {
     let object = parse(FLOW_OBJECT);
     assert_classifier(&object, "weir_from_pod");
     assert_classifier(&object, "weir_to_pod");
-    assert_eq!(
-        map_type(&object, "FLOWS"),
-        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32
-    );
+    for flows in ["FLOWS4", "FLOWS"] {
+        assert_eq!(
+            map_type(&object, flows),
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32
+        );
+    }
     assert_eq!(
         map_type(&object, "EVENTS"),
         aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32
@@ -54,16 +56,27 @@ fn flow_object_has_the_observe_programs_and_maps() {
 #[test]
 fn flow_table_types_match_the_abi() {
     let object = parse(FLOW_OBJECT);
-    let flows = &object.maps["FLOWS"];
-    assert_eq!(
-        flows.key_size() as usize,
-        size_of::<weir_ebpf::abi::FlowKey>()
-    );
-    assert_eq!(
-        flows.value_size() as usize,
-        size_of::<weir_ebpf::abi::FlowStats>()
-    );
-    assert_eq!(flows.max_entries(), 65536);
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    // IPv4 flows by the short key, preallocated; IPv6 by the full key,
+    // allocated as they come
+    for (name, key, flags) in [
+        ("FLOWS4", size_of::<weir_ebpf::abi::FlowKey4>(), 0),
+        (
+            "FLOWS",
+            size_of::<weir_ebpf::abi::FlowKey>(),
+            BPF_F_NO_PREALLOC,
+        ),
+    ] {
+        let flows = &object.maps[name];
+        assert_eq!(flows.key_size() as usize, key, "{name}");
+        assert_eq!(
+            flows.value_size() as usize,
+            size_of::<weir_ebpf::abi::FlowStats>(),
+            "{name}"
+        );
+        assert_eq!(flows.max_entries(), 65536, "{name}");
+        assert_eq!(flows.map_flags(), flags, "{name}");
+    }
     let counters = &object.maps["COUNTERS"];
     assert_eq!(counters.max_entries() as usize, weir_ebpf::abi::CNT_MAX);
     assert_eq!(counters.value_size() as usize, size_of::<u64>());

@@ -9,7 +9,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -222,6 +222,28 @@ fn existing_flow_accumulates_per_direction() {
 /// none lost to a race between the CPUs' updates of the same entry.
 #[test]
 fn two_cpus_in_both_directions_count_every_packet() {
+    // IPv4 flows live in FLOWS4, IPv6 flows in FLOWS: both tables
+    count_every_packet_from_two_cpus(POD.into(), PEER.into());
+    count_every_packet_from_two_cpus(POD6.into(), PEER6.into());
+}
+
+fn tcp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> Vec<u8> {
+    let ip = match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Ip::from(ipv4(src, dst)),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => Ip::from(ipv6(src, dst)),
+        _ => panic!("one family per flow"),
+    };
+    frame(
+        ip,
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+    )
+}
+
+fn count_every_packet_from_two_cpus(pod: IpAddr, peer: IpAddr) {
     const RUNS: u32 = 20;
     const REPEAT: u32 = 50_000;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -230,9 +252,9 @@ fn two_cpus_in_both_directions_count_every_packet() {
         "this test needs two CPUs to race on one flow entry, the machine has {cpus}"
     );
     let h = Harness::new();
-    let data = tcp4(POD, 40000, PEER, 80, ACK | PSH);
+    let data = tcp(pod, 40000, peer, 80, ACK | PSH);
     // a different length each way, so a byte counted in the wrong direction shows
-    let mut ack = tcp4(PEER, 80, POD, 40000, ACK);
+    let mut ack = tcp(peer, 80, pod, 40000, ACK);
     ack.resize(ack.len() + 100, 0);
     let start = std::sync::Barrier::new(2);
 
@@ -267,7 +289,7 @@ fn two_cpus_in_both_directions_count_every_packet() {
 
     let per_direction = 2 * u64::from(RUNS) * u64::from(REPEAT);
     let (k, s) = h.only_flow();
-    assert_eq!(k, key(IPPROTO_TCP, POD, 40000, PEER, 80));
+    assert_eq!(k, key(IPPROTO_TCP, pod, 40000, peer, 80));
     assert_eq!(
         (s.packets_from_pod, s.bytes_from_pod),
         (per_direction, per_direction * len(&data)),
@@ -926,17 +948,25 @@ fn full_flow_table_is_counted() {
         flow_table_entries: u32::from(ENTRIES),
         ..LoadOptions::default()
     });
-    for sport in 0..20 {
-        h.pod_sends(&tcp4(POD, 10000 + sport, PEER, 80, SYN));
-    }
-    assert_eq!(h.flows().len(), usize::from(ENTRIES));
-    assert_eq!(h.counter(CNT_NEW_FLOWS), u64::from(ENTRIES));
-    assert_eq!(h.counter(CNT_TABLE_FULL), 20 - u64::from(ENTRIES));
+    // each family has its own table of that size (IPv6 allocated as needed)
+    let families: [(IpAddr, IpAddr); 2] = [(POD.into(), PEER.into()), (POD6.into(), PEER6.into())];
+    for (done, (pod, peer)) in (1..).zip(families) {
+        for sport in 0..20 {
+            h.pod_sends(&tcp(pod, 10000 + sport, peer, 80, SYN));
+        }
+        assert_eq!(h.flows().len() as u64, done * u64::from(ENTRIES));
+        assert_eq!(h.counter(CNT_NEW_FLOWS), done * u64::from(ENTRIES));
+        assert_eq!(h.counter(CNT_TABLE_FULL), done * (20 - u64::from(ENTRIES)));
 
-    // flows already in a full table are still accounted
-    let (k, _) = h.flows()[0];
-    h.pod_sends(&tcp4(POD, k.local_port, PEER, 80, ACK));
-    assert_eq!(h.stats(&k).packets_from_pod, 2);
+        // flows already in a full table are still accounted
+        let (k, _) = *h
+            .flows()
+            .iter()
+            .find(|(k, _)| k.local_ip() == pod)
+            .expect("a flow of the family");
+        h.pod_sends(&tcp(pod, k.local_port, peer, 80, ACK));
+        assert_eq!(h.stats(&k).packets_from_pod, 2);
+    }
 }
 
 // ---- test-run plumbing for benchmarks ----

@@ -22,11 +22,11 @@ use weir_ebpf::{
     abi::{
         CNT_AUDIT, CNT_DROPPED, CNT_EVENTS_LIMITED, CNT_MAX, CNT_NEW_FLOWS, CidrKeyData,
         DIR_EGRESS, DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_RULES_EGRESS,
-        EP_RULES_INGRESS, EndpointInfo, FLOW_F_ANNOUNCED, FlowEvent, FlowKey, FlowStats, ID_ANY,
-        ID_HOST, ID_WORLD, IpKey, MODE_AUDIT, MODE_ENFORCE, MODE_OBSERVE, POLICY_KEY_FIXED_BITS,
-        PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue, REASON_DEFAULT_DENY, REASON_NONE,
-        REASON_PEER_NOT_ALLOWED, REASON_PORT_NOT_ALLOWED, VERDICT_AUDIT, VERDICT_DROPPED,
-        VERDICT_FORWARDED,
+        EP_RULES_INGRESS, EndpointInfo, FLOW_F_ANNOUNCED, FlowEvent, FlowKey, FlowKey4, FlowStats,
+        ID_ANY, ID_HOST, ID_WORLD, IpKey, MODE_AUDIT, MODE_ENFORCE, MODE_OBSERVE,
+        POLICY_KEY_FIXED_BITS, PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue,
+        REASON_DEFAULT_DENY, REASON_NONE, REASON_PEER_NOT_ALLOWED, REASON_PORT_NOT_ALLOWED,
+        VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
     },
     loader::{Datapath, FlowTable, LoadOptions, PolicyMaps, Program},
 };
@@ -1060,6 +1060,7 @@ fn a_second_load_adopts_the_pinned_maps() {
         h.stats(&key(IPPROTO_TCP, POD, 40000, PEER, 80))
     };
     for name in [
+        "FLOWS4",
         "FLOWS",
         "EVENTS",
         "COUNTERS",
@@ -1087,6 +1088,68 @@ fn a_second_load_adopts_the_pinned_maps() {
         fresh.flows.iter().next().is_none(),
         "cleanup freed the maps"
     );
+}
+
+/// Builds before `FLOWS4` kept IPv4 flows in `FLOWS`, by the 48-byte key.
+/// A new agent adopting such a pinned table carries those flows on: their
+/// established verdict holds, their packets are counted in the old entry,
+/// the table reads them once and removes them; new flows go to `FLOWS4`.
+#[test]
+fn ipv4_flows_of_a_table_pinned_before_flows4_keep_their_verdict() {
+    use aya::maps::{HashMap as BpfHash, Map};
+    let pin = PinDir::new();
+    let k = key(IPPROTO_TCP, POD, 40000, PEER, 80);
+    {
+        // an established, forwarded flow, as an older build left it
+        let h = Harness::with(&pin.opts());
+        assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, SYN)), TC_ACT_UNSPEC);
+        let stats = h.stats(&k);
+        let pinned = |name: &str| {
+            let data = must(
+                "opening a pinned map",
+                MapData::from_pin(pin.path.join(name)),
+            );
+            Map::HashMap(data)
+        };
+        let mut v4: BpfHash<_, FlowKey4, FlowStats> =
+            must("FLOWS4", BpfHash::try_from(pinned("FLOWS4")));
+        must("FLOWS4 remove", v4.remove(&FlowKey4::of(&k).expect("IPv4")));
+        let mut v6: BpfHash<_, FlowKey, FlowStats> =
+            must("FLOWS", BpfHash::try_from(pinned("FLOWS")));
+        must("FLOWS insert", v6.insert(k, stats, 0));
+    }
+
+    let mut h = Harness::with(&pin.opts());
+    // the namespace is enforced since: a new flow to PEER is dropped
+    h.endpoint(MODE_ENFORCE, EP_ISOLATED_EGRESS);
+    assert_eq!(
+        h.pod_sends(&tcp4(POD, 40001, PEER, 80, SYN)),
+        TC_ACT_SHOT,
+        "a new flow is judged"
+    );
+    assert_eq!(
+        h.pod_sends(&tcp4(POD, 40000, PEER, 80, ACK)),
+        TC_ACT_UNSPEC,
+        "the established flow keeps its verdict"
+    );
+    assert_eq!(h.counters()[CNT_NEW_FLOWS], 2, "one before, one new since");
+    let s = h.stats(&k);
+    assert_eq!((s.packets_from_pod, s.verdict), (2, VERDICT_FORWARDED));
+    let keys: Vec<FlowKey> = h
+        .flows
+        .iter()
+        .map(|e| must("reading the tables", e).0)
+        .collect();
+    assert_eq!(keys.iter().filter(|&&key| key == k).count(), 1, "{keys:#?}");
+    assert_eq!(keys.len(), 2, "{keys:#?}");
+
+    // deleted (expired, or by the enforcer): the next packet is a new flow,
+    // judged, in FLOWS4
+    must("removing the old entry", h.flows.remove(&k));
+    assert_eq!(must("lookup", h.flows.get(&k)), None);
+    assert_eq!(h.pod_sends(&tcp4(POD, 40000, PEER, 80, ACK)), TC_ACT_SHOT);
+    assert_eq!(h.verdict(&k).0, VERDICT_DROPPED);
+    assert_eq!(h.counters()[CNT_NEW_FLOWS], 3);
 }
 
 #[test]

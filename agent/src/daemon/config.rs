@@ -72,7 +72,7 @@ pub struct AgentArgs {
     /// Idle time after which a TCP flow that saw FIN or RST leaves the table.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub flow_closing_timeout: Duration,
-    /// Capacity of the kernel flow table.
+    /// Capacity of each kernel flow table (one for IPv4 flows, one for IPv6).
     #[arg(long, default_value_t = 65_536)]
     pub flow_table_entries: u32,
     /// A loss (full flow table, full ring buffer) stops degrading the agent

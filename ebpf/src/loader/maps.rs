@@ -3,8 +3,8 @@
 
 use aya::maps::{self, HashMap, Map, MapData, PerCpuArray, RingBuf};
 
-use super::{COUNTERS, Datapath, EVENTS, FLOWS};
-use crate::abi::{CNT_MAX, FlowKey, FlowStats};
+use super::{COUNTERS, Datapath, EVENTS, FLOWS, FLOWS4};
+use crate::abi::{CNT_MAX, FlowKey, FlowKey4, FlowStats};
 
 /// Why a map could not be handed out or read.
 #[derive(Debug, thiserror::Error)]
@@ -26,21 +26,40 @@ pub enum MapError {
     },
 }
 
-/// The flow table `FLOWS`: the source of truth for learning.
+/// The flow tables, `FLOWS4` (IPv4 flows) and `FLOWS` (IPv6 flows): the
+/// source of truth for learning, seen as one table of [`FlowKey`]s.
 ///
 /// New entries are announced through the ring buffer, but an event can be
 /// lost (`CNT_RINGBUF_FULL`): sweep this table for entries without
 /// `FLOW_F_ANNOUNCED`, and remove entries once they are recorded and idle.
+///
+/// A `FLOWS` pinned by a build before `FLOWS4` may still hold IPv4 flows,
+/// which the programs keep using until they expire: they are read and
+/// removed here like the others.
 #[derive(Debug)]
 pub struct FlowTable {
-    map: HashMap<MapData, FlowKey, FlowStats>,
+    v4: HashMap<MapData, FlowKey4, FlowStats>,
+    v6: HashMap<MapData, FlowKey, FlowStats>,
 }
 
 impl FlowTable {
-    /// Iterates over the entries. The table changes while it is walked: an
-    /// entry may be missed or seen twice, as with any BPF hash iteration.
+    /// Both tables, from their maps (`FLOWS4`, `FLOWS`).
+    pub(super) fn new(v4: Map, v6: Map) -> Result<Self, MapError> {
+        let err = |name| move |source| MapError::Map { name, source };
+        Ok(Self {
+            v4: HashMap::try_from(v4).map_err(err(FLOWS4))?,
+            v6: HashMap::try_from(v6).map_err(err(FLOWS))?,
+        })
+    }
+
+    /// Iterates over the entries, IPv4 first. The tables change while they
+    /// are walked: an entry may be missed or seen twice, as with any BPF
+    /// hash iteration.
     pub fn iter(&self) -> impl Iterator<Item = Result<(FlowKey, FlowStats), maps::MapError>> + '_ {
-        self.map.iter()
+        self.v4
+            .iter()
+            .map(|entry| entry.map(|(key, stats)| (key.flow_key(), stats)))
+            .chain(self.v6.iter())
     }
 
     /// The stats of one flow, if it is in the table.
@@ -49,20 +68,47 @@ impl FlowTable {
     ///
     /// The lookup syscall failed.
     pub fn get(&self, key: &FlowKey) -> Result<Option<FlowStats>, maps::MapError> {
-        match self.map.get(key, 0) {
-            Ok(stats) => Ok(Some(stats)),
-            Err(maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e),
+        if let Some(short) = FlowKey4::of(key)
+            && let Some(stats) = found(self.v4.get(&short, 0))?
+        {
+            return Ok(Some(stats));
         }
+        found(self.v6.get(key, 0))
     }
 
     /// Removes a flow; its next packet creates and announces a new entry.
     ///
     /// # Errors
     ///
-    /// The key is not in the table or the syscall failed.
+    /// [`maps::MapError::KeyNotFound`] when the key is in neither table,
+    /// else the syscall's error.
     pub fn remove(&mut self, key: &FlowKey) -> Result<(), maps::MapError> {
-        self.map.remove(key)
+        if let Some(short) = FlowKey4::of(key) {
+            match absent(self.v4.remove(&short)) {
+                // not there: maybe an IPv4 flow of an older build, in FLOWS
+                Err(maps::MapError::KeyNotFound) => {}
+                done => return done,
+            }
+        }
+        absent(self.v6.remove(key))
+    }
+}
+
+/// aya reports a delete of a missing key as the syscall's ENOENT.
+fn absent(result: Result<(), maps::MapError>) -> Result<(), maps::MapError> {
+    match result {
+        Err(maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Err(maps::MapError::KeyNotFound)
+        }
+        other => other,
+    }
+}
+
+fn found(result: Result<FlowStats, maps::MapError>) -> Result<Option<FlowStats>, maps::MapError> {
+    match result {
+        Ok(stats) => Ok(Some(stats)),
+        Err(maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -81,18 +127,17 @@ impl Datapath {
         })
     }
 
-    /// Takes the flow table `FLOWS` out of the datapath.
+    /// Takes the flow tables `FLOWS4` and `FLOWS` out of the datapath.
     ///
     /// # Errors
     ///
     /// [`MapError::Taken`] on a second call.
     pub fn take_flow_table(&mut self) -> Result<FlowTable, MapError> {
-        let map = self.take(FLOWS)?;
-        let map = HashMap::try_from(map).map_err(|source| MapError::Map {
-            name: FLOWS,
-            source,
-        })?;
-        Ok(FlowTable { map })
+        if self.ebpf.map(FLOWS).is_none() {
+            return Err(MapError::Taken { name: FLOWS });
+        }
+        let v4 = self.take(FLOWS4)?;
+        FlowTable::new(v4, self.take(FLOWS)?)
     }
 
     /// The counters (`COUNTERS`, indexed by `abi::CNT_*`), summed over CPUs.

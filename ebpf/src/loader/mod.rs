@@ -36,12 +36,13 @@ pub use self::{
 use crate::{
     FLOOR_OBJECT, FLOW_OBJECT,
     abi::{
-        CNT_MAX, CidrKey, EndpointInfo, FlowKey, FlowStats, IpKey, PeerCacheValue, PeerKey,
-        PolicyExactKey, PolicyKey, PolicyValue,
+        CNT_MAX, CidrKey, EndpointInfo, FAMILY_IPV4, FlowKey, FlowKey4, FlowStats, IpKey,
+        PeerCacheValue, PeerKey, PolicyExactKey, PolicyKey, PolicyValue,
     },
 };
 
 const FLOWS: &str = "FLOWS";
+const FLOWS4: &str = "FLOWS4";
 const EVENTS: &str = "EVENTS";
 const COUNTERS: &str = "COUNTERS";
 const ENDPOINTS: &str = "ENDPOINTS";
@@ -59,10 +60,18 @@ const EVENT_BUCKET_NS: &str = "weir_event_bucket_ns";
 /// The DNS answers' token bucket (bpf/dns.h).
 const DNS_COST_NS: &str = "weir_dns_cost_ns";
 const DNS_BUCKET_NS: &str = "weir_dns_bucket_ns";
+/// Set when an adopted `FLOWS` still holds IPv4 flows (flow.bpf.c).
+const IPV4_IN_FLOWS: &str = "weir_ipv4_in_flows";
 
 /// What a map must look like, pinned or not: (name, type, key size, value
 /// size). A pinned map left by an incompatible build is refused, not used.
-const SHARED_MAPS: [(&str, MapType, usize, usize); 11] = [
+const SHARED_MAPS: [(&str, MapType, usize, usize); 12] = [
+    (
+        FLOWS4,
+        MapType::Hash,
+        size_of::<FlowKey4>(),
+        size_of::<FlowStats>(),
+    ),
     (
         FLOWS,
         MapType::Hash,
@@ -128,10 +137,12 @@ const SHARED_MAPS: [(&str, MapType, usize, usize); 11] = [
 /// [`Datapath::cleanup`]). [`PolicyMaps::capacities`] has the real ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Entries of the flow table (`FLOWS`). Preallocated: each costs 177
-    /// bytes of kernel memory (a 160-byte hash element and a 16-byte
-    /// bucket, as the kernel accounts it): 11.5 MB for the default, 177 MB
-    /// for 1M entries.
+    /// Entries of each flow table: `FLOWS4` (IPv4 flows, preallocated:
+    /// each costs 153 bytes of kernel memory, a 136-byte hash element and
+    /// a 16-byte bucket as the kernel accounts it: 10.0 MB for the default,
+    /// 153 MB for 1M entries) and `FLOWS` (IPv6 flows, allocated as they
+    /// come: a 16-byte bucket per entry up front, 160 more bytes per flow
+    /// present).
     pub flow_table_entries: u32,
     /// Size of the new-flow ring buffer (`EVENTS`): a power of two and a
     /// multiple of the page size. Each event takes 80 bytes (72 and the
@@ -201,8 +212,9 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    fn map_sizes(&self) -> [(&'static str, u32); 9] {
+    fn map_sizes(&self) -> [(&'static str, u32); 10] {
         [
+            (FLOWS4, self.flow_table_entries),
             (FLOWS, self.flow_table_entries),
             (EVENTS, self.ringbuf_bytes),
             (ENDPOINTS, self.endpoints_entries),
@@ -348,11 +360,12 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
-    /// A second descriptor of `FLOWS`: [`Datapath::take_policy_maps`]
-    /// opens its own handle on it, whoever took the table. A descriptor,
-    /// not the map's id: `BPF_MAP_GET_FD_BY_ID` needs `CAP_SYS_ADMIN`,
-    /// which the agent does not otherwise need (docs/deploy.md).
-    flows_fd: std::os::fd::OwnedFd,
+    /// Second descriptors of `FLOWS4` and `FLOWS`:
+    /// [`Datapath::take_policy_maps`] opens its own handles on them,
+    /// whoever took the table. Descriptors, not the maps' ids:
+    /// `BPF_MAP_GET_FD_BY_ID` needs `CAP_SYS_ADMIN`, which the agent does
+    /// not otherwise need (docs/deploy.md).
+    flows_fds: [std::os::fd::OwnedFd; 2],
     attachments: HashMap<String, attach::Links>,
     pin: Option<PathBuf>,
     /// Each sized map's real size (a pinned map keeps the size it was
@@ -390,11 +403,18 @@ impl Datapath {
         for (name, entries) in opts.map_sizes() {
             loader.map_max_entries(name, entries);
         }
+        // a FLOWS pinned by a build before FLOWS4 may hold IPv4 flows
+        let ipv4_in_flows = u32::from(
+            opts.pin
+                .as_deref()
+                .is_some_and(|dir| pinned_flows_hold_ipv4(&dir.join(FLOWS))),
+        );
         loader
             .override_global(EVENT_COST_NS, &cost, true)
             .override_global(EVENT_BUCKET_NS, &bucket, true)
             .override_global(DNS_COST_NS, &dns_cost, true)
-            .override_global(DNS_BUCKET_NS, &dns_bucket, true);
+            .override_global(DNS_BUCKET_NS, &dns_bucket, true)
+            .override_global(IPV4_IN_FLOWS, &ipv4_in_flows, true);
         if let Some(dir) = &opts.pin {
             pin::create_dirs(dir)?;
             for (name, ..) in SHARED_MAPS {
@@ -424,18 +444,20 @@ impl Datapath {
                 }
             })
             .collect();
-        let flows_fd = ebpf
-            .map(FLOWS)
-            .and_then(map_data)
-            .and_then(|data| {
-                std::os::fd::AsFd::as_fd(data.fd())
-                    .try_clone_to_owned()
-                    .ok()
-            })
-            .ok_or(LoadError::MissingMap { name: FLOWS })?;
+        let fd = |name| {
+            ebpf.map(name)
+                .and_then(map_data)
+                .and_then(|data| {
+                    std::os::fd::AsFd::as_fd(data.fd())
+                        .try_clone_to_owned()
+                        .ok()
+                })
+                .ok_or(LoadError::MissingMap { name })
+        };
+        let flows_fds = [fd(FLOWS4)?, fd(FLOWS)?];
         Ok(Self {
             ebpf,
-            flows_fd,
+            flows_fds,
             attachments: HashMap::new(),
             pin: opts.pin.clone(),
             sizes,
@@ -453,13 +475,16 @@ impl Datapath {
             .collect()
     }
 
-    /// The flow table's real capacity (a pinned table's own).
+    /// The flow tables' real capacity, per family (a pinned table's own:
+    /// the smaller of the two when they differ).
     #[must_use]
     pub fn flow_table_capacity(&self) -> u32 {
         self.sizes
             .iter()
-            .find(|s| s.map == FLOWS)
-            .map_or(0, |s| s.actual)
+            .filter(|s| s.map == FLOWS || s.map == FLOWS4)
+            .map(|s| s.actual)
+            .min()
+            .unwrap_or(0)
     }
 
     /// The pin directory of [`LoadOptions::pin`].
@@ -507,6 +532,22 @@ pub(super) fn map_data(map: &Map) -> Option<&MapData> {
         | Map::LruHashMap(data) => Some(data),
         _ => None,
     }
+}
+
+/// Whether the `FLOWS` pinned at `path` holds an IPv4 flow: builds before
+/// `FLOWS4` kept both families there. Anything unreadable (no pin, another
+/// layout, which [`check_shared_maps`] then refuses) counts as no.
+fn pinned_flows_hold_ipv4(path: &Path) -> bool {
+    let Ok(data) = MapData::from_pin(path) else {
+        return false;
+    };
+    let Ok(flows) = aya::maps::HashMap::<_, FlowKey, FlowStats>::try_from(Map::HashMap(data))
+    else {
+        return false;
+    };
+    flows
+        .keys()
+        .any(|key| key.is_ok_and(|key| key.family == FAMILY_IPV4))
 }
 
 /// Refuses pinned maps that another build left with another layout: the

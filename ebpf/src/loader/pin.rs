@@ -1,7 +1,7 @@
 //! The pin directory: maps by name, tcx links under `links/`.
 //!
 //! ```text
-//! <pin>/FLOWS, EVENTS, COUNTERS, ENDPOINTS, IDENTITIES, CIDRS, POLICY, PEERS
+//! <pin>/FLOWS4, FLOWS, EVENTS, COUNTERS, ENDPOINTS, IDENTITIES, CIDRS, POLICY, ...
 //! <pin>/links/<ifname>_ingress   weir_from_pod's tcx link
 //! <pin>/links/<ifname>_egress    weir_to_pod's tcx link
 //! ```

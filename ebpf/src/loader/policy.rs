@@ -3,12 +3,11 @@
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 
 use super::{
-    CIDRS, CIDRS_EPOCH, Datapath, ENDPOINTS, FLOWS, IDENTITIES, MapError, PEERS, POLICY,
-    POLICY_EXACT, map_data,
+    CIDRS, CIDRS_EPOCH, Datapath, ENDPOINTS, FLOWS, FLOWS4, FlowTable, IDENTITIES, MapError, PEERS,
+    POLICY, POLICY_EXACT, map_data,
 };
 use crate::abi::{
-    CidrKeyData, EndpointInfo, FlowKey, FlowStats, IpKey, PeerKey, PolicyExactKey, PolicyKeyData,
-    PolicyValue,
+    CidrKeyData, EndpointInfo, IpKey, PeerKey, PolicyExactKey, PolicyKeyData, PolicyValue,
 };
 
 /// `max_entries` of each enforcement map, as the kernel has them (an
@@ -56,10 +55,10 @@ pub struct PolicyMaps {
     /// `CIDRS_EPOCH`: bump index 0 after changing `CIDRS` (it invalidates
     /// the programs' cache of peer addresses).
     pub cidrs_epoch: CidrsEpoch,
-    /// A second handle on `FLOWS` (the flow table the datapath task reads):
-    /// the enforcer deletes judged entries after a policy change so they
-    /// are judged again.
-    pub flows: HashMap<MapData, FlowKey, FlowStats>,
+    /// Second handles on `FLOWS4` and `FLOWS` (the flow tables the datapath
+    /// task reads): the enforcer deletes judged entries after a policy
+    /// change so they are judged again.
+    pub flows: FlowTable,
     /// `PEERS`: (endpoint, direction, peer) pairs some rule names.
     pub peers: HashMap<MapData, PeerKey, u8>,
     /// The maps' sizes.
@@ -145,18 +144,20 @@ impl Datapath {
             peers: capacity(PEERS)?,
         };
         let err = |name| move |source| MapError::Map { name, source };
-        let flows = self
-            .flows_fd
-            .try_clone()
-            .map_err(|io_error| {
-                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "dup",
-                    io_error,
+        let [v4, v6] = [(FLOWS4, 0), (FLOWS, 1)].map(|(name, i)| {
+            self.flows_fds[i]
+                .try_clone()
+                .map_err(|io_error| {
+                    aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "dup",
+                        io_error,
+                    })
                 })
-            })
-            .and_then(MapData::from_fd)
-            .map(Map::HashMap)
-            .map_err(err(FLOWS))?;
+                .and_then(MapData::from_fd)
+                .map(Map::HashMap)
+                .map_err(err(name))
+        });
+        let flows = FlowTable::new(v4?, v6?)?;
         Ok(PolicyMaps {
             endpoints: HashMap::try_from(self.take(ENDPOINTS)?).map_err(err(ENDPOINTS))?,
             identities: HashMap::try_from(self.take(IDENTITIES)?).map_err(err(IDENTITIES))?,
@@ -166,7 +167,7 @@ impl Datapath {
             cidrs_epoch: CidrsEpoch(
                 Array::try_from(self.take(CIDRS_EPOCH)?).map_err(err(CIDRS_EPOCH))?,
             ),
-            flows: HashMap::try_from(flows).map_err(err(FLOWS))?,
+            flows,
             peers: HashMap::try_from(self.take(PEERS)?).map_err(err(PEERS))?,
             capacities,
         })
