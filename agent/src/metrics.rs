@@ -208,13 +208,13 @@ impl Metrics {
         let flow_table_entries = Gauge::default();
         registry.register(
             "flow_table_entries",
-            "Entries in the kernel flow table",
+            "Entries in the kernel flow tables (IPv4 and IPv6 together)",
             flow_table_entries.clone(),
         );
         let flow_table_capacity = Gauge::default();
         registry.register(
             "flow_table_capacity",
-            "Capacity of the kernel flow table",
+            "Capacity of each kernel flow table (IPv4, IPv6)",
             flow_table_capacity.clone(),
         );
         let graph_edges = Gauge::default();

@@ -111,14 +111,14 @@ impl PolicyMapsIo for PolicyMaps {
                 Ok(entry) => entry,
                 // removed by the sweep or the programs mid-walk
                 Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(io("read", "FLOWS")(e)),
+                Err(e) => return Err(io("read", "FLOWS4/FLOWS")(e)),
             };
             if stats.verdict != abi::VERDICT_FORWARDED && which.covers(key.ifindex) {
                 denied.push(key);
             }
         }
         for key in &denied {
-            absent_ok(self.flows.remove(key)).map_err(io("delete", "FLOWS"))?;
+            absent_ok(self.flows.remove(key)).map_err(io("delete", "FLOWS4/FLOWS"))?;
         }
         Ok(denied.len())
     }

@@ -138,11 +138,11 @@ const SHARED_MAPS: [(&str, MapType, usize, usize); 12] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Entries of each flow table: `FLOWS4` (IPv4 flows, preallocated:
-    /// each costs 153 bytes of kernel memory, a 136-byte hash element and
+    /// each costs 152 bytes of kernel memory, a 136-byte hash element and
     /// a 16-byte bucket as the kernel accounts it: 10.0 MB for the default,
-    /// 153 MB for 1M entries) and `FLOWS` (IPv6 flows, allocated as they
-    /// come: a 16-byte bucket per entry up front, 160 more bytes per flow
-    /// present).
+    /// 152 MB for 1M entries) and `FLOWS` (IPv6 flows, allocated as they
+    /// come: a 16-byte bucket per entry up front, 1 MB for the default, and
+    /// 168 bytes per flow present, as the kernel accounts it).
     pub flow_table_entries: u32,
     /// Size of the new-flow ring buffer (`EVENTS`): a power of two and a
     /// multiple of the page size. Each event takes 80 bytes (72 and the
