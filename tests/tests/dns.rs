@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use weir_integration_tests::harness::{Agent, Lab, eventually, weir_ok};
+use weir_integration_tests::harness::{Agent, Lab, eventually, weir, weir_ok};
 
 /// A lab with CoreDNS, its Service, a client pod and two hosts of a payment
 /// provider; only the first is `api.payments.example` at the start.
@@ -332,6 +332,67 @@ fn flows_to_a_resolved_name_carry_it_and_follow_a_repoint() {
         export.contains("# api.payments.example: 2 addresses seen in the window"),
         "{export}"
     );
+
+    // In the FQDN dialects the name is one rule naming it, and its
+    // addresses leave the NetworkPolicy.
+    let cilium = learned_export(&agent, &["--dialect", "cilium"]);
+    let cnp = object_of_kind(&cilium, "CiliumNetworkPolicy");
+    let fqdn_rules: Vec<&Value> = cnp["spec"]["egress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.get("toFQDNs").is_some())
+        .collect();
+    assert_eq!(fqdn_rules.len(), 1, "{cilium}");
+    assert_eq!(
+        fqdn_rules[0]["toFQDNs"],
+        serde_json::json!([{"matchName": "api.payments.example"}]),
+        "{cilium}"
+    );
+    // The name's addresses are in no rule, and no note points at a rule
+    // that went to the CiliumNetworkPolicy.
+    assert!(!cilium.contains("cidr: 203.0.113.21"), "{cilium}");
+    assert!(!cilium.contains("weir.dev/fqdn-rules"), "{cilium}");
+    let anp = learned_export(&agent, &["--dialect", "anp"]);
+    let admin = object_of_kind(&anp, "AdminNetworkPolicy");
+    let allowed: Vec<&Value> = admin["spec"]["egress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(allowed.len(), 1, "{anp}");
+    assert_eq!(allowed[0]["action"], "Allow", "{anp}");
+    assert_eq!(
+        allowed[0]["to"],
+        serde_json::json!([{"domainNames": ["api.payments.example"]}]),
+        "{anp}"
+    );
+    assert!(!anp.contains("cidr: 203.0.113.21"), "{anp}");
+    let refused = weir(&[
+        "export",
+        "--server",
+        agent.url().as_str(),
+        "--dialect",
+        "calico",
+    ]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("calico"),
+        "{said}"
+    );
+}
+
+/// The one document of `kind` in an export.
+fn object_of_kind(export: &str, kind: &str) -> Value {
+    let mut found = export
+        .split("\n---\n")
+        .map(|doc| serde_yaml::from_str::<Value>(doc.trim_start_matches("---\n")).expect("YAML"))
+        .filter(|doc| doc["kind"] == kind);
+    let object = found
+        .next()
+        .unwrap_or_else(|| panic!("no {kind} in:\n{export}"));
+    assert!(found.next().is_none(), "more than one {kind} in:\n{export}");
+    object
 }
 
 // ---- the datapath's copy of DNS answers (BPF_PROG_TEST_RUN) ----

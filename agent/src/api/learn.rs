@@ -1,8 +1,9 @@
 //! The learner's endpoints:
 //!
-//! - `GET /api/policies?namespace=NS[,NS...]&format=yaml|json&aggregate_external=V4,V6&service_ports=target|both`:
-//!   the suggested NetworkPolicies for the graph learned so far, as one
-//!   YAML stream (default) or as JSON (files, kustomization, objects);
+//! - `GET /api/policies?namespace=NS[,NS...]&format=yaml|json&aggregate_external=V4,V6&service_ports=target|both&dialect=standard|cilium|anp&fqdn_patterns=true`:
+//!   the suggested NetworkPolicies for the graph learned so far (with the
+//!   dialect's objects for egress to DNS names), as one YAML stream
+//!   (default) or as JSON (files, kustomization, objects);
 //! - `POST /api/verify` with a multi-document YAML body of NetworkPolicies:
 //!   the verify report (observed flows they deny, unobserved pairs they
 //!   allow) as JSON;
@@ -46,6 +47,8 @@ pub struct RawPoliciesQuery {
     format: Option<String>,
     aggregate_external: Option<String>,
     service_ports: Option<String>,
+    dialect: Option<String>,
+    fqdn_patterns: Option<String>,
 }
 
 /// `yaml` or `json`.
@@ -64,11 +67,15 @@ fn parse_query(raw: RawPoliciesQuery) -> Result<(SuggestOptions, Format), ApiErr
     };
     let aggregate_external = query::optional("aggregate_external", raw.aggregate_external)?;
     let service_ports = query::optional("service_ports", raw.service_ports)?.unwrap_or_default();
+    let dialect = query::optional("dialect", raw.dialect)?.unwrap_or_default();
+    let fqdn_patterns = query::optional("fqdn_patterns", raw.fqdn_patterns)?.unwrap_or(false);
     Ok((
         SuggestOptions {
             namespaces,
             aggregate_external,
             service_ports,
+            dialect,
+            fqdn_patterns,
         },
         format,
     ))

@@ -19,6 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::builder::PossibleValue;
 use reqwest::Url;
+use weir_generator::dialect::Dialect;
 
 use super::{
     client::{self, Client, ServerArgs, TokenArgs, endpoint, server_url},
@@ -85,6 +86,16 @@ pub struct ExportArgs {
     /// the Service port.
     #[arg(long, value_enum, default_value_t = ServicePortsArg::Target)]
     pub service_ports: ServicePortsArg,
+    /// How egress to DNS names is written: `standard` (NetworkPolicy, an
+    /// ipBlock per address seen for the name), `cilium`
+    /// (CiliumNetworkPolicy toFQDNs) or `anp` (AdminNetworkPolicy
+    /// domainNames); the in-cluster part is NetworkPolicy in each.
+    #[arg(long, default_value_t = Dialect::Standard)]
+    pub dialect: Dialect,
+    /// With --dialect cilium|anp: fold sibling names (`a.api.example`,
+    /// `b.api.example` on the same ports) into `*.api.example`.
+    #[arg(long)]
+    pub fqdn_patterns: bool,
     /// Install the suggestion as the agent's enforced policies for the
     /// chosen namespaces (every namespace of the suggestion by default),
     /// replacing the policies enforced there before. Modes are not changed:
@@ -142,6 +153,12 @@ pub struct StatusArgs {
 /// # Errors
 /// Unreadable inputs, an unreachable agent, an unwritable output.
 pub fn run_export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.apply && args.dialect != Dialect::Standard {
+        bail!(
+            "--apply installs NetworkPolicies only: export --dialect {} and apply its objects with your CNI's tools",
+            args.dialect
+        );
+    }
     let policies = export_policies(args, &mut io::stderr().lock())?;
     if args.apply {
         return apply_export(args, &policies);
@@ -190,6 +207,8 @@ fn suggest_options(args: &ExportArgs) -> SuggestOptions {
         namespaces: args.namespaces.iter().cloned().collect(),
         aggregate_external: args.aggregate_external,
         service_ports: args.service_ports,
+        dialect: args.dialect,
+        fqdn_patterns: args.fqdn_patterns,
     }
 }
 
@@ -218,6 +237,12 @@ pub fn export_policies(args: &ExportArgs, warn: &mut impl Write) -> anyhow::Resu
                     q.append_pair("aggregate_external", &format!("{},{}", a.v4, a.v6));
                 }
                 q.append_pair("service_ports", options.service_ports.as_str());
+                if options.dialect != Dialect::Standard {
+                    q.append_pair("dialect", options.dialect.as_str());
+                }
+                if options.fqdn_patterns {
+                    q.append_pair("fqdn_patterns", "true");
+                }
             }
             Client::new()?.get_json(&url, "policies")?
         }

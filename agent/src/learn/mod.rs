@@ -24,6 +24,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use weir_generator::{
     cluster::Cluster,
+    dialect::{self, Dialect},
     model::FlowGraph,
     synth::{self, AggregateExternal, ServicePorts},
 };
@@ -105,6 +106,10 @@ pub struct SuggestOptions {
     pub aggregate_external: Option<Aggregate>,
     /// Service ports.
     pub service_ports: ServicePortsArg,
+    /// The kinds of object egress to DNS names is written as.
+    pub dialect: Dialect,
+    /// Fold sibling DNS names into wildcards (FQDN dialects only).
+    pub fqdn_patterns: bool,
 }
 
 impl SuggestOptions {
@@ -163,15 +168,19 @@ pub fn policy_yaml(policy: &k8s_openapi::api::networking::v1::NetworkPolicy) -> 
     serde_yaml::to_string(policy).unwrap_or_default()
 }
 
-/// Learn policies from a graph.
+/// Learn policies from a graph, written in the options' dialect.
 #[must_use]
 pub fn suggest(graph: &FlowGraph, cluster: &Cluster, options: &SuggestOptions) -> PoliciesJson {
-    let suggestion = synth::synthesize(graph, cluster, &options.synth());
-    let files = suggestion
-        .namespaces
-        .keys()
-        .filter_map(|ns| suggestion.yaml(ns).map(|y| (ns.clone(), y)))
-        .collect();
+    let learned = synth::synthesize(graph, cluster, &options.synth());
+    let rendered = dialect::render(
+        options.dialect,
+        &learned,
+        &learned.fqdn_egress,
+        dialect::Options {
+            fqdn_patterns: options.fqdn_patterns,
+        },
+    );
+    let suggestion = &rendered.standard;
     let policies = suggestion
         .namespaces
         .iter()
@@ -195,14 +204,15 @@ pub fn suggest(graph: &FlowGraph, cluster: &Cluster, options: &SuggestOptions) -
         })
         .collect();
     PoliciesJson {
-        files,
-        yaml: suggestion.all_yaml(),
+        files: rendered.files(),
+        yaml: rendered.all_yaml(),
         kustomization: suggestion.kustomization(),
         policies,
         warnings: suggestion
             .warnings
             .iter()
             .map(ToString::to_string)
+            .chain(rendered.warnings.iter().cloned())
             .collect(),
     }
 }

@@ -259,6 +259,7 @@ pub fn render(
             _ => format!("weir-{namespace}-{}", first.workload.name),
         };
         strip::strip(policy, &list, &format!("{kind} {object_name}"));
+        strip::renumber_notes(policy);
         let evidence = evidence(&first.workload, &list, &targets);
         let objects = rendered.objects.entry(namespace.to_owned()).or_default();
         match dialect {

@@ -17,7 +17,10 @@ use k8s_openapi::{
 };
 
 use super::FqdnEgress;
-use crate::{model::Protocol, synth::EVIDENCE_ANNOTATION};
+use crate::{
+    model::Protocol,
+    synth::{EVIDENCE_ANNOTATION, FQDN_RULES_ANNOTATION, FqdnRuleNote},
+};
 
 /// Remove the peers of `names` from `policy`'s egress, noting in its
 /// evidence which object (`moved_to`) holds them now. Returns the indices
@@ -115,6 +118,54 @@ fn rule_ports(rule: &NetworkPolicyEgressRule) -> Option<Vec<(Protocol, u16)>> {
             Some((proto, u16::try_from(*port).ok()?))
         })
         .collect()
+}
+
+/// Bring `policy`'s [`FQDN_RULES_ANNOTATION`] in line with its egress
+/// after [`strip`]: an egress entry points at the rule that still holds
+/// every address of its name, or is dropped when none does (the name went
+/// to the dialect's object). Ingress entries are left as they are.
+pub(super) fn renumber_notes(policy: &mut NetworkPolicy) {
+    let Ok(notes) = FqdnRuleNote::of(policy) else {
+        return;
+    };
+    if notes.is_empty() {
+        return;
+    }
+    let egress = policy
+        .spec
+        .as_ref()
+        .and_then(|s| s.egress.as_deref())
+        .unwrap_or_default();
+    let holds = |rule: &NetworkPolicyEgressRule, address: IpAddr| {
+        rule.to.iter().flatten().any(|peer| {
+            peer.ip_block.as_ref().is_some_and(|b| {
+                b.cidr.parse::<IpNet>().is_ok_and(|net| {
+                    net.addr() == address && net.prefix_len() == net.max_prefix_len()
+                })
+            })
+        })
+    };
+    let kept: Vec<FqdnRuleNote> = notes
+        .into_iter()
+        .filter_map(|mut note| {
+            if note.direction != "egress" {
+                return Some(note);
+            }
+            note.rule = egress
+                .iter()
+                .position(|rule| note.addresses.keys().all(|a| holds(rule, *a)))?;
+            Some(note)
+        })
+        .collect();
+    let annotations = policy.metadata.annotations.get_or_insert_default();
+    if kept.is_empty() {
+        annotations.remove(FQDN_RULES_ANNOTATION);
+    } else {
+        // Plain data with string keys: it always serializes.
+        let json =
+            serde_json::to_string_pretty(&kept).expect("name rule notes always serialize to JSON");
+        annotations.insert(FQDN_RULES_ANNOTATION.to_owned(), json + "\n");
+    }
 }
 
 #[cfg(test)]
