@@ -39,6 +39,7 @@ use crate::{
         task::{ChangeError, EnforcerHandle},
     },
     error_chain::chain,
+    learn::analysis,
     learn::policies,
 };
 
@@ -258,24 +259,7 @@ pub(crate) fn parse_mode(value: &str) -> Result<Mode, ApiError> {
 /// recent traffic), or `None` when it is.
 async fn not_ready(state: &AppState, namespace: &str) -> Result<Option<String>, ApiError> {
     let report = super::learn::status_report(state).await?;
-    Ok(why_not_ready(&report, namespace))
-}
-
-/// [`not_ready`] from a readiness report.
-pub(crate) fn why_not_ready(
-    report: &crate::learn::analysis::StatusReport,
-    namespace: &str,
-) -> Option<String> {
-    match report.namespaces.iter().find(|n| n.namespace == namespace) {
-        Some(ns) => ns.why_not_ready(report.quiet_period_seconds),
-        None => Some("nothing was learned from or to it yet".to_owned()),
-    }
-}
-
-/// What the readiness gate says when it refuses `namespace` `mode`, on
-/// every path (the agent's API, the relay's, `weir mode set --kube`).
-pub(crate) fn not_ready_message(namespace: &str, mode: Mode, reason: &str) -> String {
-    format!("namespace {namespace} is not ready for {mode}: {reason}; force it to proceed")
+    Ok(analysis::why_not_ready(&report, namespace))
 }
 
 /// `PUT /api/modes/{namespace}`.
@@ -299,7 +283,7 @@ pub async fn set_mode(
     {
         return Err(ApiError::Status {
             code: 409,
-            message: not_ready_message(&namespace, mode, &reason),
+            message: analysis::not_ready_message(&namespace, mode, &reason),
         });
     }
     let unguarded = mode == Mode::Enforce && body.guard == Some(false);

@@ -160,7 +160,7 @@ pub async fn tick(state: &AppState) -> Vec<(String, Mode)> {
         .keys()
         .map(|ns| {
             let why = match &report {
-                Some(report) => super::enforce::why_not_ready(report, ns),
+                Some(report) => crate::learn::analysis::why_not_ready(report, ns),
                 None if due => Some("its readiness cannot be computed now".to_owned()),
                 None => None,
             };

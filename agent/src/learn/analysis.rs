@@ -12,6 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use weir_generator::{
     cluster::{Cluster, ClusterPod},
+    datapath::Mode,
     eval::{DirectionVerdict, Endpoint, Evaluator, Flow, PolicySet, Verdict},
     model::{EdgeKey, FlowGraph, NodeId, PodMeta, Protocol, WorkloadRef},
     synth::FqdnRuleNote,
@@ -628,6 +629,23 @@ pub fn readiness(
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Why `namespace` is not ready by `report`, `None` when it is; a
+/// namespace the report does not know has learned nothing yet.
+#[must_use]
+pub fn why_not_ready(report: &StatusReport, namespace: &str) -> Option<String> {
+    match report.namespaces.iter().find(|n| n.namespace == namespace) {
+        Some(ns) => ns.why_not_ready(report.quiet_period_seconds),
+        None => Some("nothing was learned from or to it yet".to_owned()),
+    }
+}
+
+/// What the readiness gate says when it refuses `namespace` `mode`, on
+/// every path (the agent's API, the relay's, `weir mode set --kube`).
+#[must_use]
+pub fn not_ready_message(namespace: &str, mode: Mode, reason: &str) -> String {
+    format!("namespace {namespace} is not ready for {mode}: {reason}; force it to proceed")
 }
 
 #[cfg(test)]

@@ -177,8 +177,8 @@ pub fn readiness_refusal(
     if mode <= from {
         return None;
     }
-    let reason = crate::api::enforce::why_not_ready(status, namespace)?;
-    Some(crate::api::enforce::not_ready_message(
+    let reason = crate::learn::analysis::why_not_ready(status, namespace)?;
+    Some(crate::learn::analysis::not_ready_message(
         namespace, mode, &reason,
     ))
 }

@@ -274,12 +274,14 @@ async fn set_mode(relay: Relay, namespace: String, request: Request) -> Result<R
         .unwrap_or(current.default_mode);
     if body.require_ready == Some(true)
         && mode > from
-        && let Some(reason) =
-            api::enforce::why_not_ready(&api::learn::status_report(&relay.state).await?, &namespace)
+        && let Some(reason) = crate::learn::analysis::why_not_ready(
+            &api::learn::status_report(&relay.state).await?,
+            &namespace,
+        )
     {
         return Err(ApiError::Status {
             code: 409,
-            message: api::enforce::not_ready_message(&namespace, mode, &reason),
+            message: crate::learn::analysis::not_ready_message(&namespace, mode, &reason),
         });
     }
     writes::set_mode(client, &namespace, mode)
