@@ -109,3 +109,31 @@ export function degradedText(degraded, incomplete) {
 export function externalLabel(n) {
   return n.name && n.name !== n.id ? `${n.name} · ${n.id}` : n.id;
 }
+
+/** The confirmation dialog with its OK disabled; `answer` resolves on a choice. */
+export function openDialog(title, okLabel) {
+  const dialog = document.getElementById('confirm-dialog');
+  const body = document.getElementById('confirm-body');
+  const ok = document.getElementById('confirm-ok');
+  const cancel = document.getElementById('confirm-cancel');
+  document.getElementById('confirm-title').textContent = title;
+  ok.textContent = okLabel;
+  ok.className = 'primary';
+  ok.disabled = true;
+  dialog.showModal();
+  const answer = new Promise((resolve) => {
+    const done = (value) => {
+      ok.removeEventListener('click', yes);
+      cancel.removeEventListener('click', no);
+      dialog.removeEventListener('cancel', no);
+      dialog.close();
+      resolve(value);
+    };
+    const yes = () => done(true);
+    const no = () => done(false);
+    ok.addEventListener('click', yes);
+    cancel.addEventListener('click', no);
+    dialog.addEventListener('cancel', no);
+  });
+  return { body, ok, answer };
+}

@@ -5,7 +5,7 @@
 // once confirmed; reject keeps the edge denied and out of the queue.
 
 import * as api from './client.js';
-import { el, fill, fmtAgo, fmtCount } from './dom.js';
+import { el, fill, fmtAgo, fmtCount, openDialog } from './dom.js';
 
 export class Pending {
   constructor(root, { onCount } = {}) {
@@ -97,34 +97,6 @@ export class Pending {
     this.status.textContent = text;
     setTimeout(() => { if (this.status.textContent === text) this.status.textContent = ''; }, ms);
   }
-}
-
-/** The confirmation dialog with its OK disabled; `answer` resolves on a choice. */
-function openDialog(title, okLabel) {
-  const dialog = document.getElementById('confirm-dialog');
-  const body = document.getElementById('confirm-body');
-  const ok = document.getElementById('confirm-ok');
-  const cancel = document.getElementById('confirm-cancel');
-  document.getElementById('confirm-title').textContent = title;
-  ok.textContent = okLabel;
-  ok.className = 'primary';
-  ok.disabled = true;
-  dialog.showModal();
-  const answer = new Promise((resolve) => {
-    const done = (value) => {
-      ok.removeEventListener('click', yes);
-      cancel.removeEventListener('click', no);
-      dialog.removeEventListener('cancel', no);
-      dialog.close();
-      resolve(value);
-    };
-    const yes = () => done(true);
-    const no = () => done(false);
-    ok.addEventListener('click', yes);
-    cancel.addEventListener('click', no);
-    dialog.addEventListener('cancel', no);
-  });
-  return { body, ok, answer };
 }
 
 function renderDiff(text) {

@@ -3,7 +3,7 @@
 // diff against what is enforced now, and the verify report.
 
 import * as api from './client.js';
-import { el, fill, fmtCount, portLabel } from './dom.js';
+import { el, fill, fmtCount, openDialog, portLabel } from './dom.js';
 
 export class Policies {
   constructor(root) {
@@ -145,29 +145,10 @@ export class Policies {
 
 /** A yes/no question in the confirmation dialog. */
 function confirmDialog(title, body, okLabel) {
-  const dialog = document.getElementById('confirm-dialog');
-  const ok = document.getElementById('confirm-ok');
-  const cancel = document.getElementById('confirm-cancel');
-  document.getElementById('confirm-title').textContent = title;
-  fill(document.getElementById('confirm-body'), body);
-  ok.textContent = okLabel;
-  ok.className = 'primary';
-  ok.disabled = false;
-  dialog.showModal();
-  return new Promise((resolve) => {
-    const done = (value) => {
-      ok.removeEventListener('click', yes);
-      cancel.removeEventListener('click', no);
-      dialog.removeEventListener('cancel', no);
-      dialog.close();
-      resolve(value);
-    };
-    const yes = () => done(true);
-    const no = () => done(false);
-    ok.addEventListener('click', yes);
-    cancel.addEventListener('click', no);
-    dialog.addEventListener('cancel', no);
-  });
+  const dialog = openDialog(title, okLabel);
+  fill(dialog.body, body);
+  dialog.ok.disabled = false;
+  return dialog.answer;
 }
 
 /** [{namespace, name, workload, yaml}] from either answer shape. */
