@@ -4,28 +4,14 @@
 //! `--no-guard` and readiness gating.
 
 use super::*;
-use crate::flow::{CheckedDirection, Verdict};
+use crate::flow::Verdict;
 
 const DENY_DATA: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
     metadata: {name: deny, namespace: data}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n";
 
 /// frontend -> db:5432 dropped now (db's ingress denies it).
 fn drop_to_db(t: &WithEnforcer, port: u16) {
-    let now = crate::graph_store::unix_now();
-    let mut o = obs(
-        1,
-        &format!("10.0.0.1:{port}"),
-        "10.0.1.9:5432",
-        Initiator::Local,
-    );
-    o.first_seen = now;
-    o.last_seen = now;
-    o.kernel_time = now;
-    o.verdict = Verdict::Dropped;
-    o.reason = crate::flow::DenyReason::PeerNotAllowed;
-    o.direction = Some(CheckedDirection::Ingress);
-    let resolver = shop();
-    t.state.aggregator.fold(&o, &resolver);
+    denied_to_db(t, port, Verdict::Dropped);
 }
 
 async fn put_mode(t: &WithEnforcer, ns: &str, body: &str) -> (StatusCode, serde_json::Value) {

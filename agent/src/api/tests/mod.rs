@@ -568,6 +568,25 @@ fn with_enforcer(state: AppState) -> WithEnforcer {
     }
 }
 
+/// frontend -> db:5432 now, judged by db's ingress with `verdict`
+/// (dropped under enforce, let through under audit).
+fn denied_to_db(t: &WithEnforcer, port: u16, verdict: crate::flow::Verdict) {
+    let now = crate::graph_store::unix_now();
+    let mut o = obs(
+        1,
+        &format!("10.0.0.1:{port}"),
+        "10.0.1.9:5432",
+        Initiator::Local,
+    );
+    o.first_seen = now;
+    o.last_seen = now;
+    o.kernel_time = now;
+    o.verdict = verdict;
+    o.reason = crate::flow::DenyReason::PeerNotAllowed;
+    o.direction = Some(crate::flow::CheckedDirection::Ingress);
+    t.state.aggregator.fold(&o, &shop());
+}
+
 impl WithEnforcer {
     /// The enforcer's state directory.
     fn state_dir(&self) -> &std::path::Path {

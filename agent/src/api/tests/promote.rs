@@ -9,7 +9,7 @@ use std::time::Duration;
 use weir_generator::datapath::Mode;
 
 use super::*;
-use crate::flow::{CheckedDirection, Verdict};
+use crate::flow::Verdict;
 
 const DENY_DATA: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
     metadata: {name: deny, namespace: data}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n";
@@ -31,20 +31,7 @@ fn auto_data() -> WithEnforcer {
 /// frontend -> db:5432 let through now with an audit verdict (db's
 /// ingress would drop it).
 fn would_drop_to_db(t: &WithEnforcer, port: u16) {
-    let now = crate::graph_store::unix_now();
-    let mut o = obs(
-        1,
-        &format!("10.0.0.1:{port}"),
-        "10.0.1.9:5432",
-        Initiator::Local,
-    );
-    o.first_seen = now;
-    o.last_seen = now;
-    o.kernel_time = now;
-    o.verdict = Verdict::Audit;
-    o.reason = crate::flow::DenyReason::PeerNotAllowed;
-    o.direction = Some(CheckedDirection::Ingress);
-    t.state.aggregator.fold(&o, &shop());
+    denied_to_db(t, port, Verdict::Audit);
 }
 
 #[tokio::test(flavor = "multi_thread")]
