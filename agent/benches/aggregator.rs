@@ -9,6 +9,10 @@
 //! attached on this node), 200 external addresses, 5,000 flows between
 //! them; observations pick flows at random. The resolver is the agent's real
 //! `Resolver`, with every pod's node (the edges' sides name 16 peer nodes).
+//!
+//! The guard and the pending queue read the graph beside the fold: the
+//! steady mix is folded for a while with and without them (alternately),
+//! and one pending fold is timed at the learner benchmark's size.
 
 #![expect(
     clippy::print_stdout,
@@ -22,18 +26,23 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
         Arc,
-        atomic::{AtomicIsize, Ordering},
+        atomic::{AtomicBool, AtomicIsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use weir_agent::{
     aggregator::{Aggregator, Options},
-    flow::{Initiator, Observation},
+    flow::{Initiator, Observation, Verdict},
+    guard::{Guard, Settings},
     metrics::Metrics,
+    pending::Queue,
     resolve::{Inventory, LocalPod, Resolver},
 };
-use weir_generator::model::{PodMeta, Protocol, WorkloadKind, WorkloadRef};
+use weir_generator::{
+    datapath::Mode,
+    model::{PodMeta, Protocol, WorkloadKind, WorkloadRef},
+};
 
 /// Counts live heap bytes, to measure memory per edge and per record.
 struct Counting;
@@ -312,6 +321,230 @@ fn memory(resolver: &Resolver) {
     );
 }
 
+/// How often the agent's guard and pending queue read the graph.
+#[derive(Clone, Copy)]
+struct Intervals {
+    /// The guard's check (`--sweep-interval`): one `view()` while a window
+    /// is open.
+    sweep: Duration,
+    /// The pending queue's fold (`--save-interval`): one `view()` folded
+    /// into the queue when the graph changed.
+    save: Duration,
+}
+
+/// What the agent's guard task and pending queue task do to the graph,
+/// on a thread of their own, every `every` until `stop`: the guard with a
+/// window open on ns-0 (from the first check on), the queue folding the
+/// view when the graph changed.
+fn bookkeeping(agg: &Aggregator, every: Intervals, stop: &AtomicBool) -> (u32, u32) {
+    let queue = Queue::default();
+    let mut guard = Guard {
+        modes: Some(BTreeMap::new()),
+        ..Guard::default()
+    };
+    let modes = BTreeMap::from([("ns-0".to_owned(), Mode::Enforce)]);
+    let start = Instant::now();
+    let (mut next_sweep, mut next_save) = (every.sweep, every.save);
+    let (mut sweeps, mut folds) = (0, 0);
+    let mut folded = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = start.elapsed();
+        let next = next_sweep.min(next_save);
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(10)));
+            continue;
+        }
+        let unix = weir_agent::graph_store::unix_now();
+        if now >= next_sweep {
+            if guard.needs_graph(&modes) {
+                let view = agg.view();
+                guard.follow_modes(&modes, Some(&view.graph), |_| Settings::default(), unix);
+                black_box(guard.check(&view.drops, |_, _| true, unix));
+            }
+            sweeps += 1;
+            next_sweep += every.sweep;
+        }
+        if now >= next_save {
+            let changes = agg.changes();
+            if folded != Some(changes) {
+                folded = Some(changes);
+                queue.observe(&agg.view());
+                folds += 1;
+            }
+            next_save += every.save;
+        }
+    }
+    assert!(
+        guard.windows.contains_key("ns-0") || sweeps == 0,
+        "the guard's window is open"
+    );
+    (sweeps, folds)
+}
+
+/// ns per observation folding `observations` round and round for `run`,
+/// with the bookkeeping beside it when `with` is given; and the guard
+/// checks and pending folds it made.
+fn timed_fold(
+    observations: &[Observation],
+    flows: &[Observation],
+    resolver: &Resolver,
+    run: Duration,
+    with: Option<Intervals>,
+) -> (f64, (u32, u32)) {
+    let agg = Aggregator::new(Options::default(), Arc::new(Metrics::new()));
+    for o in flows {
+        agg.fold(o, resolver);
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (agg, stop) = (&agg, &stop);
+        let side = with.map(|every| scope.spawn(move || bookkeeping(agg, every, stop)));
+        let start = Instant::now();
+        let mut n = 0_u64;
+        'run: loop {
+            for chunk in observations.chunks(65_536) {
+                for o in chunk {
+                    black_box(agg.fold(black_box(o), resolver));
+                }
+                n += chunk.len() as u64;
+                if start.elapsed() >= run {
+                    break 'run;
+                }
+            }
+        }
+        let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
+        stop.store(true, Ordering::Relaxed);
+        let counts = side.map_or((0, 0), |s| s.join().unwrap_or((0, 0)));
+        (ns, counts)
+    })
+}
+
+/// The steady mix without and with the guard and the pending queue,
+/// alternately, `rounds` times each: ratios from one run.
+fn guard_overhead(steady: &[Observation], flows: &[Observation], resolver: &Resolver) {
+    let run = Duration::from_secs(10);
+    println!(
+        "\n| steady mix, {} s a run, alternately | without | with | with / without |\n|---|---|---|---|",
+        run.as_secs()
+    );
+    for (name, every) in [
+        (
+            "guard window open (2 s sweep) + pending fold (5 s save): the defaults",
+            Intervals {
+                sweep: Duration::from_secs(2),
+                save: Duration::from_secs(5),
+            },
+        ),
+        (
+            "the same 10 times as often (200 ms sweep, 500 ms save)",
+            Intervals {
+                sweep: Duration::from_millis(200),
+                save: Duration::from_millis(500),
+            },
+        ),
+    ] {
+        let mut without = Vec::new();
+        let mut with = Vec::new();
+        let mut counts = (0, 0);
+        for _ in 0..3 {
+            without.push(timed_fold(steady, flows, resolver, run, None).0);
+            let (ns, c) = timed_fold(steady, flows, resolver, run, Some(every));
+            with.push(ns);
+            counts = c;
+        }
+        let ratios: Vec<String> = without
+            .iter()
+            .zip(&with)
+            .map(|(a, b)| format!("{:.3}", b / a))
+            .collect();
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| {name}; per run {} guard checks, {} pending folds | {} ns/obs | {} ns/obs | {} |",
+            counts.0,
+            counts.1,
+            list(&without),
+            list(&with),
+            ratios.join(", ")
+        );
+    }
+}
+
+/// Distinct workload edges at about the learner benchmark's 58,800: every
+/// attached workload to every workload on one to two ports, a tenth of
+/// them audited and one in a hundred dropped.
+fn big_graph(flows: &[Observation], resolver: &Resolver, edges: usize) -> Aggregator {
+    let template = flows
+        .iter()
+        .find(|o| o.initiator == Initiator::Local)
+        .unwrap_or_else(|| unreachable!("the mix has local initiators"))
+        .clone();
+    let agg = Aggregator::new(
+        Options {
+            ring_capacity: 0,
+            ..Options::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    for k in 0..edges {
+        let mut o = template.clone();
+        let local = (k % ATTACHED) * 10;
+        let target = (k / ATTACHED) % WORKLOADS;
+        let port = 1000 + u16::try_from(k / (ATTACHED * WORKLOADS)).unwrap_or(0);
+        o.ifindex = u32::try_from(local).unwrap_or(0);
+        o.local = SocketAddr::new(pod_ip(local), 40_000);
+        o.remote = SocketAddr::new(pod_ip(target * PODS_PER_WORKLOAD), port);
+        o.new_flow = true;
+        o.verdict = match k % 100 {
+            0 => Verdict::Dropped,
+            1..=10 => Verdict::Audit,
+            _ => Verdict::Forwarded,
+        };
+        agg.fold(&o, resolver);
+    }
+    agg
+}
+
+/// One pending fold (the view, then the queue's fold of it) at the
+/// learner benchmark's size, best of five.
+fn pending_fold(flows: &[Observation], resolver: &Resolver) {
+    let agg = big_graph(flows, resolver, 58_800);
+    let best = |f: &mut dyn FnMut()| {
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let view = agg.view();
+    let (edges, audited, drops) = (
+        view.graph.edges.len(),
+        view.graph
+            .edges
+            .values()
+            .filter(|s| s.verdicts.audit > 0)
+            .count(),
+        view.drops.len(),
+    );
+    let snapshot = best(&mut || drop(black_box(agg.view())));
+    let first = best(&mut || Queue::default().observe(black_box(&view)));
+    let queue = Queue::default();
+    queue.observe(&view);
+    let again = best(&mut || queue.observe(black_box(&view)));
+    println!(
+        "\n| one pending fold | edges | audited | dropped | `view()` | queue fold, new entries | queue fold, nothing new |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| {edges} edges | {edges} | {audited} | {drops} | {snapshot:.1} ms | {first:.1} ms | {again:.1} ms |"
+    );
+}
+
 fn main() {
     let resolver = resolver();
     let mut rng = Rng(0x5eed);
@@ -332,6 +565,8 @@ fn main() {
         &resolver,
         true,
     );
+    guard_overhead(&steady, &flows, &resolver);
+    pending_fold(&flows, &resolver);
     drop(steady);
     let heavy = stream(&flows, &mut rng, 1);
     fold_rate(
