@@ -879,15 +879,33 @@ impl Aggregator {
         self.snapshot(true)
     }
 
+    /// The audited edges and the dropped connections, from one moment:
+    /// what was denied, which the pending queue folds. Its graph holds
+    /// only the audited edges, and no pods. Cheaper than
+    /// [`Aggregator::view`]: nothing else is copied, while folds wait.
+    #[must_use]
+    pub fn denied(&self) -> GraphView {
+        self.snapshot_with(true, EdgeScope::Audited, false, false)
+            .view
+    }
+
+    /// The dropped connections alone, from one moment (the graph empty):
+    /// what the guard checks on every sweep of an open window.
+    #[must_use]
+    pub fn drops(&self) -> GraphView {
+        self.snapshot_with(true, EdgeScope::None, false, false).view
+    }
+
     fn snapshot(&self, with_drops: bool) -> GraphView {
-        self.snapshot_with(with_drops, false, false).view
+        self.snapshot_with(with_drops, EdgeScope::All, false, false)
+            .view
     }
 
     /// The learned graph, its drops and both by side, from one moment:
     /// what a relay merging several nodes reads (`GET /api/v1/contribution`).
     #[must_use]
     pub fn contribution(&self) -> Contribution {
-        let snapshot = self.snapshot_with(true, false, true);
+        let snapshot = self.snapshot_with(true, EdgeScope::All, false, true);
         Contribution {
             node: Arc::clone(&self.node_name),
             view: snapshot.view,
@@ -896,7 +914,13 @@ impl Aggregator {
         }
     }
 
-    fn snapshot_with(&self, with_drops: bool, with_entries: bool, with_sides: bool) -> Snapshot {
+    fn snapshot_with(
+        &self,
+        with_drops: bool,
+        scope: EdgeScope,
+        with_entries: bool,
+        with_sides: bool,
+    ) -> Snapshot {
         let (
             mut workloads,
             (edges, sides),
@@ -909,11 +933,16 @@ impl Aggregator {
             let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             // Each edge's counters (the sum of its sides), and its sides
             // when asked.
-            let copy = |map: &DashMap<EdgeSlot, EdgeEntry, Hasher>| {
-                let mut totals = Vec::with_capacity(map.len());
+            let copy = |map: &DashMap<EdgeSlot, EdgeEntry, Hasher>,
+                        keep: &dyn Fn(&EdgeStats) -> bool| {
+                let mut totals = Vec::new();
                 let mut sides = Vec::new();
                 for e in map {
-                    totals.push((*e.key(), e.total()));
+                    let total = e.total();
+                    if !keep(&total) {
+                        continue;
+                    }
+                    totals.push((*e.key(), total));
                     if with_sides {
                         sides.extend(e.sides().iter().map(|side| (*e.key(), *side)));
                     }
@@ -941,19 +970,33 @@ impl Aggregator {
             let workloads: Vec<(u32, WorkloadRef, Vec<Arc<PodMeta>>)> = self
                 .workloads
                 .iter()
-                .map(|e| (e.id, e.key().clone(), e.pods.values().cloned().collect()))
+                .map(|e| {
+                    let pods = if scope == EdgeScope::All {
+                        e.pods.values().cloned().collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (e.id, e.key().clone(), pods)
+                })
                 .collect();
-            let edges = copy(&self.edges);
+            let edges = match scope {
+                EdgeScope::All => copy(&self.edges, &|_| true),
+                EdgeScope::Audited => copy(&self.edges, &|s| s.verdicts.audit > 0),
+                EdgeScope::None => (Vec::new(), Vec::new()),
+            };
             let drops = if with_drops {
-                copy(&self.drops)
+                copy(&self.drops, &|_| true)
             } else {
                 (Vec::new(), Vec::new())
             };
-            let external_names = self
-                .external_names
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let external_names = if scope == EdgeScope::All {
+                self.external_names
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            } else {
+                ExternalNames::default()
+            };
             (
                 workloads,
                 edges,
@@ -969,9 +1012,11 @@ impl Aggregator {
             external_names,
             ..FlowGraph::default()
         };
-        for (_, _, pods) in &workloads {
-            for pod in pods {
-                graph.add_pod(pod);
+        if scope == EdgeScope::All {
+            for (_, _, pods) in &workloads {
+                for pod in pods {
+                    graph.add_pod(pod);
+                }
             }
         }
         let node = |slot: NodeSlot| match slot {
@@ -1229,7 +1274,7 @@ impl Aggregator {
             mut entries,
             sides,
             ..
-        } = self.snapshot_with(false, true, true);
+        } = self.snapshot_with(false, EdgeScope::All, true, true);
         entries.sort_unstable_by_key(|(k, _)| (k.ifindex, k.protocol, k.local, k.remote));
         (view.graph, entries, sides)
     }
@@ -1318,6 +1363,17 @@ pub struct Contribution {
     pub sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
     /// The drops by side.
     pub drop_sides: BTreeMap<EdgeKey, Vec<EdgeSide>>,
+}
+
+/// Which learned edges a snapshot copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EdgeScope {
+    /// Every edge, and every pod in the graph.
+    All,
+    /// The edges with audited connections; no pods.
+    Audited,
+    /// None; no pods.
+    None,
 }
 
 /// What one snapshot holds; parts not asked for are empty.

@@ -327,6 +327,41 @@ fn verdicts_are_counted_per_edge_and_drops_kept_apart() {
 }
 
 #[test]
+fn the_denied_and_drops_snapshots_hold_what_was_denied_and_nothing_else() {
+    let agg = aggregator();
+    let r = shop();
+    let db = key(w("shop", "frontend"), w("data", "db"), 5432);
+    let web = key(w("shop", "frontend"), w("data", "db"), 8080);
+    let cache = key(w("shop", "frontend"), w("data", "db"), 6379);
+    let mut audited = obs(1, "10.0.0.1:43211", "10.0.1.9:5432", Initiator::Local);
+    audited.verdict = crate::flow::Verdict::Audit;
+    let forwarded = obs(1, "10.0.0.1:43210", "10.0.1.9:8080", Initiator::Local);
+    let mut dropped = obs(1, "10.0.0.1:43212", "10.0.1.9:6379", Initiator::Local);
+    dropped.verdict = crate::flow::Verdict::Dropped;
+    for o in [&audited, &forwarded, &dropped] {
+        agg.fold(o, &r);
+    }
+    let view = agg.view();
+    assert!(view.graph.edges.contains_key(&web) && !view.graph.workloads.is_empty());
+
+    let denied = agg.denied();
+    assert_eq!(
+        denied.graph.edges.keys().collect::<Vec<_>>(),
+        [&db],
+        "only the audited edge, with the counters the full view has"
+    );
+    assert_eq!(denied.graph.edges[&db], view.graph.edges[&db]);
+    assert!(denied.graph.workloads.is_empty(), "no pods are copied");
+    assert_eq!(denied.drops, view.drops);
+    assert!(denied.drops.contains_key(&cache));
+    assert_eq!(denied.version, view.version);
+
+    let drops = agg.drops();
+    assert!(drops.graph.edges.is_empty() && drops.graph.workloads.is_empty());
+    assert_eq!(drops.drops, view.drops);
+}
+
+#[test]
 fn a_connection_its_target_dropped_is_not_learned_whichever_report_comes_first() {
     let r = shop();
     let cart = key(w("shop", "frontend"), w("shop", "cart"), 7070);

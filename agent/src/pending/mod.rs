@@ -332,7 +332,7 @@ pub async fn run(
         let changes = aggregator.changes();
         if folded != Some(changes) {
             folded = Some(changes);
-            queue.observe(&aggregator.view());
+            queue.observe(&aggregator.denied());
         }
         let saved = {
             let queue = std::sync::Arc::clone(&queue);

@@ -116,11 +116,19 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let graph = state
-        .guard
-        .snapshot()
-        .needs_graph(&modes)
-        .then(|| state.aggregator.view());
+    // A flip needs the learned graph (the window's learned edges); an open
+    // window needs the drops on every sweep, and the graph only to explain
+    // a drop, which is rare: the full copy waits for it.
+    let guard = state.guard.snapshot();
+    let full = std::cell::OnceCell::new();
+    if guard.modes.as_ref().is_some_and(|m| *m != modes) {
+        full.set(state.aggregator.view()).ok();
+    }
+    let drops = guard.needs_graph(&modes).then(|| match full.get() {
+        Some(view) => view.drops.clone(),
+        None => state.aggregator.drops().drops,
+    });
+    let graph = || full.get_or_init(|| state.aggregator.view());
     let cluster = resolver.cluster();
     let mode_view = Modes {
         modes: modes.clone(),
@@ -131,13 +139,11 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
     let set = std::cell::OnceCell::new();
     let explain = |edge: &EdgeKey| {
         let set = set.get_or_init(|| PolicySet::new(view.policies.clone()).ok());
-        let (Some(set), Some(graph)) = (set.as_ref(), graph.as_ref()) else {
-            return None;
-        };
+        let set = set.as_ref()?;
         details::explain(
             set,
             &cluster,
-            graph,
+            graph(),
             &mode_view,
             &edge.source,
             &edge.target,
@@ -163,12 +169,12 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
     let ((opened, trips), saved) = state.guard.update(|guard| {
         let opened = guard.follow_modes(
             &modes,
-            graph.as_ref().map(|g| &g.graph),
+            full.get().map(|g| &g.graph),
             |ns| resolver.guard_settings(ns),
             now,
         );
-        let trips = match &graph {
-            Some(g) => guard.check(&g.drops, |ns, edge| !isolating(ns, edge).is_empty(), now),
+        let trips = match &drops {
+            Some(drops) => guard.check(drops, |ns, edge| !isolating(ns, edge).is_empty(), now),
             None => guard.check(&Default::default(), |_, _| false, now),
         };
         let opened: Vec<_> = opened
