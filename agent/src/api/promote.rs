@@ -137,7 +137,7 @@ pub async fn tick(state: &AppState) -> Vec<(String, Mode)> {
         (view.modes.clone(), view.default_mode, view.policies.clone());
     drop(view);
     let reverted = state.guard.snapshot().reverted;
-    let Some(would_drop) = last_would_drop(state, enforced).await else {
+    let Some(would_drop) = last_would_drop(state, enforced, &autos).await else {
         return Vec::new();
     };
     let observe = |ns: &str| -> Observation<'static> {
@@ -246,12 +246,25 @@ async fn readiness(state: &AppState) -> Option<Arc<StatusReport>> {
 async fn last_would_drop(
     state: &AppState,
     enforced: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    autos: &BTreeMap<String, Settings>,
 ) -> Option<BTreeMap<String, u64>> {
-    let view = state.aggregator.view();
-    state.pending.observe(&view);
+    state.pending.observe(&state.aggregator.denied());
     let queued = state.pending.snapshot();
-    let cluster = state.cluster();
     let reject_window = state.pending.reject_window;
+    // Judging needs the whole graph (the workloads' pods): copied only
+    // when an undecided entry touches a namespace promoted automatically,
+    // not on every tick.
+    let concerned = queued.seen.keys().any(|key| {
+        queued.decided(key, reject_window).is_none()
+            && crate::pending::namespaces_of(key)
+                .iter()
+                .any(|ns| autos.contains_key(*ns))
+    });
+    if !concerned {
+        return Some(BTreeMap::new());
+    }
+    let view = state.aggregator.view();
+    let cluster = state.cluster();
     let found = blocking(move || {
         let set = PolicySet::new(enforced).ok()?;
         Some(last_denied(
