@@ -14,6 +14,8 @@
  *             (WEIR_CNT_TABLE_FULL) instead of silently evicting flows the
  *             agent has not seen. Keyed by 20 bytes, not flow_key's 48: the
  *             key's hash and compare are most of an established flow's cost.
+ *             A packet of an existing IPv4 TCP or UDP flow is looked up by the
+ *             key parsed straight from its headers (parse_common4()).
  *   FLOWS     hash flow_key -> flow_stats: the IPv6 flows, the same way (not
  *             preallocated: most clusters have few or none). A FLOWS pinned
  *             by a build before FLOWS4 also holds IPv4 flows: see
@@ -751,10 +753,10 @@ static __always_inline void decide(const struct flow_key *key, struct judgment *
  * client that reuses a source port sends while the old connection's entry
  * waits for its closing expiry. conntrack starts a new connection there too.
  */
-static __always_inline bool reopens(const struct flow_stats *stats, const struct flow_key *key,
+static __always_inline bool reopens(const struct flow_stats *stats, __u8 proto,
 				    const struct parsed *p)
 {
-	return (stats->flags & WEIR_FLOW_F_CLOSING) && key->proto == IPPROTO_TCP &&
+	return (stats->flags & WEIR_FLOW_F_CLOSING) && proto == IPPROTO_TCP &&
 	       p->opener == OPENER_SENDER;
 }
 
@@ -806,17 +808,46 @@ static __always_inline int reopen(struct flow_stats *stats, const struct flow_ke
 	return apply(j.verdict);
 }
 
+/* A packet of an existing flow that does not reopen it: counted, then judged. */
+static __always_inline int existing_flow(struct flow_stats *stats, const struct parsed *p,
+					 __u64 len, __u32 ifindex, const bool from_pod)
+{
+	account(stats, p, len, last_seen_clock(), from_pod);
+	/* the flow's verdict: no lookup unless it was denied */
+	if (stats->verdict == WEIR_VERDICT_FORWARDED)
+		return TC_ACT_UNSPEC;
+	return existing_denied(stats, ifindex);
+}
+
 static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct flow_stats *stats;
+	struct flow_stats *stats = NULL;
+	bool looked_up4 = false;
+	struct flow_key4 key4;
 	struct judgment j;
 	struct flow_key key;
 	struct parsed p = {};
 	int err;
 
 	count(WEIR_CNT_PACKETS);
+	/*
+	 * An existing IPv4 TCP or UDP flow, the commonest packet, is looked up
+	 * by the FLOWS4 key parsed straight from the headers. Everything else
+	 * (a miss, a reopening, a possible DNS answer, IPv6, VLAN tags...)
+	 * takes the full path below, which parses again into the 48-byte key
+	 * that new flows, events and DNS records carry.
+	 */
+	if (parse_common4(data, data_end, from_pod, &key4, &p) &&
+	    (from_pod || key4.remote_port != DNS_PORT)) {
+		key4.ifindex = skb->ifindex;
+		stats = bpf_map_lookup_elem(&FLOWS4, &key4);
+		if (stats && !reopens(stats, key4.proto, &p))
+			return existing_flow(stats, &p, skb->len, key4.ifindex, from_pod);
+		looked_up4 = true;
+	}
+
 	__builtin_memset(&key, 0, sizeof(key));
 	err = parse_packet(data, data_end, from_pod, &key, &p);
 	if (err != PARSE_OK) {
@@ -828,16 +859,15 @@ static __always_inline int observe(struct __sk_buff *skb, const bool from_pod)
 	if (!from_pod && maybe_dns_answer(&key))
 		dns_answer(skb, &key);
 
-	/* one lookup; the clock is read after it, as each path needs */
-	stats = flow_lookup(&key);
+	/* one lookup per table; the clock is read after it, as each path needs */
+	if (!looked_up4)
+		stats = flow_lookup(&key);
+	else if (!stats && weir_ipv4_in_flows)
+		stats = bpf_map_lookup_elem(&FLOWS, &key);
 	if (stats) {
-		if (reopens(stats, &key, &p))
+		if (reopens(stats, key.proto, &p))
 			return reopen(stats, &key, &p, skb->len, from_pod);
-		account(stats, &p, skb->len, last_seen_clock(), from_pod);
-		/* the flow's verdict: no lookup unless it was denied */
-		if (stats->verdict == WEIR_VERDICT_FORWARDED)
-			return TC_ACT_UNSPEC;
-		return existing_denied(stats, key.ifindex);
+		return existing_flow(stats, &p, skb->len, key.ifindex, from_pod);
 	}
 	decide(&key, &j, from_pod);
 	return new_flow(&key, &p, skb->len, bpf_ktime_get_ns(), &j, from_pod);

@@ -733,6 +733,43 @@ fn ipv4_options_move_the_l4_header() {
     assert_eq!(k, key(IPPROTO_TCP, POD, 40000, PEER, 80));
 }
 
+/// An existing IPv4 flow's plain frames are looked up by the key parsed
+/// straight from the headers, tagged frames and frames with IP options by the
+/// full parser: both must find the one entry.
+#[test]
+fn plain_tagged_and_optioned_frames_of_one_flow_share_its_entry() {
+    let tcp = |flags| L4::Tcp {
+        sport: 40000,
+        dport: 80,
+        flags,
+    };
+    let mut optioned = ipv4(POD, PEER);
+    optioned.options = Ipv4Options::from([1, 1, 1, 0]);
+    let sent = [
+        frame(ipv4(POD, PEER), tcp(SYN)),
+        frame(ipv4(POD, PEER), tcp(ACK)),
+        tagged_frame(Vlan::Single(100), ipv4(POD, PEER), tcp(ACK)),
+        frame(optioned, tcp(ACK)),
+    ];
+    let received = tcp4(PEER, 80, POD, 40000, ACK);
+    let h = Harness::new();
+    for f in &sent {
+        h.pod_sends(f);
+    }
+    h.pod_receives(&received);
+
+    let (k, s) = h.only_flow();
+    assert_eq!(k, key(IPPROTO_TCP, POD, 40000, PEER, 80));
+    assert_eq!(
+        (s.packets_from_pod, s.bytes_from_pod),
+        (4, sent.iter().map(|f| len(f)).sum())
+    );
+    assert_eq!((s.packets_to_pod, s.bytes_to_pod), (1, len(&received)));
+    assert_eq!(s.tcp_flags_from_pod, SYN | ACK);
+    assert_eq!(h.counter(CNT_NEW_FLOWS), 1);
+    assert_eq!(h.counter(CNT_PACKETS), 5);
+}
+
 #[test]
 fn ipv6_extension_header_chain_is_skipped() {
     let raw = |len: usize| {
