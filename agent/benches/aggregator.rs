@@ -425,12 +425,15 @@ fn timed_fold(
     })
 }
 
+/// Rounds of [`guard_overhead`]: each is a run without and a run with.
+const ROUNDS: usize = 5;
+
 /// The steady mix without and with the guard and the pending queue,
-/// alternately, `rounds` times each: ratios from one run.
+/// alternately, [`ROUNDS`] times each: ratios from one run.
 fn guard_overhead(steady: &[Observation], flows: &[Observation], resolver: &Resolver) {
     let run = Duration::from_secs(10);
     println!(
-        "\n| steady mix, {} s a run, alternately | without | with | with / without |\n|---|---|---|---|",
+        "\n| steady mix, {} s a run, alternately | without | with | with / without, median of the rounds (range) |\n|---|---|---|---|",
         run.as_secs()
     );
     for (name, every) in [
@@ -452,17 +455,15 @@ fn guard_overhead(steady: &[Observation], flows: &[Observation], resolver: &Reso
         let mut without = Vec::new();
         let mut with = Vec::new();
         let mut counts = (0, 0);
-        for _ in 0..3 {
+        for _ in 0..ROUNDS {
             without.push(timed_fold(steady, flows, resolver, run, None).0);
             let (ns, c) = timed_fold(steady, flows, resolver, run, Some(every));
             with.push(ns);
             counts = c;
         }
-        let ratios: Vec<String> = without
-            .iter()
-            .zip(&with)
-            .map(|(a, b)| format!("{:.3}", b / a))
-            .collect();
+        let mut ratios: Vec<f64> = without.iter().zip(&with).map(|(a, b)| b / a).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
         let list = |v: &[f64]| {
             v.iter()
                 .map(|x| format!("{x:.0}"))
@@ -470,12 +471,13 @@ fn guard_overhead(steady: &[Observation], flows: &[Observation], resolver: &Reso
                 .join(", ")
         };
         println!(
-            "| {name}; per run {} guard checks, {} pending folds | {} ns/obs | {} ns/obs | {} |",
+            "| {name}; per run {} guard checks, {} pending folds | {} ns/obs | {} ns/obs | {median:.3} ({:.3}–{:.3}) |",
             counts.0,
             counts.1,
             list(&without),
             list(&with),
-            ratios.join(", ")
+            ratios[0],
+            ratios[ratios.len() - 1],
         );
     }
 }
@@ -505,6 +507,8 @@ fn big_graph(flows: &[Observation], resolver: &Resolver, edges: usize) -> Aggreg
         o.local = SocketAddr::new(pod_ip(local), 40_000);
         o.remote = SocketAddr::new(pod_ip(target * PODS_PER_WORKLOAD), port);
         o.new_flow = true;
+        // verdicts are counted per connection
+        o.connections = 1;
         o.verdict = match k % 100 {
             0 => Verdict::Dropped,
             1..=10 => Verdict::Audit,
