@@ -475,7 +475,10 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
             "PATCH",
             "/api/v1/namespaces/kg",
             Some("weir"),
-            &json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}})
+            &json!({"metadata": {
+                "labels": {"weir.dev/mode": "enforce"},
+                "annotations": {"weir.dev/guard-skip": null},
+            }})
         )]
     );
     let guarded = eventually(Duration::from_secs(10), || {
@@ -592,6 +595,129 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
     assert!(
         lab.probe(&client, &server, "80/TCP"),
         "audit lets it through again:\n{}",
+        agent.log_text()
+    );
+}
+
+/// `weir mode set --kube --no-guard`: the label patch annotates the
+/// Namespace `weir.dev/guard-skip` with the time of the request, the agent
+/// (which follows the Namespace, as every node's does) opens no window,
+/// and the learned edge its policies miss stays dropped: no revert, no
+/// write but the user's. The guard's lab in its own ranges (podCIDR octet
+/// 207, Services 208).
+#[test]
+fn an_unguarded_flip_through_the_label_keeps_the_drop() {
+    let lab = Lab::up(
+        "kskip",
+        &GUARD_LAB
+            .replace("10.247.", "10.207.")
+            .replace("10.248.", "10.208."),
+    );
+    let client = lab.pod("kg", "client");
+    let server = lab.pod("kg", "server");
+    let node = unique_name("kskip-node-");
+    let api = FakeApiServer::for_lab(&lab.status(), &node, &BTreeMap::new());
+    let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
+    let agent = Agent::start_with(
+        &lab,
+        "kube",
+        &["--node-name", &node],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    assert!(lab.probe(&client, &server, "80/TCP"), "observe passes");
+    eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph?namespace=kg");
+        (graph["edges"].as_array().map_or(0, Vec::len) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("client -> server never learned:\n{}", agent.log_text()));
+    api.apply("ADDED", isolate_server());
+    // As in the guarded test: a guarded flip would learn the edge.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let set = std::process::Command::new(weir_bin())
+        .args([
+            "mode",
+            "set",
+            "kg",
+            "enforce",
+            "--kube",
+            "--force",
+            "--no-guard",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("run weir mode set --kube --no-guard");
+    assert!(set.status.success(), "{set:?}");
+    let label = api.writes();
+    assert_eq!(label.len(), 1, "{label:#?}");
+    let skip = label[0].body["metadata"]["annotations"]["weir.dev/guard-skip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no weir.dev/guard-skip: {label:#?}"))
+        .to_owned();
+    assert_eq!(
+        (
+            label[0].method.as_str(),
+            label[0].path.as_str(),
+            label[0].content_type.as_str(),
+            label[0].field_manager.as_deref(),
+            &label[0].body
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/kg",
+            "application/merge-patch+json",
+            Some("weir"),
+            &json!({"metadata": {
+                "labels": {"weir.dev/mode": "enforce"},
+                "annotations": {"weir.dev/guard-skip": skip},
+            }})
+        )
+    );
+    assert!(
+        String::from_utf8_lossy(&set.stdout).contains(&format!("weir.dev/guard-skip={skip}")),
+        "{set:?}"
+    );
+    let stored = api.object("namespaces", "/kg").expect("kg");
+    assert_eq!(
+        stored["metadata"]["annotations"]["weir.dev/guard-skip"],
+        skip
+    );
+
+    eventually(Duration::from_secs(5), || {
+        (modes(&agent)["modes"]["kg"] == "enforce").then_some(())
+    })
+    .unwrap_or_else(|| panic!("kg never enforced: {:#}", modes(&agent)));
+    // The guard checks every 300 ms: let it see the flip.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        modes(&agent)["guarded"]["kg"].is_null(),
+        "no window: {:#}\n{}",
+        modes(&agent),
+        agent.log_text()
+    );
+    assert!(
+        !lab.probe(&client, &server, "80/TCP"),
+        "enforce drops the edge the policies miss"
+    );
+    // A guarded flip is reverted within a sweep; this one never is.
+    let reverted = eventually(Duration::from_secs(3), || {
+        (api.writes().len() > 1 || modes(&agent)["modes"]["kg"] != "enforce").then_some(())
+    });
+    assert!(
+        reverted.is_none(),
+        "the guard reverted an unguarded flip: {:#?}\n{:#}\n{}",
+        api.writes(),
+        modes(&agent),
+        agent.log_text()
+    );
+    assert!(
+        modes(&agent)["reverted"]["kg"].is_null(),
+        "{:#}",
+        modes(&agent)
+    );
+    assert!(
+        !lab.probe(&client, &server, "80/TCP"),
+        "still dropped:\n{}",
         agent.log_text()
     );
 }

@@ -148,8 +148,11 @@ pub struct SetModeArgs {
     #[arg(long, conflicts_with = "kube")]
     pub allow_partial: bool,
     /// Enforce without the guard: no window in which dropping learned
-    /// traffic sets the namespace back to audit.
-    #[arg(long, conflicts_with = "kube")]
+    /// traffic sets the namespace back to audit. With --kube, the
+    /// Namespace is annotated `weir.dev/guard-skip` with the time of the
+    /// request, and the agents skip the guard on a flip they see within
+    /// five minutes of it.
+    #[arg(long)]
     pub no_guard: bool,
     /// Set audit or enforce even though the namespace is not ready (still
     /// learning new edges, or the suggestion does not cover its traffic).
@@ -369,6 +372,7 @@ pub fn run_mode(command: &ModeCommand) -> anyhow::Result<ExitCode> {
             &args.namespace,
             args.mode,
             (!args.force).then_some(&args.server.server),
+            args.no_guard,
         );
     }
     let mut out = io::stdout().lock();

@@ -451,6 +451,10 @@ impl DatapathTask {
             policies: inventory.policies.clone(),
             modes: inventory.modes.clone(),
         };
+        // The resolver first: the guard reads a flip's settings (the
+        // `weir.dev/guard-skip` written with the mode label) from it once
+        // the enforcer has the new modes.
+        *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
         self.node.send_if_modified(|current| {
             if current.as_deref() == Some(&view) {
                 false
@@ -459,7 +463,6 @@ impl DatapathTask {
                 true
             }
         });
-        *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
         // Only now: the fold task resolves these reports with the resolver
         // just installed, which knows the newly attached pods.
         for ifindex in attached {

@@ -4,6 +4,10 @@
 //! edge learned before the flip is traffic the application really uses
 //! that the policies miss. Once `weir.dev/guard-max-drops` distinct learned
 //! edges (1 by default) were dropped, the namespace goes back to audit.
+//! `--no-guard` skips the guard on one flip: in the agent's own mode, by
+//! [`Guard::skip_next`]; in a cluster, where every node's agent follows
+//! the Namespace, by the `weir.dev/guard-skip` annotation written with
+//! the mode label.
 //!
 //! This module is the bookkeeping only, pure and synchronous: which
 //! namespaces are watched, which edges they learned, which of those were
@@ -35,6 +39,19 @@ pub const WINDOW_ANNOTATION: &str = "weir.dev/guard-window";
 /// The namespace annotation that sets how many distinct learned edges may
 /// be dropped before the revert (at least 1).
 pub const MAX_DROPS_ANNOTATION: &str = "weir.dev/guard-max-drops";
+/// The namespace annotation that skips the guard on the namespace's next
+/// flip to enforce: the RFC 3339 time of the request (`weir mode set NS
+/// enforce --no-guard --kube`, the relay's `PUT /api/modes` with `guard:
+/// false`), written in the same patch as the mode label.
+pub const SKIP_ANNOTATION: &str = "weir.dev/guard-skip";
+/// How long after its request a skip still applies: labels reach the
+/// agents in seconds, and a stale annotation must not silence a later flip
+/// made another way (by a GitOps tool, say).
+pub const SKIP_FRESH: Duration = Duration::from_secs(5 * 60);
+/// How far after the check that sees the flip a skip's time may be: the
+/// clock of whoever wrote it (a laptop running `weir mode set`) may be
+/// ahead of this node's.
+pub const SKIP_SKEW: Duration = Duration::from_secs(30);
 /// The window without an annotation.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The threshold without an annotation.
@@ -50,6 +67,10 @@ pub struct Settings {
     pub window: Duration,
     /// Distinct learned edges dropped that make the revert.
     pub max_drops: u32,
+    /// When an unguarded flip to enforce was requested
+    /// ([`SKIP_ANNOTATION`]), Unix ns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_at: Option<u64>,
 }
 
 impl Default for Settings {
@@ -57,7 +78,21 @@ impl Default for Settings {
         Self {
             window: DEFAULT_WINDOW,
             max_drops: DEFAULT_MAX_DROPS,
+            skip_at: None,
         }
+    }
+}
+
+impl Settings {
+    /// Whether a flip to enforce seen by the check at `now` skips the
+    /// guard: its skip was requested no more than [`SKIP_FRESH`] before
+    /// that check, and not after it (but for [`SKIP_SKEW`]).
+    #[must_use]
+    pub fn skips(&self, now: u64) -> bool {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.skip_at.is_some_and(|at| {
+            at <= now.saturating_add(ns(SKIP_SKEW)) && now.saturating_sub(at) <= ns(SKIP_FRESH)
+        })
     }
 }
 
@@ -166,6 +201,15 @@ pub fn settings(
             )),
         }
     }
+    if let Some(value) = annotations.get(SKIP_ANNOTATION) {
+        match crate::timestamp::parse_rfc3339(value.trim()) {
+            Some(at) => out.skip_at = Some(at),
+            None => warnings.push(format!(
+                "namespace {namespace}: annotation {SKIP_ANNOTATION}={value:?} is not an \
+                 RFC 3339 time; the next flip to enforce is guarded"
+            )),
+        }
+    }
     (out, warnings)
 }
 
@@ -268,8 +312,9 @@ impl Guard {
     }
 
     /// Follow the namespaces' modes: a namespace newly in enforce opens a
-    /// window (unless skipped or its window is zero) with the edges
-    /// learned before the flip; a namespace leaving enforce closes its.
+    /// window (unless skipped, by [`Guard::skip_next`] or a fresh
+    /// [`SKIP_ANNOTATION`], or its window is zero) with the edges learned
+    /// before the flip; a namespace leaving enforce closes its.
     /// Returns the namespaces whose window opened.
     pub fn follow_modes(
         &mut self,
@@ -302,7 +347,7 @@ impl Guard {
                 continue;
             }
             let s = settings(namespace);
-            if s.window.is_zero() {
+            if s.window.is_zero() || s.skips(now) {
                 continue;
             }
             let learned = graph

@@ -265,6 +265,54 @@ fn no_guard_and_a_zero_window_skip_the_flip() {
     );
 }
 
+/// `weir.dev/guard-skip`, written with the mode label by `weir mode set
+/// --kube --no-guard` and the relay: a flip seen at most five minutes
+/// after the request skips the guard; a stale request, one well ahead of
+/// the check, or a value that is not a time (reported) leaves it guarded.
+#[test]
+fn a_fresh_skip_annotation_skips_the_flip_and_a_stale_or_bad_one_does_not() {
+    const SEC: u64 = 1_000_000_000;
+    let graph = shop();
+    let now = 20 * MIN;
+    let flip = |value: &str| -> (Vec<String>, Vec<String>) {
+        let annotations = BTreeMap::from([(SKIP_ANNOTATION.to_owned(), value.to_owned())]);
+        let (settings, warnings) = settings("shop", Some(&annotations));
+        let mut guard = Guard::default();
+        let audit = modes(&[("shop", Mode::Audit)]);
+        guard.follow_modes(&audit, Some(&graph), |_| settings, now - MIN);
+        guard.check(&BTreeMap::new(), |_, _| true, now - MIN);
+        let enforce = modes(&[("shop", Mode::Enforce)]);
+        let opened = guard.follow_modes(&enforce, Some(&graph), |_| settings, now);
+        assert_eq!(opened.is_empty(), guard.windows.is_empty());
+        (opened, warnings)
+    };
+    let at = crate::timestamp::rfc3339;
+    let skipped = (Vec::<String>::new(), Vec::<String>::new());
+    let guarded = (vec!["shop".to_owned()], Vec::<String>::new());
+    assert_eq!(flip(&at(now - MIN)), skipped);
+    assert_eq!(flip(&at(now - 5 * MIN)), skipped, "five minutes old");
+    assert_eq!(flip(&at(now)), skipped);
+    assert_eq!(
+        flip(&at(now + 10 * SEC)),
+        skipped,
+        "the writer's clock ahead"
+    );
+    assert_eq!(flip("2026-12-07T10:00:00+01:00"), guarded, "stale");
+    assert_eq!(flip(&at(now - 5 * MIN - SEC)), guarded, "stale");
+    assert_eq!(flip(&at(now + MIN)), guarded, "after the check");
+    assert_eq!(
+        flip("yesterday"),
+        (
+            vec!["shop".to_owned()],
+            vec![
+                "namespace shop: annotation weir.dev/guard-skip=\"yesterday\" is not an RFC \
+                 3339 time; the next flip to enforce is guarded"
+                    .to_owned()
+            ]
+        )
+    );
+}
+
 #[test]
 fn namespaces_enforced_before_the_guard_first_looked_are_not_watched() {
     let mut guard = Guard::default();
@@ -349,7 +397,8 @@ fn annotations_set_the_window_and_threshold_and_bad_values_say_so() {
         s,
         Settings {
             window: Duration::from_secs(3600),
-            max_drops: 3
+            max_drops: 3,
+            skip_at: None,
         }
     );
     assert_eq!(

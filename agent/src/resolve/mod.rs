@@ -120,8 +120,8 @@ pub struct Inventory {
     /// How current the source's view is, for sources that can lag.
     pub health: Option<SourceHealth>,
     /// The guard's settings of namespaces annotated with them
-    /// (`weir.dev/guard-window`, `weir.dev/guard-max-drops`); the others
-    /// take the defaults.
+    /// (`weir.dev/guard-window`, `weir.dev/guard-max-drops`,
+    /// `weir.dev/guard-skip`); the others take the defaults.
     pub guard: BTreeMap<String, crate::guard::Settings>,
     /// The namespaces promoted automatically (`weir.dev/promote: auto`),
     /// with their settings.

@@ -1,6 +1,7 @@
 //! A Kubernetes API for unit tests: a [`Client`] over tower-test's mock
 //! service that records every request and answers it with its own body
-//! (what the API server returns for a patch or a create).
+//! (what the API server returns for a patch or a create), without the
+//! fields a merge patch removes.
 
 use http::{Request, Response};
 use kube::{Client, client::Body};
@@ -32,9 +33,12 @@ pub(crate) async fn serve<T>(run: impl AsyncFnOnce(Client) -> T) -> (T, Vec<Capt
                     .to_owned(),
                 json.clone(),
             ));
+            // A merge patch's `null` removes a field: the object has none.
+            let mut answer = json;
+            drop_nulls(&mut answer);
             send.send_response(
                 Response::builder()
-                    .body(Body::from(json.to_string().into_bytes()))
+                    .body(Body::from(answer.to_string().into_bytes()))
                     .expect("response"),
             );
         }
@@ -42,4 +46,11 @@ pub(crate) async fn serve<T>(run: impl AsyncFnOnce(Client) -> T) -> (T, Vec<Capt
     });
     let result = run(Client::new(service, "default")).await;
     (result, server.await.expect("the mock API server"))
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        map.values_mut().for_each(drop_nulls);
+    }
 }

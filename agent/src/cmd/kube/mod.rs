@@ -24,6 +24,7 @@ use reqwest::Url;
 use super::client::{Client as CliClient, endpoint};
 use crate::{
     api::wire::Modes,
+    guard::SKIP_ANNOTATION,
     learn::{PoliciesJson, analysis::StatusReport},
     resolve::kube::convert::MODE_LABEL,
 };
@@ -64,17 +65,40 @@ pub enum WriteError {
     },
 }
 
-/// Set `namespace`'s mode label with a merge patch (only that label
-/// changes; any other field manager keeps its fields).
+/// The merge patch of [`set_mode`]: the mode label, and the guard's skip
+/// ([`SKIP_ANNOTATION`]) set to the time of the request for an unguarded
+/// flip to enforce, removed (`null`) otherwise so it never lingers.
+#[must_use]
+pub fn mode_patch(mode: Mode, unguarded_at: Option<u64>) -> serde_json::Value {
+    let skip = match unguarded_at {
+        Some(at) if mode == Mode::Enforce => crate::timestamp::rfc3339(at).into(),
+        _ => serde_json::Value::Null,
+    };
+    json!({"metadata": {
+        "labels": {MODE_LABEL: mode.to_string()},
+        "annotations": {SKIP_ANNOTATION: skip},
+    }})
+}
+
+/// Set `namespace`'s mode label with a merge patch (only that label and
+/// the guard's skip change; any other field manager keeps its fields).
+/// `unguarded_at`: the time (Unix ns) of a request to enforce without the
+/// guard (`--no-guard`); the agents skip the guard on a flip they see
+/// soon after it.
 ///
 /// # Errors
 /// [`WriteError::Api`] naming the namespace.
-pub async fn set_mode(client: Client, namespace: &str, mode: Mode) -> Result<(), WriteError> {
+pub async fn set_mode(
+    client: Client,
+    namespace: &str,
+    mode: Mode,
+    unguarded_at: Option<u64>,
+) -> Result<(), WriteError> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    let patch = json!({"metadata": {"labels": {MODE_LABEL: mode.to_string()}}});
+    let patch = mode_patch(mode, unguarded_at);
     Api::<Namespace>::all(client)
         .patch(namespace, &params, &Patch::Merge(&patch))
         .await
@@ -209,7 +233,8 @@ pub fn check_ready(server: &Url, namespace: &str, mode: Mode) -> anyhow::Result<
 }
 
 /// `weir mode set NS MODE --kube`: label the namespace, once the agent or
-/// relay at `ready_at` (none: `--force`) judged it ready for `mode`.
+/// relay at `ready_at` (none: `--force`) judged it ready for `mode`;
+/// `no_guard`: a flip to enforce skips the guard.
 ///
 /// # Errors
 /// Not ready, no usable configuration, a refused patch.
@@ -217,19 +242,26 @@ pub fn run_set_mode(
     namespace: &str,
     mode: Mode,
     ready_at: Option<&Url>,
+    no_guard: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(server) = ready_at {
         check_ready(server, namespace, mode)?;
     }
+    let unguarded_at = (no_guard && mode == Mode::Enforce).then(crate::graph_store::unix_now);
     block_on(async {
         let client = client().await?;
-        set_mode(client, namespace, mode).await?;
+        set_mode(client, namespace, mode, unguarded_at).await?;
         Ok(())
     })?;
-    writeln!(
-        io::stdout().lock(),
-        "namespace {namespace} labelled weir.dev/mode={mode}"
-    )?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "namespace {namespace} labelled weir.dev/mode={mode}")?;
+    if let Some(at) = unguarded_at {
+        writeln!(
+            out,
+            "without the guard: annotated {SKIP_ANNOTATION}={}",
+            crate::timestamp::rfc3339(at)
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,7 +2,8 @@ use super::{mock::serve, *};
 
 #[tokio::test]
 async fn mode_set_patches_the_namespace_label() {
-    let (result, seen) = serve(async |client| set_mode(client, "shop", Mode::Enforce).await).await;
+    let (result, seen) =
+        serve(async |client| set_mode(client, "shop", Mode::Enforce, None).await).await;
     result.expect("patched");
     assert_eq!(
         seen,
@@ -11,8 +12,51 @@ async fn mode_set_patches_the_namespace_label() {
             "/api/v1/namespaces/shop".to_owned(),
             "&fieldManager=weir".to_owned(),
             "application/merge-patch+json".to_owned(),
-            json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}}),
+            json!({"metadata": {
+                "labels": {"weir.dev/mode": "enforce"},
+                "annotations": {"weir.dev/guard-skip": null},
+            }}),
         )]
+    );
+}
+
+/// `--no-guard`: the same patch annotates the time of the request, which
+/// every node's agent reads with the label; any other mode removes it.
+#[tokio::test]
+async fn mode_set_without_the_guard_annotates_the_time_of_the_request() {
+    let at = 1_796_636_400_123_456_789;
+    let (result, seen) = serve(async |client| {
+        set_mode(client.clone(), "shop", Mode::Enforce, Some(at)).await?;
+        set_mode(client, "shop", Mode::Audit, Some(at)).await
+    })
+    .await;
+    result.expect("patched");
+    let bodies: Vec<(&str, &str, &str, &serde_json::Value)> = seen
+        .iter()
+        .map(|(m, p, q, _, b)| (m.as_str(), p.as_str(), q.as_str(), b))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            (
+                "PATCH",
+                "/api/v1/namespaces/shop",
+                "&fieldManager=weir",
+                &json!({"metadata": {
+                    "labels": {"weir.dev/mode": "enforce"},
+                    "annotations": {"weir.dev/guard-skip": "2026-12-07T09:40:00.123456789Z"},
+                }})
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/shop",
+                "&fieldManager=weir",
+                &json!({"metadata": {
+                    "labels": {"weir.dev/mode": "audit"},
+                    "annotations": {"weir.dev/guard-skip": null},
+                }})
+            ),
+        ]
     );
 }
 

@@ -14,7 +14,10 @@
 //!   of a namespace the merged view does not judge ready, as an agent
 //!   does; then they write to the cluster with the
 //!   server-side apply of `weir export --apply --kube` / `weir mode set
-//!   --kube`; without a Kubernetes API they answer 501 saying why.
+//!   --kube`; without a Kubernetes API they answer 501 saying why. A mode
+//!   set with `guard: false` (`--no-guard`) annotates the Namespace
+//!   `weir.dev/guard-skip` in the same patch, and every mode set is an
+//!   entry of the relay's audit log.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -28,6 +31,8 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
+use tracing::info;
+use weir_generator::datapath::Mode;
 
 use super::{
     coverage,
@@ -40,6 +45,7 @@ use crate::{
         error::ApiError,
         wire::{Applied, CoverageJson, Modes},
     },
+    audit::{Kind, NewEntry},
     cmd::kube as writes,
     learn::policies,
 };
@@ -259,6 +265,7 @@ async fn set_mode(relay: Relay, namespace: String, request: Request) -> Result<R
         &format!("set the mode of namespace {namespace}"),
     )?;
     let client = client(&relay)?;
+    let actor = api::audit::actor(request.headers());
     let body: api::enforce::ModeBody = serde_json::from_slice(&body_bytes(request).await?)
         .map_err(|e| ApiError::BadBody {
             reason: e.to_string(),
@@ -284,9 +291,33 @@ async fn set_mode(relay: Relay, namespace: String, request: Request) -> Result<R
             message: crate::learn::analysis::not_ready_message(&namespace, mode, &reason),
         });
     }
-    writes::set_mode(client, &namespace, mode)
+    // Every node's agent runs the guard: the skip travels with the label.
+    let unguarded = mode == Mode::Enforce && body.guard == Some(false);
+    let now = crate::graph_store::unix_now();
+    writes::set_mode(client, &namespace, mode, unguarded.then_some(now))
         .await
         .map_err(|e| write_failed(&e))?;
+    info!(
+        namespace,
+        from = %from,
+        to = %mode,
+        guard = mode == Mode::Enforce && !unguarded,
+        actor,
+        "namespace labelled {}={mode}{}",
+        crate::resolve::kube::convert::MODE_LABEL,
+        if unguarded { ", unguarded" } else { "" }
+    );
+    api::audit::record(
+        &relay.state,
+        NewEntry::new(actor, Kind::ModeChange, format!("{from} -> {mode}"))
+            .namespace(namespace.clone())
+            .details(serde_json::json!({
+                "from": from,
+                "to": mode,
+                "guard": mode == Mode::Enforce && !unguarded,
+                "forced": body.require_ready != Some(true),
+            })),
+    );
     let mut modes = modes(&relay);
     modes.modes.insert(namespace, mode);
     Ok(Json(modes).into_response())

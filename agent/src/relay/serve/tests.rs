@@ -362,6 +362,36 @@ async fn mode_set_through_the_relay_refuses_a_namespace_that_is_not_ready_unless
             r#"{"mode": "enforce", "require_ready": true}"#,
         )
         .await;
+        // --no-guard: every node's agent runs the guard, so the skip goes
+        // with the label.
+        let unguarded = put("/api/modes/shop", r#"{"mode": "enforce", "guard": false}"#).await;
+        assert_eq!(unguarded.0, StatusCode::OK, "{}", unguarded.2);
+        let entries = relay.state.audit.list(&Default::default()).unwrap();
+        let details: Vec<_> = entries
+            .iter()
+            .map(|e| (e.kind, e.what.as_str(), &e.details["guard"]))
+            .collect();
+        assert_eq!(
+            details,
+            [
+                (
+                    Kind::ModeChange,
+                    "observe -> audit",
+                    &serde_json::json!(false)
+                ),
+                (
+                    Kind::ModeChange,
+                    "audit -> enforce",
+                    &serde_json::json!(true)
+                ),
+                (
+                    Kind::ModeChange,
+                    "audit -> enforce",
+                    &serde_json::json!(false)
+                ),
+            ],
+            "{entries:#?}"
+        );
         (refused, forced, ready)
     })
     .await;
@@ -386,15 +416,39 @@ async fn mode_set_through_the_relay_refuses_a_namespace_that_is_not_ready_unless
             (
                 "PATCH",
                 "/api/v1/namespaces/quiet",
-                &serde_json::json!({"metadata": {"labels": {"weir.dev/mode": "audit"}}})
+                &serde_json::json!({"metadata": {
+                    "labels": {"weir.dev/mode": "audit"},
+                    "annotations": {"weir.dev/guard-skip": null},
+                }})
             ),
             (
                 "PATCH",
                 "/api/v1/namespaces/shop",
-                &serde_json::json!({"metadata": {"labels": {"weir.dev/mode": "enforce"}}})
+                &serde_json::json!({"metadata": {
+                    "labels": {"weir.dev/mode": "enforce"},
+                    "annotations": {"weir.dev/guard-skip": null},
+                }})
             ),
+            ("PATCH", "/api/v1/namespaces/shop", &seen[2].4),
         ],
         "nothing written for the refused one"
+    );
+    // The time of the request, which the agents check is fresh.
+    let skip = seen[2].4["metadata"]["annotations"]["weir.dev/guard-skip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no skip in {:#}", seen[2].4));
+    let at = crate::timestamp::parse_rfc3339(skip).unwrap_or_else(|| panic!("{skip}"));
+    assert!(
+        at <= crate::graph_store::unix_now()
+            && at + 60_000_000_000 > crate::graph_store::unix_now(),
+        "{skip}"
+    );
+    assert_eq!(
+        seen[2].4,
+        serde_json::json!({"metadata": {
+            "labels": {"weir.dev/mode": "enforce"},
+            "annotations": {"weir.dev/guard-skip": skip},
+        }})
     );
 }
 

@@ -745,9 +745,13 @@ fn guard_annotations_set_the_namespaces_guard() {
             ns(
                 "shop",
                 json!({"weir.dev/guard-window": "1h", "weir.dev/guard-max-drops": "2",
+                       "weir.dev/guard-skip": "2026-12-07T09:40:00Z",
                        "kubectl.kubernetes.io/last-applied-configuration": "{}"}),
             ),
-            ns("blog", json!({"weir.dev/guard-window": "soon"})),
+            ns(
+                "blog",
+                json!({"weir.dev/guard-window": "soon", "weir.dev/guard-skip": "now"}),
+            ),
             ns("data", json!({"weir.dev/guard-window": "0"})),
         ],
         ..super::convert::Objects::default()
@@ -759,7 +763,7 @@ fn guard_annotations_set_the_namespaces_guard() {
             .as_ref()
             .unwrap()
             .len(),
-        2,
+        3,
         "only weir's annotations are kept"
     );
     let inventory = super::convert::inventory(&objects, "node-1", &mut BTreeMap::new());
@@ -768,7 +772,8 @@ fn guard_annotations_set_the_namespaces_guard() {
         resolver.guard_settings("shop"),
         crate::guard::Settings {
             window: Duration::from_secs(3600),
-            max_drops: 2
+            max_drops: 2,
+            skip_at: Some(unix_ns("2026-12-07T09:40:00Z")),
         }
     );
     assert_eq!(resolver.guard_settings("data").window, Duration::ZERO);
@@ -784,7 +789,9 @@ fn guard_annotations_set_the_namespaces_guard() {
         inventory.warnings,
         [
             "namespace blog: annotation weir.dev/guard-window=\"soon\" is not a duration \
-          (15m, 1h, 0 for none); using the default 15m"
+          (15m, 1h, 0 for none); using the default 15m",
+            "namespace blog: annotation weir.dev/guard-skip=\"now\" is not an RFC 3339 time; \
+             the next flip to enforce is guarded",
         ]
     );
 }
