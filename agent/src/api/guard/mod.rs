@@ -32,7 +32,7 @@ use crate::{
     audit::{Kind, NewEntry},
     enforce::{Change, EnforceError, task::ChangeError},
     error_chain::chain,
-    guard::{Reverted, Trip, edge_name},
+    guard::{Reverted, SKIP_ANNOTATION, Trip, edge_name},
     resolve::kube::convert::MODE_LABEL,
 };
 
@@ -439,10 +439,15 @@ pub async fn set_kube(
         field_manager: Some(manager.to_owned()),
         ..PatchParams::default()
     };
-    let patch = json!({"metadata": {
+    let mut patch = json!({"metadata": {
         "labels": {MODE_LABEL: mode.to_string()},
         "annotations": {annotation: message},
     }});
+    if mode == Mode::Enforce {
+        // A promotion's flip is guarded: a skip left by an earlier
+        // `--no-guard` must not apply to it.
+        patch["metadata"]["annotations"][SKIP_ANNOTATION] = serde_json::Value::Null;
+    }
     Api::<Namespace>::all(client.clone())
         .patch(namespace, &params, &Patch::Merge(&patch))
         .await

@@ -53,6 +53,46 @@ async fn a_cluster_revert_patches_the_label_and_records_an_event() {
     );
 }
 
+/// An automatic promotion to enforce is guarded: its patch removes a
+/// `weir.dev/guard-skip` an earlier `--no-guard` may have left.
+#[tokio::test]
+async fn a_cluster_promotion_to_enforce_removes_a_guard_skip() {
+    let now = crate::timestamp::parse_rfc3339("2026-12-07T03:30:00Z").unwrap();
+    let change = |mode| ModeChange {
+        namespace: "shop",
+        mode,
+        manager: "weir-promote",
+        annotation: "weir.dev/promoted",
+        message: "promoted",
+        event_reason: "Promoted",
+        event_type: "Normal",
+    };
+    let (promoted, seen) = mock::serve(async |client| {
+        set_kube(client.clone(), &change(Mode::Enforce), now).await?;
+        set_kube(client, &change(Mode::Audit), now).await
+    })
+    .await;
+    promoted.expect("promoted");
+    let patches: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|(method, ..)| method == "PATCH")
+        .map(|(.., body)| body)
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            &json!({"metadata": {
+                "labels": {"weir.dev/mode": "enforce"},
+                "annotations": {"weir.dev/promoted": "promoted", "weir.dev/guard-skip": null},
+            }}),
+            &json!({"metadata": {
+                "labels": {"weir.dev/mode": "audit"},
+                "annotations": {"weir.dev/promoted": "promoted"},
+            }}),
+        ]
+    );
+}
+
 #[test]
 fn the_reason_names_every_edge_and_policy() {
     use weir_generator::model::{EdgeKey, Protocol, WorkloadKind, WorkloadRef};
