@@ -86,6 +86,17 @@ impl Default for Expiry {
 /// Counters already reported for one flow table entry.
 type Reported = EntryCounters;
 
+/// What the report of an adopted connection ([`FlowTracker::adopt`]) folded:
+/// one connection, no packet. The entry its packets make in the table
+/// carries `connections` 1 for that same connection.
+pub const ADOPTED: EntryCounters = EntryCounters {
+    packets_from_pod: 0,
+    bytes_from_pod: 0,
+    packets_to_pod: 0,
+    bytes_to_pod: 0,
+    connections: 1,
+};
+
 /// What one sweep found.
 #[derive(Debug, Default)]
 pub struct Sweep {
@@ -103,6 +114,12 @@ pub struct Sweep {
 #[derive(Debug)]
 pub struct FlowTracker {
     reported: HashMap<FlowKey, Reported>,
+    /// Connections reported from the pod's sockets ([`FlowTracker::adopt`])
+    /// that have no table entry yet, with when they were adopted (monotonic
+    /// ns): kept across sweeps, which only keep the keys in the table, until
+    /// an entry carries them on or, idle for [`Expiry::idle`], they would
+    /// have expired from the table too.
+    adopted: HashMap<FlowKey, u64>,
     expiry: Expiry,
 }
 
@@ -112,6 +129,7 @@ impl FlowTracker {
     pub fn new(expiry: Expiry) -> Self {
         Self {
             reported: HashMap::new(),
+            adopted: HashMap::new(),
             expiry,
         }
     }
@@ -128,15 +146,28 @@ impl FlowTracker {
         self.reported.is_empty()
     }
 
-    /// Record a flow reported by other means (an open socket found at
-    /// attach time), so its table entry is not reported as new again.
+    /// Record a flow reported by other means at monotonic time `now_ns`
+    /// (an open socket found at attach time, as one connection:
+    /// [`ADOPTED`]), so that the table entry a later packet of the same
+    /// connection makes is not reported as a new connection again.
     /// Returns false when the flow was already known.
-    pub fn adopt(&mut self, key: FlowKey) -> bool {
-        if self.reported.contains_key(&key) {
+    pub fn adopt(&mut self, key: FlowKey, now_ns: u64) -> bool {
+        if self.reported.contains_key(&key) || self.adopted.contains_key(&key) {
             return false;
         }
-        self.reported.insert(key, Reported::default());
+        self.adopted.insert(key, now_ns);
         true
+    }
+
+    /// What was reported of `key`: its entry's counters, or an adopted
+    /// connection's, which its first entry carries on from then.
+    fn reported_of(&mut self, key: &FlowKey) -> Option<Reported> {
+        if let Some(reported) = self.reported.get(key) {
+            return Some(*reported);
+        }
+        self.adopted.remove(key)?;
+        self.reported.insert(*key, ADOPTED);
+        Some(ADOPTED)
     }
 
     /// Start from what the store says was folded of the entries of a
@@ -156,7 +187,7 @@ impl FlowTracker {
     /// counters (the sweep brings them). `None` for an event that does not
     /// describe a trackable flow, or a flow already reported.
     pub fn on_event(&mut self, event: &FlowEvent, clock: Clock) -> Option<Observation> {
-        let known = self.reported.get(&event.key).map(|r| r.connections);
+        let known = self.reported_of(&event.key).map(|r| r.connections);
         // A connection already reported (by a sweep that read the entry
         // before its announcement was drained) is not reported again.
         if event.kind != abi::EVENT_NEW_FLOW || known.is_some_and(|c| event.connection <= c) {
@@ -210,7 +241,7 @@ impl FlowTracker {
         let mut seen = HashMap::with_capacity(self.reported.len());
         for (key, stats) in entries {
             sweep.entries += 1;
-            let before = self.reported.get(&key).copied();
+            let before = self.reported_of(&key);
             // The counters only grow, within an entry: fewer means the entry
             // was deleted (expired, or by the enforcer) and made again.
             let known = before.is_some_and(|b| {
@@ -287,6 +318,9 @@ impl FlowTracker {
         }
         // Entries gone from the table (deleted elsewhere) are forgotten too.
         self.reported = seen;
+        let idle = u64::try_from(self.expiry.idle.as_nanos()).unwrap_or(u64::MAX);
+        self.adopted
+            .retain(|_, adopted_ns| now_ns.saturating_sub(*adopted_ns) < idle);
         sweep
     }
 }
@@ -592,6 +626,45 @@ mod tests {
         let s = other.sweep([(key(1), reopened(1, 5 * SEC, 1))], 6 * SEC, clock);
         assert!(s.observations[0].new_flow);
         assert_eq!(s.observations[0].packets_from_pod, 1);
+    }
+
+    #[test]
+    fn an_adopted_connection_is_not_counted_again_by_its_entry() {
+        let clock = Clock::from_readings(0, 0);
+        // Opened after the attach, its announcement still in the ring when
+        // the socket scan adopted it: the announcement is not a second one.
+        let mut t = FlowTracker::new(Expiry::default());
+        assert!(t.adopt(key(1), SEC));
+        assert!(t.on_event(&event(key(1)), clock).is_none());
+        let s = t.sweep([(key(1), reopened(4, SEC, 1))], 2 * SEC, clock);
+        let o = &s.observations[0];
+        assert!(!o.new_flow);
+        assert_eq!((o.connections, o.packets_from_pod), (0, 4));
+        assert_eq!(s.recovered, 0);
+
+        // Idle when adopted: sweeps without its entry keep it adopted. Then
+        // a packet makes its entry: its packets count, its connection not.
+        let mut t = FlowTracker::new(Expiry::default());
+        assert!(t.adopt(key(2), SEC));
+        let s = t.sweep([], 2 * SEC, clock);
+        assert!(s.observations.is_empty());
+        assert!(!t.adopt(key(2), 2 * SEC), "already adopted");
+        assert!(t.on_event(&event(key(2)), clock).is_none());
+        let s = t.sweep([(key(2), reopened(1, 3 * SEC, 1))], 4 * SEC, clock);
+        let o = &s.observations[0];
+        assert!(!o.new_flow);
+        assert_eq!((o.connections, o.packets_from_pod), (0, 1));
+        // A new connection on the same 5-tuple later is one.
+        let s = t.sweep([(key(2), reopened(3, 5 * SEC, 2))], 6 * SEC, clock);
+        assert_eq!(s.observations[0].connections, 1);
+
+        // Idle as long as a table entry may be, an adopted connection is
+        // forgotten like one: a packet after that is a new entry.
+        let mut t = FlowTracker::new(Expiry::default());
+        assert!(t.adopt(key(3), SEC));
+        t.sweep([], 61 * SEC, clock);
+        let s = t.sweep([(key(3), reopened(1, 62 * SEC, 1))], 62 * SEC, clock);
+        assert_eq!(s.observations[0].connections, 1);
     }
 
     #[test]

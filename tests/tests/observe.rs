@@ -707,18 +707,16 @@ fn connections_open_before_the_agent_started_are_learned_with_their_direction() 
             "python3",
             "-c",
             &format!(
-                "import socket, time\ns = socket.create_connection(('{web_ip}', 80))\nprint('open', flush=True)\ntime.sleep(30)"
+                "import socket, sys, time\ns = socket.create_connection(('{web_ip}', 80))\nprint('open', flush=True)\nsys.stdin.readline()\ns.sendall(b'ping\\n')\nprint('echo', s.recv(16).decode().strip(), flush=True)\ntime.sleep(30)"
             ),
         ])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the connection holder");
+    let mut output = std::io::BufReader::new(holder.stdout.take().expect("stdout"));
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().expect("stdout")),
-        &mut line,
-    )
-    .expect("holder output");
+    std::io::BufRead::read_line(&mut output, &mut line).expect("holder output");
     assert_eq!(line.trim(), "open");
 
     let agent = Agent::start(&lab, &[]);
@@ -726,15 +724,46 @@ fn connections_open_before_the_agent_started_are_learned_with_their_direction() 
         let graph = agent.get_json("/api/graph");
         (!graph_edges(&graph).is_empty()).then_some(graph)
     });
-    let _ = holder.kill();
-    let _ = holder.wait();
-    let graph = graph.unwrap_or_else(|| panic!("no edge learned:\n{}", agent.log_text()));
+    let graph = graph.unwrap_or_else(|| {
+        let _ = holder.kill();
+        panic!("no edge learned:\n{}", agent.log_text())
+    });
     assert_eq!(
         graph_edges(&graph),
         BTreeSet::from([edge("front/client", "front/web", 80, "TCP")]),
         "client -> web, never the reverse"
     );
     assert_eq!(graph["edges"][0]["connections"], 1, "counted once");
+
+    // The connection speaks: its packets make table entries at both veths
+    // (mid-stream, the initiator guessed, then settled by the sockets). They
+    // bring its packets, and no second connection.
+    std::io::Write::write_all(holder.stdin.as_mut().expect("stdin"), b"go\n").expect("to holder");
+    line.clear();
+    std::io::BufRead::read_line(&mut output, &mut line).expect("holder output");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(line.trim(), "echo ping", "the connection is still open");
+    let graph = eventually(Duration::from_secs(10), || {
+        let graph = agent.get_json("/api/graph");
+        (graph["edges"][0]["packets"].as_u64() >= Some(2)).then_some(graph)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the packets were never counted: {:#}\n{}",
+            agent.get_json("/api/graph"),
+            agent.log_text()
+        )
+    });
+    assert_eq!(
+        graph_edges(&graph),
+        BTreeSet::from([edge("front/client", "front/web", 80, "TCP")]),
+        "{graph:#}"
+    );
+    assert_eq!(
+        graph["edges"][0]["connections"], 1,
+        "still one connection: {graph:#}"
+    );
 }
 
 /// A restart with another `--flow-table-entries` adopts the pinned table

@@ -119,7 +119,7 @@ pub(super) fn open_connections(
                 reason: DenyReason::None,
                 direction: None,
                 policies: Vec::new(),
-                folded: Some(crate::flow::EntryCounters::default()),
+                folded: Some(crate::tracker::ADOPTED),
             };
             Some((key, obs))
         })

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tracing::{debug, info, trace, warn};
 use weir_ebpf::{
-    abi::{self, DnsEvent, FlowEvent, RingRecord},
+    abi::{self, DnsEvent, FlowEvent, FlowKey, RingRecord},
     loader::{AttachError, Datapath, FlowTable, LoadOptions, PolicyMaps},
 };
 use weir_generator::{datapath::PodKey, model::Protocol};
@@ -395,8 +395,17 @@ impl DatapathTask {
             debug!(ifindex, "no network namespace holds the pod's IPs");
             return;
         };
-        let now = Clock::now().to_unix(monotonic_now_ns());
-        let open = preexisting::open_connections(ifindex, sockets, now);
+        let monotonic = monotonic_now_ns();
+        let now = Clock::now().to_unix(monotonic);
+        // A connection with a table entry was seen by the probes (opened
+        // since the attach, its announcement not drained yet, or a packet
+        // since): the entry reports it, with its first packet's time and
+        // verdict. A socket is established only after a handshake packet
+        // crossed the veth, so every connection opened since has one.
+        let open: Vec<_> = preexisting::open_connections(ifindex, sockets, now)
+            .into_iter()
+            .filter(|(key, _)| !self.in_table(key))
+            .collect();
         if !open.is_empty() {
             info!(
                 ifindex,
@@ -405,8 +414,20 @@ impl DatapathTask {
             );
         }
         for (key, obs) in open {
-            if self.tracker.adopt(key) && self.tx.send(obs).await.is_err() {
+            if self.tracker.adopt(key, monotonic) && self.tx.send(obs).await.is_err() {
                 break;
+            }
+        }
+    }
+
+    /// Whether the flow table holds `key`; a failed lookup answers no, and
+    /// the socket's report stands in (adopted, it is counted once either way).
+    fn in_table(&self, key: &FlowKey) -> bool {
+        match self.table.get(key) {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                debug!(%error, "flow table lookup failed");
+                false
             }
         }
     }
