@@ -385,20 +385,25 @@ fn isolate_server() -> Value {
     })
 }
 
-/// In a cluster the guard reverts through the API server: a namespace
-/// labelled enforce (the default window) whose policies miss a learned
-/// edge gets, once that edge is dropped, exactly a merge patch of its
-/// `weir.dev/mode` label back to audit with the `weir.dev/guard-reverted`
-/// annotation saying why, and a Warning Event on the Namespace; the agents
-/// follow the label, and the connection works again. The label is set by
-/// `weir mode set --kube`, whose readiness gate (asked of the agent)
-/// first refuses the namespace, just learned.
-#[test]
-fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
-    let lab = Lab::up("kgrd", GUARD_LAB);
+/// The guard's lab with an agent on the kube source (the fake API
+/// server), its client -> server:80 learned, then the server isolated by
+/// a policy that misses it ([`isolate_server`]). Fields drop in the
+/// order listed in the tests' patterns, reversed: the agent first, the
+/// lab last.
+struct GuardedLab {
+    lab: Lab,
+    client: String,
+    server: String,
+    api: FakeApiServer,
+    kubeconfig: String,
+    agent: Agent,
+}
+
+fn learned_guard_lab(name: &str, yaml: &str, node_prefix: &str) -> GuardedLab {
+    let lab = Lab::up(name, yaml);
     let client = lab.pod("kg", "client");
     let server = lab.pod("kg", "server");
-    let node = unique_name("kguard-node-");
+    let node = unique_name(node_prefix);
     let api = FakeApiServer::for_lab(&lab.status(), &node, &BTreeMap::new());
     let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
     let agent = Agent::start_with(
@@ -413,8 +418,35 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
         (graph["edges"].as_array().map_or(0, Vec::len) > 0).then_some(())
     })
     .unwrap_or_else(|| panic!("client -> server never learned:\n{}", agent.log_text()));
-
     api.apply("ADDED", isolate_server());
+    GuardedLab {
+        lab,
+        client,
+        server,
+        api,
+        kubeconfig,
+        agent,
+    }
+}
+
+/// In a cluster the guard reverts through the API server: a namespace
+/// labelled enforce (the default window) whose policies miss a learned
+/// edge gets, once that edge is dropped, exactly a merge patch of its
+/// `weir.dev/mode` label back to audit with the `weir.dev/guard-reverted`
+/// annotation saying why, and a Warning Event on the Namespace; the agents
+/// follow the label, and the connection works again. The label is set by
+/// `weir mode set --kube`, whose readiness gate (asked of the agent)
+/// first refuses the namespace, just learned.
+#[test]
+fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
+    let GuardedLab {
+        lab,
+        client,
+        server,
+        api,
+        kubeconfig,
+        agent,
+    } = learned_guard_lab("kgrd", GUARD_LAB, "kguard-node-");
     // `mode set --kube` asks the agent first: the edge is seconds old, so
     // kg is not ready, and nothing is written.
     let mode_set = |extra: &[&str]| {
@@ -592,30 +624,20 @@ fn the_guard_reverts_a_labelled_namespace_by_patching_its_label() {
 /// 207, Services 208).
 #[test]
 fn an_unguarded_flip_through_the_label_keeps_the_drop() {
-    let lab = Lab::up(
+    let GuardedLab {
+        lab,
+        client,
+        server,
+        api,
+        kubeconfig,
+        agent,
+    } = learned_guard_lab(
         "kskip",
         &GUARD_LAB
             .replace("10.247.", "10.207.")
             .replace("10.248.", "10.208."),
+        "kskip-node-",
     );
-    let client = lab.pod("kg", "client");
-    let server = lab.pod("kg", "server");
-    let node = unique_name("kskip-node-");
-    let api = FakeApiServer::for_lab(&lab.status(), &node, &BTreeMap::new());
-    let kubeconfig = api.kubeconfig().to_string_lossy().into_owned();
-    let agent = Agent::start_with(
-        &lab,
-        "kube",
-        &["--node-name", &node],
-        &[("KUBECONFIG", &kubeconfig)],
-    );
-    assert!(lab.probe(&client, &server, "80/TCP"), "observe passes");
-    eventually(Duration::from_secs(10), || {
-        let graph = agent.get_json("/api/graph?namespace=kg");
-        (graph["edges"].as_array().map_or(0, Vec::len) > 0).then_some(())
-    })
-    .unwrap_or_else(|| panic!("client -> server never learned:\n{}", agent.log_text()));
-    api.apply("ADDED", isolate_server());
     // As in the guarded test: a guarded flip would learn the edge.
     std::thread::sleep(Duration::from_secs(1));
 
