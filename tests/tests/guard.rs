@@ -211,6 +211,11 @@ fn enforce_dropping_a_learned_edge_falls_back_to_audit_within_one_sweep() {
     assert_eq!(m["modes"]["g"], "enforce", "{m:#}");
     assert!(m["guarded"].is_null() && m["reverted"].is_null(), "{m:#}");
     assert!(!lab.probe(&client, &server, "80/TCP"), "still dropped");
+    let log = agent.log_text();
+    assert!(
+        log.contains("enforce without a guard window: the mode was set with --no-guard"),
+        "the agent says the flip is unguarded:\n{log}"
+    );
 }
 
 /// Two learned edges, a threshold of two (the namespace's annotation, as

@@ -702,6 +702,11 @@ fn an_unguarded_flip_through_the_label_keeps_the_drop() {
         modes(&agent),
         agent.log_text()
     );
+    let log = agent.log_text();
+    assert!(
+        log.contains("enforce without a guard window: weir.dev/guard-skip asks for it"),
+        "the agent says why:\n{log}"
+    );
     assert!(
         !lab.probe(&client, &server, "80/TCP"),
         "enforce drops the edge the policies miss"

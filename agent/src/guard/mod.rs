@@ -96,6 +96,28 @@ impl Settings {
     }
 }
 
+/// Why a flip to enforce opens no guard window, as the agent's log says
+/// it: the flip was made with `--no-guard` (`skipped_next`, see
+/// [`Guard::skip_next`]), its Namespace carries a fresh
+/// [`SKIP_ANNOTATION`], or its window is zero. `None`: it is guarded.
+/// The same order as [`Guard::follow_modes`].
+#[must_use]
+pub fn unguarded_because(settings: &Settings, skipped_next: bool, now: u64) -> Option<String> {
+    if skipped_next {
+        return Some("the mode was set with --no-guard".to_owned());
+    }
+    if settings.window.is_zero() {
+        return Some(format!("{WINDOW_ANNOTATION} is 0"));
+    }
+    match settings.skip_at {
+        Some(at) if settings.skips(now) => Some(format!(
+            "{SKIP_ANNOTATION} asks for it ({})",
+            crate::timestamp::rfc3339(at)
+        )),
+        _ => None,
+    }
+}
+
 mod secs {
     use std::time::Duration;
 

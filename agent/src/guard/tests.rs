@@ -284,6 +284,15 @@ fn a_fresh_skip_annotation_skips_the_flip_and_a_stale_or_bad_one_does_not() {
         let enforce = modes(&[("shop", Mode::Enforce)]);
         let opened = guard.follow_modes(&enforce, Some(&graph), |_| settings, now);
         assert_eq!(opened.is_empty(), guard.windows.is_empty());
+        // The log's reason says so exactly when no window opened.
+        let why = unguarded_because(&settings, false, now);
+        assert_eq!(why.is_some(), opened.is_empty(), "{value}: {why:?}");
+        if let Some(why) = why {
+            assert!(
+                why.starts_with("weir.dev/guard-skip asks for it ("),
+                "{why}"
+            );
+        }
         (opened, warnings)
     };
     let at = crate::timestamp::rfc3339;
@@ -424,4 +433,32 @@ fn annotations_set_the_window_and_threshold_and_bad_values_say_so() {
              of edges of at least 1; using the default 1",
         ]
     );
+}
+
+#[test]
+fn the_reason_a_flip_is_unguarded_follows_the_order_follow_modes_checks() {
+    let now = 20 * MIN;
+    let fresh = Settings {
+        skip_at: Some(now - MIN),
+        ..Settings::default()
+    };
+    let zero = Settings {
+        window: Duration::ZERO,
+        ..fresh
+    };
+    assert_eq!(
+        unguarded_because(&zero, true, now).as_deref(),
+        Some("the mode was set with --no-guard")
+    );
+    assert_eq!(
+        unguarded_because(&zero, false, now).as_deref(),
+        Some("weir.dev/guard-window is 0")
+    );
+    assert!(unguarded_because(&fresh, false, now).is_some());
+    assert_eq!(unguarded_because(&Settings::default(), false, now), None);
+    let stale = Settings {
+        skip_at: Some(now - 6 * MIN),
+        ..Settings::default()
+    };
+    assert_eq!(unguarded_because(&stale, false, now), None);
 }

@@ -166,13 +166,29 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
         }
         policies
     };
-    let ((opened, trips), saved) = state.guard.update(|guard| {
+    let ((opened, unguarded, trips), saved) = state.guard.update(|guard| {
+        let (before, skip_next) = (guard.modes.clone(), guard.unguarded.clone());
         let opened = guard.follow_modes(
             &modes,
             full.get().map(|g| &g.graph),
             |ns| resolver.guard_settings(ns),
             now,
         );
+        // Flips to enforce that opened no window, and why.
+        let unguarded: Vec<(String, String)> = before
+            .iter()
+            .flat_map(|before| {
+                modes.iter().filter(move |(ns, mode)| {
+                    **mode == Mode::Enforce && before.get(*ns) != Some(&Mode::Enforce)
+                })
+            })
+            .filter(|(ns, _)| !opened.contains(*ns))
+            .filter_map(|(ns, _)| {
+                let settings = resolver.guard_settings(ns);
+                let why = crate::guard::unguarded_because(&settings, skip_next.contains(ns), now)?;
+                Some((ns.clone(), why))
+            })
+            .collect();
         let trips = match &drops {
             Some(drops) => guard.check(drops, |ns, edge| !isolating(ns, edge).is_empty(), now),
             None => guard.check(&Default::default(), |_, _| false, now),
@@ -181,10 +197,16 @@ fn check(state: &AppState, now: u64) -> Vec<(Trip, Vec<String>)> {
             .into_iter()
             .filter_map(|ns| guard.windows.get(&ns).map(|w| (ns, w.clone())))
             .collect();
-        (opened, trips)
+        (opened, unguarded, trips)
     });
     if let Err(error) = saved {
         warn!(error = chain(&error), "cannot save the guard's state");
+    }
+    for (namespace, reason) in unguarded {
+        info!(
+            namespace,
+            reason, "enforce without a guard window: {reason}"
+        );
     }
     for (namespace, window) in opened {
         info!(
