@@ -206,6 +206,44 @@ impl Drop for PinDir {
     }
 }
 
+/// What the agents of one node keep across a restart: a state directory
+/// (`--state-dir`) and a pin directory (`--pin-dir`, cleaned up on drop:
+/// stop the agents first), with the rest of their arguments.
+pub struct AgentHome {
+    args: Vec<String>,
+    _state: tempfile::TempDir,
+    _pin: PinDir,
+}
+
+impl AgentHome {
+    /// Fresh directories (the pin directory named after `prefix`), and
+    /// `extra` after them on every start.
+    #[must_use]
+    pub fn new(prefix: &str, extra: &[&str]) -> Self {
+        let state = tempfile::tempdir().expect("state dir");
+        let pin = PinDir::new(prefix);
+        let mut args = vec![
+            "--state-dir".to_owned(),
+            state.path().to_string_lossy().into_owned(),
+            "--pin-dir".to_owned(),
+            pin.arg(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self {
+            args,
+            _state: state,
+            _pin: pin,
+        }
+    }
+
+    /// Start an agent on `lab` in this home ([`Agent::start`]).
+    #[must_use]
+    pub fn start(&self, lab: &Lab) -> Agent {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Agent::start(lab, &args)
+    }
+}
+
 /// A running `weir agent`, stopped with SIGTERM on drop.
 pub struct Agent {
     child: Child,

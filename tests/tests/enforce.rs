@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
 use weir_integration_tests::{
-    harness::{Agent, Lab, PinDir, eventually, weir, weir_ok},
+    harness::{Agent, AgentHome, Lab, eventually, weir, weir_ok},
     shop::{drive_traffic, learn_the_shop, shop_yaml},
 };
 
@@ -280,19 +280,8 @@ fn a_connection_dropped_at_its_target_is_never_learned_nor_reopened_by_apply() {
 #[test]
 fn a_killed_agent_keeps_enforcing_and_its_successor_adopts() {
     let lab = Lab::up("enk", &shop_yaml(163));
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().to_string_lossy().into_owned();
-    let pin = PinDir::new("kill");
-    let pin_dir = pin.arg();
-    let args = [
-        "--state-dir",
-        state_dir.as_str(),
-        "--pin-dir",
-        pin_dir.as_str(),
-        "--flow-closing-timeout",
-        "60s",
-    ];
-    let mut agent = Agent::start(&lab, &args);
+    let home = AgentHome::new("kill", &["--flow-closing-timeout", "60s"]);
+    let mut agent = home.start(&lab);
     let work = tempfile::tempdir().expect("work dir");
     let out = apply_file(&agent, work.path(), "store.yaml", STORE_FROM_CART);
     assert!(out.status.success(), "{out:?}");
@@ -325,7 +314,7 @@ fn a_killed_agent_keeps_enforcing_and_its_successor_adopts() {
     }
 
     let restarted_at = time_now();
-    let agent = Agent::start(&lab, &args);
+    let agent = home.start(&lab);
     let after: Value = serde_json::from_str(&weir_ok(&[
         "policy",
         "list",
@@ -383,7 +372,7 @@ fn a_killed_agent_keeps_enforcing_and_its_successor_adopts() {
         agent.log_text()
     );
     drop(agent);
-    drop(pin);
+    drop(home);
 }
 
 /// Now, as the agent prints times.

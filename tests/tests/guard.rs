@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use weir_integration_tests::{
-    harness::{Agent, Lab, PinDir, eventually, weir, weir_ok},
+    harness::{Agent, AgentHome, Lab, eventually, weir, weir_ok},
     shop::{drive_traffic, shop_yaml},
 };
 
@@ -271,17 +271,8 @@ spec:
 #[test]
 fn an_agent_restarted_during_a_guard_window_continues_it() {
     let lab = Lab::up("grr", RESTART_LAB);
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().to_string_lossy().into_owned();
-    let pin = PinDir::new("grr");
-    let pin_dir = pin.arg();
-    let args = [
-        "--state-dir",
-        state_dir.as_str(),
-        "--pin-dir",
-        pin_dir.as_str(),
-    ];
-    let mut agent = Agent::start(&lab, &args);
+    let home = AgentHome::new("grr", &[]);
+    let mut agent = home.start(&lab);
     let client = lab.pod("g", "client");
     let server = lab.pod("g", "server");
     let api = lab.pod("g", "api");
@@ -346,7 +337,7 @@ fn an_agent_restarted_during_a_guard_window_continues_it() {
     assert_eq!(modes(&agent)["modes"]["g"], "enforce");
 
     assert!(agent.stop(), "stopped cleanly:\n{}", agent.log_text());
-    let agent = Agent::start(&lab, &args);
+    let agent = home.start(&lab);
     let m = modes(&agent);
     assert_eq!(m["modes"]["g"], "enforce", "{m:#}");
     assert_eq!(
@@ -387,7 +378,7 @@ fn an_agent_restarted_during_a_guard_window_continues_it() {
         "audit lets it through again"
     );
     drop(agent);
-    drop(pin);
+    drop(home);
 }
 
 /// The demo shop in 10.246.0.0/16 (pods in the lower half, Services in

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use weir_integration_tests::harness::{Agent, Lab, PinDir, eventually, weir_ok};
+use weir_integration_tests::harness::{Agent, AgentHome, Lab, PinDir, eventually, weir_ok};
 
 /// The lab, in its own address range: tests run in parallel, each with a lab.
 /// The node name of the agent whose relay listener is read.
@@ -810,24 +810,19 @@ fn edge_counters(agent: &Agent, id: &str) -> Option<(u64, u64, u64)> {
 #[test]
 fn counters_survive_a_kill_9_restart_exactly() {
     let lab = Lab::up("rst", &lab_yaml(135));
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().to_string_lossy().into_owned();
-    let pin = PinDir::new("rst");
-    let pin_dir = pin.arg();
     // Long timeouts: the flows stay in the table across the restart.
-    let args = [
-        "--state-dir",
-        state_dir.as_str(),
-        "--pin-dir",
-        pin_dir.as_str(),
-        "--flow-closing-timeout",
-        "120s",
-        "--flow-idle-timeout",
-        "120s",
-        "--save-interval",
-        "200ms",
-    ];
-    let mut agent = Agent::start(&lab, &args);
+    let home = AgentHome::new(
+        "rst",
+        &[
+            "--flow-closing-timeout",
+            "120s",
+            "--flow-idle-timeout",
+            "120s",
+            "--save-interval",
+            "200ms",
+        ],
+    );
+    let mut agent = home.start(&lab);
     let client = lab.pod("front", "client");
     let web = lab.pod("front", "web-");
     const EDGE: &str = "front/client->front/web";
@@ -844,7 +839,7 @@ fn counters_survive_a_kill_9_restart_exactly() {
     let contribution = agent.get_json("/api/v1/contribution");
 
     agent.kill();
-    let agent = Agent::start(&lab, &args);
+    let agent = home.start(&lab);
     // Several sweeps of the adopted table.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weir_integration_tests::{
-    harness::{Agent, Lab, PinDir, eventually, weir, weir_ok},
+    harness::{Agent, AgentHome, Lab, eventually, weir, weir_ok},
     shop::{learn_the_shop, shop_yaml},
 };
 
@@ -53,24 +53,19 @@ fn is_queued(agent: &Agent, id: &str) -> bool {
 #[test]
 fn new_edges_under_enforce_are_queued_approved_rejected_and_kept_across_a_restart() {
     let lab = Lab::up("pnd", &shop_yaml(187));
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().to_string_lossy().into_owned();
     // One pin directory for both agents: the successor adopts the maps.
-    let pin = PinDir::new("pnd");
-    let pin_dir = pin.arg();
-    let args = [
-        "--state-dir",
-        state_dir.as_str(),
-        "--pin-dir",
-        pin_dir.as_str(),
-        "--flow-idle-timeout",
-        "2s",
-        "--flow-closing-timeout",
-        "1s",
-        "--save-interval",
-        "300ms",
-    ];
-    let mut agent = Agent::start(&lab, &args);
+    let home = AgentHome::new(
+        "pnd",
+        &[
+            "--flow-idle-timeout",
+            "2s",
+            "--flow-closing-timeout",
+            "1s",
+            "--save-interval",
+            "300ms",
+        ],
+    );
+    let mut agent = home.start(&lab);
     let server = agent.url();
     learn_the_shop(&lab, &agent, 2, Duration::from_secs(3));
     let applied = weir_ok(&["export", "--server", &server, "--apply"]);
@@ -165,7 +160,7 @@ fn new_edges_under_enforce_are_queued_approved_rejected_and_kept_across_a_restar
     let before = queued(&agent, kept);
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.stop(), "stopped cleanly:\n{}", agent.log_text());
-    let agent = Agent::start(&lab, &args);
+    let agent = home.start(&lab);
     let after = queued(&agent, kept);
     assert_eq!(
         (&after["dropped"], &after["first_seen"], &after["policies"]),
@@ -178,5 +173,5 @@ fn new_edges_under_enforce_are_queued_approved_rejected_and_kept_across_a_restar
     assert!(!is_queued(&agent, rejected), "the rejection is kept too");
     assert!(!is_queued(&agent, approved));
     drop(agent);
-    drop(pin);
+    drop(home);
 }
